@@ -1,0 +1,3 @@
+//! vmie command-line tool.
+
+fn main() {}
