@@ -1,3 +1,164 @@
-//! vmie command-line tool.
+//! # vmie — command-line tool
+//!
+//! `vmie info` and `vmie convert` work offline on image files; the service commands arrive
+//! with the API. Start reading at [`Command`].
 
-fn main() {}
+mod cli_convert;
+mod cli_info;
+mod human;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: the image was refused by the safety inspection or is not a valid image.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: any other failure (I/O, output).
+pub const EXIT_FAILED: u8 = 1;
+
+/// vmie: self-hosted VM Import/Export.
+#[derive(Debug, Parser)]
+#[command(name = "vmie", version, about, long_about = None)]
+#[command(after_help = "Exit status: 0 success, 1 failure (I/O, output), 2 usage error, \
+3 image refused by the safety inspection or not a valid image.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Disk image formats accepted with `-f`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InputFormat {
+    /// Raw disk.
+    Raw,
+    /// VMware VMDK.
+    Vmdk,
+    /// Microsoft VHD (`vpc` in qemu-img).
+    #[value(alias = "vpc")]
+    Vhd,
+    /// Microsoft VHDX.
+    Vhdx,
+    /// QEMU qcow2.
+    Qcow2,
+    /// VirtualBox VDI.
+    Vdi,
+    /// ISO 9660.
+    Iso,
+}
+
+impl InputFormat {
+    fn to_format(self) -> diskfmt::Format {
+        match self {
+            InputFormat::Raw => diskfmt::Format::Raw,
+            InputFormat::Vmdk => diskfmt::Format::Vmdk,
+            InputFormat::Vhd => diskfmt::Format::Vhd,
+            InputFormat::Vhdx => diskfmt::Format::Vhdx,
+            InputFormat::Qcow2 => diskfmt::Format::Qcow2,
+            InputFormat::Vdi => diskfmt::Format::Vdi,
+            InputFormat::Iso => diskfmt::Format::Iso,
+        }
+    }
+}
+
+/// Output formats of `vmie convert`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// Raw disk, sparse (holes stay holes).
+    Raw,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show an image's format, sizes and safety verdict (like `qemu-img info`).
+    ///
+    /// The format is detected from the content, never from the file name. The safety
+    /// inspection parses every header and table without reading the payload; a refused image
+    /// prints its reason and exits with status 3.
+    Info {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The image.
+        file: PathBuf,
+    },
+    /// Convert an image to another format.
+    ///
+    /// The input is detected and inspected before anything is written; a refused input leaves
+    /// OUT untouched. The output is written to a temporary file beside OUT and renamed into
+    /// place only when complete.
+    Convert {
+        /// Show a progress bar on standard error.
+        #[arg(short = 'p', long)]
+        progress: bool,
+        /// Input format. Checked against the content: naming the wrong format is an error.
+        #[arg(short = 'f', long = "format", value_enum)]
+        input_format: Option<InputFormat>,
+        /// Output format.
+        #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
+        output_format: OutputFormat,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Input image.
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let limits = diskfmt::Limits::default();
+    let result = match cli.command {
+        Command::Info { json, file } => cli_info::run(&file, json, &limits),
+        Command::Convert {
+            progress,
+            input_format,
+            output_format: OutputFormat::Raw,
+            threads,
+            input,
+            output,
+        } => cli_convert::run(&cli_convert::Args {
+            input: &input,
+            output: &output,
+            input_format: input_format.map(InputFormat::to_format),
+            progress,
+            threads,
+            limits: &limits,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmie: {}", e.message);
+            ExitCode::from(e.exit)
+        }
+    }
+}
+
+/// A failure of a command: what to print and which exit status to use.
+#[derive(Debug)]
+pub struct CliError {
+    /// The message.
+    pub message: String,
+    /// The exit status.
+    pub exit: u8,
+}
+
+impl From<diskfmt::DiskError> for CliError {
+    fn from(e: diskfmt::DiskError) -> Self {
+        let exit = match e {
+            diskfmt::DiskError::Io { .. } => EXIT_FAILED,
+            _ => EXIT_REFUSED,
+        };
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        CliError { message, exit }
+    }
+}
