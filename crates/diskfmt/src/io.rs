@@ -15,6 +15,12 @@ pub trait ReadAt: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Total size of the source in bytes.
     fn size(&self) -> u64;
+    /// The first data region at or after `offset`, as `(start, end)`, or `None` when only a
+    /// hole follows. Sources that cannot tell report everything as data.
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        let size = self.size();
+        Ok((offset < size).then_some((offset, size)))
+    }
 }
 
 /// A shared source, as held by every reader.
@@ -90,6 +96,30 @@ impl ReadAt for FileSource {
     }
     fn size(&self) -> u64 {
         self.size
+    }
+    /// Uses `SEEK_DATA` / `SEEK_HOLE`, so holes in sparse files are neither read nor copied.
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        use rustix::fs::{SeekFrom, seek};
+        if offset >= self.size {
+            return Ok(None);
+        }
+        let start = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => return Ok(None),
+            // Filesystems without hole support: everything is data.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => {
+                return Ok(Some((offset, self.size)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if start >= self.size {
+            return Ok(None);
+        }
+        let end = match seek(&self.file, SeekFrom::Hole(start)) {
+            Ok(e) => e.min(self.size),
+            Err(_) => self.size,
+        };
+        Ok(Some((start, end.max(start))))
     }
 }
 

@@ -44,7 +44,7 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 /// Writes a raw disk of `size` bytes (a multiple of 512, at least 4 MiB) with random, text
 /// and zero regions, some of them unaligned, and data in the last sector.
 pub fn write_sample_raw(path: &Path, size: u64) {
-    assert!(size >= 4 << 20 && size % 512 == 0);
+    assert!(size >= 4 << 20 && size.is_multiple_of(512));
     let mut img = vec![0u8; size as usize];
     let n = img.len();
     img[..1 << 20].copy_from_slice(&pseudo_random(1, 1 << 20));
@@ -165,7 +165,7 @@ pub fn assert_mutations_do_not_panic(image: &[u8], rounds: u32, max_read: usize)
             2 => {
                 // Overwrite a word inside the first 64 KiB (headers and tables) with an
                 // extreme value.
-                let span = m.len().min(65_536).max(8);
+                let span = m.len().clamp(8, 65_536);
                 let i = (next() as usize) % (span - 7);
                 let v: u64 = match next() % 4 {
                     0 => u64::MAX,

@@ -17,7 +17,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("qcow2-v2", "qcow2", &["-o", "compat=0.10"]),
     ("qcow2-v3", "qcow2", &[]),
     ("qcow2-zlib", "qcow2", &["-c"]),
-    ("qcow2-zstd", "qcow2", &["-c", "-o", "compression_type=zstd"]),
+    (
+        "qcow2-zstd",
+        "qcow2",
+        &["-c", "-o", "compression_type=zstd"],
+    ),
     ("qcow2-l2ext", "qcow2", &["-o", "extended_l2=on"]),
     ("vmdk-sparse", "vmdk", &[]),
     ("vmdk-stream", "vmdk", &["-o", "subformat=streamOptimized"]),

@@ -126,8 +126,12 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     out.sync_all()
         .map_err(|e| fail(&format!("cannot flush {}", tmp_path.display()), &e))?;
     drop(out);
-    std::fs::rename(&tmp_path, args.output)
-        .map_err(|e| fail(&format!("cannot move the output into {}", args.output.display()), &e))?;
+    std::fs::rename(&tmp_path, args.output).map_err(|e| {
+        fail(
+            &format!("cannot move the output into {}", args.output.display()),
+            &e,
+        )
+    })?;
     guard.armed = false;
     Ok(())
 }

@@ -44,7 +44,11 @@ pub fn run(file: &Path, json: bool, limits: &Limits) -> Result<(), CliError> {
                 info.virtual_size
             );
         }
-        println!("file size: {} ({} bytes)", human::size(insp.file_size), insp.file_size);
+        println!(
+            "file size: {} ({} bytes)",
+            human::size(insp.file_size),
+            insp.file_size
+        );
         if let Some(a) = insp.allocated {
             println!("allocated: {} ({a} bytes)", human::size(a));
         }
@@ -58,7 +62,9 @@ pub fn run(file: &Path, json: bool, limits: &Limits) -> Result<(), CliError> {
         }
         match &insp.verdict {
             Verdict::Ok => println!("safety: ok"),
-            Verdict::Refused { reason, message, .. } => {
+            Verdict::Refused {
+                reason, message, ..
+            } => {
                 println!("safety: refused ({reason})");
                 println!("reason: {message}");
             }

@@ -20,8 +20,10 @@ pub const EXIT_FAILED: u8 = 1;
 /// vmie: self-hosted VM Import/Export.
 #[derive(Debug, Parser)]
 #[command(name = "vmie", version, about, long_about = None)]
-#[command(after_help = "Exit status: 0 success, 1 failure (I/O, output), 2 usage error, \
-3 image refused by the safety inspection or not a valid image.")]
+#[command(
+    after_help = "Exit status: 0 success, 1 failure (I/O, output), 2 usage error, \
+3 image refused by the safety inspection or not a valid image."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,16 +1,24 @@
 //! `vmie convert -O raw` of every input variant, made by `qemu-img`, must be byte-identical to
 //! the source disk and to `qemu-img convert -O raw` of the same file.
 
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+
 mod common;
 
 use std::path::Path;
 
-use common::{assert_same, assert_source_then_zeros, mixed_raw, ext4_disk, qemu_raw, s, tool, vmie, run};
+use common::{
+    assert_same, assert_source_then_zeros, ext4_disk, mixed_raw, qemu_raw, run, s, tool, vmie,
+};
 
 /// (name, qemu-img output format, extra options) for every input variant.
 const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("vmdk-monolithicSparse", "vmdk", &[]),
-    ("vmdk-streamOptimized", "vmdk", &["-o", "subformat=streamOptimized"]),
+    (
+        "vmdk-streamOptimized",
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    ),
     ("vhd-dynamic", "vpc", &[]),
     ("vhd-fixed", "vpc", &["-o", "subformat=fixed"]),
     ("vhdx-dynamic", "vhdx", &[]),
@@ -18,7 +26,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("qcow2-v2", "qcow2", &["-o", "compat=0.10"]),
     ("qcow2-v3", "qcow2", &["-o", "compat=1.1"]),
     ("qcow2-zlib", "qcow2", &["-c"]),
-    ("qcow2-zstd", "qcow2", &["-c", "-o", "compression_type=zstd"]),
+    (
+        "qcow2-zstd",
+        "qcow2",
+        &["-c", "-o", "compression_type=zstd"],
+    ),
     ("qcow2-extended-l2", "qcow2", &["-o", "extended_l2=on"]),
     ("vdi-dynamic", "vdi", &[]),
     ("vdi-static", "vdi", &["-o", "static=on"]),
@@ -71,7 +83,11 @@ fn test_convert_raw_input_is_identical_and_sparse() {
     let src = mixed_raw(dir.path());
     let out = dir.path().join("out.raw");
     run(vmie().args(["convert", "-p", s(&src), s(&out)]));
-    assert_same(&std::fs::read(&out).unwrap(), &std::fs::read(&src).unwrap(), "raw");
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &std::fs::read(&src).unwrap(),
+        "raw",
+    );
 }
 
 #[test]
@@ -81,14 +97,30 @@ fn test_convert_iso_input_is_read_as_raw_data() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("README.TXT"), b"vmie iso test\n").unwrap();
     let iso = dir.path().join("cd.iso");
-    tool("xorriso", &["-as", "mkisofs", "-quiet", "-V", "VMIETEST", "-o", s(&iso), s(&tree)]);
+    tool(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-V",
+            "VMIETEST",
+            "-o",
+            s(&iso),
+            s(&tree),
+        ],
+    );
     let info = run(vmie().args(["info", "--json", s(&iso)]));
     let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(v["format"], "iso");
     assert_eq!(v["details"]["volume_id"], "VMIETEST");
     let out = dir.path().join("cd.raw");
     run(vmie().args(["convert", s(&iso), s(&out)]));
-    assert_same(&std::fs::read(&out).unwrap(), &std::fs::read(&iso).unwrap(), "iso");
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &std::fs::read(&iso).unwrap(),
+        "iso",
+    );
 }
 
 #[test]
@@ -97,7 +129,12 @@ fn test_info_json_reports_format_subformat_and_sizes_like_qemu() {
     let src = mixed_raw(dir.path());
     for (name, fmt, opts, sub) in [
         ("a.qcow2", "qcow2", &[][..], "v3"),
-        ("b.vmdk", "vmdk", &["-o", "subformat=streamOptimized"][..], "streamOptimized"),
+        (
+            "b.vmdk",
+            "vmdk",
+            &["-o", "subformat=streamOptimized"][..],
+            "streamOptimized",
+        ),
         ("c.vhd", "vpc", &[][..], "dynamic"),
         ("d.vhdx", "vhdx", &[][..], "dynamic"),
         ("e.vdi", "vdi", &[][..], "dynamic"),
@@ -117,10 +154,16 @@ fn test_info_json_reports_format_subformat_and_sizes_like_qemu() {
         assert_eq!(v["virtual-size"], q["virtual-size"], "{name}");
         assert_eq!(v["safety"]["status"], "ok", "{name}");
         let alloc = v["allocated-size"].as_u64().unwrap();
-        assert!(alloc > 0 && alloc <= v["virtual-size"].as_u64().unwrap(), "{name}");
+        assert!(
+            alloc > 0 && alloc <= v["virtual-size"].as_u64().unwrap(),
+            "{name}"
+        );
         let text = run(vmie().args(["info", s(&img)]));
         let text = String::from_utf8(text.stdout).unwrap();
-        assert!(text.contains(&format!("file format: {expect_fmt}")), "{text}");
+        assert!(
+            text.contains(&format!("file format: {expect_fmt}")),
+            "{text}"
+        );
         assert!(text.contains("safety: ok"), "{text}");
     }
 }

@@ -1,6 +1,8 @@
 //! Every safety refusal, built with real tools, through the real binary: refused with its
 //! named reason, exit status 3, never a panic, and nothing written where OUT would go.
 
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+
 mod common;
 
 use std::os::unix::fs::FileExt;
@@ -14,10 +16,21 @@ fn assert_refused(img: &Path, reason: &str) {
     let dir = img.parent().unwrap();
     let before = names(dir);
     let out = dir.join("out.raw");
-    let r = vmie().args(["convert", "-O", "raw", s(img), s(&out)]).output().unwrap();
+    let r = vmie()
+        .args(["convert", "-O", "raw", s(img), s(&out)])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(3), "convert {}: {stderr}", img.display());
-    assert!(stderr.contains(reason), "expected reason {reason}, got: {stderr}");
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "convert {}: {stderr}",
+        img.display()
+    );
+    assert!(
+        stderr.contains(reason),
+        "expected reason {reason}, got: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!out.exists(), "OUT was written");
     assert_eq!(names(dir), before, "files appeared in the output folder");
@@ -52,7 +65,20 @@ fn test_refuse_qcow2_backing_file() {
     let base = dir.path().join("base.qcow2");
     tool("qemu-img", &["create", "-q", "-f", "qcow2", s(&base), "4M"]);
     let top = dir.path().join("top.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", s(&base), "-F", "qcow2", s(&top)]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&base),
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
+    );
     assert_refused(&top, "backing-file");
 }
 
@@ -62,7 +88,10 @@ fn test_refuse_qcow2_external_data_file() {
     let data = dir.path().join("data.bin");
     let img = dir.path().join("ext.qcow2");
     let opt = format!("data_file={}", s(&data));
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-o", &opt, s(&img), "4M"]);
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-o", &opt, s(&img), "4M"],
+    );
     assert_refused(&img, "external-data-file");
 }
 
@@ -73,8 +102,16 @@ fn test_refuse_qcow2_luks_encryption() {
     tool(
         "qemu-img",
         &[
-            "create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=vmie-test",
-            "-o", "encrypt.format=luks,encrypt.key-secret=sec0", s(&img), "4M",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=sec0,data=vmie-test",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0",
+            s(&img),
+            "4M",
         ],
     );
     assert_refused(&img, "encrypted");
@@ -94,14 +131,23 @@ fn test_refuse_qcow2_truncated_pointer_outside_file() {
     let dir = tempfile::tempdir().unwrap();
     let img = qcow2_of_mixed(dir.path(), "trunc.qcow2");
     let len = std::fs::metadata(&img).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     assert_refused(&img, "pointer-out-of-bounds");
 }
 
 #[test]
 fn test_refuse_virtual_size_above_maximum() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, fmt) in [("big.qcow2", "qcow2"), ("big.vhdx", "vhdx"), ("big.vmdk", "vmdk")] {
+    for (name, fmt) in [
+        ("big.qcow2", "qcow2"),
+        ("big.vhdx", "vhdx"),
+        ("big.vmdk", "vmdk"),
+    ] {
         let img = dir.path().join(name);
         tool("qemu-img", &["create", "-q", "-f", fmt, s(&img), "17T"]);
         assert_refused(&img, "virtual-size-too-large");
@@ -144,7 +190,16 @@ fn test_refuse_vmdk_two_gb_max_extent_descriptor() {
     let img = dir.path().join("split.vmdk");
     tool(
         "qemu-img",
-        &["create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", s(&img), "8M"],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentSparse",
+            s(&img),
+            "8M",
+        ],
     );
     assert_refused(&img, "external-extent");
 }
@@ -180,7 +235,10 @@ fn test_refuse_qcow2_header_planted_in_iso() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("A.TXT"), b"a").unwrap();
     let iso = dir.path().join("evil.iso");
-    tool("xorriso", &["-as", "mkisofs", "-quiet", "-o", s(&iso), s(&tree)]);
+    tool(
+        "xorriso",
+        &["-as", "mkisofs", "-quiet", "-o", s(&iso), s(&tree)],
+    );
     // A qcow2 header in the ISO's 32 KiB system area, as OpenStack's format_inspector test does.
     let q = dir.path().join("h.qcow2");
     tool("qemu-img", &["create", "-q", "-f", "qcow2", s(&q), "1M"]);
@@ -202,7 +260,10 @@ fn test_refuse_random_bytes_with_format_magic() {
         let mut bytes = common::pseudo_random(7, 1 << 20);
         bytes[..magic.len()].copy_from_slice(magic);
         std::fs::write(&img, bytes).unwrap();
-        let r = vmie().args(["convert", s(&img), s(&dir.path().join("o.raw"))]).output().unwrap();
+        let r = vmie()
+            .args(["convert", s(&img), s(&dir.path().join("o.raw"))])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(3), "{name}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -215,7 +276,13 @@ fn test_refuse_random_bytes_with_format_magic() {
 fn test_refuse_bit_flipped_images_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let src = mixed_raw(dir.path());
-    for (name, fmt) in [("f.qcow2", "qcow2"), ("f.vmdk", "vmdk"), ("f.vhd", "vpc"), ("f.vhdx", "vhdx"), ("f.vdi", "vdi")] {
+    for (name, fmt) in [
+        ("f.qcow2", "qcow2"),
+        ("f.vmdk", "vmdk"),
+        ("f.vhd", "vpc"),
+        ("f.vhdx", "vhdx"),
+        ("f.vdi", "vdi"),
+    ] {
         let img = dir.path().join(name);
         tool("qemu-img", &["convert", "-O", fmt, s(&src), s(&img)]);
         let good = std::fs::read(&img).unwrap();
@@ -228,8 +295,14 @@ fn test_refuse_bit_flipped_images_never_panic() {
             let out = dir.path().join("o.raw");
             let r = vmie().args(["convert", s(&img), s(&out)]).output().unwrap();
             let stderr = String::from_utf8_lossy(&r.stderr);
-            assert!(!stderr.contains("panicked"), "{name} flip at {at}: {stderr}");
-            assert!(matches!(r.status.code(), Some(0 | 3)), "{name} flip at {at}: {stderr}");
+            assert!(
+                !stderr.contains("panicked"),
+                "{name} flip at {at}: {stderr}"
+            );
+            assert!(
+                matches!(r.status.code(), Some(0 | 3)),
+                "{name} flip at {at}: {stderr}"
+            );
             if r.status.code() == Some(3) {
                 assert!(!out.exists());
             }

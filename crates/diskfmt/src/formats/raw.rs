@@ -1,7 +1,7 @@
 //! Raw disks and ISO 9660 images: the file is the disk.
 
 use crate::detect::Format;
-use crate::disk::{Disk, Extent, ExtentKind, ImageInfo, check_read, clip_end};
+use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
 use crate::io::{Source, read_exact_at};
 use crate::limits::Limits;
@@ -91,10 +91,30 @@ impl Disk for RawDisk {
         if end <= offset {
             return Ok(Vec::new());
         }
-        Ok(vec![Extent {
-            offset,
-            length: end - offset,
-            kind: ExtentKind::Data,
-        }])
+        // Holes of a sparse file read as zeros: report them, so they are never copied.
+        let mut list = ExtentList::new();
+        let mut at = offset;
+        while at < end {
+            let next = self.src.next_data(at).map_err(|e| {
+                DiskError::io(
+                    format!("finding data in the {} file at {at}", self.format),
+                    e,
+                )
+            })?;
+            match next {
+                Some((start, stop)) if start < end => {
+                    let start = start.max(at);
+                    let stop = stop.clamp(start + 1, end);
+                    list.push(at, start - at, ExtentKind::Zero);
+                    list.push(start, stop - start, ExtentKind::Data);
+                    at = stop;
+                }
+                _ => {
+                    list.push(at, end - at, ExtentKind::Zero);
+                    at = end;
+                }
+            }
+        }
+        Ok(list.into_vec())
     }
 }

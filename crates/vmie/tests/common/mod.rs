@@ -1,7 +1,12 @@
 //! Shared helpers of the `vmie` integration tests: images are made with real tools
 //! (`qemu-img`, `sfdisk`, `mkfs.ext4`, `xorriso`), and the real `vmie` binary is driven.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,7 +18,9 @@ pub fn vmie() -> Command {
 
 /// Runs a command; panics with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}): {}{}",
@@ -82,9 +89,13 @@ pub fn ext4_disk(dir: &Path) -> PathBuf {
     let fs = dir.join("part.ext4");
     tool("mkfs.ext4", &["-q", "-F", "-d", s(&tree), s(&fs), "30M"]);
     let disk = dir.join("ext4disk.raw");
-    std::fs::File::create(&disk).unwrap().set_len(32 << 20).unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
     let mut sf = Command::new("sfdisk");
-    sf.args(["-q", s(&disk)]).stdin(std::process::Stdio::piped());
+    sf.args(["-q", s(&disk)])
+        .stdin(std::process::Stdio::piped());
     let mut child = sf.spawn().unwrap();
     {
         use std::io::Write;
@@ -107,7 +118,10 @@ pub fn ext4_disk(dir: &Path) -> PathBuf {
 
 /// What `qemu-img convert -O raw` makes of `img`.
 pub fn qemu_raw(img: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join(format!("{}.qemu.raw", img.file_name().unwrap().to_string_lossy()));
+    let out = dir.join(format!(
+        "{}.qemu.raw",
+        img.file_name().unwrap().to_string_lossy()
+    ));
     tool("qemu-img", &["convert", "-O", "raw", s(img), s(&out)]);
     std::fs::read(out).unwrap()
 }
@@ -123,9 +137,15 @@ pub fn assert_same(a: &[u8], b: &[u8], what: &str) {
 /// Asserts `out` starts with `src` and anything after it is zeros (formats such as VHD round
 /// the virtual size up to their geometry).
 pub fn assert_source_then_zeros(out: &[u8], src: &[u8], what: &str) {
-    assert!(out.len() >= src.len(), "{what}: output is shorter than the source");
+    assert!(
+        out.len() >= src.len(),
+        "{what}: output is shorter than the source"
+    );
     assert_same(&out[..src.len()], src, what);
-    assert!(out[src.len()..].iter().all(|&b| b == 0), "{what}: tail is not zero");
+    assert!(
+        out[src.len()..].iter().all(|&b| b == 0),
+        "{what}: tail is not zero"
+    );
 }
 
 /// Lists the file names in `dir`.
