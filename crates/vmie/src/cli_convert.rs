@@ -94,28 +94,15 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     }
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
+    let total = disk.virtual_size();
     let ticker = args.progress.then(|| {
-        let bar = ProgressBar::new(disk.virtual_size());
-        if !std::io::stderr().is_terminal() {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(1));
-        }
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
         let done = Arc::clone(&done);
         let finished = Arc::clone(&finished);
-        std::thread::spawn(move || {
-            while !finished.load(Ordering::Relaxed) {
-                bar.set_position(done.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.set_position(done.load(Ordering::Relaxed));
-            bar.finish();
-        })
+        if std::io::stderr().is_terminal() {
+            std::thread::spawn(move || bar_ticker(total, &done, &finished))
+        } else {
+            std::thread::spawn(move || line_ticker(total, &done, &finished))
+        }
     });
     let result = convert_to_raw(&*disk, &out, &opts, &done);
     finished.store(true, Ordering::Relaxed);
@@ -134,4 +121,47 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     })?;
     guard.armed = false;
     Ok(())
+}
+
+/// A progress bar on a terminal.
+fn bar_ticker(total: u64, done: &AtomicU64, finished: &AtomicBool) {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    while !finished.load(Ordering::Relaxed) {
+        bar.set_position(done.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.set_position(done.load(Ordering::Relaxed));
+    bar.finish();
+}
+
+/// Plain lines when standard error is not a terminal (logs, CI): one per 10 %.
+fn line_ticker(total: u64, done: &AtomicU64, finished: &AtomicBool) {
+    let percent = |d: u64| {
+        if total == 0 {
+            100
+        } else {
+            u128::from(d) * 100 / u128::from(total)
+        }
+    };
+    let mut last_decile = None;
+    loop {
+        let stop = finished.load(Ordering::Relaxed);
+        let p = percent(done.load(Ordering::Relaxed));
+        let decile = p / 10;
+        if last_decile != Some(decile) {
+            eprintln!("progress: {p}%");
+            last_decile = Some(decile);
+        }
+        if stop {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
