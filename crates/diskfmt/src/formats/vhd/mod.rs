@@ -226,7 +226,12 @@ impl VhdDisk {
                     let b = read_checked(&*self.src, F, "sector bitmap", bitmap_at, len)?;
                     let sectors = d.block_size / SECTOR;
                     let full = (0..sectors).all(|s| bit_set(&b, s));
-                    Ok((if full { Bitmap::Full } else { Bitmap::Bits(b) }, len))
+                    // A full bitmap is kept as a flag: account a few bytes, not the sector.
+                    Ok(if full {
+                        (Bitmap::Full, 16)
+                    } else {
+                        (Bitmap::Bits(b), len)
+                    })
                 })?;
                 match &*bitmap {
                     Bitmap::Full => f(pos, chunk, Some(data_at + within))?,

@@ -129,6 +129,23 @@ fn test_vhd_dynamic_matches_qemu() {
     assert_eq!(info.subformat.as_deref(), Some("dynamic"));
     assert_eq!(info.cluster_size, Some(2 << 20));
     assert_eq!(d.virtual_size(), qemu_virtual_size(&p));
+    // The sample's third 2 MiB block is all zeros: qemu leaves it unallocated.
+    let ext = d.extents(0, d.virtual_size()).unwrap();
+    assert!(
+        ext.iter()
+            .any(|e| e.kind == ExtentKind::Zero && e.offset <= 4 << 20 && e.end() >= 6 << 20)
+    );
+}
+
+#[test]
+fn test_vhd_damaged_end_footer_uses_start_copy() {
+    let dir = tmp();
+    let p = make_vhd(dir.path(), "dyn", 4 << 20, "subformat=dynamic");
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 512 + 100] ^= 0xff; // reserved byte: end footer checksum now wrong
+    std::fs::write(&p, &b).unwrap();
+    assert_same_as_qemu(&p);
 }
 
 #[test]
