@@ -104,8 +104,10 @@ impl VhdDisk {
         // Prefer the footer at the end; fall back to the copy at the start of a dynamic disk
         // whose end was damaged. A checksum error is reported when neither copy is sound.
         let footer = match (tail_ok, head_ok) {
-            (true, true) => Footer::parse(&tail).or_else(|e| match Footer::parse(&head) {
-                Ok(f) if f.disk_type != TYPE_FIXED => Ok(f),
+            (true, true) => Footer::parse(&tail).or_else(|e| match (&e, Footer::parse(&head)) {
+                // Only a damaged (bad checksum) end footer gives way to a dynamic disk's copy;
+                // a sound footer that refuses the image (differencing, …) is final.
+                (DiskError::Corrupt { .. }, Ok(f)) if f.disk_type != TYPE_FIXED => Ok(f),
                 _ => Err(e),
             })?,
             (true, false) => Footer::parse(&tail)?,
