@@ -356,34 +356,34 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
     let Some(&head_i) = chain.last() else {
         return Ok(None);
     };
-    let head = &entries[head_i];
-    if head.flushed > src.size() {
+    let (head_flushed, head_last) = (entries[head_i].flushed, entries[head_i].last);
+    if head_flushed > src.size() {
         return Err(DiskError::corrupt(
             F,
             format!(
                 "the log says the file was flushed up to {} bytes but it has only {}",
-                head.flushed,
+                head_flushed,
                 src.size()
             ),
         ));
     }
     let mut ov = Overlay {
         src: src.clone(),
-        size: src.size().max(head.last),
+        size: src.size().max(head_last),
         map: BTreeMap::new(),
     };
     for &i in &chain {
-        for op in &entries[i].ops {
+        for op in std::mem::take(&mut entries[i].ops) {
             match op {
                 Op::Zero { off, len } => {
-                    let end = add(F, "log zero range end", *off, *len)?;
+                    let end = add(F, "log zero range end", off, len)?;
                     ov.size = ov.size.max(end);
-                    ov.insert(*off, end, Piece::Zero);
+                    ov.insert(off, end, Piece::Zero);
                 }
                 Op::Data { off, page } => {
-                    let end = add(F, "log data page end", *off, SECTOR)?;
+                    let end = add(F, "log data page end", off, SECTOR)?;
                     ov.size = ov.size.max(end);
-                    ov.insert(*off, end, Piece::Data(page.clone()));
+                    ov.insert(off, end, Piece::Data(page));
                 }
             }
         }

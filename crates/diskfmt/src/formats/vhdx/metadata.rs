@@ -113,15 +113,15 @@ pub fn read_metadata(src: &dyn ReadAt, region: Region, limits: &Limits) -> Resul
         if items.iter().any(|(g, _, _)| *g == id) && !is_user {
             return Err(DiskError::corrupt(F, "a metadata item is listed twice"));
         }
-        if length != 0 {
-            if offset < TABLE_SIZE || add(F, "metadata item end", offset, length)? > region.length {
-                return Err(DiskError::corrupt(
-                    F,
-                    format!(
-                        "metadata item {i} at {offset} of {length} bytes lies outside the metadata region"
-                    ),
-                ));
-            }
+        if length != 0
+            && (offset < TABLE_SIZE || add(F, "metadata item end", offset, length)? > region.length)
+        {
+            return Err(DiskError::corrupt(
+                F,
+                format!(
+                    "metadata item {i} at {offset} of {length} bytes lies outside the metadata region"
+                ),
+            ));
         }
         let known = [
             FILE_PARAMETERS,

@@ -89,7 +89,7 @@ impl VhdxDisk {
         while at < end {
             let blk = at / bs;
             let in_blk = at % bs;
-            let stop = ((blk + 1) * bs).min(end);
+            let stop = (blk + 1).saturating_mul(bs).min(end);
             let host = self.bat.host(blk).map(|h| h + in_blk);
             let extends = run.is_some_and(|(s, e, h)| match (h, host) {
                 (None, None) => true,

@@ -439,3 +439,92 @@ fn test_log_overlay_differs_from_file_uses_log() {
     );
     assert_mutations_do_not_panic(&b, 200, 4 << 20);
 }
+
+#[test]
+fn test_region_unknown_required_unsupported() {
+    let d = tmp();
+    let img = make(d.path(), "ureg", 4 << 20, Some("block_size=1M"));
+    let mut b = std::fs::read(&img).unwrap();
+    for t in REGION_TABLE_OFFSETS {
+        let t = t as usize;
+        let n = u32_at(&b, t + 8) as usize;
+        let e = t + 16 + n * 32;
+        b[e..e + 16].copy_from_slice(&[0x42; 16]); // GUID nobody knows
+        b[e + 16..e + 24].copy_from_slice(&(64u64 << 20).to_le_bytes()); // offset
+        b[e + 24..e + 28].copy_from_slice(&(1u32 << 20).to_le_bytes()); // length
+        b[e + 28..e + 32].copy_from_slice(&1u32.to_le_bytes()); // required
+        b[t + 8..t + 12].copy_from_slice(&(n as u32 + 1).to_le_bytes());
+        let c = crc_with_zeroed(&b[t..t + 65536], 4);
+        b[t + 4..t + 8].copy_from_slice(&c.to_le_bytes());
+    }
+    let r = reason(open_bytes(b));
+    assert!(r.starts_with("unsupported"), "{r}");
+}
+
+#[test]
+fn test_metadata_parent_locator_refused() {
+    let d = tmp();
+    let img = make(d.path(), "ploc", 4 << 20, Some("block_size=1M"));
+    let mut b = std::fs::read(&img).unwrap();
+    let m = region_offset(&b, METADATA_GUID);
+    // Rename the Page 83 item to a parent locator.
+    let e = (0..16)
+        .map(|i| m + 32 + i * 32)
+        .find(|&e| b[e..e + 16] == super::metadata::PAGE_83)
+        .unwrap();
+    b[e..e + 16].copy_from_slice(&super::metadata::PARENT_LOCATOR);
+    let r = reason(open_bytes(b));
+    assert!(r.starts_with("differencing-disk"), "{r}");
+}
+
+#[test]
+fn test_bat_partially_present_refused() {
+    let d = tmp();
+    let img = make(d.path(), "pp", 4 << 20, Some("block_size=1M"));
+    let mut b = std::fs::read(&img).unwrap();
+    let bat = region_offset(&b, BAT_GUID);
+    b[bat] = (b[bat] & !7) | 7;
+    let r = reason(open_bytes(b));
+    assert!(r.starts_with("differencing-disk"), "{r}");
+}
+
+#[test]
+fn test_log_guid_without_entries_reads_in_place() {
+    let d = tmp();
+    let img = make(d.path(), "nolog", 4 << 20, Some("block_size=1M"));
+    let mut b = std::fs::read(&img).unwrap();
+    set_log_guid(&mut b, &[7u8; 16]);
+    std::fs::write(&img, &b).unwrap();
+    // Nothing valid to replay: qemu reads it read-only as it is, and so do we.
+    let disk = assert_same_as_qemu(&img);
+    assert_eq!(detail(&*disk, "log_replayed"), "no");
+}
+
+#[test]
+fn test_log_entry_wrapping_around_log_end_replayed() {
+    let d = tmp();
+    let img = make(d.path(), "wrap", 4 << 20, Some("block_size=1M"));
+    let mut b = std::fs::read(&img).unwrap();
+    let (log_off, log_len) = (
+        u64_at(&b, HEADER_OFFSETS[0] as usize + 72) as usize,
+        u32_at(&b, HEADER_OFFSETS[0] as usize + 68) as usize,
+    );
+    let bat = region_offset(&b, BAT_GUID);
+    let block0 = (u64_at(&b, bat) >> 20) as usize * MIB;
+    let g = [0x33u8; 16];
+    let mut page = [0xc3u8; 4096];
+    page[0..8].copy_from_slice(b"leading!");
+    page[4092..].copy_from_slice(b"tail");
+    let tail = (log_len - 4096) as u32;
+    let e = log_entry(&g, 5, tail, b.len() as u64, &[(block0 as u64, page)], &[]);
+    assert_eq!(e.len(), 8192);
+    // Descriptor sector in the last log sector, data sector wrapped to the log start.
+    b[log_off + log_len - 4096..log_off + log_len].copy_from_slice(&e[..4096]);
+    b[log_off..log_off + 4096].copy_from_slice(&e[4096..]);
+    set_log_guid(&mut b, &g);
+    let want = qemu_replayed(d.path(), &b);
+    assert_eq!(&want[..4096], &page[..], "qemu applied the wrapped entry");
+    let disk = open_bytes(b).unwrap();
+    assert_eq!(detail(&*disk, "log_replayed"), "yes");
+    assert!(read_all(&*disk) == want);
+}
