@@ -48,7 +48,7 @@ fn check_all_variants(src: &Path, dir: &Path) {
         let out = dir.join(format!("{name}.vmie.raw"));
         run(vmie().args(["convert", "-O", "raw", s(&img), s(&out)]));
         let ours = std::fs::read(&out).unwrap();
-        let theirs = qemu_raw(&img, dir);
+        let theirs = qemu_raw(&img, fmt, dir);
         assert_same(&ours, &theirs, &format!("{name}: vmie vs qemu-img"));
         assert_source_then_zeros(&ours, &source, &format!("{name}: vmie vs source"));
         // Holes stay holes: the output occupies no more blocks than the source has data.

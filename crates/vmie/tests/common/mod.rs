@@ -116,13 +116,14 @@ pub fn ext4_disk(dir: &Path) -> PathBuf {
     disk
 }
 
-/// What `qemu-img convert -O raw` makes of `img`.
-pub fn qemu_raw(img: &Path, dir: &Path) -> Vec<u8> {
+/// What `qemu-img convert -f FMT -O raw` makes of `img` (the format is named: qemu-img probes a
+/// fixed VHD, whose only header is a footer, as raw).
+pub fn qemu_raw(img: &Path, fmt: &str, dir: &Path) -> Vec<u8> {
     let out = dir.join(format!(
         "{}.qemu.raw",
         img.file_name().unwrap().to_string_lossy()
     ));
-    tool("qemu-img", &["convert", "-O", "raw", s(img), s(&out)]);
+    tool("qemu-img", &["convert", "-f", fmt, "-O", "raw", s(img), s(&out)]);
     std::fs::read(out).unwrap()
 }
 

@@ -1,0 +1,128 @@
+//! The chunk object: one compressed, encrypted chunk of a snapshot.
+//!
+//! ```text
+//! "VBC1"                       magic
+//! u8  n, n bytes               origin snapshot id (the snapshot that wrote it; its data key
+//!                              encrypts it)
+//! u64 BE                       origin chunk index
+//! u8                           flags: bit 0 = payload is a zstd frame
+//! nonce ‖ ciphertext ‖ tag     AES-256-GCM of the payload
+//! ```
+//!
+//! The associated data binds the origin snapshot id, the origin index, the flags and the
+//! chunk's name (its keyed hash), so a chunk cannot be moved to another name, another index or
+//! another snapshot without failing authentication. The name itself is checked again against
+//! the keyed hash of the decrypted plaintext.
+
+use zeroize::Zeroizing;
+
+use kms::aead::AeadKey;
+
+const MAGIC: &[u8; 4] = b"VBC1";
+const FLAG_ZSTD: u8 = 1;
+/// Longest snapshot id a chunk header carries.
+pub const MAX_ID_LEN: usize = 64;
+/// Bytes of header before the sealed payload, at most.
+pub const MAX_HEADER: usize = 4 + 1 + MAX_ID_LEN + 8 + 1;
+
+/// Who wrote a chunk: the snapshot whose data key encrypts it, and the index it had there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Chunk index in that snapshot.
+    pub index: u64,
+}
+
+fn aad(origin: &Origin, flags: u8, name: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(32 + origin.snapshot.len() + name.len());
+    a.extend_from_slice(b"vmie-chunk-v1\0");
+    a.extend_from_slice(origin.snapshot.as_bytes());
+    a.push(0);
+    a.extend_from_slice(&origin.index.to_be_bytes());
+    a.push(flags);
+    a.extend_from_slice(name.as_bytes());
+    a
+}
+
+/// Compresses (when it pays) and seals `plain` as chunk `name` written by `origin`.
+#[must_use]
+pub fn encode(key: &AeadKey, origin: &Origin, name: &str, plain: &[u8], level: i32) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(plain, level).ok();
+    let (flags, payload): (u8, &[u8]) = match &compressed {
+        // Keep the compressed form only when it saves at least 1/32.
+        Some(c) if c.len() < plain.len() - plain.len() / 32 => (FLAG_ZSTD, c),
+        _ => (0, plain),
+    };
+    let id = origin.snapshot.as_bytes();
+    let mut out = Vec::with_capacity(MAX_HEADER + payload.len() + kms::aead::OVERHEAD);
+    out.extend_from_slice(MAGIC);
+    out.push(u8::try_from(id.len().min(MAX_ID_LEN)).unwrap_or(0));
+    out.extend_from_slice(&id[..id.len().min(MAX_ID_LEN)]);
+    out.extend_from_slice(&origin.index.to_be_bytes());
+    out.push(flags);
+    out.extend_from_slice(&key.seal(&aad(origin, flags, name), payload));
+    out
+}
+
+/// The origin a chunk object's header names, and where its sealed part starts.
+pub fn header(obj: &[u8]) -> Result<(Origin, u8, usize), String> {
+    if obj.len() < 6 || &obj[..4] != MAGIC {
+        return Err("not a vmie chunk object".into());
+    }
+    let n = usize::from(obj[4]);
+    if n == 0 || n > MAX_ID_LEN || obj.len() < 5 + n + 9 {
+        return Err("chunk header is truncated or malformed".into());
+    }
+    let snapshot = std::str::from_utf8(&obj[5..5 + n])
+        .map_err(|_| "chunk header names an invalid snapshot id".to_string())?
+        .to_string();
+    let mut idx = [0u8; 8];
+    idx.copy_from_slice(&obj[5 + n..13 + n]);
+    let flags = obj[13 + n];
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(format!("unknown chunk flags {flags:#x}"));
+    }
+    Ok((
+        Origin {
+            snapshot,
+            index: u64::from_be_bytes(idx),
+        },
+        flags,
+        14 + n,
+    ))
+}
+
+/// Opens a chunk object named `name` that the manifest says `expected` wrote; returns the
+/// plaintext, exactly `len` bytes.
+pub fn decode(
+    key: &AeadKey,
+    expected: &Origin,
+    name: &str,
+    obj: &[u8],
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (origin, flags, start) = header(obj)?;
+    if &origin != expected {
+        return Err(format!(
+            "the object was written as chunk {} of {}, but the manifest expects chunk {} of {} (swapped or foreign chunk)",
+            origin.index, origin.snapshot, expected.index, expected.snapshot
+        ));
+    }
+    let payload = key
+        .open(&aad(&origin, flags, name), &obj[start..])
+        .ok_or_else(|| "authentication failed (altered, truncated or moved)".to_string())?;
+    if flags & FLAG_ZSTD == 0 {
+        if payload.len() != len {
+            return Err(format!("holds {} bytes, expected {len}", payload.len()));
+        }
+        return Ok(payload);
+    }
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let n = zstd::bulk::decompress_to_buffer(&payload, &mut out[..])
+        .map_err(|e| format!("does not decompress: {e}"))?;
+    if n != len {
+        return Err(format!("decompresses to {n} bytes, expected {len}"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! Test environments: the same store over a local folder and over a real S3 server (s3s-fs)
+//! listening on loopback, started here.
+#![allow(clippy::cast_possible_truncation, dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use blockstore::{Backend, BlockStore, S3Config, StoreOptions};
+use diskfmt::{Disk, FileSource, Limits};
+use kms::{Caller, Kms, KmsConfig, RootKey};
+use object_store::ObjectStore;
+
+pub const ACCOUNT: &str = "111122223333";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Local,
+    S3,
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: BlockStore,
+    pub objects: Arc<dyn ObjectStore>,
+    pub kms: Kms,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+pub fn admin() -> Caller {
+    Caller::account_root(ACCOUNT)
+}
+
+/// Starts s3s-fs serving `root` on a loopback port with SigV4 authentication; returns its URL.
+pub async fn start_s3(root: &Path, bucket: &str) -> (String, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    std::fs::create_dir_all(root.join(bucket)).unwrap();
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(
+        "AKIAVMIETEST",
+        "vmie-test-secret",
+    ));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(sock), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    (format!("http://{addr}"), handle)
+}
+
+pub async fn env(kind: Kind) -> Env {
+    env_with(
+        kind,
+        StoreOptions {
+            chunk_size: 1 << 16,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
+pub async fn env_with(kind: Kind, opts: StoreOptions) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, server) = match kind {
+        Kind::Local => (
+            Backend::Local {
+                root: dir.path().join("store"),
+            },
+            None,
+        ),
+        Kind::S3 => {
+            let (url, h) = start_s3(&dir.path().join("s3"), "vmie-test").await;
+            (
+                Backend::S3(S3Config {
+                    bucket: "vmie-test".into(),
+                    region: "us-east-1".into(),
+                    endpoint: Some(url),
+                    path_style: true,
+                    allow_http: true,
+                    access_key_id: Some("AKIAVMIETEST".into()),
+                    secret_access_key: Some("vmie-test-secret".into()),
+                    session_token: None,
+                }),
+                Some(h),
+            )
+        }
+    };
+    let objects = backend.open().unwrap();
+    let root = Arc::new(RootKey::load_or_create(&dir.path().join("root.key")).unwrap());
+    let kms = Kms::new(
+        objects.clone(),
+        "kms",
+        root,
+        KmsConfig {
+            region: "us-east-1".into(),
+            account: ACCOUNT.into(),
+        },
+    );
+    let store = BlockStore::new(objects.clone(), "snapshots", kms.clone(), opts).unwrap();
+    Env {
+        dir,
+        store,
+        objects,
+        kms,
+        server,
+    }
+}
+
+/// A raw disk of `size` bytes: pseudo-random data, text and zero runs, written sparse.
+pub fn make_raw(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut pos = 0usize;
+    let mut region = 0u64;
+    while pos < size {
+        let len = (37 * 1024 + (region as usize * 7919) % (96 * 1024)).min(size - pos);
+        match region % 4 {
+            0 | 1 => {
+                for b in &mut data[pos..pos + len] {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+            }
+            2 => {
+                let text = b"vmie test text, compressible. ";
+                for (i, b) in data[pos..pos + len].iter_mut().enumerate() {
+                    *b = text[i % text.len()];
+                }
+            }
+            _ => {}
+        }
+        pos += len;
+        region += 1;
+    }
+    write_sparse(path, &data);
+    data
+}
+
+pub fn write_sparse(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(data.len() as u64).unwrap();
+    for (i, c) in data.chunks(4096).enumerate() {
+        if c.iter().any(|&b| b != 0) {
+            f.write_all_at(c, (i * 4096) as u64).unwrap();
+        }
+    }
+}
+
+pub fn open_disk(path: &Path) -> Arc<dyn Disk> {
+    let src = Arc::new(FileSource::open(path).unwrap());
+    Arc::from(diskfmt::open(src, &Limits::default()).unwrap())
+}
+
+pub fn raw_path(env: &Env, name: &str) -> PathBuf {
+    env.dir.path().join(name)
+}
+
+/// A store over a local folder `root` (root key in `root/root.key`), for tests that open the
+/// same store from two processes.
+pub fn local_store(root: &Path, opts: StoreOptions) -> BlockStore {
+    let objects = Backend::Local {
+        root: root.join("store"),
+    }
+    .open()
+    .unwrap();
+    let key = Arc::new(RootKey::load_or_create(&root.join("root.key")).unwrap());
+    let kms = Kms::new(
+        objects.clone(),
+        "kms",
+        key,
+        KmsConfig {
+            region: "us-east-1".into(),
+            account: ACCOUNT.into(),
+        },
+    );
+    BlockStore::new(objects, "snapshots", kms, opts).unwrap()
+}
