@@ -391,7 +391,8 @@ impl BlockStore {
 
     /// Stores `disk` as a new snapshot. Zero ranges are skipped without reading, chunks are
     /// processed `concurrency` at a time on the blocking pool, and the manifest is written only
-    /// after every chunk is durable. `progress` (if given) counts bytes of the volume done.
+    /// after every chunk is durable. `progress` (if given) counts bytes of the chunks that
+    /// hold data as they complete (their total is about [`diskfmt::allocated_bytes`]).
     pub async fn put(
         &self,
         disk: Arc<dyn Disk>,
@@ -506,6 +507,7 @@ impl BlockStore {
                         level,
                     )
                     .await
+                    .map(|stored| (cs.min(size - index * cs), stored))
                 }
             })
             .try_buffer_unordered(self.opts.concurrency.max(1));
@@ -515,8 +517,9 @@ impl BlockStore {
         let mut last_refresh = std::time::Instant::now();
         let mut done_bytes = 0u64;
         while let Some(item) = results.next().await {
-            if let Some(s) = item? {
-                done_bytes += s.data;
+            let (len, s) = item?;
+            done_bytes += len;
+            if let Some(s) = s {
                 stored.push(s);
             }
             if let Some(p) = &progress {
@@ -577,9 +580,6 @@ impl BlockStore {
         tokio::io::AsyncWriteExt::shutdown(&mut w)
             .await
             .map_err(|e| StoreError::Internal(format!("committing manifest: {e}")))?;
-        if let Some(p) = &progress {
-            p.store(size, Ordering::Relaxed);
-        }
         // The write is committed; the marker only protected it from GC.
         let _ = self.store.delete(&pending).await;
         Ok(summary)

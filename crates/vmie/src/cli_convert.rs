@@ -1,17 +1,15 @@
 //! `vmie convert`.
 
 use std::fs::{File, OpenOptions};
-use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
 
 use diskfmt::convert::{ConvertOptions, convert_to_raw};
 use diskfmt::{FileSource, Format, Limits};
-use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::progress::Progress;
 use crate::{CliError, EXIT_FAILED};
 
 /// Arguments of `vmie convert`.
@@ -44,7 +42,7 @@ impl Drop for TempOutput {
     }
 }
 
-fn fail(context: &str, e: &std::io::Error) -> CliError {
+pub(crate) fn fail(context: &str, e: &std::io::Error) -> CliError {
     CliError {
         message: format!("{context}: {e}"),
         exit: EXIT_FAILED,
@@ -65,18 +63,26 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
             exit: EXIT_FAILED,
         });
     }
-    let name = args
-        .output
+    write_raw(&*disk, args.output, args.progress, args.threads)
+}
+
+/// Writes `disk` as a sparse raw file at `output`: into a private temporary file beside it,
+/// renamed into place only when complete (a failure leaves `output` untouched).
+pub fn write_raw(
+    disk: &dyn diskfmt::Disk,
+    output: &Path,
+    progress: bool,
+    threads: Option<usize>,
+) -> Result<(), CliError> {
+    let name = output
         .file_name()
         .ok_or_else(|| CliError {
-            message: format!("{} is not a file name", args.output.display()),
+            message: format!("{} is not a file name", output.display()),
             exit: EXIT_FAILED,
         })?
         .to_string_lossy()
         .into_owned();
-    let tmp_path = args
-        .output
-        .with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let tmp_path = output.with_file_name(format!(".{name}.{}.partial", std::process::id()));
     let out: File = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -89,79 +95,23 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     };
 
     let mut opts = ConvertOptions::default();
-    if let Some(t) = args.threads {
+    if let Some(t) = threads {
         opts.threads = t.max(1);
     }
     let done = Arc::new(AtomicU64::new(0));
-    let finished = Arc::new(AtomicBool::new(false));
-    let total = disk.virtual_size();
-    let ticker = args.progress.then(|| {
-        let done = Arc::clone(&done);
-        let finished = Arc::clone(&finished);
-        if std::io::stderr().is_terminal() {
-            std::thread::spawn(move || bar_ticker(total, &done, &finished))
-        } else {
-            std::thread::spawn(move || line_ticker(total, &done, &finished))
-        }
-    });
-    let result = convert_to_raw(&*disk, &out, &opts, &done);
-    finished.store(true, Ordering::Relaxed);
-    if let Some(t) = ticker {
-        let _ = t.join();
-    }
+    let ticker = Progress::start(progress, disk.virtual_size(), Arc::clone(&done));
+    let result = convert_to_raw(disk, &out, &opts, &done);
+    ticker.finish();
     result?;
     out.sync_all()
         .map_err(|e| fail(&format!("cannot flush {}", tmp_path.display()), &e))?;
     drop(out);
-    std::fs::rename(&tmp_path, args.output).map_err(|e| {
+    std::fs::rename(&tmp_path, output).map_err(|e| {
         fail(
-            &format!("cannot move the output into {}", args.output.display()),
+            &format!("cannot move the output into {}", output.display()),
             &e,
         )
     })?;
     guard.armed = false;
     Ok(())
-}
-
-/// A progress bar on a terminal.
-fn bar_ticker(total: u64, done: &AtomicU64, finished: &AtomicBool) {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    while !finished.load(Ordering::Relaxed) {
-        bar.set_position(done.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bar.set_position(done.load(Ordering::Relaxed));
-    bar.finish();
-}
-
-/// Plain lines when standard error is not a terminal (logs, CI): one per 10 %.
-fn line_ticker(total: u64, done: &AtomicU64, finished: &AtomicBool) {
-    let percent = |d: u64| {
-        if total == 0 {
-            100
-        } else {
-            u128::from(d) * 100 / u128::from(total)
-        }
-    };
-    let mut last_decile = None;
-    loop {
-        let stop = finished.load(Ordering::Relaxed);
-        let p = percent(done.load(Ordering::Relaxed));
-        let decile = p / 10;
-        if last_decile != Some(decile) {
-            eprintln!("progress: {p}%");
-            last_decile = Some(decile);
-        }
-        if stop {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -1,11 +1,14 @@
 //! # vmie — command-line tool
 //!
-//! `vmie info` and `vmie convert` work offline on image files; the service commands arrive
-//! with the API. Start reading at [`Command`].
+//! `vmie info` and `vmie convert` work offline on image files; `vmie snapshot` and `vmie kms`
+//! drive the encrypted snapshot store and key service of a data folder; the service commands
+//! arrive with the API. Start reading at [`Command`].
 
 mod cli_convert;
 mod cli_info;
+mod cli_store;
 mod human;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ pub const EXIT_FAILED: u8 = 1;
 3 image refused by the safety inspection or not a valid image."
 )]
 struct Cli {
+    /// Data folder of the deployment (root key, local object store).
+    #[arg(long, global = true, env = "VMIE_DATA", default_value = "vmie-data")]
+    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +113,12 @@ enum Command {
         /// Output file.
         output: PathBuf,
     },
+    /// Encrypted snapshots: create from an image, list, export, verify, delete, gc.
+    #[command(subcommand)]
+    Snapshot(cli_store::SnapshotCmd),
+    /// Keys: create, alias, enable/disable, rotate, schedule deletion.
+    #[command(subcommand)]
+    Kms(cli_store::KmsCmd),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +141,8 @@ fn main() -> ExitCode {
             threads,
             limits: &limits,
         }),
+        Command::Snapshot(cmd) => cli_store::run_snapshot(cmd, &cli.data_dir, &limits),
+        Command::Kms(cmd) => cli_store::run_kms(cmd, &cli.data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

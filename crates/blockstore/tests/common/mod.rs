@@ -1,6 +1,11 @@
 //! Test environments: the same store over a local folder and over a real S3 server (s3s-fs)
 //! listening on loopback, started here.
-#![allow(clippy::cast_possible_truncation, dead_code, clippy::unwrap_used, missing_docs)]
+#![allow(
+    clippy::cast_possible_truncation,
+    dead_code,
+    clippy::unwrap_used,
+    missing_docs
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -123,7 +123,10 @@ pub fn qemu_raw(img: &Path, fmt: &str, dir: &Path) -> Vec<u8> {
         "{}.qemu.raw",
         img.file_name().unwrap().to_string_lossy()
     ));
-    tool("qemu-img", &["convert", "-f", fmt, "-O", "raw", s(img), s(&out)]);
+    tool(
+        "qemu-img",
+        &["convert", "-f", fmt, "-O", "raw", s(img), s(&out)],
+    );
     std::fs::read(out).unwrap()
 }
 

@@ -1,0 +1,414 @@
+//! `vmie snapshot …` and `vmie kms …`: the snapshot store and key service of a deployment,
+//! driven directly (operators, scripts, benchmarks).
+//!
+//! Where things live: the data folder (`--data-dir`, `$VMIE_DATA`, default `./vmie-data`)
+//! holds the root key (`root.key`, created mode 0600 on first use, unless `$VMIE_ROOT_KEY`
+//! gives it) and, by default, the object store (`objects/`). With `$VMIE_S3_BUCKET` set, objects
+//! go to an S3-compatible service instead: `$VMIE_S3_ENDPOINT`, `$VMIE_S3_REGION`,
+//! `$VMIE_S3_PATH_STYLE` (default on when an endpoint is given), `$VMIE_S3_ALLOW_HTTP` (loopback
+//! test servers only) and the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use blockstore::{Backend, BlockStore, PutRequest, S3Config, StoreOptions};
+use clap::Subcommand;
+use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
+
+use crate::progress::Progress;
+use crate::{CliError, EXIT_FAILED, InputFormat};
+
+/// `vmie snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Store an image as an encrypted, deduplicated snapshot.
+    ///
+    /// The image is detected and passes the safety inspection first; zero ranges are skipped;
+    /// chunks are compressed and encrypted under a fresh data key wrapped by the KMS key
+    /// (default: alias/aws/ebs). The snapshot becomes visible only when complete.
+    Create {
+        /// Show progress on standard error.
+        #[arg(short = 'p', long)]
+        progress: bool,
+        /// Input format, checked against the content.
+        #[arg(short = 'f', long = "format", value_enum)]
+        input_format: Option<InputFormat>,
+        /// KMS key id, ARN or alias (default alias/aws/ebs).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// An earlier snapshot of the same disk: unchanged chunks are reused from it.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Snapshot id to use (default: a fresh snap-…).
+        #[arg(long)]
+        snapshot_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The image.
+        image: PathBuf,
+    },
+    /// List committed snapshots.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a snapshot out as a sparse raw disk.
+    Export {
+        /// Show progress on standard error.
+        #[arg(short = 'p', long)]
+        progress: bool,
+        /// Snapshot id.
+        snapshot: String,
+        /// Output file.
+        output: PathBuf,
+    },
+    /// Re-read and authenticate every chunk of a snapshot. Exits 1 on any failure.
+    Verify {
+        /// Snapshot id.
+        snapshot: String,
+    },
+    /// Delete a snapshot (its chunks go at the next gc unless others share them).
+    Delete {
+        /// Snapshot id.
+        snapshot: String,
+    },
+    /// Remove chunks and keys no snapshot references, and what crashed writers left.
+    Gc {
+        /// Leave objects younger than this alone (seconds).
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+    },
+}
+
+/// `vmie kms` subcommands. Output is JSON, like `aws kms`.
+#[derive(Debug, Subcommand)]
+pub enum KmsCmd {
+    /// Create a customer key (AES-256).
+    CreateKey {
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Key policy document (JSON file); default: the account may use the key.
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
+        /// Rotate automatically every year.
+        #[arg(long)]
+        enable_rotation: bool,
+    },
+    /// List keys.
+    ListKeys,
+    /// Describe a key.
+    DescribeKey {
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// Point an alias at a key.
+    CreateAlias {
+        /// alias/NAME.
+        alias: String,
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// List aliases.
+    ListAliases,
+    /// Enable a key.
+    EnableKey {
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// Disable a key: snapshots under it cannot be read until it is enabled.
+    DisableKey {
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// Schedule deletion after a waiting period of 7 to 30 days.
+    ScheduleKeyDeletion {
+        /// Key id, ARN or alias.
+        key_id: String,
+        /// Days to wait.
+        #[arg(long, default_value_t = 30)]
+        pending_window_in_days: u32,
+    },
+    /// Cancel a scheduled deletion (the key comes back disabled).
+    CancelKeyDeletion {
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// Turn on automatic rotation.
+    EnableKeyRotation {
+        /// Key id, ARN or alias.
+        key_id: String,
+        /// Days between rotations (90 to 2560).
+        #[arg(long)]
+        rotation_period_in_days: Option<u32>,
+    },
+    /// Rotate a key now; old versions stay for decryption.
+    RotateKeyOnDemand {
+        /// Key id, ARN or alias.
+        key_id: String,
+    },
+    /// Run due rotations and deletions.
+    Maintenance,
+}
+
+struct Env {
+    store: BlockStore,
+    kms: Kms,
+    caller: Caller,
+}
+
+fn env_flag(name: &str) -> Option<bool> {
+    std::env::var(name)
+        .ok()
+        .map(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"))
+}
+
+fn open_env(data_dir: &Path) -> Result<Env, CliError> {
+    let backend = match std::env::var("VMIE_S3_BUCKET") {
+        Ok(bucket) => {
+            let endpoint = std::env::var("VMIE_S3_ENDPOINT").ok();
+            Backend::S3(S3Config {
+                bucket,
+                region: std::env::var("VMIE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                path_style: env_flag("VMIE_S3_PATH_STYLE").unwrap_or(endpoint.is_some()),
+                allow_http: env_flag("VMIE_S3_ALLOW_HTTP").unwrap_or(false),
+                endpoint,
+                ..S3Config::default()
+            })
+        }
+        Err(_) => Backend::Local {
+            root: data_dir.join("objects"),
+        },
+    };
+    let objects = backend.open().map_err(store_err)?;
+    let root = RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(kms_err)?;
+    let cfg = KmsConfig {
+        region: std::env::var("VMIE_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        account: std::env::var("VMIE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into()),
+    };
+    let caller = Caller::account_root(&cfg.account);
+    let kms = Kms::new(objects.clone(), "kms", Arc::new(root), cfg);
+    let store = BlockStore::new(objects, "snapshots", kms.clone(), StoreOptions::default())
+        .map_err(store_err)?;
+    Ok(Env { store, kms, caller })
+}
+
+fn store_err(e: blockstore::StoreError) -> CliError {
+    let mut message = format!("{}: {e}", e.code());
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    CliError {
+        message,
+        exit: EXIT_FAILED,
+    }
+}
+
+fn kms_err(e: kms::KmsError) -> CliError {
+    CliError {
+        message: format!("{}: {e}", e.code()),
+        exit: EXIT_FAILED,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::cli_convert::fail("cannot start the async runtime", &e))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    })?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Runs a `vmie snapshot` command.
+pub fn run_snapshot(
+    cmd: SnapshotCmd,
+    data_dir: &Path,
+    limits: &diskfmt::Limits,
+) -> Result<(), CliError> {
+    let rt = runtime()?;
+    let env = open_env(data_dir)?;
+    match cmd {
+        SnapshotCmd::Create {
+            progress,
+            input_format,
+            kms_key_id,
+            parent,
+            snapshot_id,
+            json,
+            image,
+        } => {
+            let src = Arc::new(diskfmt::FileSource::open(&image)?);
+            let disk: Arc<dyn diskfmt::Disk> = Arc::from(diskfmt::open_with(
+                src,
+                input_format.map(InputFormat::to_format),
+                limits,
+            )?);
+            let total = diskfmt::allocated_bytes(disk.as_ref())?;
+            let done = Arc::new(AtomicU64::new(0));
+            let ticker = Progress::start(progress, total, done.clone());
+            let req = PutRequest {
+                snapshot_id: snapshot_id.unwrap_or_else(blockstore::new_snapshot_id),
+                kms_key: kms_key_id,
+                parent,
+                caller: env.caller.clone(),
+            };
+            let result = rt.block_on(env.store.put(disk, req, Some(done)));
+            ticker.finish();
+            let s = result.map_err(store_err)?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("{}", s.snapshot_id);
+                eprintln!(
+                    "stored {} of data in {} chunks; {} new bytes written (key {})",
+                    crate::human::size(s.data_bytes),
+                    s.chunks,
+                    crate::human::size(s.added_bytes),
+                    s.kms_key_id
+                );
+            }
+            Ok(())
+        }
+        SnapshotCmd::List { json } => {
+            let list = rt.block_on(env.store.list()).map_err(store_err)?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<24} {:>12} {:>12} {:>12}  KMS KEY",
+                "SNAPSHOT", "SIZE", "DATA", "ADDED"
+            );
+            for s in list {
+                println!(
+                    "{:<24} {:>12} {:>12} {:>12}  {}",
+                    s.snapshot_id,
+                    crate::human::size(s.volume_size),
+                    crate::human::size(s.data_bytes),
+                    crate::human::size(s.added_bytes),
+                    s.kms_key_id
+                );
+            }
+            Ok(())
+        }
+        SnapshotCmd::Export {
+            progress,
+            snapshot,
+            output,
+        } => {
+            let reader = rt
+                .block_on(env.store.open(&env.caller, &snapshot))
+                .map_err(store_err)?;
+            let disk = Arc::new(reader).blocking(rt.handle().clone());
+            crate::cli_convert::write_raw(&disk, &output, progress, None)
+        }
+        SnapshotCmd::Verify { snapshot } => {
+            let report = rt
+                .block_on(env.store.verify(&env.caller, &snapshot))
+                .map_err(store_err)?;
+            for (idx, why) in &report.failures {
+                eprintln!("chunk {idx}: {why}");
+            }
+            if report.failures.is_empty() {
+                println!("{snapshot}: {} chunks verified", report.chunks_checked);
+                Ok(())
+            } else {
+                Err(CliError {
+                    message: format!(
+                        "{snapshot}: {} of {} chunks failed verification",
+                        report.failures.len(),
+                        report.chunks_checked
+                    ),
+                    exit: EXIT_FAILED,
+                })
+            }
+        }
+        SnapshotCmd::Delete { snapshot } => {
+            rt.block_on(env.store.delete(&snapshot))
+                .map_err(store_err)?;
+            println!("{snapshot} deleted");
+            Ok(())
+        }
+        SnapshotCmd::Gc { grace_seconds } => {
+            let r = rt
+                .block_on(env.store.gc(std::time::Duration::from_secs(grace_seconds)))
+                .map_err(store_err)?;
+            print_json(&r)
+        }
+    }
+}
+
+/// Runs a `vmie kms` command.
+pub fn run_kms(cmd: KmsCmd, data_dir: &Path) -> Result<(), CliError> {
+    let rt = runtime()?;
+    let env = open_env(data_dir)?;
+    let (kms, who) = (&env.kms, &env.caller);
+    let meta = match cmd {
+        KmsCmd::CreateKey {
+            description,
+            policy_file,
+            enable_rotation,
+        } => {
+            let policy = match policy_file {
+                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
+                    crate::cli_convert::fail(&format!("cannot read {}", p.display()), &e)
+                })?),
+                None => None,
+            };
+            rt.block_on(kms.create_key(
+                who,
+                CreateKey {
+                    description,
+                    policy,
+                    rotation: enable_rotation,
+                },
+            ))
+        }
+        KmsCmd::ListKeys => return print_json(&rt.block_on(kms.list_keys()).map_err(kms_err)?),
+        KmsCmd::ListAliases => {
+            let list: Vec<_> = rt
+                .block_on(kms.list_aliases())
+                .map_err(kms_err)?
+                .into_iter()
+                .map(|(alias, key)| serde_json::json!({"AliasName": alias, "TargetKeyId": key}))
+                .collect();
+            return print_json(&list);
+        }
+        KmsCmd::DescribeKey { key_id } => rt.block_on(kms.describe_key(who, &key_id)),
+        KmsCmd::CreateAlias { alias, key_id } => {
+            rt.block_on(kms.create_alias(who, &alias, &key_id))
+                .map_err(kms_err)?;
+            return Ok(());
+        }
+        KmsCmd::EnableKey { key_id } => rt.block_on(kms.enable_key(who, &key_id)),
+        KmsCmd::DisableKey { key_id } => rt.block_on(kms.disable_key(who, &key_id)),
+        KmsCmd::ScheduleKeyDeletion {
+            key_id,
+            pending_window_in_days,
+        } => rt.block_on(kms.schedule_key_deletion(who, &key_id, pending_window_in_days)),
+        KmsCmd::CancelKeyDeletion { key_id } => rt.block_on(kms.cancel_key_deletion(who, &key_id)),
+        KmsCmd::EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        } => rt.block_on(kms.enable_key_rotation(who, &key_id, rotation_period_in_days)),
+        KmsCmd::RotateKeyOnDemand { key_id } => rt.block_on(kms.rotate_key_on_demand(who, &key_id)),
+        KmsCmd::Maintenance => {
+            let m = rt.block_on(kms.run_maintenance()).map_err(kms_err)?;
+            return print_json(&serde_json::json!({"Rotated": m.rotated, "Deleted": m.deleted}));
+        }
+    };
+    print_json(&meta.map_err(kms_err)?)
+}
