@@ -58,6 +58,15 @@ pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
     let len = to_usize(F, "descriptor", file_size.min(limits.max_descriptor_size))?;
     let text = read_checked(&*src, F, "descriptor", 0, len)?;
     let d = descriptor::parse(&text, limits)?;
+    if !text.starts_with(b"# Disk DescriptorFile")
+        && d.create_type.is_none()
+        && d.extents.is_empty()
+    {
+        return Err(DiskError::invalid(
+            F,
+            "neither a sparse extent (no KDMV magic) nor a text descriptor",
+        ));
+    }
     Err(d.standalone_refusal())
 }
 

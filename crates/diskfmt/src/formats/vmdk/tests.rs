@@ -304,3 +304,48 @@ fn test_mutations_do_not_panic() {
         crate::testutil::assert_mutations_do_not_panic(v, 300, 4 << 20);
     }
 }
+
+#[test]
+fn test_open_garbage_invalid() {
+    let src: crate::io::Source = std::sync::Arc::new(vec![7u8; 4096]);
+    let e = super::open(src, &crate::Limits::default())
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.reason_code(), "invalid-format", "{e}");
+}
+
+#[test]
+fn test_open_cowd_unsupported() {
+    let mut b = vec![0u8; 4096];
+    b[..4].copy_from_slice(b"COWD");
+    let e = open_bytes(b).unwrap_err();
+    assert_eq!(e.reason_code(), "unsupported", "{e}");
+}
+
+#[test]
+fn test_read_and_extents_partial_ranges_match_whole() {
+    let d = tmp();
+    for (name, opts) in [
+        ("m.vmdk", &[][..]),
+        ("so.vmdk", &["-o", "subformat=streamOptimized"][..]),
+    ] {
+        let p = make(d.path(), name, opts);
+        let disk = crate::testutil::open_path(&p).unwrap();
+        let whole = crate::testutil::read_all(&*disk);
+        // Unaligned reads crossing grain boundaries, including the last sector.
+        for (off, len) in [
+            (1usize, 70_000usize),
+            (65_535, 2),
+            (3 << 19, 1 << 20),
+            (SAMPLE as usize - 700, 700),
+        ] {
+            let mut buf = vec![0xAAu8; len];
+            disk.read_at(&mut buf, off as u64).unwrap();
+            assert_eq!(buf, whole[off..off + len]);
+        }
+        let ext = disk.extents(100, 3 << 20).unwrap();
+        assert_eq!(ext.first().unwrap().offset, 100);
+        assert_eq!(ext.last().unwrap().end(), 100 + (3 << 20));
+        assert!(disk.read_at(&mut [0u8; 2], SAMPLE - 1).is_err());
+    }
+}
