@@ -37,6 +37,8 @@ pub struct ExtentLine {
 /// What vmie uses from a descriptor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Descriptor {
+    /// `version` of the descriptor.
+    pub version: Option<String>,
     /// `createType`.
     pub create_type: Option<String>,
     /// `CID`.
@@ -141,6 +143,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Descriptor> {
         };
         let v = unquote(v).to_string();
         match k.trim() {
+            "version" => d.version = Some(v),
             "createType" => d.create_type = Some(v),
             "CID" => d.cid = Some(v),
             "parentCID" => d.parent_cid = Some(v),
@@ -254,6 +257,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.cid.as_deref(), Some("1234abcd"));
+        assert_eq!(d.version.as_deref(), Some("1"));
         assert_eq!(d.adapter_type.as_deref(), Some("lsilogic"));
         assert_eq!(d.extents[0].file.as_deref(), Some("a b.vmdk"));
         assert_eq!(d.extents[0].sectors, 8192);

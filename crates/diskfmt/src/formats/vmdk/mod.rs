@@ -11,6 +11,10 @@
 //!   `gdOffset` is `GD_AT_END` and the real header is the copy in the footer: a footer
 //!   marker, the header copy and an end-of-stream marker in the last three sectors.
 //!
+//! A grain table entry of 1 reads as zeros (the "zeroed grain" of newer VMware products)
+//! whether or not header flag bit 2 announces it: sector 1 is always inside the header and
+//! descriptor, never a grain.
+//!
 //! Every other layout (flat extents, split files, VMFS, raw devices) lives in several files
 //! named by a [`descriptor`]; such descriptors, and any descriptor naming a parent, are
 //! refused without opening any path they name.
@@ -124,6 +128,9 @@ impl VmdkDisk {
         }
         if let Some(c) = &desc.cid {
             details.push(("cid".into(), descriptor::sanitize(c)));
+        }
+        if let Some(v) = &desc.version {
+            details.push(("descriptor_version".into(), descriptor::sanitize(v)));
         }
         if let Some(g) = &desc.geometry {
             details.push(("geometry".into(), descriptor::sanitize(g)));
