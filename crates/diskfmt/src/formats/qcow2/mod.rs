@@ -183,7 +183,7 @@ impl Qcow2Disk {
             if guest >= self.h.size {
                 break;
             }
-            let need = cs.min(self.h.size - guest);
+            let mut need = cs.min(self.h.size - guest);
             if e & COMPRESSED != 0 {
                 self.compressed_range(e)?;
                 continue;
@@ -205,6 +205,11 @@ impl Qcow2Disk {
                         ),
                     ));
                 }
+                if alloc == 0 {
+                    continue;
+                }
+                // Only allocated subclusters are written: the file may end inside the cluster.
+                need = need.min((64 - u64::from(alloc.leading_zeros())) * (cs / SUBCLUSTERS));
             } else if host == 0 {
                 continue;
             }

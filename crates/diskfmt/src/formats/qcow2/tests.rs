@@ -55,6 +55,7 @@ const VARIANTS: &[(&str, &[&str])] = &[
     ("zstd", &["-c", "-o", "compression_type=zstd"]),
     ("zlib4k", &["-c", "-o", "cluster_size=4096"]),
     ("extl2", &["-o", "extended_l2=on,cluster_size=128k"]),
+    ("extl2-64k", &["-o", "extended_l2=on"]),
     ("prealloc", &["-o", "preallocation=metadata"]),
 ];
 
