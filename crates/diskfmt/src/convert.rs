@@ -16,7 +16,7 @@ pub struct ConvertOptions {
     /// Worker threads (default: the number of cores).
     pub threads: usize,
     /// Bytes each worker reads at once (default 2 MiB). Memory use is about
-    /// `threads * chunk_size` plus the readers' metadata caches.
+    /// `(2 * threads + 1) * chunk_size` plus the readers' metadata caches.
     pub chunk_size: usize,
     /// Granularity of zero detection in data extents; all-zero blocks are left as holes.
     pub zero_block: usize,
@@ -109,9 +109,9 @@ fn is_zero(b: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
-/// Writes the virtual disk to `out` (a new, empty file) as raw bytes. Data extents are read by
-/// `opts.threads` workers, each into its own buffer, and written at their offsets; zero extents
-/// and all-zero blocks are never written. `progress` grows to the virtual size. On error the
+/// Writes the virtual disk to `out` (a new, empty file) as raw bytes. Data extents are read
+/// (and decompressed) by `opts.threads` workers into pooled buffers and written at their
+/// offsets by the calling thread; zero extents and all-zero blocks are never written. `progress` grows to the virtual size. On error the
 /// output is incomplete and the caller removes it.
 pub fn convert_to_raw(
     disk: &dyn Disk,
@@ -143,32 +143,74 @@ pub fn convert_to_raw(
             *g = Some(e);
         }
     };
+    // Readers (one per thread: decompression runs there) hand filled buffers to this thread,
+    // the one writer: parallel writes to one file only contend on its inode lock.
+    let threads = opts.threads.max(1);
+    let (to_writer, from_readers) = std::sync::mpsc::sync_channel::<Filled>(threads * 2);
+    let (to_pool, from_pool) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..threads * 2 + 1 {
+        let _ = to_pool.send(vec![0u8; chunk]);
+    }
+    let from_pool = Mutex::new(from_pool);
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| {
-                let mut buf = vec![0u8; chunk];
+        for _ in 0..threads {
+            let to_writer = to_writer.clone();
+            let (plan, from_pool, stop, data, fail) = (&plan, &from_pool, &stop, &data, &fail);
+            s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let next = plan
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .next(progress, &data);
+                        .next(progress, data);
                     let (off, len) = match next {
                         Ok(Some(p)) => p,
                         Ok(None) => break,
                         Err(e) => return fail(e),
                     };
+                    let Ok(mut buf) = from_pool
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv()
+                    else {
+                        return;
+                    };
                     // `len` is at most one chunk, so it fits in usize.
                     let len = usize::try_from(len).unwrap_or(chunk).min(chunk);
-                    let b = &mut buf[..len];
-                    if let Err(e) = disk.read_at(b, off) {
+                    if let Err(e) = disk.read_at(&mut buf[..len], off) {
                         return fail(e);
                     }
-                    if let Err(e) = write_nonzero(out, b, off, zero_block, &written) {
-                        return fail(e);
+                    let runs = nonzero_runs(&buf[..len], zero_block);
+                    if to_writer
+                        .send(Filled {
+                            off,
+                            len,
+                            buf,
+                            runs,
+                        })
+                        .is_err()
+                    {
+                        return;
                     }
-                    progress.fetch_add(len as u64, Ordering::Relaxed);
                 }
             });
+        }
+        drop(to_writer);
+        for f in from_readers {
+            if !stop.load(Ordering::Relaxed) {
+                for &(a, b) in &f.runs {
+                    let at = f.off + a as u64;
+                    if let Err(e) = out.write_all_at(&f.buf[a..b], at) {
+                        fail(DiskError::io(
+                            format!("writing the output at offset {at}"),
+                            e,
+                        ));
+                        break;
+                    }
+                    written.fetch_add((b - a) as u64, Ordering::Relaxed);
+                }
+                progress.fetch_add(f.len as u64, Ordering::Relaxed);
+            }
+            let _ = to_pool.send(f.buf);
         }
     });
     if let Some(e) = first_error
@@ -184,36 +226,27 @@ pub fn convert_to_raw(
     })
 }
 
-/// Writes the runs of `b` that are not all-zero `zero_block`s at `off`.
-fn write_nonzero(
-    out: &File,
-    b: &[u8],
+/// A chunk read by a worker, with the ranges of it that are not zero.
+struct Filled {
     off: u64,
-    zero_block: usize,
-    written: &AtomicU64,
-) -> Result<()> {
-    let mut run_start: Option<usize> = None;
+    len: usize,
+    buf: Vec<u8>,
+    runs: Vec<(usize, usize)>,
+}
+
+/// The ranges of `b` that hold non-zero `zero_block`-sized blocks, merged.
+fn nonzero_runs(b: &[u8], zero_block: usize) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0usize;
-    let flush = |start: usize, end: usize| -> Result<()> {
-        let at = off + start as u64;
-        out.write_all_at(&b[start..end], at)
-            .map_err(|e| DiskError::io(format!("writing the output at offset {at}"), e))?;
-        written.fetch_add((end - start) as u64, Ordering::Relaxed);
-        Ok(())
-    };
     while pos < b.len() {
         let end = (pos + zero_block).min(b.len());
-        if is_zero(&b[pos..end]) {
-            if let Some(st) = run_start.take() {
-                flush(st, pos)?;
+        if !is_zero(&b[pos..end]) {
+            match runs.last_mut() {
+                Some(last) if last.1 == pos => last.1 = end,
+                _ => runs.push((pos, end)),
             }
-        } else if run_start.is_none() {
-            run_start = Some(pos);
         }
         pos = end;
     }
-    if let Some(st) = run_start {
-        flush(st, b.len())?;
-    }
-    Ok(())
+    runs
 }

@@ -24,6 +24,8 @@ pub struct Args<'a> {
     pub progress: bool,
     /// Worker threads.
     pub threads: Option<usize>,
+    /// Flush the output to stable storage before renaming it into place.
+    pub sync: bool,
     /// Limits on untrusted numbers.
     pub limits: &'a Limits,
 }
@@ -63,7 +65,7 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
             exit: EXIT_FAILED,
         });
     }
-    write_raw(&*disk, args.output, args.progress, args.threads)
+    write_raw(&*disk, args.output, args.progress, args.threads, args.sync)
 }
 
 /// Writes `disk` as a sparse raw file at `output`: into a private temporary file beside it,
@@ -73,6 +75,7 @@ pub fn write_raw(
     output: &Path,
     progress: bool,
     threads: Option<usize>,
+    sync: bool,
 ) -> Result<(), CliError> {
     let name = output
         .file_name()
@@ -103,8 +106,10 @@ pub fn write_raw(
     let result = convert_to_raw(disk, &out, &opts, &done);
     ticker.finish();
     result?;
-    out.sync_all()
-        .map_err(|e| fail(&format!("cannot flush {}", tmp_path.display()), &e))?;
+    if sync {
+        out.sync_all()
+            .map_err(|e| fail(&format!("cannot flush {}", tmp_path.display()), &e))?;
+    }
     drop(out);
     std::fs::rename(&tmp_path, output).map_err(|e| {
         fail(

@@ -60,6 +60,9 @@ pub enum SnapshotCmd {
         /// Show progress on standard error.
         #[arg(short = 'p', long)]
         progress: bool,
+        /// Flush the output to stable storage before renaming it into place.
+        #[arg(long)]
+        sync: bool,
         /// Snapshot id.
         snapshot: String,
         /// Output file.
@@ -306,6 +309,7 @@ pub fn run_snapshot(
         }
         SnapshotCmd::Export {
             progress,
+            sync,
             snapshot,
             output,
         } => {
@@ -313,7 +317,7 @@ pub fn run_snapshot(
                 .block_on(env.store.open(&env.caller, &snapshot))
                 .map_err(store_err)?;
             let disk = Arc::new(reader).blocking(rt.handle().clone());
-            crate::cli_convert::write_raw(&disk, &output, progress, None)
+            crate::cli_convert::write_raw(&disk, &output, progress, None, sync)
         }
         SnapshotCmd::Verify { snapshot } => {
             let report = rt

@@ -108,6 +108,11 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Flush the output to stable storage before renaming it into place (like
+        /// `qemu-img convert -t writeback`; by default, as qemu-img, the page cache writes it
+        /// back later).
+        #[arg(long)]
+        sync: bool,
         /// Input image.
         input: PathBuf,
         /// Output file.
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             input_format,
             output_format: OutputFormat::Raw,
             threads,
+            sync,
             input,
             output,
         } => cli_convert::run(&cli_convert::Args {
@@ -139,6 +145,7 @@ fn main() -> ExitCode {
             input_format: input_format.map(InputFormat::to_format),
             progress,
             threads,
+            sync,
             limits: &limits,
         }),
         Command::Snapshot(cmd) => cli_store::run_snapshot(cmd, &cli.data_dir, &limits),
