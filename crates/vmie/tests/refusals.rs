@@ -310,3 +310,58 @@ fn test_refuse_bit_flipped_images_never_panic() {
         }
     }
 }
+
+/// Finds the VHDX File Parameters item through the region and metadata tables and sets its
+/// HasParent flag (metadata carries no checksum; the header and region CRCs stay valid).
+fn make_vhdx_with_parent(img: &Path) {
+    let b = std::fs::read(img).unwrap();
+    let u32le = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64le = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    // Metadata region GUID 8B7CA206-4790-4B9A-B8FE-575F050F886E, as stored.
+    let meta_guid = [
+        0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88,
+        0x6e,
+    ];
+    // File Parameters item CAA16737-FA36-4D43-B3B6-33F0AA44E76B, as stored.
+    let fp_guid = [
+        0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7,
+        0x6b,
+    ];
+    let rt = 192 * 1024;
+    let count = u32le(rt + 8) as usize;
+    let meta = (0..count)
+        .map(|i| rt + 16 + i * 32)
+        .find(|&e| b[e..e + 16] == meta_guid)
+        .map(|e| u64le(e + 16) as usize)
+        .expect("metadata region");
+    let items = u16::from_le_bytes([b[meta + 10], b[meta + 11]]) as usize;
+    let fp = (0..items)
+        .map(|i| meta + 32 + i * 32)
+        .find(|&e| b[e..e + 16] == fp_guid)
+        .map(|e| meta + u32le(e + 16) as usize)
+        .expect("file parameters item");
+    let flags = u32le(fp + 4) | 2; // bit 1: HasParent
+    patch(img, (fp + 4) as u64, &flags.to_le_bytes());
+}
+
+#[test]
+fn test_refuse_vhdx_with_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_raw(dir.path());
+    let img = dir.path().join("child.vhdx");
+    tool("qemu-img", &["convert", "-O", "vhdx", s(&src), s(&img)]);
+    std::fs::remove_file(&src).unwrap();
+    make_vhdx_with_parent(&img);
+    assert_refused(&img, "differencing-disk");
+}
+
+#[test]
+fn test_refuse_vdi_differencing_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_raw(dir.path());
+    let img = dir.path().join("diff.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&src), s(&img)]);
+    std::fs::remove_file(&src).unwrap();
+    patch(&img, 0x4c, &4u32.to_le_bytes()); // image type 4: differencing
+    assert_refused(&img, "differencing-disk");
+}
