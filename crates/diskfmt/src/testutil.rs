@@ -163,9 +163,13 @@ pub fn assert_mutations_do_not_panic(image: &[u8], rounds: u32, max_read: usize)
                 m.truncate(cut);
             }
             2 => {
-                // Overwrite a word inside the first 64 KiB (headers and tables) with an
-                // extreme value.
-                let span = m.len().clamp(8, 65_536);
+                // Overwrite a word with an extreme value: half the time in the first 64 KiB
+                // (headers, tables), else anywhere (VHDX regions, trailing tables, footers).
+                let span = if next() % 2 == 0 {
+                    m.len().clamp(8, 65_536)
+                } else {
+                    m.len().max(8)
+                };
                 let i = (next() as usize) % (span - 7);
                 let v: u64 = match next() % 4 {
                     0 => u64::MAX,
