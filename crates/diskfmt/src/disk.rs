@@ -141,3 +141,23 @@ pub fn allocated_bytes(disk: &dyn Disk) -> Result<u64> {
     }
     Ok(total)
 }
+
+/// The part of `buf` (which holds the disk from `offset` on) that covers `[at, at + len)`:
+/// how readers place the runs they walk into the caller's buffer.
+pub fn run_slice(
+    format: Format,
+    buf: &mut [u8],
+    offset: u64,
+    at: u64,
+    len: u64,
+) -> Result<&mut [u8]> {
+    let lo = at.checked_sub(offset).and_then(|d| usize::try_from(d).ok());
+    let hi = lo.and_then(|lo| usize::try_from(len).ok().and_then(|l| lo.checked_add(l)));
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if hi <= buf.len() => Ok(&mut buf[lo..hi]),
+        _ => Err(crate::error::DiskError::invalid(
+            format,
+            "read run outside the buffer",
+        )),
+    }
+}

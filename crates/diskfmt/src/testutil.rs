@@ -83,31 +83,68 @@ pub fn read_all(disk: &dyn Disk) -> Vec<u8> {
 
 /// What `qemu-img convert -O raw` makes of `path`.
 pub fn qemu_raw(path: &Path) -> Vec<u8> {
+    qemu_raw_as(path, None)
+}
+
+/// Like [`qemu_raw`] with the input format named (`-f`): qemu-img probes a fixed VHD, whose
+/// only header is a footer, as raw.
+pub fn qemu_raw_as(path: &Path, format: Option<&str>) -> Vec<u8> {
     let dir = tmp();
     let out: PathBuf = dir.path().join("out.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        path.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
+    let mut args = vec!["convert"];
+    if let Some(f) = format {
+        args.extend(["-f", f]);
+    }
+    args.extend(["-O", "raw", path.to_str().unwrap(), out.to_str().unwrap()]);
+    qemu_img(&args);
     std::fs::read(out).unwrap()
+}
+
+/// `qemu-img info -f FORMAT`'s virtual size of `path`.
+pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
+    let out = std::process::Command::new("qemu-img")
+        .args([
+            "info",
+            "-f",
+            format,
+            "--output=json",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["virtual-size"].as_u64().unwrap()
 }
 
 /// Opens `path`, reads it whole and checks it equals `qemu-img convert -O raw` of the same
 /// file; checks the extent map covers the disk and that zero extents read as zeros.
 /// Returns the opened disk for further checks.
 pub fn assert_same_as_qemu(path: &Path) -> Box<dyn Disk> {
+    check_same(path, &qemu_raw(path))
+}
+
+/// [`assert_same_as_qemu`] with the format named to qemu-img, which also checks the virtual
+/// size against `qemu-img info`.
+pub fn assert_same_as_qemu_as(path: &Path, format: &str) -> Box<dyn Disk> {
+    let disk = check_same(path, &qemu_raw_as(path, Some(format)));
+    assert_eq!(disk.virtual_size(), qemu_virtual_size(path, format));
+    disk
+}
+
+fn check_same(path: &Path, theirs: &[u8]) -> Box<dyn Disk> {
     let disk = open_path(path).unwrap();
     let ours = read_all(&*disk);
-    let theirs = qemu_raw(path);
     assert_eq!(
         ours.len(),
         theirs.len(),
         "virtual size differs from qemu-img"
     );
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+    if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
         panic!("content differs from qemu-img at byte {i}");
     }
     let ext = disk.extents(0, disk.virtual_size()).unwrap();

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use crate::cache::TableCache;
 use crate::codec;
 use crate::detect::Format;
-use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
+use crate::disk::{
+    Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
+};
 use crate::error::{DiskError, Result};
 use crate::io::{Source, be, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
@@ -440,15 +442,10 @@ impl Disk for Qcow2Disk {
                     }
                     batch.push((g, len, o, e));
                 }
-                Map::Zero => {
-                    let lo = limits::to_usize(F, "read offset", g - offset)?;
-                    let hi = limits::to_usize(F, "read offset", g - offset + len)?;
-                    buf[lo..hi].fill(0);
-                }
+                Map::Zero => run_slice(F, buf, offset, g, len)?.fill(0),
                 Map::Host(h) => {
-                    let lo = limits::to_usize(F, "read offset", g - offset)?;
-                    let hi = limits::to_usize(F, "read offset", g - offset + len)?;
-                    read_checked_into(&*self.src, F, "data cluster", h, &mut buf[lo..hi])?;
+                    let out = run_slice(F, buf, offset, g, len)?;
+                    read_checked_into(&*self.src, F, "data cluster", h, out)?;
                 }
             }
         }

@@ -20,7 +20,9 @@ pub mod header;
 mod tests;
 
 use crate::detect::Format;
-use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
+use crate::disk::{
+    Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
+};
 use crate::error::{DiskError, Result};
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
@@ -171,11 +173,7 @@ impl Disk for VdiDisk {
         check_read(F, offset, buf.len(), self.size)?;
         let end = offset + buf.len() as u64;
         self.for_each_run(offset, end, |at, len, host| {
-            let lo = limits::to_usize(F, "read offset", at - offset)?;
-            let hi = limits::to_usize(F, "read offset", at - offset + len)?;
-            let out = buf
-                .get_mut(lo..hi)
-                .ok_or_else(|| DiskError::invalid(F, "read run outside the buffer"))?;
+            let out = run_slice(F, buf, offset, at, len)?;
             match host {
                 None => out.fill(0),
                 Some(h) => read_checked_into(&*self.src, F, "data block", h, out)?,

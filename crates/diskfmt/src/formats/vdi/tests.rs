@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use crate::Limits;
@@ -32,27 +31,8 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-/// `qemu-img info`'s virtual size of `path`.
 fn qemu_virtual_size(path: &Path) -> u64 {
-    let out = Command::new("qemu-img")
-        .args(["info", "-f", "vdi", "--output=json", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = String::from_utf8(out.stdout).unwrap();
-    // The top-level node's size comes last (after the child file node's).
-    let at = s.rfind("\"virtual-size\":").unwrap() + "\"virtual-size\":".len();
-    s[at..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::testutil::qemu_virtual_size(path, "vdi")
 }
 
 #[test]

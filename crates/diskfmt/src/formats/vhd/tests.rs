@@ -6,15 +6,12 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use super::header::checksum;
 use crate::Limits;
 use crate::disk::ExtentKind;
-use crate::testutil::{
-    assert_mutations_do_not_panic, open_path, qemu_img, read_all, tmp, write_sample_raw,
-};
+use crate::testutil::{assert_mutations_do_not_panic, qemu_img, tmp, write_sample_raw};
 
 /// Converts an 8 MiB sample raw disk to VHD with `opts` (e.g. `subformat=fixed`).
 fn make_vhd(dir: &Path, name: &str, size: u64, opts: &str) -> PathBuf {
@@ -50,73 +47,12 @@ fn patch_footers(b: &mut [u8], patch: impl Fn(&mut [u8])) {
     }
 }
 
-/// `qemu-img info`'s virtual size of `path`.
 fn qemu_virtual_size(path: &Path) -> u64 {
-    let out = Command::new("qemu-img")
-        .args(["info", "-f", "vpc", "--output=json", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = String::from_utf8(out.stdout).unwrap();
-    // The top-level node's size comes last (after the child file node's).
-    let at = s.rfind("\"virtual-size\":").unwrap() + "\"virtual-size\":".len();
-    s[at..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::testutil::qemu_virtual_size(path, "vpc")
 }
 
-/// `testutil::assert_same_as_qemu` with the format named: qemu-img probes only the footer
-/// copy at offset 0, so without `-f vpc` it takes a fixed VHD for raw.
 fn assert_same_as_qemu(path: &Path) -> Box<dyn crate::Disk> {
-    let disk = open_path(path).unwrap();
-    let ours = read_all(&*disk);
-    let out = path.with_extension("qemu.raw");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "vpc",
-        "-O",
-        "raw",
-        path.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    let theirs = std::fs::read(&out).unwrap();
-    assert_eq!(
-        ours.len(),
-        theirs.len(),
-        "virtual size differs from qemu-img"
-    );
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
-        panic!("content differs from qemu-img at byte {i}");
-    }
-    let mut at = 0u64;
-    for e in disk.extents(0, disk.virtual_size()).unwrap() {
-        assert_eq!(e.offset, at, "extent map has a gap or overlap");
-        if e.kind == ExtentKind::Zero {
-            let s = &ours[e.offset as usize..e.end() as usize];
-            assert!(
-                s.iter().all(|&b| b == 0),
-                "zero extent at {} holds data",
-                e.offset
-            );
-        }
-        at = e.end();
-    }
-    assert_eq!(
-        at,
-        disk.virtual_size(),
-        "extent map does not cover the disk"
-    );
-    assert_eq!(disk.virtual_size(), qemu_virtual_size(path));
-    disk
+    crate::testutil::assert_same_as_qemu_as(path, "vpc")
 }
 
 #[test]
