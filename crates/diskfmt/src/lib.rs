@@ -25,6 +25,7 @@ pub mod io;
 pub mod limits;
 #[cfg(test)]
 pub mod testutil;
+pub mod write;
 
 use serde::Serialize;
 
