@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use diskfmt::convert::{ConvertOptions, convert_to_raw};
+use diskfmt::write::{OutputFormat, WriteOptions, write_image};
 use diskfmt::{FileSource, Format, Limits};
 
 use crate::progress::Progress;
@@ -26,6 +26,10 @@ pub struct Args<'a> {
     pub threads: Option<usize>,
     /// Flush the output to stable storage before renaming it into place.
     pub sync: bool,
+    /// Output format.
+    pub output_format: OutputFormat,
+    /// `-o key=value,…` options of the output format.
+    pub options: Option<&'a str>,
     /// Limits on untrusted numbers.
     pub limits: &'a Limits,
 }
@@ -65,16 +69,68 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
             exit: EXIT_FAILED,
         });
     }
-    write_raw(&*disk, args.output, args.progress, args.threads, args.sync)
+    let mut opts = parse_options(args.options)?;
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    write_output(
+        &*disk,
+        args.output,
+        args.output_format,
+        &opts,
+        args.progress,
+        args.sync,
+    )
 }
 
-/// Writes `disk` as a sparse raw file at `output`: into a private temporary file beside it,
-/// renamed into place only when complete (a failure leaves `output` untouched).
+/// Parses `-o key=value,…`: `subformat`, `compression`, `adapter_type`.
+pub fn parse_options(text: Option<&str>) -> Result<WriteOptions, CliError> {
+    let mut opts = WriteOptions::default();
+    let usage = |m: String| CliError {
+        message: m,
+        exit: crate::EXIT_USAGE,
+    };
+    for item in text.unwrap_or("").split(',').filter(|i| !i.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| usage(format!("option {item:?} is not key=value")))?;
+        match k {
+            "subformat" => opts.subformat = Some(v.to_string()),
+            "compression" | "compression_type" => opts.compression = Some(v.to_string()),
+            "adapter_type" => opts.adapter_type = Some(v.to_string()),
+            _ => {
+                return Err(usage(format!(
+                    "unknown option {k:?}; known: subformat, compression, adapter_type"
+                )));
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// Writes `disk` as a sparse raw file at `output` (see [`write_output`]).
 pub fn write_raw(
     disk: &dyn diskfmt::Disk,
     output: &Path,
     progress: bool,
     threads: Option<usize>,
+    sync: bool,
+) -> Result<(), CliError> {
+    let mut opts = WriteOptions::default();
+    if let Some(t) = threads {
+        opts.threads = t.max(1);
+    }
+    write_output(disk, output, OutputFormat::Raw, &opts, progress, sync)
+}
+
+/// Writes `disk` in `format` at `output`: into a private temporary file beside it, renamed
+/// into place only when complete (a failure leaves `output` untouched).
+pub fn write_output(
+    disk: &dyn diskfmt::Disk,
+    output: &Path,
+    format: OutputFormat,
+    opts: &WriteOptions,
+    progress: bool,
     sync: bool,
 ) -> Result<(), CliError> {
     let name = output
@@ -97,13 +153,9 @@ pub fn write_raw(
         armed: true,
     };
 
-    let mut opts = ConvertOptions::default();
-    if let Some(t) = threads {
-        opts.threads = t.max(1);
-    }
     let done = Arc::new(AtomicU64::new(0));
     let ticker = Progress::start(progress, disk.virtual_size(), Arc::clone(&done));
-    let result = convert_to_raw(disk, &out, &opts, &done);
+    let result = write_image(disk, &out, format, opts, &done);
     ticker.finish();
     result?;
     if sync {

@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub const EXIT_REFUSED: u8 = 3;
 /// Exit code: any other failure (I/O, output).
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
 
 /// vmie: self-hosted VM Import/Export.
 #[derive(Debug, Parser)]
@@ -74,6 +76,28 @@ impl InputFormat {
 pub enum OutputFormat {
     /// Raw disk, sparse (holes stay holes).
     Raw,
+    /// VMware VMDK, stream-optimized (what VMware and the EC2 export produce).
+    Vmdk,
+    /// Microsoft VHD, dynamic (`-o subformat=fixed` for fixed).
+    #[value(alias = "vpc")]
+    Vhd,
+    /// Microsoft VHDX, dynamic.
+    Vhdx,
+    /// QEMU qcow2 v3 (`-o compression=zlib|zstd` to compress).
+    Qcow2,
+}
+
+impl OutputFormat {
+    fn to_writer(self) -> diskfmt::write::OutputFormat {
+        use diskfmt::write::OutputFormat as W;
+        match self {
+            OutputFormat::Raw => W::Raw,
+            OutputFormat::Vmdk => W::Vmdk,
+            OutputFormat::Vhd => W::Vhd,
+            OutputFormat::Vhdx => W::Vhdx,
+            OutputFormat::Qcow2 => W::Qcow2,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +129,10 @@ enum Command {
         /// Output format.
         #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
         output_format: OutputFormat,
+        /// Output options, `key=value,…`: `subformat=` (vhd: dynamic|fixed), `compression=`
+        /// (qcow2: zlib|zstd), `adapter_type=` (vmdk: ide|lsilogic|buslogic|legacyESX).
+        #[arg(short = 'o', long = "options")]
+        options: Option<String>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
@@ -134,7 +162,8 @@ fn main() -> ExitCode {
         Command::Convert {
             progress,
             input_format,
-            output_format: OutputFormat::Raw,
+            output_format,
+            options,
             threads,
             sync,
             input,
@@ -146,6 +175,8 @@ fn main() -> ExitCode {
             progress,
             threads,
             sync,
+            output_format: output_format.to_writer(),
+            options: options.as_deref(),
             limits: &limits,
         }),
         Command::Snapshot(cmd) => cli_store::run_snapshot(cmd, &cli.data_dir, &limits),
