@@ -104,7 +104,7 @@ impl Plan<'_> {
     }
 }
 
-fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     b.chunks(256)
         .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }

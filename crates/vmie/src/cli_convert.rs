@@ -73,6 +73,10 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
+    opts.name = args
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     write_output(
         &*disk,
         args.output,

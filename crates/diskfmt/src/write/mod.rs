@@ -6,6 +6,9 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
+#[cfg(test)]
+mod tests;
+
 use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
@@ -39,6 +42,8 @@ pub struct WriteOptions {
     pub adapter_type: Option<String>,
     /// Worker threads (compression runs on all of them).
     pub threads: usize,
+    /// File name of the output (a VMDK names its own extent in its descriptor).
+    pub name: Option<String>,
 }
 
 impl Default for WriteOptions {
@@ -47,6 +52,7 @@ impl Default for WriteOptions {
             subformat: None,
             compression: None,
             adapter_type: None,
+            name: None,
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         }
     }
@@ -87,4 +93,183 @@ pub fn write_image(
         OutputFormat::Vhdx => vhdx::write(disk, out, opts, progress),
         OutputFormat::Qcow2 => qcow2::write(disk, out, opts, progress),
     }
+}
+
+/// Grains processed by one worker at a time.
+const GRAINS_PER_JOB: u64 = 32;
+const GRAINS_PER_JOB_USIZE: usize = 32;
+
+/// Walks the non-zero grains of `disk` (grain size `grain` bytes) in order, with `threads`
+/// workers running `work` on each grain's bytes (zero-padded to a full grain at the end of the
+/// disk) and `sink` receiving `(grain index, work result)` in grain order on the calling thread.
+/// All-zero grains and zero extents are skipped (zero extents are never read). Memory is
+/// bounded: at most `2 * threads + 2` jobs of [`GRAINS_PER_JOB`] grains are in flight.
+pub(crate) fn ordered_grains(
+    disk: &dyn Disk,
+    grain: u64,
+    threads: usize,
+    progress: &AtomicU64,
+    work: &(dyn Fn(&[u8]) -> Result<Vec<u8>> + Sync),
+    sink: &mut dyn FnMut(u64, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::disk::ExtentKind;
+    use crate::error::DiskError;
+
+    const WINDOW: u64 = 1 << 30;
+    let size = disk.virtual_size();
+    let grain_len = usize::try_from(grain)
+        .map_err(|_| DiskError::invalid(disk.info().format, "grain too large"))?;
+    // The plan: jobs (sequence, first grain, grain count) over data extents, in order.
+    struct Plan {
+        next_window: u64,
+        last_grain: Option<u64>,
+        jobs: std::collections::VecDeque<(u64, u64)>,
+        seq: u64,
+    }
+    let plan = Mutex::new(Plan {
+        next_window: 0,
+        last_grain: None,
+        jobs: Default::default(),
+        seq: 0,
+    });
+    let next_job = |plan: &Mutex<Plan>| -> Result<Option<(u64, u64, u64)>> {
+        let mut p = plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some((g, n)) = p.jobs.pop_front() {
+                let seq = p.seq;
+                p.seq += 1;
+                return Ok(Some((seq, g, n)));
+            }
+            if p.next_window >= size {
+                return Ok(None);
+            }
+            let w = p.next_window;
+            let len = WINDOW.min(size - w);
+            for e in disk.extents(w, len)? {
+                if e.kind == ExtentKind::Zero {
+                    progress.fetch_add(e.length, Ordering::Relaxed);
+                    continue;
+                }
+                let mut g = e.offset / grain;
+                if p.last_grain == Some(g) {
+                    g += 1;
+                }
+                let last = (e.end() - 1) / grain;
+                while g <= last {
+                    let n = GRAINS_PER_JOB.min(last - g + 1);
+                    p.jobs.push_back((g, n));
+                    g += n;
+                }
+                p.last_grain = Some(last);
+            }
+            p.next_window = w + len;
+        }
+    };
+
+    type Grains = Vec<(u64, Vec<u8>)>;
+    type Done = (u64, u64, Grains);
+    let threads = threads.max(1);
+    let (to_sink, results) = std::sync::mpsc::sync_channel::<Result<Done>>(threads * 2 + 2);
+    let (give_token, tokens) = std::sync::mpsc::channel::<()>();
+    for _ in 0..threads * 2 + 2 {
+        let _ = give_token.send(());
+    }
+    let tokens = Mutex::new(tokens);
+    let stop = AtomicBool::new(false);
+    let mut outcome: Result<()> = Ok(());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let to_sink = to_sink.clone();
+            let (plan, tokens, stop) = (&plan, &tokens, &stop);
+            s.spawn(move || {
+                let mut buf = vec![0u8; grain_len * GRAINS_PER_JOB_USIZE];
+                while !stop.load(Ordering::Relaxed) {
+                    // A token first, then the job: jobs in flight stay bounded and in order.
+                    if tokens
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv()
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let job = match next_job(plan) {
+                        Ok(Some(j)) => j,
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = to_sink.send(Err(e));
+                            return;
+                        }
+                    };
+                    let (seq, g0, n) = job;
+                    let mut run = || -> Result<Done> {
+                        let start = g0 * grain;
+                        let end = ((g0 + n) * grain).min(size);
+                        let len = usize::try_from(end - start).unwrap_or(0);
+                        let b = &mut buf[..len];
+                        disk.read_at(b, start)?;
+                        let mut out = Vec::new();
+                        for i in 0..n {
+                            let lo = usize::try_from(i * grain).unwrap_or(usize::MAX).min(len);
+                            let hi = (lo + grain_len).min(len);
+                            let chunk = &b[lo..hi];
+                            if crate::convert::is_zero(chunk) {
+                                continue;
+                            }
+                            let r = if chunk.len() == grain_len {
+                                work(chunk)?
+                            } else {
+                                let mut padded = vec![0u8; grain_len];
+                                padded[..chunk.len()].copy_from_slice(chunk);
+                                work(&padded)?
+                            };
+                            out.push((g0 + i, r));
+                        }
+                        Ok((seq, end - start, out))
+                    };
+                    if to_sink.send(run()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(to_sink);
+        let mut pending: BTreeMap<u64, (u64, Grains)> = BTreeMap::new();
+        let mut next = 0u64;
+        for r in results {
+            let (seq, bytes, grains) = match r {
+                Ok(d) => d,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            pending.insert(seq, (bytes, grains));
+            while let Some((bytes, grains)) = pending.remove(&next) {
+                for (gi, data) in grains {
+                    if let Err(e) = sink(gi, data) {
+                        stop.store(true, Ordering::Relaxed);
+                        outcome = Err(e);
+                    }
+                }
+                progress.fetch_add(bytes, Ordering::Relaxed);
+                next += 1;
+                let _ = give_token.send(());
+            }
+            if outcome.is_err() {
+                break;
+            }
+        }
+        // Unblock workers waiting for a token so the scope can end.
+        stop.store(true, Ordering::Relaxed);
+        drop(give_token);
+    });
+    outcome
 }
