@@ -117,3 +117,32 @@ fn test_write_vmdk_other_subformat_or_adapter_refused() {
     };
     assert!(write(&src, &out, OutputFormat::Vmdk, &bad).is_err());
 }
+
+#[test]
+fn test_write_vhd_dynamic_and_fixed_keep_size_and_data() {
+    let dir = tmp();
+    for size in [8u64 << 20, (8 << 20) + 1536, 5 << 20] {
+        let src = dir.path().join(format!("src{size}.raw"));
+        write_sample_raw(&src, size);
+        for sub in ["dynamic", "fixed"] {
+            let out = dir.path().join(format!("out{size}{sub}.vhd"));
+            let opts = WriteOptions {
+                subformat: Some(sub.into()),
+                ..WriteOptions::default()
+            };
+            write(&src, &out, OutputFormat::Vhd, &opts).unwrap();
+            qemu_ok(&["compare", "-f", "raw", "-F", "vpc", p(&src), p(&out)]);
+            let info: serde_json::Value =
+                serde_json::from_str(&qemu_ok(&["info", "-f", "vpc", "--output=json", p(&out)]))
+                    .unwrap();
+            assert_eq!(info["virtual-size"], size, "{sub} {size}");
+            let disk = open_path(&out).unwrap();
+            assert_eq!(disk.info().subformat.as_deref(), Some(sub));
+            assert_eq!(
+                read_all(&*disk),
+                std::fs::read(&src).unwrap(),
+                "{sub} {size}"
+            );
+        }
+    }
+}
