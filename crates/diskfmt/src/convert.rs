@@ -235,7 +235,7 @@ struct Filled {
 }
 
 /// The ranges of `b` that hold non-zero `zero_block`-sized blocks, merged.
-fn nonzero_runs(b: &[u8], zero_block: usize) -> Vec<(usize, usize)> {
+pub(crate) fn nonzero_runs(b: &[u8], zero_block: usize) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0usize;
     while pos < b.len() {

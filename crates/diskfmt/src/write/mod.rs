@@ -95,15 +95,14 @@ pub fn write_image(
     }
 }
 
-/// Grains processed by one worker at a time.
-const GRAINS_PER_JOB: u64 = 32;
-const GRAINS_PER_JOB_USIZE: usize = 32;
+/// Bytes of grains one worker processes at a time (at least one grain).
+const JOB_BYTES: u64 = 2 << 20;
 
 /// Walks the non-zero grains of `disk` (grain size `grain` bytes) in order, with `threads`
 /// workers running `work` on each grain's bytes (zero-padded to a full grain at the end of the
 /// disk) and `sink` receiving `(grain index, work result)` in grain order on the calling thread.
 /// All-zero grains and zero extents are skipped (zero extents are never read). Memory is
-/// bounded: at most `2 * threads + 2` jobs of [`GRAINS_PER_JOB`] grains are in flight.
+/// bounded: at most `2 * threads + 2` jobs of about [`JOB_BYTES`] are in flight.
 pub(crate) fn ordered_grains(
     disk: &dyn Disk,
     grain: u64,
@@ -123,6 +122,8 @@ pub(crate) fn ordered_grains(
     let size = disk.virtual_size();
     let grain_len = usize::try_from(grain)
         .map_err(|_| DiskError::invalid(disk.info().format, "grain too large"))?;
+    let per_job = (JOB_BYTES / grain.max(1)).max(1);
+    let per_job_usize = usize::try_from(per_job).unwrap_or(1);
     // The plan: jobs (sequence, first grain, grain count) over data extents, in order.
     struct Plan {
         next_window: u64,
@@ -162,7 +163,7 @@ pub(crate) fn ordered_grains(
                 }
                 let last = (e.end() - 1) / grain;
                 while g <= last {
-                    let n = GRAINS_PER_JOB.min(last - g + 1);
+                    let n = per_job.min(last - g + 1);
                     p.jobs.push_back((g, n));
                     g += n;
                 }
@@ -188,7 +189,7 @@ pub(crate) fn ordered_grains(
             let to_sink = to_sink.clone();
             let (plan, tokens, stop) = (&plan, &tokens, &stop);
             s.spawn(move || {
-                let mut buf = vec![0u8; grain_len * GRAINS_PER_JOB_USIZE];
+                let mut buf = vec![0u8; grain_len * per_job_usize];
                 while !stop.load(Ordering::Relaxed) {
                     // A token first, then the job: jobs in flight stay bounded and in order.
                     if tokens

@@ -9,7 +9,6 @@
 //! footer's current size, not the CHS geometry: the virtual size survives a round trip.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
@@ -173,10 +172,8 @@ fn write_dynamic(
     let sum = checksum(&dh, 36);
     dh[36..40].copy_from_slice(&sum.to_be_bytes());
 
-    let mut w = BufWriter::with_capacity(4 << 20, out);
-    w.write_all(&foot).map_err(io)?;
-    w.write_all(&dh).map_err(io)?;
-    w.write_all(&bat).map_err(io)?;
+    out.write_all_at(&foot, 0).map_err(io)?;
+    out.write_all_at(&dh, SECTOR).map_err(io)?;
     let mut pos = bat_offset + bat_bytes;
     let bitmap = [0xffu8; 512];
     let mut sink = |bi: u64, data: Vec<u8>| -> Result<()> {
@@ -186,8 +183,12 @@ fn write_dynamic(
         if let Some(slot) = bat.get_mut(i..i + 4) {
             slot.copy_from_slice(&sector.to_be_bytes());
         }
-        w.write_all(&bitmap).map_err(io)?;
-        w.write_all(&data).map_err(io)?;
+        out.write_all_at(&bitmap, pos).map_err(io)?;
+        // Zero 4 KiB runs inside a block stay holes in the file.
+        for (a, b) in crate::convert::nonzero_runs(&data, 4096) {
+            out.write_all_at(&data[a..b], pos + SECTOR + a as u64)
+                .map_err(io)?;
+        }
         pos += SECTOR + data.len() as u64;
         Ok(())
     };
@@ -199,11 +200,9 @@ fn write_dynamic(
         &|b: &[u8]| Ok(b.to_vec()),
         &mut sink,
     )?;
-    w.write_all(&foot).map_err(io)?;
-    w.flush().map_err(io)?;
-    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+    out.write_all_at(&foot, pos).map_err(io)?;
+    out.write_all_at(&bat, bat_offset).map_err(io)?;
     let end = pos + SECTOR;
-    f.write_all_at(&bat, bat_offset).map_err(io)?;
     Ok(WriteStats {
         virtual_size: size,
         file_size: end,
