@@ -1,0 +1,1 @@
+//! Filesystem identification (to be written).
