@@ -146,3 +146,75 @@ fn test_write_vhd_dynamic_and_fixed_keep_size_and_data() {
         }
     }
 }
+
+/// A sparse raw disk of `size` bytes with pseudo-random data at each of `at`.
+fn sparse_raw(path: &Path, size: u64, at: &[u64]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (i, &off) in at.iter().enumerate() {
+        let data = crate::testutil::pseudo_random(i as u64 + 7, 200_000);
+        let n = data.len().min((size - off) as usize);
+        f.write_all_at(&data[..n], off).unwrap();
+    }
+}
+
+#[test]
+fn test_write_qcow2_plain_and_compressed_check_clean_and_read_back() {
+    let dir = tmp();
+    let small = dir.path().join("small.raw");
+    write_sample_raw(&small, 8 << 20);
+    // Data in three L2 tables' ranges and a tail that is not a whole cluster.
+    let wide = dir.path().join("wide.raw");
+    let wide_size = (1100 << 20) + 1536;
+    sparse_raw(
+        &wide,
+        wide_size,
+        &[0, 300 << 20, 600 << 20, wide_size - 100_000],
+    );
+    for src in [&small, &wide] {
+        for comp in [None, Some("zlib"), Some("zstd")] {
+            let out = dir.path().join(format!("out-{comp:?}.qcow2"));
+            let opts = WriteOptions {
+                compression: comp.map(Into::into),
+                ..WriteOptions::default()
+            };
+            write(src, &out, OutputFormat::Qcow2, &opts).unwrap();
+            qemu_ok(&["compare", "-f", "raw", "-F", "qcow2", p(src), p(&out)]);
+            let check = qemu_ok(&["check", "-f", "qcow2", p(&out)]);
+            assert!(check.contains("No errors"), "{comp:?}: {check}");
+            let info: serde_json::Value =
+                serde_json::from_str(&qemu_ok(&["info", "--output=json", p(&out)])).unwrap();
+            assert_eq!(info["virtual-size"], std::fs::metadata(src).unwrap().len());
+            assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+            let want_type = if comp == Some("zstd") { "zstd" } else { "zlib" };
+            assert_eq!(
+                info["format-specific"]["data"]["compression-type"],
+                want_type
+            );
+            let disk = open_path(&out).unwrap();
+            assert_eq!(read_all(&*disk), std::fs::read(src).unwrap(), "{comp:?}");
+            let size = std::fs::metadata(&out).unwrap().len();
+            println!("{} {comp:?}: {size} bytes", p(src));
+            if comp.is_some() && src == &small {
+                // The sample's text and zero runs must shrink (the wide disk's data is random).
+                let plain = dir.path().join("out-None.qcow2");
+                assert!(size < std::fs::metadata(plain).unwrap().len());
+            }
+        }
+    }
+}
+
+#[test]
+fn test_write_qcow2_unknown_compression_refused() {
+    let dir = tmp();
+    let src = dir.path().join("s.raw");
+    write_sample_raw(&src, 4 << 20);
+    let out = dir.path().join("x.qcow2");
+    let bad = WriteOptions {
+        compression: Some("lz4".into()),
+        ..WriteOptions::default()
+    };
+    let e = write(&src, &out, OutputFormat::Qcow2, &bad).unwrap_err();
+    assert!(e.to_string().contains("zlib, zstd"), "{e}");
+}
