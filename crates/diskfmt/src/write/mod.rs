@@ -95,6 +95,23 @@ pub fn write_image(
     }
 }
 
+/// A disk identifier that differs between images (not a secret).
+pub(crate) fn random_id(out: &mut [u8; 16]) {
+    use std::hash::{BuildHasher, Hasher};
+    for (i, part) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        part.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out[6] = (out[6] & 0x0f) | 0x40; // version 4
+    out[8] = (out[8] & 0x3f) | 0x80; // variant
+}
+
 /// Bytes of grains one worker processes at a time (at least one grain).
 const JOB_BYTES: u64 = 2 << 20;
 

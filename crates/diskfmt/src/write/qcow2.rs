@@ -208,8 +208,8 @@ pub fn write(
     let size = disk.virtual_size();
     let clusters = size.div_ceil(CLUSTER);
     let l1_entries = clusters.div_ceil(L2_ENTRIES);
-    let l1_size = u32::try_from(l1_entries)
-        .map_err(|_| DiskError::unsupported(F, "a disk this large"))?;
+    let l1_size =
+        u32::try_from(l1_entries).map_err(|_| DiskError::unsupported(F, "a disk this large"))?;
     let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER).max(1);
 
     let mut o = Out {
@@ -272,7 +272,10 @@ pub fn write(
     t.resize(usize_of(table * CLUSTER)?, 0);
     o.w.write_all(&t).map_err(io)?;
     let end = table_at + table * CLUSTER;
-    let l1 = o.l1.iter().flat_map(|e| e.to_be_bytes()).collect::<Vec<u8>>();
+    let l1 =
+        o.l1.iter()
+            .flat_map(|e| e.to_be_bytes())
+            .collect::<Vec<u8>>();
     o.w.flush().map_err(io)?;
     drop(o.w);
 

@@ -84,28 +84,11 @@ fn footer(size: u64, disk_type: u32, data_offset: u64) -> [u8; FOOTER_SIZE] {
     f[59] = s;
     f[60..64].copy_from_slice(&disk_type.to_be_bytes());
     let mut uuid = [0u8; 16];
-    unique_id(&mut uuid);
+    super::random_id(&mut uuid);
     f[68..84].copy_from_slice(&uuid);
     let sum = checksum(&f, 64);
     f[64..68].copy_from_slice(&sum.to_be_bytes());
     f
-}
-
-/// A disk identifier that differs between images (not a secret).
-fn unique_id(out: &mut [u8; 16]) {
-    use std::hash::{BuildHasher, Hasher};
-    for (i, part) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        part.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    out[6] = (out[6] & 0x0f) | 0x40; // version 4
-    out[8] = (out[8] & 0x3f) | 0x80; // variant
 }
 
 fn io(e: std::io::Error) -> DiskError {
