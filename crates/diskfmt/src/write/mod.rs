@@ -115,18 +115,32 @@ pub(crate) fn random_id(out: &mut [u8; 16]) {
 /// Bytes of grains one worker processes at a time (at least one grain).
 const JOB_BYTES: u64 = 2 << 20;
 
+/// What a writer does to each grain on a worker: `Some(new bytes)`, or `None` to store it as
+/// it is.
+type GrainWork = dyn Fn(&[u8]) -> Result<Option<Vec<u8>>> + Sync;
+
+/// What a worker made of one grain.
+enum Grain {
+    /// The grain's own bytes: this range of the job's buffer.
+    Same(std::ops::Range<usize>),
+    /// New bytes (compressed, or the zero-padded last grain).
+    Owned(Vec<u8>),
+}
+
 /// Walks the non-zero grains of `disk` (grain size `grain` bytes) in order, with `threads`
 /// workers running `work` on each grain's bytes (zero-padded to a full grain at the end of the
-/// disk) and `sink` receiving `(grain index, work result)` in grain order on the calling thread.
-/// All-zero grains and zero extents are skipped (zero extents are never read). Memory is
-/// bounded: at most `2 * threads + 2` jobs of about [`JOB_BYTES`] are in flight.
+/// disk) and `sink` receiving `(grain index, bytes)` in grain order on the calling thread, where
+/// the bytes are what `work` returned, or the grain itself when it returned `None` (pass-through
+/// writers copy nothing: the sink reads the job's buffer). All-zero grains and zero extents are
+/// skipped (zero extents are never read). Memory is bounded: at most `2 * threads + 2` jobs of
+/// about [`JOB_BYTES`] are in flight, their buffers reused.
 pub(crate) fn ordered_grains(
     disk: &dyn Disk,
     grain: u64,
     threads: usize,
     progress: &AtomicU64,
-    work: &(dyn Fn(&[u8]) -> Result<Vec<u8>> + Sync),
-    sink: &mut dyn FnMut(u64, Vec<u8>) -> Result<()>,
+    work: &GrainWork,
+    sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
@@ -190,8 +204,11 @@ pub(crate) fn ordered_grains(
         }
     };
 
-    type Grains = Vec<(u64, Vec<u8>)>;
-    type Done = (u64, u64, Grains);
+    type Grains = Vec<(u64, Grain)>;
+    /// (sequence, bytes covered, the job's buffer, its grains)
+    type Done = (u64, u64, Vec<u8>, Grains);
+    let job_len = grain_len * per_job_usize;
+    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let threads = threads.max(1);
     let (to_sink, results) = std::sync::mpsc::sync_channel::<Result<Done>>(threads * 2 + 2);
     let (give_token, tokens) = std::sync::mpsc::channel::<()>();
@@ -204,9 +221,8 @@ pub(crate) fn ordered_grains(
     std::thread::scope(|s| {
         for _ in 0..threads {
             let to_sink = to_sink.clone();
-            let (plan, tokens, stop) = (&plan, &tokens, &stop);
+            let (plan, tokens, stop, pool) = (&plan, &tokens, &stop, &pool);
             s.spawn(move || {
-                let mut buf = vec![0u8; grain_len * per_job_usize];
                 while !stop.load(Ordering::Relaxed) {
                     // A token first, then the job: jobs in flight stay bounded and in order.
                     if tokens
@@ -226,10 +242,15 @@ pub(crate) fn ordered_grains(
                         }
                     };
                     let (seq, g0, n) = job;
-                    let mut run = || -> Result<Done> {
+                    let run = || -> Result<Done> {
                         let start = g0 * grain;
                         let end = ((g0 + n) * grain).min(size);
                         let len = usize::try_from(end - start).unwrap_or(0);
+                        let mut buf = pool
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .pop()
+                            .unwrap_or_else(|| vec![0u8; job_len]);
                         let b = &mut buf[..len];
                         disk.read_at(b, start)?;
                         let mut out = Vec::new();
@@ -241,15 +262,15 @@ pub(crate) fn ordered_grains(
                                 continue;
                             }
                             let r = if chunk.len() == grain_len {
-                                work(chunk)?
+                                work(chunk)?.map_or(Grain::Same(lo..hi), Grain::Owned)
                             } else {
                                 let mut padded = vec![0u8; grain_len];
                                 padded[..chunk.len()].copy_from_slice(chunk);
-                                work(&padded)?
+                                Grain::Owned(work(&padded)?.unwrap_or(padded))
                             };
                             out.push((g0 + i, r));
                         }
-                        Ok((seq, end - start, out))
+                        Ok((seq, end - start, buf, out))
                     };
                     if to_sink.send(run()).is_err() {
                         return;
@@ -258,10 +279,10 @@ pub(crate) fn ordered_grains(
             });
         }
         drop(to_sink);
-        let mut pending: BTreeMap<u64, (u64, Grains)> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, (u64, Vec<u8>, Grains)> = BTreeMap::new();
         let mut next = 0u64;
         for r in results {
-            let (seq, bytes, grains) = match r {
+            let (seq, bytes, buf, grains) = match r {
                 Ok(d) => d,
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
@@ -269,14 +290,22 @@ pub(crate) fn ordered_grains(
                     break;
                 }
             };
-            pending.insert(seq, (bytes, grains));
-            while let Some((bytes, grains)) = pending.remove(&next) {
-                for (gi, data) in grains {
+            pending.insert(seq, (bytes, buf, grains));
+            while let Some((bytes, buf, grains)) = pending.remove(&next) {
+                for (gi, g) in grains {
+                    let data = match &g {
+                        Grain::Same(r) => &buf[r.clone()],
+                        Grain::Owned(v) => v.as_slice(),
+                    };
                     if let Err(e) = sink(gi, data) {
                         stop.store(true, Ordering::Relaxed);
                         outcome = Err(e);
+                        break;
                     }
                 }
+                pool.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(buf);
                 progress.fetch_add(bytes, Ordering::Relaxed);
                 next += 1;
                 let _ = give_token.send(());

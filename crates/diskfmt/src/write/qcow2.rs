@@ -73,18 +73,15 @@ fn deflate(cluster: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-fn compress(kind: Compression, cluster: &[u8]) -> Result<Vec<u8>> {
+/// The stored form of a cluster: `None` when it is stored as it is.
+fn compress(kind: Compression, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
     let out = match kind {
-        Compression::None => return Ok(cluster.to_vec()),
+        Compression::None => return Ok(None),
         Compression::Zlib => deflate(cluster)?,
         Compression::Zstd => zstd::bulk::compress(cluster, ZSTD_LEVEL)
             .map_err(|e| DiskError::invalid(F, format!("compressing a cluster failed: {e}")))?,
     };
-    if out.len() >= cluster.len() {
-        Ok(cluster.to_vec())
-    } else {
-        Ok(out)
-    }
+    Ok((out.len() < cluster.len()).then_some(out))
 }
 
 fn io(e: std::io::Error) -> DiskError {
@@ -213,7 +210,9 @@ pub fn write(
     let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER).max(1);
 
     let mut o = Out {
-        w: BufWriter::with_capacity(1 << 20, out),
+        // Clusters are gathered into 2 MiB writes: one syscall per cluster costs more than
+        // the copy.
+        w: BufWriter::with_capacity(2 << 20, out),
         pos: 0,
         refs: Vec::new(),
         l1: vec![0; usize_of(l1_entries)?],
@@ -232,8 +231,8 @@ pub fn write(
         CLUSTER,
         opts.threads,
         progress,
-        &|c: &[u8]| compress(kind, c),
-        &mut |ci, data| o.put(ci, &data),
+        &move |c: &[u8]| compress(kind, c),
+        &mut |ci, data| o.put(ci, data),
     )?;
     o.flush_l2()?;
     o.align()?;

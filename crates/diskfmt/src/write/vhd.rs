@@ -159,7 +159,7 @@ fn write_dynamic(
     out.write_all_at(&dh, SECTOR).map_err(io)?;
     let mut pos = bat_offset + bat_bytes;
     let bitmap = [0xffu8; 512];
-    let mut sink = |bi: u64, data: Vec<u8>| -> Result<()> {
+    let mut sink = |bi: u64, data: &[u8]| -> Result<()> {
         let sector = u32::try_from(pos / SECTOR)
             .map_err(|_| DiskError::invalid(F, "the VHD grew past 2 TiB"))?;
         let i = usize::try_from(bi).unwrap_or(usize::MAX) * 4;
@@ -168,7 +168,7 @@ fn write_dynamic(
         }
         out.write_all_at(&bitmap, pos).map_err(io)?;
         // Zero 4 KiB runs inside a block stay holes in the file.
-        for (a, b) in crate::convert::nonzero_runs(&data, 4096) {
+        for (a, b) in crate::convert::nonzero_runs(data, 4096) {
             out.write_all_at(&data[a..b], pos + SECTOR + a as u64)
                 .map_err(io)?;
         }
@@ -180,7 +180,7 @@ fn write_dynamic(
         BLOCK,
         opts.threads,
         progress,
-        &|b: &[u8]| Ok(b.to_vec()),
+        &|_: &[u8]| Ok(None),
         &mut sink,
     )?;
     out.write_all_at(&foot, pos).map_err(io)?;

@@ -218,7 +218,7 @@ pub fn write(
     let grains_per_block = block / GRAIN;
     let mut next_block_at = BAT_OFFSET + bat_length;
     let mut current: Option<(u64, u64)> = None; // (block index, file offset)
-    let mut sink = |gi: u64, data: Vec<u8>| -> Result<()> {
+    let mut sink = |gi: u64, data: &[u8]| -> Result<()> {
         let bi = gi / grains_per_block;
         let base = match current {
             Some((b, at)) if b == bi => at,
@@ -234,7 +234,7 @@ pub fn write(
             }
         };
         let at = base + (gi % grains_per_block) * GRAIN;
-        for (a, b) in crate::convert::nonzero_runs(&data, 4096) {
+        for (a, b) in crate::convert::nonzero_runs(data, 4096) {
             out.write_all_at(&data[a..b], at + a as u64).map_err(io)?;
         }
         Ok(())
@@ -244,7 +244,7 @@ pub fn write(
         GRAIN,
         opts.threads,
         progress,
-        &|g: &[u8]| Ok(g.to_vec()),
+        &|_: &[u8]| Ok(None),
         &mut sink,
     )?;
     out.write_all_at(&bat, BAT_OFFSET).map_err(io)?;

@@ -228,7 +228,7 @@ pub fn write(
 
     let mut gt: Vec<u32> = vec![0; GTES_USIZE];
     let mut gt_index: Option<u64> = None;
-    let mut sink = |gi: u64, data: Vec<u8>| -> Result<()> {
+    let mut sink = |gi: u64, data: &[u8]| -> Result<()> {
         let t = gi / GTES;
         if gt_index != Some(t) {
             if let Some(prev) = gt_index {
@@ -240,12 +240,19 @@ pub fn write(
         let mut m = Vec::with_capacity(12 + data.len());
         m.extend_from_slice(&(gi * GRAIN_SECTORS).to_le_bytes());
         m.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
-        m.extend_from_slice(&data);
+        m.extend_from_slice(data);
         o.put(&m)?;
         gt[usize::try_from(gi % GTES).unwrap_or(0)] = at;
         Ok(())
     };
-    ordered_grains(disk, grain, opts.threads, progress, &compress, &mut sink)?;
+    ordered_grains(
+        disk,
+        grain,
+        opts.threads,
+        progress,
+        &|g: &[u8]| compress(g).map(Some),
+        &mut sink,
+    )?;
     if let Some(prev) = gt_index {
         write_gt(&mut o, &mut gt, prev, &mut gd)?;
     }
