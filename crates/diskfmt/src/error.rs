@@ -70,6 +70,14 @@ pub enum Refusal {
         /// Size of the file.
         file_size: u64,
     },
+    /// An OVA appliance breaks a packaging rule (unsafe member name, link, device file,
+    /// duplicate, unreferenced or missing file, oversized descriptor, manifest mismatch).
+    Appliance {
+        /// Stable reason code, e.g. `ova-unsafe-name`, `ova-manifest-mismatch`.
+        code: &'static str,
+        /// What was found, with member names sanitized.
+        detail: String,
+    },
     /// A count, size or table in the image exceeds a configured limit.
     LimitExceeded {
         /// Format of the image.
@@ -98,6 +106,7 @@ impl Refusal {
             Refusal::VirtualSizeTooLarge { .. } => "virtual-size-too-large",
             Refusal::PointerOutOfBounds { .. } => "pointer-out-of-bounds",
             Refusal::LimitExceeded { .. } => "limit-exceeded",
+            Refusal::Appliance { code, .. } => code,
         }
     }
 }
@@ -152,6 +161,7 @@ impl fmt::Display for Refusal {
                 value,
                 limit,
             } => write!(f, "{format} {what} is {value}, above the limit of {limit}"),
+            Refusal::Appliance { detail, .. } => write!(f, "OVA refused: {detail}"),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod formats;
 pub mod io;
 pub mod limits;
+pub mod ova;
 #[cfg(test)]
 pub mod testutil;
 pub mod write;

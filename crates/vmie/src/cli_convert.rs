@@ -32,6 +32,8 @@ pub struct Args<'a> {
     pub options: Option<&'a str>,
     /// Limits on untrusted numbers.
     pub limits: &'a Limits,
+    /// Disk of an OVA input (1-based).
+    pub disk: usize,
 }
 
 /// Removes the temporary output unless disarmed.
@@ -57,9 +59,13 @@ pub(crate) fn fail(context: &str, e: &std::io::Error) -> CliError {
 
 /// Converts `args.input` to a sparse raw `args.output`.
 pub fn run(args: &Args<'_>) -> Result<(), CliError> {
-    let src = Arc::new(FileSource::open(args.input)?);
+    let src: diskfmt::Source = Arc::new(FileSource::open(args.input)?);
     // Detection and the whole safety inspection happen here, before OUT is touched.
-    let disk = diskfmt::open_with(src, args.input_format, args.limits)?;
+    let disk = if args.input_format.is_none() && diskfmt::detect(&*src)?.format == Format::Ova {
+        open_ova_disk(src, args)?
+    } else {
+        diskfmt::open_with(src, args.input_format, args.limits)?
+    };
 
     if let (Ok(a), Ok(b)) = (args.input.canonicalize(), args.output.canonicalize())
         && a == b
@@ -77,6 +83,12 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
         .output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
+    opts.temp_dir = Some(
+        args.output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    );
     write_output(
         &*disk,
         args.output,
@@ -87,7 +99,38 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
     )
 }
 
-/// Parses `-o key=value,…`: `subformat`, `compression`, `adapter_type`.
+/// Opens disk `args.disk` of an OVA after checking its manifest (every digest, read once).
+fn open_ova_disk(
+    src: diskfmt::Source,
+    args: &Args<'_>,
+) -> Result<Box<dyn diskfmt::Disk>, CliError> {
+    let a = diskfmt::ova::Appliance::open(src, args.limits)?;
+    for w in &a.warnings {
+        eprintln!("vmie: warning: {w}");
+    }
+    if a.manifest.is_some() {
+        let total: u64 = a.members.iter().map(|m| m.size).sum();
+        let done = Arc::new(AtomicU64::new(0));
+        let ticker = Progress::start(args.progress, total, Arc::clone(&done));
+        let r = a.verify(&done);
+        ticker.finish();
+        r?;
+    }
+    if args.disk == 0 || args.disk > a.disks.len() {
+        return Err(CliError {
+            message: format!(
+                "the appliance has {} disk(s); --disk takes 1 to {}",
+                a.disks.len(),
+                a.disks.len()
+            ),
+            exit: crate::EXIT_USAGE,
+        });
+    }
+    Ok(a.open_disk(args.disk - 1, args.limits)?)
+}
+
+/// Parses `-o key=value,…`: `subformat`, `compression`, `adapter_type`, `cpus`, `memory`,
+/// `os_type`.
 pub fn parse_options(text: Option<&str>) -> Result<WriteOptions, CliError> {
     let mut opts = WriteOptions::default();
     let usage = |m: String| CliError {
@@ -102,9 +145,38 @@ pub fn parse_options(text: Option<&str>) -> Result<WriteOptions, CliError> {
             "subformat" => opts.subformat = Some(v.to_string()),
             "compression" | "compression_type" => opts.compression = Some(v.to_string()),
             "adapter_type" => opts.adapter_type = Some(v.to_string()),
+            "cpus" => {
+                opts.cpus = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&c| (1..=768).contains(&c))
+                        .ok_or_else(|| usage(format!("cpus={v:?}: give 1 to 768")))?,
+                );
+            }
+            "memory" => {
+                opts.memory_mib = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&m| (4..=(24u64 << 20)).contains(&m))
+                        .ok_or_else(|| usage(format!("memory={v:?}: give MiB, 4 to 25165824")))?,
+                );
+            }
+            "os_type" => {
+                if v.is_empty()
+                    || v.len() > 64
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(usage(format!(
+                        "os_type={v:?}: a VMware guest id such as otherGuest64 or ubuntu64Guest"
+                    )));
+                }
+                opts.os_type = Some(v.to_string());
+            }
             _ => {
                 return Err(usage(format!(
-                    "unknown option {k:?}; known: subformat, compression, adapter_type"
+                    "unknown option {k:?}; known: subformat, compression, adapter_type, cpus, memory, os_type"
                 )));
             }
         }

@@ -85,6 +85,8 @@ pub enum OutputFormat {
     Vhdx,
     /// QEMU qcow2 v3 (`-o compression=zlib|zstd` to compress).
     Qcow2,
+    /// OVA appliance: OVF descriptor, stream-optimized VMDK, SHA-256 manifest.
+    Ova,
 }
 
 impl OutputFormat {
@@ -96,6 +98,7 @@ impl OutputFormat {
             OutputFormat::Vhd => W::Vhd,
             OutputFormat::Vhdx => W::Vhdx,
             OutputFormat::Qcow2 => W::Qcow2,
+            OutputFormat::Ova => W::Ova,
         }
     }
 }
@@ -106,7 +109,9 @@ enum Command {
     ///
     /// The format is detected from the content, never from the file name. The safety
     /// inspection parses every header and table without reading the payload; a refused image
-    /// prints its reason and exits with status 3.
+    /// prints its reason and exits with status 3. For an OVA: the appliance (machine, OS,
+    /// hardware, disks) and the inspection of each disk; the manifest is checked by
+    /// `vmie convert`.
     Info {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -130,9 +135,13 @@ enum Command {
         #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
         output_format: OutputFormat,
         /// Output options, `key=value,…`: `subformat=` (vhd: dynamic|fixed), `compression=`
-        /// (qcow2: zlib|zstd), `adapter_type=` (vmdk: ide|lsilogic|buslogic|legacyESX).
+        /// (qcow2: zlib|zstd), `adapter_type=` (vmdk, ova: ide|lsilogic|buslogic|legacyESX),
+        /// `cpus=`, `memory=` (MiB), `os_type=` (ova: what the OVF declares).
         #[arg(short = 'o', long = "options")]
         options: Option<String>,
+        /// Which disk of an OVA input to convert (1 = the first of its disk section).
+        #[arg(long, default_value_t = 1)]
+        disk: usize,
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
@@ -166,9 +175,11 @@ fn main() -> ExitCode {
             options,
             threads,
             sync,
+            disk,
             input,
             output,
         } => cli_convert::run(&cli_convert::Args {
+            disk,
             input: &input,
             output: &output,
             input_format: input_format.map(InputFormat::to_format),

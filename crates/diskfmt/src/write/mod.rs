@@ -29,6 +29,8 @@ pub enum OutputFormat {
     Vhdx,
     /// qcow2 version 3.
     Qcow2,
+    /// OVA: OVF descriptor, stream-optimized VMDK, SHA-256 manifest.
+    Ova,
 }
 
 /// Options of a writer (`-o key=value,…` on the command line).
@@ -42,8 +44,18 @@ pub struct WriteOptions {
     pub adapter_type: Option<String>,
     /// Worker threads (compression runs on all of them).
     pub threads: usize,
-    /// File name of the output (a VMDK names its own extent in its descriptor).
+    /// File name of the output (a VMDK names its own extent in its descriptor; an OVA names
+    /// its virtual machine and members after it).
     pub name: Option<String>,
+    /// Folder for temporary files (OVA: the VMDK made before the archive); default: the
+    /// system's temporary folder.
+    pub temp_dir: Option<std::path::PathBuf>,
+    /// OVA: virtual CPUs to declare (default 1).
+    pub cpus: Option<u32>,
+    /// OVA: memory in MiB to declare (default 1024).
+    pub memory_mib: Option<u64>,
+    /// OVA: VMware guest OS type to declare (default `otherGuest64`).
+    pub os_type: Option<String>,
 }
 
 impl Default for WriteOptions {
@@ -53,6 +65,10 @@ impl Default for WriteOptions {
             compression: None,
             adapter_type: None,
             name: None,
+            temp_dir: None,
+            cpus: None,
+            memory_mib: None,
+            os_type: None,
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         }
     }
@@ -76,6 +92,31 @@ pub fn write_image(
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
+    let deflate_only = matches!(format, OutputFormat::Vmdk | OutputFormat::Ova);
+    match opts.compression.as_deref() {
+        None | Some("none") => {}
+        Some("zlib" | "deflate") if deflate_only => {}
+        Some(_) if format == OutputFormat::Qcow2 => {}
+        Some(c) => {
+            let (f, hint) = match format {
+                OutputFormat::Vmdk => (
+                    crate::Format::Vmdk,
+                    "stream-optimized VMDK is always deflate-compressed",
+                ),
+                OutputFormat::Ova => (
+                    crate::Format::Ova,
+                    "an OVA's stream-optimized VMDK is always deflate-compressed",
+                ),
+                OutputFormat::Vhd => (crate::Format::Vhd, "VHD has no compression"),
+                OutputFormat::Vhdx => (crate::Format::Vhdx, "VHDX has no compression"),
+                _ => (crate::Format::Raw, "raw has no compression"),
+            };
+            return Err(crate::error::DiskError::unsupported(
+                f,
+                format!("compression {c:?}: {hint}"),
+            ));
+        }
+    }
     match format {
         OutputFormat::Raw => {
             let c = ConvertOptions {
@@ -92,6 +133,7 @@ pub fn write_image(
         OutputFormat::Vhd => vhd::write(disk, out, opts, progress),
         OutputFormat::Vhdx => vhdx::write(disk, out, opts, progress),
         OutputFormat::Qcow2 => qcow2::write(disk, out, opts, progress),
+        OutputFormat::Ova => crate::ova::write(disk, out, opts, progress),
     }
 }
 
