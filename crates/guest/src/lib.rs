@@ -8,9 +8,12 @@
 //! allocates, seeks or loops.
 
 pub mod error;
+pub mod fs;
+pub mod inspect;
 pub mod partition;
 pub mod probe;
 pub mod volume;
 
 pub use error::{GuestError, Result};
+pub use inspect::{Report, inspect};
 pub use volume::Volume;
