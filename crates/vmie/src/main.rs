@@ -6,6 +6,7 @@
 
 mod cli_convert;
 mod cli_info;
+mod cli_inspect;
 mod cli_store;
 mod human;
 mod progress;
@@ -119,6 +120,22 @@ enum Command {
         /// The image.
         file: PathBuf,
     },
+    /// Inspect the guest inside an image: partitions, filesystems, operating system,
+    /// version, architecture, kernels and boot mode (what an import validates).
+    ///
+    /// Reads through any supported format in place, without converting it first. Prints
+    /// warnings in plain words: "no operating system found", "no bootloader found", "root
+    /// filesystem is encrypted".
+    Inspect {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Which disk of an OVA to inspect (1 = the first).
+        #[arg(long, default_value_t = 1)]
+        disk: usize,
+        /// The image.
+        file: PathBuf,
+    },
     /// Convert an image to another format.
     ///
     /// The input is detected and inspected before anything is written; a refused input leaves
@@ -168,6 +185,7 @@ fn main() -> ExitCode {
     let limits = diskfmt::Limits::default();
     let result = match cli.command {
         Command::Info { json, file } => cli_info::run(&file, json, &limits),
+        Command::Inspect { json, disk, file } => cli_inspect::run(&file, json, disk, &limits),
         Command::Convert {
             progress,
             input_format,
