@@ -279,6 +279,17 @@ pub fn inspect(disk: Arc<dyn Disk>) -> Result<Report> {
     };
     if r.platform.is_none() {
         r.warnings.push("no operating system found".into());
+        for v in &r.volumes {
+            if let Some(f) = &v.filesystem
+                && matches!(f.kind, FsKind::Xfs | FsKind::Btrfs | FsKind::Ntfs)
+            {
+                let kind = format!("{:?}", f.kind).to_lowercase();
+                r.warnings.push(format!(
+                    "the {kind} filesystem on {} is not read by this version, so an operating system on it cannot be seen; give the platform explicitly",
+                    if v.number == 0 { "the disk".to_string() } else { format!("partition {}", v.number) }
+                ));
+            }
+        }
         if encrypted {
             r.warnings.push("root filesystem is encrypted".into());
         }

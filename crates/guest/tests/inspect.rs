@@ -308,3 +308,22 @@ fn test_inspect_mutated_tables_and_superblocks_do_not_panic() {
         let _ = guest::inspect(disk);
     }
 }
+
+#[test]
+fn test_inspect_unread_filesystem_is_named_in_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("xfs.raw");
+    blank(&disk, 320 << 20);
+    tool("mkfs.xfs", &["-q", "-f", "-L", "data", s(&disk)]);
+    let r = guest::inspect(open(&disk)).unwrap();
+    let fs = r.volumes[0].filesystem.as_ref().unwrap();
+    assert_eq!(fs.kind, guest::probe::FsKind::Xfs);
+    assert_eq!(fs.label.as_deref(), Some("data"));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("xfs filesystem on the disk is not read")),
+        "{:?}",
+        r.warnings
+    );
+}
