@@ -26,11 +26,7 @@ pub fn run(file: &Path, json: bool, limits: &Limits) -> Result<(), CliError> {
             "details": insp.info.as_ref().map(|i| i.details.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
             "safety": insp.verdict,
         });
-        let text = serde_json::to_string_pretty(&v).map_err(|e| CliError {
-            message: format!("cannot encode JSON: {e}"),
-            exit: EXIT_FAILED,
-        })?;
-        println!("{text}");
+        print_json(&v)?;
     } else {
         println!("image: {}", file.display());
         match insp.format {
@@ -153,11 +149,7 @@ fn ova(file: &Path, src: diskfmt::Source, json: bool, limits: &Limits) -> Result
             "manifest": a.manifest.as_ref().map(|m| m.iter().map(|e| format!("{}({})", e.algorithm, e.file)).collect::<Vec<_>>()),
             "warnings": a.warnings,
         });
-        let text = serde_json::to_string_pretty(&v).map_err(|e| CliError {
-            message: format!("cannot encode JSON: {e}"),
-            exit: EXIT_FAILED,
-        })?;
-        println!("{text}");
+        print_json(&v)?;
     } else {
         println!("image: {}", file.display());
         println!("file format: ova (OVF {})", a.ovf.version);
@@ -209,4 +201,14 @@ fn ova(file: &Path, src: diskfmt::Source, json: bool, limits: &Limits) -> Result
         Some(e) => Err(refused(&e)),
         None => Ok(()),
     }
+}
+
+/// Prints `v` as indented JSON on standard output.
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| CliError {
+        message: format!("cannot encode JSON: {e}"),
+        exit: EXIT_FAILED,
+    })?;
+    println!("{text}");
+    Ok(())
 }

@@ -22,12 +22,7 @@ pub fn run(file: &Path, json: bool, disk_no: usize, limits: &Limits) -> Result<(
         exit: EXIT_FAILED,
     })?;
     if json {
-        let text = serde_json::to_string_pretty(&r).map_err(|e| CliError {
-            message: format!("cannot encode JSON: {e}"),
-            exit: EXIT_FAILED,
-        })?;
-        println!("{text}");
-        return Ok(());
+        return crate::cli_info::print_json(&r);
     }
     let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
     println!("image: {}", file.display());
