@@ -2,7 +2,9 @@
 //!
 //! - ext2/3/4 through the `ext4-view` crate (read-only by design, checks metadata checksums);
 //! - FAT12/16/32 (the EFI system partition) through the `fatfs` crate, given a device that
-//!   refuses every write.
+//!   refuses every write;
+//! - NTFS through the `ntfs` crate (see [`crate::ntfs_fs`]);
+//! - XFS through our own reader (see [`crate::xfs`]).
 //!
 //! Every read is bounded by the caller's `max`; paths are absolute, `/`-separated.
 
@@ -126,10 +128,16 @@ impl GuestFs for Ext4 {
     }
 }
 
-/// A volume as a seekable device that refuses writes (for `fatfs`).
-struct ReadOnlyDevice {
+/// A volume as a seekable device that refuses writes (for `fatfs` and `ntfs`).
+pub(crate) struct ReadOnlyDevice {
     vol: Volume,
     pos: u64,
+}
+
+impl ReadOnlyDevice {
+    pub(crate) fn new(vol: Volume) -> Self {
+        ReadOnlyDevice { vol, pos: 0 }
+    }
 }
 
 impl Read for ReadOnlyDevice {
@@ -184,7 +192,7 @@ fn fat_err(path: &str, e: &std::io::Error) -> GuestError {
 impl Fat {
     /// Opens the FAT filesystem on `vol`.
     pub fn open(vol: Volume) -> Result<Fat> {
-        let dev = ReadOnlyDevice { vol, pos: 0 };
+        let dev = ReadOnlyDevice::new(vol);
         let fs = fatfs::FileSystem::new(dev, fatfs::FsOptions::new())
             .map_err(|e| GuestError::invalid("FAT boot sector", e.to_string()))?;
         Ok(Fat { fs })

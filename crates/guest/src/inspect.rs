@@ -4,6 +4,10 @@
 //! - Linux: `/etc/os-release` (or `/usr/lib/os-release`, or `/etc/redhat-release`), kernels
 //!   from `/boot/vmlinuz-*` and `/lib/modules/*`, the architecture from the ELF header of
 //!   `/bin/sh` (or `/sbin/init`, `/usr/bin/sh`), symbolic links followed.
+//! - Windows: product name, version and build from `Microsoft\Windows NT\CurrentVersion` in
+//!   the SOFTWARE hive (`/Windows/System32/config/SOFTWARE`), the architecture from the PE
+//!   header of `/Windows/System32/ntoskrnl.exe`. Windows 11 still calls itself "Windows 10" in
+//!   `ProductName`; a client build from 22000 on is named Windows 11.
 //! - Boot mode: `uefi` when an EFI system partition (or any FAT partition) carries
 //!   `EFI/BOOT/BOOT*.EFI` or a vendor loader `EFI/<vendor>/*.efi`; `legacy-bios` when the MBR
 //!   holds boot code and an active partition (or, on GPT, a BIOS boot partition);
@@ -15,9 +19,12 @@ use diskfmt::Disk;
 
 use crate::error::Result;
 use crate::fs::{EntryKind, Ext4, Fat, GuestFs};
+use crate::ntfs_fs::Ntfs;
 use crate::partition::{GPT_BIOS_BOOT, Scheme, read_partitions};
 use crate::probe::{FsInfo, FsKind, probe};
+use crate::regf::{Hive, Value};
 use crate::volume::Volume;
+use crate::xfs::Xfs;
 
 /// Most bytes read from a text file of the guest.
 const MAX_TEXT: u64 = 64 * 1024;
@@ -64,16 +71,21 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-fn open_fs(vol: &Volume, kind: FsKind) -> Option<Box<dyn GuestFs>> {
-    match kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            Ext4::open(vol.clone()).ok().map(|f| Box::new(f) as _)
-        }
-        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
-            Fat::open(vol.clone()).ok().map(|f| Box::new(f) as _)
-        }
-        _ => None,
+fn open_fs(vol: &Volume, kind: FsKind) -> Option<Result<Box<dyn GuestFs>>> {
+    fn boxed<F: GuestFs + 'static>(r: Result<F>) -> Result<Box<dyn GuestFs>> {
+        r.map(|f| Box::new(f) as _)
     }
+    Some(match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => boxed(Ext4::open(vol.clone())),
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => boxed(Fat::open(vol.clone())),
+        FsKind::Xfs => boxed(Xfs::open(vol.clone())),
+        _ => return None,
+    })
+}
+
+/// Text from the guest, without control characters, at most 256 characters.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(256).collect()
 }
 
 /// Parses os-release text into (key, value) pairs, quotes removed.
@@ -120,6 +132,104 @@ pub fn elf_arch(h: &[u8]) -> Option<&'static str> {
         (0x16, _) => "s390x",
         _ => return None,
     })
+}
+
+/// Architecture named by a PE header (`MZ`, `e_lfanew` at 60, `PE\0\0`, machine type).
+#[must_use]
+pub fn pe_arch(b: &[u8]) -> Option<&'static str> {
+    if b.len() < 64 || &b[0..2] != b"MZ" {
+        return None;
+    }
+    let pe = usize::try_from(u32::from_le_bytes([b[60], b[61], b[62], b[63]])).ok()?;
+    let h = b.get(pe..pe.checked_add(6)?)?;
+    if &h[0..4] != b"PE\0\0" {
+        return None;
+    }
+    Some(match u16::from_le_bytes([h[4], h[5]]) {
+        0x8664 => "x86_64",
+        0x014c => "i386",
+        0xaa64 => "arm64",
+        0x01c4 => "arm",
+        _ => return None,
+    })
+}
+
+const SOFTWARE_HIVE: &str = "/Windows/System32/config/SOFTWARE";
+const NT_KERNEL: &str = "/Windows/System32/ntoskrnl.exe";
+
+/// Reads `Microsoft\Windows NT\CurrentVersion` from the SOFTWARE hive.
+fn current_version(fs: &Ntfs) -> Result<(Vec<(String, Value)>, bool)> {
+    fs.with_file(SOFTWARE_HIVE, |rs, len| {
+        let mut hive = Hive::open(rs, len)?;
+        let key = hive.key("Microsoft\\Windows NT\\CurrentVersion")?;
+        let dirty = hive.dirty;
+        Ok((hive.values(key)?, dirty))
+    })
+}
+
+fn windows(fs: &Ntfs, r: &mut Report) -> bool {
+    let kernel = fs.read_file(NT_KERNEL, 4096);
+    let hive = current_version(fs);
+    if kernel.is_err() && hive.is_err() {
+        return false;
+    }
+    r.platform = Some("windows".into());
+    r.distribution = Some("windows".into());
+    match hive {
+        Ok((values, dirty)) => {
+            let text = |k: &str| {
+                values.iter().find_map(|(n, v)| match v {
+                    Value::String(s) if n.eq_ignore_ascii_case(k) => Some(clean(s)),
+                    _ => None,
+                })
+            };
+            let dword = |k: &str| {
+                values.iter().find_map(|(n, v)| match v {
+                    Value::Dword(d) if n.eq_ignore_ascii_case(k) => Some(*d),
+                    _ => None,
+                })
+            };
+            let build = text("CurrentBuild").or_else(|| text("CurrentBuildNumber"));
+            let base = match dword("CurrentMajorVersionNumber") {
+                Some(major) => Some(format!(
+                    "{major}.{}",
+                    dword("CurrentMinorVersionNumber").unwrap_or(0)
+                )),
+                None => text("CurrentVersion"),
+            };
+            r.version = match (base, &build) {
+                (Some(v), Some(b)) => Some(format!("{v}.{b}")),
+                (v, b) => v.or_else(|| b.clone()),
+            };
+            let mut name = text("ProductName");
+            let client = text("InstallationType").is_none_or(|t| t == "Client");
+            let build_no = build.as_deref().and_then(|b| b.parse::<u32>().ok());
+            if let (Some(n), Some(b)) = (&name, build_no)
+                && client
+                && b >= 22000
+                && n.starts_with("Windows 10")
+            {
+                name = Some(n.replacen("Windows 10", "Windows 11", 1));
+            }
+            r.name = name;
+            if dirty {
+                r.warnings.push(
+                    "the Windows SOFTWARE registry hive was not closed cleanly; the version shown may be out of date"
+                        .into(),
+                );
+            }
+        }
+        Err(e) => r.warnings.push(format!(
+            "the Windows SOFTWARE registry hive could not be read ({e}), so the Windows version is unknown"
+        )),
+    }
+    match kernel.as_deref().map(pe_arch) {
+        Ok(Some(a)) => r.architecture = Some(a.into()),
+        _ => r.warnings.push(format!(
+            "the architecture could not be read from {NT_KERNEL}"
+        )),
+    }
+    true
 }
 
 fn linux(fs: &dyn GuestFs, r: &mut Report) -> bool {
@@ -202,18 +312,27 @@ fn linux(fs: &dyn GuestFs, r: &mut Report) -> bool {
     true
 }
 
-/// A UEFI loader on a FAT filesystem: `EFI/BOOT/BOOT*.EFI` or `EFI/<vendor>/*.efi`.
+/// A UEFI loader on a FAT filesystem: `EFI/BOOT/BOOT*.EFI`, or a vendor loader
+/// `EFI/<vendor>/*.efi` or one folder deeper (`EFI/Microsoft/Boot/bootmgfw.efi`).
 fn efi_loader(fs: &dyn GuestFs) -> Option<String> {
     let vendors = fs.list_dir("/EFI").ok()?;
     for v in vendors.iter().filter(|v| v.kind == EntryKind::Dir).take(64) {
-        let Ok(files) = fs.list_dir(&format!("/EFI/{}", v.name)) else {
+        let base = format!("/EFI/{}", v.name);
+        let Ok(entries) = fs.list_dir(&base) else {
             continue;
         };
-        for f in files.iter().take(256) {
-            let lower = f.name.to_ascii_lowercase();
-            let boot = v.name.eq_ignore_ascii_case("BOOT") && lower.starts_with("boot");
-            if f.kind == EntryKind::File && lower.ends_with(".efi") && (boot || !lower.is_empty()) {
-                return Some(format!("EFI/{}/{}", v.name, f.name));
+        let mut folders = vec![(base.clone(), entries.clone())];
+        for d in entries.iter().filter(|e| e.kind == EntryKind::Dir).take(16) {
+            let sub = format!("{base}/{}", d.name);
+            if let Ok(e) = fs.list_dir(&sub) {
+                folders.push((sub, e));
+            }
+        }
+        for (folder, files) in folders {
+            if let Some(f) = files.iter().take(256).find(|f| {
+                f.kind == EntryKind::File && f.name.to_ascii_lowercase().ends_with(".efi")
+            }) {
+                return Some(format!("{}/{}", &folder[1..], f.name));
             }
         }
     }
@@ -239,6 +358,7 @@ pub fn inspect(disk: Arc<dyn Disk>) -> Result<Report> {
     }
     let mut uefi = None;
     let mut encrypted = false;
+    let mut unread = Vec::new();
     for (number, vol, type_name, _) in &vols {
         if *type_name == Some("Extended") {
             continue;
@@ -246,15 +366,39 @@ pub fn inspect(disk: Arc<dyn Disk>) -> Result<Report> {
         let fs = probe(vol)?;
         if let Some(info) = &fs {
             encrypted |= info.encrypted;
-            if let Some(g) = open_fs(vol, info.kind) {
-                if r.platform.is_none() && linux(&*g, &mut r) {
-                    r.root = Some(*number);
+            let place = if *number == 0 {
+                "the disk".to_string()
+            } else {
+                format!("partition {number}")
+            };
+            let kind = format!("{:?}", info.kind).to_lowercase();
+            if info.kind == FsKind::Ntfs {
+                match Ntfs::open(vol.clone()) {
+                    Ok(n) if r.platform.is_none() && windows(&n, &mut r) => r.root = Some(*number),
+                    Ok(_) => {}
+                    Err(e) => unread.push(format!(
+                        "the ntfs filesystem on {place} could not be read ({e})"
+                    )),
                 }
-                if uefi.is_none()
-                    && matches!(info.kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32)
-                {
-                    uefi = efi_loader(&*g);
+            }
+            match open_fs(vol, info.kind) {
+                Some(Ok(g)) => {
+                    if r.platform.is_none() && linux(&*g, &mut r) {
+                        r.root = Some(*number);
+                    }
+                    if uefi.is_none()
+                        && matches!(info.kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32)
+                    {
+                        uefi = efi_loader(&*g);
+                    }
                 }
+                Some(Err(e)) => {
+                    unread.push(format!("the {kind} filesystem on {place} could not be read ({e})"));
+                }
+                None if info.kind == FsKind::Btrfs => unread.push(format!(
+                    "the btrfs filesystem on {place} is not read by this version, so an operating system on it cannot be seen; give the platform explicitly"
+                )),
+                None => {}
             }
         }
         r.volumes.push(VolumeReport {
@@ -279,17 +423,7 @@ pub fn inspect(disk: Arc<dyn Disk>) -> Result<Report> {
     };
     if r.platform.is_none() {
         r.warnings.push("no operating system found".into());
-        for v in &r.volumes {
-            if let Some(f) = &v.filesystem
-                && matches!(f.kind, FsKind::Xfs | FsKind::Btrfs | FsKind::Ntfs)
-            {
-                let kind = format!("{:?}", f.kind).to_lowercase();
-                r.warnings.push(format!(
-                    "the {kind} filesystem on {} is not read by this version, so an operating system on it cannot be seen; give the platform explicitly",
-                    if v.number == 0 { "the disk".to_string() } else { format!("partition {}", v.number) }
-                ));
-            }
-        }
+        r.warnings.extend(unread);
         if encrypted {
             r.warnings.push("root filesystem is encrypted".into());
         }

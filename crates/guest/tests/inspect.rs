@@ -4,53 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
 
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn tool(name: &str, args: &[&str]) {
-    let o = Command::new(name).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{name} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn sfdisk(disk: &Path, script: &str) {
-    let mut c = Command::new("sfdisk")
-        .args(["-q", s(disk)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success());
-}
-
-fn put(disk: &Path, file: &Path, offset: u64) {
-    let data = std::fs::read(file).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(disk)
-        .unwrap()
-        .write_all_at(&data, offset)
-        .unwrap();
-}
-
-fn blank(path: &Path, size: u64) {
-    std::fs::File::create(path).unwrap().set_len(size).unwrap();
-}
+mod common;
+use common::*;
 
 /// An ext4 filesystem image of `mib` MiB holding a Linux root tree.
 fn linux_root(dir: &Path, os_release: &str, kernel: &str, usr_merged: bool) -> PathBuf {
@@ -96,13 +56,7 @@ fn mbr_debian(dir: &Path) -> PathBuf {
         "label: dos\nstart=2048, size=49152, type=83, bootable\n",
     );
     put(&disk, &root, 2048 * 512);
-    // Boot code in the first 440 bytes, as GRUB's boot.img leaves it.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
-        .unwrap()
-        .write_all_at(&[0xeb, 0x63, 0x90, 0x10, 0x8e, 0xd0, 0xbc, 0x00], 0)
-        .unwrap();
+    boot_code(&disk);
     disk
 }
 
@@ -132,29 +86,6 @@ fn gpt_ubuntu(dir: &Path) -> PathBuf {
     put(&disk, &esp, 2048 * 512);
     put(&disk, &root, 83968 * 512);
     disk
-}
-
-fn open(path: &Path) -> Arc<dyn diskfmt::Disk> {
-    let src: diskfmt::Source = Arc::new(diskfmt::FileSource::open(path).unwrap());
-    Arc::from(diskfmt::open(src, &diskfmt::Limits::default()).unwrap())
-}
-
-/// The raw disk and its VMDK, VHD and qcow2 wraps by qemu-img.
-fn wraps(raw: &Path) -> Vec<PathBuf> {
-    let mut out = vec![raw.to_path_buf()];
-    for (fmt, ext, opts) in [
-        ("vmdk", "vmdk", "subformat=streamOptimized"),
-        ("vpc", "vhd", "subformat=dynamic"),
-        ("qcow2", "qcow2", "compat=1.1"),
-    ] {
-        let p = raw.with_extension(ext);
-        tool(
-            "qemu-img",
-            &["convert", "-f", "raw", "-O", fmt, "-o", opts, s(raw), s(&p)],
-        );
-        out.push(p);
-    }
-    out
 }
 
 #[test]
@@ -312,17 +243,17 @@ fn test_inspect_mutated_tables_and_superblocks_do_not_panic() {
 #[test]
 fn test_inspect_unread_filesystem_is_named_in_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("xfs.raw");
-    blank(&disk, 320 << 20);
-    tool("mkfs.xfs", &["-q", "-f", "-L", "data", s(&disk)]);
+    let disk = dir.path().join("btrfs.raw");
+    blank(&disk, 128 << 20);
+    tool("mkfs.btrfs", &["-q", "-f", "-L", "data", s(&disk)]);
     let r = guest::inspect(open(&disk)).unwrap();
     let fs = r.volumes[0].filesystem.as_ref().unwrap();
-    assert_eq!(fs.kind, guest::probe::FsKind::Xfs);
+    assert_eq!(fs.kind, guest::probe::FsKind::Btrfs);
     assert_eq!(fs.label.as_deref(), Some("data"));
     assert!(
         r.warnings
             .iter()
-            .any(|w| w.contains("xfs filesystem on the disk is not read")),
+            .any(|w| w.contains("btrfs filesystem on the disk is not read")),
         "{:?}",
         r.warnings
     );
