@@ -1,0 +1,972 @@
+//! # catalog — vmie's durable state
+//!
+//! Tasks (with their event history, leases and idempotency tokens), snapshots, images and
+//! per-account settings, behind one interface over two real backends:
+//!
+//! - **SQLite** (the embedded default): one file, WAL journal, `synchronous=FULL` so a commit
+//!   survives a power cut, a busy timeout so concurrent workers wait rather than fail;
+//! - **PostgreSQL** (scale-out): any number of vmie processes share one database; a task is
+//!   claimed with `FOR UPDATE SKIP LOCKED`, so two workers never take the same task.
+//!
+//! The same SQL runs on both (portable types, `$n` placeholders); the schema is migrated on
+//! open, in a transaction per step, recorded in `schema_migrations`.
+//!
+//! Every state change of a task is one statement or one transaction: a task, image or
+//! snapshot row is visible complete or not at all.
+
+pub mod pgtest;
+mod schema;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The database refused or failed.
+    #[error("catalog database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored JSON field did not parse.
+    #[error("catalog record {0}: {1}")]
+    Corrupt(String, String),
+    /// No such task, image or snapshot (in this account).
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// A client token was used before with other parameters.
+    #[error(
+        "the client token {token} was already used for {action} with different parameters (task {task})"
+    )]
+    IdempotentParameterMismatch {
+        /// The token.
+        token: String,
+        /// The action.
+        action: String,
+        /// The task it made.
+        task: String,
+    },
+    /// The database URL names no supported backend.
+    #[error("catalog URL must start with sqlite:// or postgres:// (got {0})")]
+    BadUrl(String),
+    /// The request conflicts with the current state (e.g. cancelling an ended task).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Which database holds the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Kinds of task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TaskKind {
+    /// `import-ami-…`
+    ImportImage,
+    /// `import-snap-…`
+    ImportSnapshot,
+    /// `export-ami-…`
+    ExportImage,
+}
+
+impl TaskKind {
+    /// Name stored in the catalog.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::ImportImage => "import-image",
+            TaskKind::ImportSnapshot => "import-snapshot",
+            TaskKind::ExportImage => "export-image",
+        }
+    }
+
+    /// Id prefix.
+    #[must_use]
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TaskKind::ImportImage => "import-ami-",
+            TaskKind::ImportSnapshot => "import-snap-",
+            TaskKind::ExportImage => "export-ami-",
+        }
+    }
+
+    fn parse(s: &str) -> Result<TaskKind> {
+        Ok(match s {
+            "import-image" => TaskKind::ImportImage,
+            "import-snapshot" => TaskKind::ImportSnapshot,
+            "export-image" => TaskKind::ExportImage,
+            o => return Err(CatalogError::Corrupt("task kind".into(), o.into())),
+        })
+    }
+}
+
+/// Task `Status` values, as the EC2 service has them.
+pub mod status {
+    /// Waiting or running.
+    pub const ACTIVE: &str = "active";
+    /// Finished with its result.
+    pub const COMPLETED: &str = "completed";
+    /// Being cancelled.
+    pub const DELETING: &str = "deleting";
+    /// Cancelled or failed (the reason is in the status message).
+    pub const DELETED: &str = "deleted";
+}
+
+/// A key/value tag.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tag {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// `import-ami-…`, `import-snap-…` or `export-ami-…`.
+    pub id: String,
+    /// Owning account.
+    pub account: String,
+    /// Kind.
+    pub kind: TaskKind,
+    /// `active`, `completed`, `deleting`, `deleted`.
+    pub status: String,
+    /// Stage or reason.
+    pub status_message: String,
+    /// 0–100; only grows.
+    pub progress: i64,
+    /// The request, as JSON (the engine's type).
+    pub request: String,
+    /// The result, as JSON, once completed.
+    pub result: Option<String>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Creation time (ms).
+    pub created_ms: i64,
+    /// Last change (ms).
+    pub updated_ms: i64,
+    /// End time (ms).
+    pub ended_ms: Option<i64>,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// Lease expiry (ms).
+    pub lease_until_ms: Option<i64>,
+    /// Cancellation was asked for.
+    pub cancel_requested: bool,
+    /// Times a worker has claimed it.
+    pub attempts: i64,
+    /// Last durable checkpoint (engine's JSON).
+    pub checkpoint: Option<String>,
+}
+
+impl Task {
+    /// True once the task has ended.
+    #[must_use]
+    pub fn ended(&self) -> bool {
+        self.status == status::COMPLETED || self.status == status::DELETED
+    }
+}
+
+/// A new task.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Id (see [`new_id`]).
+    pub id: String,
+    /// Account.
+    pub account: String,
+    /// Kind.
+    pub kind: TaskKind,
+    /// First status message.
+    pub status_message: String,
+    /// The request as JSON; hashed for idempotency.
+    pub request: String,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// `ClientToken`.
+    pub client_token: Option<String>,
+}
+
+/// A snapshot row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `snap-…`
+    pub id: String,
+    /// Account.
+    pub account: String,
+    /// Task that made it.
+    pub task_id: Option<String>,
+    /// Bytes.
+    pub volume_size: i64,
+    /// Encrypted under a customer key (every snapshot is encrypted at rest; this says the
+    /// caller asked for it, as EC2 reports it).
+    pub encrypted: bool,
+    /// KMS key.
+    pub kms_key_id: Option<String>,
+    /// `completed`.
+    pub state: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Creation (ms).
+    pub created_ms: i64,
+}
+
+/// A block device mapping of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlockDevice {
+    /// `/dev/sda1`, `/dev/sdb`, …
+    pub device_name: String,
+    /// Snapshot.
+    pub snapshot_id: String,
+    /// Size in GiB (rounded up).
+    pub volume_size_gib: i64,
+}
+
+/// An image row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `ami-…`
+    pub id: String,
+    /// Account.
+    pub account: String,
+    /// Task that made it.
+    pub task_id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// `x86_64`, `arm64`, `i386`.
+    pub architecture: String,
+    /// `Linux/UNIX` or `Windows`.
+    pub platform: String,
+    /// `uefi`, `legacy-bios`, `uefi-preferred`.
+    pub boot_mode: Option<String>,
+    /// Disks.
+    pub block_devices: Vec<BlockDevice>,
+    /// Encrypted.
+    pub encrypted: bool,
+    /// KMS key.
+    pub kms_key_id: Option<String>,
+    /// `available`.
+    pub state: String,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Creation (ms).
+    pub created_ms: i64,
+}
+
+/// One entry of a task's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// Order within the task.
+    pub seq: i64,
+    /// When (ms).
+    pub at_ms: i64,
+    /// Status.
+    pub status: String,
+    /// Message.
+    pub message: String,
+    /// Progress.
+    pub progress: i64,
+    /// Worker.
+    pub worker: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A fresh id: `prefix` and 17 lowercase hex digits, as EC2 makes them.
+#[must_use]
+pub fn new_id(prefix: &str) -> String {
+    let mut b = [0u8; 9];
+    getrandom(&mut b);
+    let h = hex::encode(b);
+    format!("{prefix}{}", &h[..17])
+}
+
+/// A deterministic id derived from `parts` (so a retried step makes the same row, never a
+/// duplicate).
+#[must_use]
+pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    format!("{prefix}{}", &hex::encode(h.finalize())[..17])
+}
+
+fn getrandom(b: &mut [u8]) {
+    // The system's random source; on the (never seen) failure, the time keeps ids distinct
+    // and the primary key refuses a collision.
+    if aws_lc_rs::rand::fill(b).is_err() {
+        let t = now_ms().to_le_bytes();
+        for (o, i) in b.iter_mut().zip(t.iter().cycle()) {
+            *o = *i;
+        }
+    }
+}
+
+fn hash(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn tags_json(t: &[Tag]) -> String {
+    serde_json::to_string(t).unwrap_or_else(|_| "[]".into())
+}
+
+fn tags_of(s: &str, what: &str) -> Result<Vec<Tag>> {
+    serde_json::from_str(s).map_err(|e| CatalogError::Corrupt(what.into(), e.to_string()))
+}
+
+const TASK_COLS: &str = "id, account, kind, status, status_message, progress, request, result, tags, \
+     created_ms, updated_ms, ended_ms, lease_owner, lease_until_ms, cancel_requested, attempts, checkpoint";
+
+fn task_of(r: &AnyRow) -> Result<Task> {
+    let id: String = r.try_get("id")?;
+    Ok(Task {
+        kind: TaskKind::parse(&r.try_get::<String, _>("kind")?)?,
+        account: r.try_get("account")?,
+        status: r.try_get("status")?,
+        status_message: r.try_get("status_message")?,
+        progress: r.try_get("progress")?,
+        request: r.try_get("request")?,
+        result: r.try_get("result")?,
+        tags: tags_of(&r.try_get::<String, _>("tags")?, &id)?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+        ended_ms: r.try_get("ended_ms")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_until_ms: r.try_get("lease_until_ms")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
+        attempts: r.try_get("attempts")?,
+        checkpoint: r.try_get("checkpoint")?,
+        id,
+    })
+}
+
+fn snapshot_of(r: &AnyRow) -> Result<Snapshot> {
+    let id: String = r.try_get("id")?;
+    Ok(Snapshot {
+        account: r.try_get("account")?,
+        task_id: r.try_get("task_id")?,
+        volume_size: r.try_get("volume_size")?,
+        encrypted: r.try_get::<i64, _>("encrypted")? != 0,
+        kms_key_id: r.try_get("kms_key_id")?,
+        state: r.try_get("state")?,
+        description: r.try_get("description")?,
+        tags: tags_of(&r.try_get::<String, _>("tags")?, &id)?,
+        created_ms: r.try_get("created_ms")?,
+        id,
+    })
+}
+
+fn image_of(r: &AnyRow) -> Result<Image> {
+    let id: String = r.try_get("id")?;
+    let bd: String = r.try_get("block_devices")?;
+    Ok(Image {
+        account: r.try_get("account")?,
+        task_id: r.try_get("task_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        architecture: r.try_get("architecture")?,
+        platform: r.try_get("platform")?,
+        boot_mode: r.try_get("boot_mode")?,
+        block_devices: serde_json::from_str(&bd)
+            .map_err(|e| CatalogError::Corrupt(id.clone(), e.to_string()))?,
+        encrypted: r.try_get::<i64, _>("encrypted")? != 0,
+        kms_key_id: r.try_get("kms_key_id")?,
+        state: r.try_get("state")?,
+        tags: tags_of(&r.try_get::<String, _>("tags")?, &id)?,
+        created_ms: r.try_get("created_ms")?,
+        id,
+    })
+}
+
+/// The catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A status change a worker reports.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    /// Status message (stage).
+    pub message: &'a str,
+    /// Percentage; a lower value than stored is ignored.
+    pub progress: i64,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `url` — `sqlite://PATH` or
+    /// `postgres://USER@HOST:PORT/DB` — and migrates its schema.
+    pub async fn open(url: &str) -> Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let (backend, url, max) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"), 4)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string(), 8)
+        } else {
+            return Err(CatalogError::BadUrl(
+                url.split('@').next_back().unwrap_or("").to_string(),
+            ));
+        };
+        let opts = AnyPoolOptions::new().max_connections(max);
+        let opts = if backend == Backend::Sqlite {
+            opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for p in [
+                        "PRAGMA journal_mode=WAL",
+                        "PRAGMA synchronous=FULL",
+                        "PRAGMA busy_timeout=10000",
+                        "PRAGMA foreign_keys=ON",
+                    ] {
+                        sqlx::query(p).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+        } else {
+            opts
+        };
+        let pool = opts.connect(&url).await?;
+        let c = Catalog { pool, backend };
+        c.migrate().await?;
+        Ok(c)
+    }
+
+    /// The backend in use.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, description, steps) in schema::MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                // One migrator at a time across processes.
+                sqlx::query("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            for s in *steps {
+                sqlx::query(*s).execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, description, applied_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*description)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a task, or — when `client_token` was used before by this account for this
+    /// kind with the same request — returns the task it made. The same token with another
+    /// request is [`CatalogError::IdempotentParameterMismatch`].
+    pub async fn create_task(&self, t: NewTask) -> Result<(Task, bool)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(token) = &t.client_token {
+            let h = hash(&format!("{}\n{}", t.request, tags_json(&t.tags)));
+            let ins = sqlx::query(
+                "INSERT INTO client_tokens (account, action, token, params_hash, task_id, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&t.account)
+            .bind(t.kind.as_str())
+            .bind(token)
+            .bind(&h)
+            .bind(&t.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if ins.rows_affected() == 0 {
+                let row = sqlx::query(
+                    "SELECT params_hash, task_id FROM client_tokens WHERE account = $1 AND action = $2 AND token = $3",
+                )
+                .bind(&t.account)
+                .bind(t.kind.as_str())
+                .bind(token)
+                .fetch_one(&mut *tx)
+                .await?;
+                let (ph, task): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                tx.rollback().await?;
+                if ph != h {
+                    return Err(CatalogError::IdempotentParameterMismatch {
+                        token: token.clone(),
+                        action: t.kind.as_str().into(),
+                        task,
+                    });
+                }
+                return Ok((self.task(&t.account, &task).await?, false));
+            }
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO tasks ({TASK_COLS}) VALUES ($1, $2, $3, $4, $5, 0, $6, NULL, $7, $8, $8, NULL, NULL, NULL, 0, 0, NULL)"
+        )))
+        .bind(&t.id)
+        .bind(&t.account)
+        .bind(t.kind.as_str())
+        .bind(status::ACTIVE)
+        .bind(&t.status_message)
+        .bind(&t.request)
+        .bind(tags_json(&t.tags))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Self::event(&mut tx, &t.id, status::ACTIVE, &t.status_message, 0, None).await?;
+        tx.commit().await?;
+        Ok((self.task(&t.account, &t.id).await?, true))
+    }
+
+    async fn event(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+        status: &str,
+        message: &str,
+        progress: i64,
+        worker: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO task_events (task_id, seq, at_ms, status, message, progress, worker) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM task_events WHERE task_id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(status)
+        .bind(message)
+        .bind(progress)
+        .bind(worker)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The task `id` of `account`.
+    pub async fn task(&self, account: &str, id: &str) -> Result<Task> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id = $1 AND account = $2"
+        )))
+        .bind(id)
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
+        task_of(&row)
+    }
+
+    /// The task `id`, whoever owns it (for workers).
+    pub async fn task_any(&self, id: &str) -> Result<Task> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
+        task_of(&row)
+    }
+
+    /// Tasks of `account` and `kind`, active or ended after `ended_since_ms`, oldest first.
+    pub async fn tasks(
+        &self,
+        account: &str,
+        kind: TaskKind,
+        ended_since_ms: i64,
+    ) -> Result<Vec<Task>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE account = $1 AND kind = $2 \
+             AND (ended_ms IS NULL OR ended_ms >= $3) ORDER BY created_ms, id"
+        )))
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(ended_since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_of).collect()
+    }
+
+    /// Claims one runnable task for `worker` for `lease_ms`: an active or deleting task with
+    /// no live lease. Returns it with `attempts` counted.
+    pub async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Task>> {
+        let now = now_ms();
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tasks SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1, updated_ms = $3 \
+             WHERE id = (SELECT id FROM tasks WHERE status IN ('active', 'deleting') \
+                         AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+                         ORDER BY created_ms LIMIT 1{lock}) \
+             AND status IN ('active', 'deleting') AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+             RETURNING {TASK_COLS}"
+        )))
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(task_of).transpose()
+    }
+
+    /// Extends `worker`'s lease on `id`. Returns the task as it stands, or `None` when the
+    /// lease was lost (expired and taken by another worker, or the task ended).
+    pub async fn heartbeat(&self, id: &str, worker: &str, lease_ms: i64) -> Result<Option<Task>> {
+        let now = now_ms();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tasks SET lease_until_ms = $1 WHERE id = $2 AND lease_owner = $3 \
+             AND status IN ('active', 'deleting') RETURNING {TASK_COLS}"
+        )))
+        .bind(now + lease_ms)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(task_of).transpose()
+    }
+
+    /// Records a new stage or progress of an active task held by `worker`. Returns false when
+    /// the worker no longer holds it.
+    pub async fn progress(&self, id: &str, worker: &str, p: Progress<'_>) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let prev = sqlx::query(
+            "UPDATE tasks SET status_message = $1, \
+             progress = CASE WHEN progress < $2 THEN $2 ELSE progress END, updated_ms = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND status = 'active' RETURNING progress",
+        )
+        .bind(p.message)
+        .bind(p.progress)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = prev else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let progress: i64 = row.try_get(0)?;
+        Self::event(
+            &mut tx,
+            id,
+            status::ACTIVE,
+            p.message,
+            progress,
+            Some(worker),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Saves the engine's checkpoint for `id`.
+    pub async fn checkpoint(&self, id: &str, worker: &str, checkpoint: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE tasks SET checkpoint = $1, updated_ms = $2 WHERE id = $3 AND lease_owner = $4 AND status IN ('active', 'deleting')",
+        )
+        .bind(checkpoint)
+        .bind(now_ms())
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Asks for `id` to be cancelled: an active task becomes `deleting` (its worker stops at
+    /// the next check); an ended task cannot be cancelled.
+    pub async fn request_cancel(&self, account: &str, id: &str) -> Result<Task> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE tasks SET cancel_requested = 1, status = 'deleting', status_message = 'deleting', updated_ms = $1 \
+             WHERE id = $2 AND account = $3 AND status = 'active'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            Self::event(&mut tx, id, status::DELETING, "deleting", 0, None).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            let t = self.task(account, id).await?;
+            if t.ended() {
+                return Err(CatalogError::Conflict(format!(
+                    "the task {id} has already ended ({})",
+                    t.status
+                )));
+            }
+        }
+        self.task(account, id).await
+    }
+
+    /// Ends `id`: `completed` with its result, or `deleted` with the reason. Only the worker
+    /// holding the lease (or anyone, when `worker` is `None`, for tasks nobody holds) may.
+    pub async fn finish(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        final_status: &str,
+        message: &str,
+        result: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let progress_sql = if final_status == status::COMPLETED {
+            "'100'"
+        } else {
+            "progress"
+        };
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tasks SET status = $1, status_message = $2, result = $3, ended_ms = $4, updated_ms = $4, \
+             lease_owner = NULL, lease_until_ms = NULL, progress = CAST({progress_sql} AS BIGINT) \
+             WHERE id = $5 AND status IN ('active', 'deleting') AND (lease_owner = $6 OR $6 IS NULL)"
+        )))
+        .bind(final_status)
+        .bind(message)
+        .bind(result)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let p = if final_status == status::COMPLETED {
+            100
+        } else {
+            0
+        };
+        Self::event(&mut tx, id, final_status, message, p, worker).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The history of `id`, in order.
+    pub async fn events(&self, id: &str) -> Result<Vec<TaskEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, status, message, progress, worker FROM task_events WHERE task_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskEvent {
+                    seq: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    message: r.try_get(3)?,
+                    progress: r.try_get(4)?,
+                    worker: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a snapshot (idempotent on its id: a retried step finds it there).
+    pub async fn put_snapshot(&self, s: &Snapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (id, account, task_id, volume_size, encrypted, kms_key_id, state, description, tags, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(&s.account)
+        .bind(&s.task_id)
+        .bind(s.volume_size)
+        .bind(i64::from(s.encrypted))
+        .bind(&s.kms_key_id)
+        .bind(&s.state)
+        .bind(&s.description)
+        .bind(tags_json(&s.tags))
+        .bind(s.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Snapshots of `account`, by id.
+    pub async fn snapshots(&self, account: &str) -> Result<Vec<Snapshot>> {
+        let rows = sqlx::query("SELECT * FROM snapshots WHERE account = $1 ORDER BY id")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(snapshot_of).collect()
+    }
+
+    /// The snapshot `id` of `account`.
+    pub async fn snapshot(&self, account: &str, id: &str) -> Result<Snapshot> {
+        let row = sqlx::query("SELECT * FROM snapshots WHERE id = $1 AND account = $2")
+            .bind(id)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
+        snapshot_of(&row)
+    }
+
+    /// Deletes the snapshot `id` of `account`; refused while an image uses it.
+    pub async fn delete_snapshot(&self, account: &str, id: &str) -> Result<()> {
+        for img in self.images(account).await? {
+            if img.block_devices.iter().any(|b| b.snapshot_id == id) {
+                return Err(CatalogError::Conflict(format!(
+                    "the snapshot {id} is currently in use by {}",
+                    img.id
+                )));
+            }
+        }
+        let r = sqlx::query("DELETE FROM snapshots WHERE id = $1 AND account = $2")
+            .bind(id)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Registers an image (one per task: a retried step finds the first).
+    pub async fn put_image(&self, i: &Image) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO images (id, account, task_id, name, description, architecture, platform, boot_mode, block_devices, encrypted, kms_key_id, state, tags, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+        )
+        .bind(&i.id)
+        .bind(&i.account)
+        .bind(&i.task_id)
+        .bind(&i.name)
+        .bind(&i.description)
+        .bind(&i.architecture)
+        .bind(&i.platform)
+        .bind(&i.boot_mode)
+        .bind(serde_json::to_string(&i.block_devices).unwrap_or_else(|_| "[]".into()))
+        .bind(i64::from(i.encrypted))
+        .bind(&i.kms_key_id)
+        .bind(&i.state)
+        .bind(tags_json(&i.tags))
+        .bind(i.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Images of `account`, by id.
+    pub async fn images(&self, account: &str) -> Result<Vec<Image>> {
+        let rows = sqlx::query("SELECT * FROM images WHERE account = $1 ORDER BY id")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(image_of).collect()
+    }
+
+    /// The image `id` of `account`.
+    pub async fn image(&self, account: &str, id: &str) -> Result<Image> {
+        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND account = $2")
+            .bind(id)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
+        image_of(&row)
+    }
+
+    /// The image a task registered, if any.
+    pub async fn image_of_task(&self, task_id: &str) -> Result<Option<Image>> {
+        let row = sqlx::query("SELECT * FROM images WHERE task_id = $1")
+            .bind(task_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(image_of).transpose()
+    }
+
+    /// Snapshots a task recorded.
+    pub async fn snapshots_of_task(&self, task_id: &str) -> Result<Vec<Snapshot>> {
+        let rows = sqlx::query("SELECT * FROM snapshots WHERE task_id = $1 ORDER BY id")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(snapshot_of).collect()
+    }
+
+    /// Deregisters the image `id` of `account` (its snapshots stay).
+    pub async fn delete_image(&self, account: &str, id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM images WHERE id = $1 AND account = $2")
+            .bind(id)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A per-account setting.
+    pub async fn setting(&self, account: &str, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE account = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Sets a per-account setting.
+    pub async fn set_setting(&self, account: &str, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (account, name, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

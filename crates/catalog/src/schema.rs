@@ -1,0 +1,89 @@
+//! The catalog's schema, one migration per step, the same SQL for SQLite and PostgreSQL
+//! (portable types: `TEXT`, `BIGINT`; booleans are 0/1; times are milliseconds since the
+//! Unix epoch; JSON is kept as text).
+
+/// Migrations in order: (version, description, statements).
+pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
+    1,
+    "tasks, events, client tokens, snapshots, images, settings",
+    &[
+        "CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_message TEXT NOT NULL,
+            progress BIGINT NOT NULL DEFAULT 0,
+            request TEXT NOT NULL,
+            result TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            ended_ms BIGINT,
+            lease_owner TEXT,
+            lease_until_ms BIGINT,
+            cancel_requested BIGINT NOT NULL DEFAULT 0,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            checkpoint TEXT
+        )",
+        "CREATE INDEX tasks_claim ON tasks (status, lease_until_ms)",
+        "CREATE INDEX tasks_account ON tasks (account, kind, created_ms)",
+        "CREATE TABLE task_events (
+            task_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            message TEXT NOT NULL,
+            progress BIGINT NOT NULL,
+            worker TEXT,
+            PRIMARY KEY (task_id, seq)
+        )",
+        "CREATE TABLE client_tokens (
+            account TEXT NOT NULL,
+            action TEXT NOT NULL,
+            token TEXT NOT NULL,
+            params_hash TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (account, action, token)
+        )",
+        "CREATE TABLE snapshots (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            task_id TEXT,
+            volume_size BIGINT NOT NULL,
+            encrypted BIGINT NOT NULL,
+            kms_key_id TEXT,
+            state TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_ms BIGINT NOT NULL
+        )",
+        "CREATE INDEX snapshots_account ON snapshots (account)",
+        "CREATE INDEX snapshots_task ON snapshots (task_id)",
+        "CREATE TABLE images (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            task_id TEXT,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            architecture TEXT NOT NULL,
+            platform TEXT NOT NULL,
+            boot_mode TEXT,
+            block_devices TEXT NOT NULL,
+            encrypted BIGINT NOT NULL,
+            kms_key_id TEXT,
+            state TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_ms BIGINT NOT NULL
+        )",
+        "CREATE INDEX images_account ON images (account)",
+        "CREATE UNIQUE INDEX images_task ON images (task_id)",
+        "CREATE TABLE settings (
+            account TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (account, name)
+        )",
+    ],
+)];
