@@ -1,0 +1,405 @@
+//! The intermediate volume: where a task keeps the decoded disk while it validates and
+//! commits it.
+//!
+//! - **One per task**, a file `<task-id>.vol` in a folder only the service can read (mode
+//!   0700; the file 0600).
+//! - **Encrypted with a throw-away key** (AES-256-GCM, 256-bit, drawn when the volume is made,
+//!   held only in this process's memory and never written anywhere). The disk is cut into
+//!   64 KiB blocks; each is sealed with the block number as nonce and associated data, so a
+//!   block moved, swapped or altered on disk fails to open. Blocks are written once, in
+//!   ascending order (how a decoded disk is copied), so a nonce is never reused.
+//! - **Sparse**: all-zero blocks are not written and read back as zeros; the extent map
+//!   reports only written blocks, so later stages skip the holes.
+//! - **Destroyed when dropped**, however the task ends (completed, failed, cancelled, or a
+//!   panic unwinding). A volume left by a killed process cannot be read by anyone (its key
+//!   died with the process); [`sweep`] deletes such files at the next start.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+/// Plaintext bytes per block.
+pub const BLOCK: u64 = 64 * 1024;
+const TAG: u64 = 16;
+const SLOT: u64 = BLOCK + TAG;
+
+/// Errors of the intermediate volume.
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    /// The file system refused.
+    #[error("intermediate volume {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A write went backwards or past the end.
+    #[error("intermediate volume: write of {len} bytes at {offset} is out of order or past {size}")]
+    Order {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: usize,
+        /// Volume size.
+        size: u64,
+    },
+    /// The random source failed.
+    #[error("intermediate volume: no randomness for its key")]
+    Random,
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> ScratchError + '_ {
+    move |source| ScratchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `dir` for intermediate volumes if needed, with mode 0700.
+pub fn prepare_dir(dir: &Path) -> Result<(), ScratchError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+/// Deletes every intermediate volume in `dir` — left by a process that died — and returns
+/// their names. Call before any worker starts.
+pub fn sweep(dir: &Path) -> Result<Vec<String>, ScratchError> {
+    let mut gone = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".vol") {
+            std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+            gone.push(name);
+        }
+    }
+    gone.sort();
+    Ok(gone)
+}
+
+/// An encrypted intermediate volume of a fixed virtual size.
+pub struct Scratch {
+    path: PathBuf,
+    file: File,
+    key: LessSafeKey,
+    size: u64,
+    /// Which blocks hold data.
+    written: Vec<bool>,
+    /// The block being filled: (index, plaintext).
+    open: Option<(u64, Vec<u8>)>,
+    /// The next writable offset (writes never go back).
+    next: u64,
+    /// Last block read, decrypted.
+    cache: Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scratch {
+    /// Creates the volume for `task_id` in `dir` (see [`prepare_dir`]), `size` bytes.
+    pub fn create(dir: &Path, task_id: &str, size: u64) -> Result<Scratch, ScratchError> {
+        let safe: String = task_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let path = dir.join(format!("{safe}.vol"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut k = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut k).map_err(|_| ScratchError::Random)?;
+        let key =
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).map_err(|_| ScratchError::Random)?);
+        k.fill(0);
+        let blocks = usize::try_from(size.div_ceil(BLOCK)).unwrap_or(usize::MAX);
+        Ok(Scratch {
+            path,
+            file,
+            key,
+            size,
+            written: vec![false; blocks],
+            open: None,
+            next: 0,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// Where the volume lives.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of plaintext data written (whole blocks).
+    #[must_use]
+    pub fn data_bytes(&self) -> u64 {
+        self.written.iter().filter(|w| **w).count() as u64 * BLOCK
+    }
+
+    fn nonce(index: u64) -> Nonce {
+        let mut n = [0u8; NONCE_LEN];
+        n[4..].copy_from_slice(&index.to_be_bytes());
+        Nonce::assume_unique_for_key(n)
+    }
+
+    fn seal(&mut self, index: u64, mut block: Vec<u8>) -> Result<(), ScratchError> {
+        if block.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        block.resize(usize::try_from(BLOCK).unwrap_or(0), 0);
+        self.key
+            .seal_in_place_append_tag(
+                Self::nonce(index),
+                Aad::from(index.to_be_bytes()),
+                &mut block,
+            )
+            .map_err(|_| ScratchError::Random)?;
+        self.file
+            .write_all_at(&block, index * SLOT)
+            .map_err(io_err(&self.path))?;
+        if let Some(w) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.written.get_mut(i))
+        {
+            *w = true;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`. Offsets never go back: each write starts at or after the
+    /// end of the previous one.
+    pub fn write_at(&mut self, mut data: &[u8], mut offset: u64) -> Result<(), ScratchError> {
+        let end = offset.checked_add(data.len() as u64);
+        if offset < self.next || end.is_none_or(|e| e > self.size) {
+            return Err(ScratchError::Order {
+                offset,
+                len: data.len(),
+                size: self.size,
+            });
+        }
+        while !data.is_empty() {
+            let index = offset / BLOCK;
+            if let Some((i, _)) = &self.open
+                && *i != index
+            {
+                let (i, b) = self.open.take().unwrap_or_default();
+                self.seal(i, b)?;
+            }
+            let (_, buf) = self.open.get_or_insert_with(|| {
+                (
+                    index,
+                    Vec::with_capacity(usize::try_from(BLOCK).unwrap_or(0)),
+                )
+            });
+            let within = usize::try_from(offset % BLOCK).unwrap_or(0);
+            if buf.len() < within {
+                buf.resize(within, 0);
+            }
+            let n = data.len().min(usize::try_from(BLOCK).unwrap_or(0) - within);
+            buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            offset += n as u64;
+        }
+        self.next = offset;
+        Ok(())
+    }
+
+    /// Seals the last block and flushes the file; the volume is then read-only.
+    pub fn finish(&mut self) -> Result<(), ScratchError> {
+        if let Some((i, b)) = self.open.take() {
+            self.seal(i, b)?;
+        }
+        self.next = self.size;
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    fn block(&self, index: u64) -> io::Result<Vec<u8>> {
+        let written = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.written.get(i))
+            .copied()
+            .unwrap_or(false);
+        if !written {
+            return Ok(vec![0; usize::try_from(BLOCK).unwrap_or(0)]);
+        }
+        if let Ok(c) = self.cache.lock()
+            && let Some((i, b)) = &*c
+            && *i == index
+        {
+            return Ok(b.clone());
+        }
+        let mut buf = vec![0u8; usize::try_from(SLOT).unwrap_or(0)];
+        self.file.read_exact_at(&mut buf, index * SLOT)?;
+        let plain = self
+            .key
+            .open_in_place(Self::nonce(index), Aad::from(index.to_be_bytes()), &mut buf)
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("intermediate volume block {index} failed authentication"),
+                )
+            })?
+            .to_vec();
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((index, plain.clone()));
+        }
+        Ok(plain)
+    }
+}
+
+impl diskfmt::ReadAt for Scratch {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let n = usize::try_from((self.size - offset).min(buf.len() as u64)).unwrap_or(0);
+        let mut done = 0;
+        while done < n {
+            let at = offset + done as u64;
+            let block = self.block(at / BLOCK)?;
+            let within = usize::try_from(at % BLOCK).unwrap_or(0);
+            let take = (block.len() - within).min(n - done);
+            buf[done..done + take].copy_from_slice(&block[within..within + take]);
+            done += take;
+        }
+        Ok(n)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        let first = usize::try_from(offset / BLOCK).unwrap_or(usize::MAX);
+        let Some(start) = self
+            .written
+            .iter()
+            .enumerate()
+            .skip(first)
+            .find(|(_, w)| **w)
+            .map(|(i, _)| i)
+        else {
+            return Ok(None);
+        };
+        let end = self.written[start..]
+            .iter()
+            .position(|w| !*w)
+            .map_or(self.written.len(), |p| start + p);
+        let s = (start as u64 * BLOCK).max(offset);
+        Ok(Some((s, (end as u64 * BLOCK).min(self.size))))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "could not delete an intermediate volume");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+    use super::*;
+    use diskfmt::ReadAt;
+
+    #[test]
+    fn test_scratch_round_trip_holes_encryption_and_destruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        prepare_dir(&scratch).unwrap();
+        let size = 20 * BLOCK + 12_345;
+        let mut expect = vec![0u8; size as usize];
+        let marker = b"PLAINTEXT-MARKER-vmie-scratch-0123456789";
+        let mut v = Scratch::create(&scratch, "import-ami-0123456789abcdef0", size).unwrap();
+        // Unaligned writes, in order, with holes between them, crossing block edges.
+        let mut at = 1000u64;
+        for (i, len) in [5000usize, 70_000, 3, 200_000].into_iter().enumerate() {
+            let mut data: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8 | 1).collect();
+            data[..marker.len().min(len)].copy_from_slice(&marker[..marker.len().min(len)]);
+            v.write_at(&data, at).unwrap();
+            expect[at as usize..at as usize + len].copy_from_slice(&data);
+            at += len as u64 + 3 * BLOCK;
+        }
+        // Going back is refused.
+        assert!(matches!(
+            v.write_at(b"x", 0),
+            Err(ScratchError::Order { .. })
+        ));
+        v.finish().unwrap();
+        let mut got = vec![0u8; size as usize];
+        assert_eq!(v.read_at(&mut got, 0).unwrap(), size as usize);
+        assert_eq!(got, expect);
+        // Holes are reported; data regions cover every non-zero byte.
+        let mut regions = Vec::new();
+        let mut o = 0;
+        while let Some((s, e)) = v.next_data(o).unwrap() {
+            regions.push((s, e));
+            o = e;
+        }
+        assert!(regions.len() >= 3 && (regions.iter().map(|(s, e)| e - s).sum::<u64>()) < size);
+        for (i, b) in expect.iter().enumerate() {
+            if *b != 0 {
+                assert!(regions.iter().any(|(s, e)| (*s..*e).contains(&(i as u64))));
+            }
+        }
+        // On disk: no plaintext, mode 0600 in a 0700 folder.
+        let raw = std::fs::read(v.path()).unwrap();
+        assert!(!raw.windows(marker.len()).any(|w| w == marker));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(v.path()), 0o600);
+        assert_eq!(mode(&scratch), 0o700);
+        // A flipped byte on disk fails authentication, never returns wrong data.
+        let path = v.path().to_path_buf();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[raw[9] ^ 1], 9).unwrap();
+        let mut b = vec![0u8; 100];
+        let e = v.read_at(&mut b, 5).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // Dropped: gone.
+        drop(v);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn test_sweep_destroys_volumes_left_by_a_dead_process() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_dir(dir.path()).unwrap();
+        let mut v =
+            Scratch::create(dir.path(), "import-snap-00000000000000001", BLOCK * 2).unwrap();
+        v.write_at(&[7u8; 100], 0).unwrap();
+        v.finish().unwrap();
+        // As if the process died: the file stays, the key is gone.
+        std::mem::forget(v);
+        std::fs::write(dir.path().join("keep.txt"), b"not ours").unwrap();
+        let gone = sweep(dir.path()).unwrap();
+        assert_eq!(gone, vec!["import-snap-00000000000000001.vol".to_string()]);
+        assert!(dir.path().join("keep.txt").exists());
+        assert!(sweep(&dir.path().join("absent")).unwrap().is_empty());
+    }
+}
