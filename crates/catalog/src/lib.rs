@@ -808,6 +808,43 @@ impl Catalog {
             .collect()
     }
 
+    /// Rows of `table` whose `col` is `val`, by id (`table` and `col` are constants).
+    async fn rows_by(&self, table: &str, col: &str, val: &str) -> Result<Vec<AnyRow>> {
+        Ok(sqlx::query(AssertSqlSafe(format!(
+            "SELECT * FROM {table} WHERE {col} = $1 ORDER BY id"
+        )))
+        .bind(val)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The row `id` of `account` in `table`.
+    async fn row_of(&self, table: &str, account: &str, id: &str) -> Result<AnyRow> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT * FROM {table} WHERE id = $1 AND account = $2"
+        )))
+        .bind(id)
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    }
+
+    /// Deletes the row `id` of `account` in `table`.
+    async fn delete_row(&self, table: &str, account: &str, id: &str) -> Result<()> {
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id = $1 AND account = $2"
+        )))
+        .bind(id)
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Records a snapshot (idempotent on its id: a retried step finds it there).
     pub async fn put_snapshot(&self, s: &Snapshot) -> Result<()> {
         sqlx::query(
@@ -831,22 +868,16 @@ impl Catalog {
 
     /// Snapshots of `account`, by id.
     pub async fn snapshots(&self, account: &str) -> Result<Vec<Snapshot>> {
-        let rows = sqlx::query("SELECT * FROM snapshots WHERE account = $1 ORDER BY id")
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(snapshot_of).collect()
+        self.rows_by("snapshots", "account", account)
+            .await?
+            .iter()
+            .map(snapshot_of)
+            .collect()
     }
 
     /// The snapshot `id` of `account`.
     pub async fn snapshot(&self, account: &str, id: &str) -> Result<Snapshot> {
-        let row = sqlx::query("SELECT * FROM snapshots WHERE id = $1 AND account = $2")
-            .bind(id)
-            .bind(account)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
-        snapshot_of(&row)
+        snapshot_of(&self.row_of("snapshots", account, id).await?)
     }
 
     /// Deletes the snapshot `id` of `account`; refused while an image uses it.
@@ -859,15 +890,7 @@ impl Catalog {
                 )));
             }
         }
-        let r = sqlx::query("DELETE FROM snapshots WHERE id = $1 AND account = $2")
-            .bind(id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.to_string()));
-        }
-        Ok(())
+        self.delete_row("snapshots", account, id).await
     }
 
     /// Registers an image (one per task: a retried step finds the first).
@@ -897,53 +920,39 @@ impl Catalog {
 
     /// Images of `account`, by id.
     pub async fn images(&self, account: &str) -> Result<Vec<Image>> {
-        let rows = sqlx::query("SELECT * FROM images WHERE account = $1 ORDER BY id")
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(image_of).collect()
+        self.rows_by("images", "account", account)
+            .await?
+            .iter()
+            .map(image_of)
+            .collect()
     }
 
     /// The image `id` of `account`.
     pub async fn image(&self, account: &str, id: &str) -> Result<Image> {
-        let row = sqlx::query("SELECT * FROM images WHERE id = $1 AND account = $2")
-            .bind(id)
-            .bind(account)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
-        image_of(&row)
+        image_of(&self.row_of("images", account, id).await?)
     }
 
     /// The image a task registered, if any.
     pub async fn image_of_task(&self, task_id: &str) -> Result<Option<Image>> {
-        let row = sqlx::query("SELECT * FROM images WHERE task_id = $1")
-            .bind(task_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(image_of).transpose()
+        self.rows_by("images", "task_id", task_id)
+            .await?
+            .first()
+            .map(image_of)
+            .transpose()
     }
 
     /// Snapshots a task recorded.
     pub async fn snapshots_of_task(&self, task_id: &str) -> Result<Vec<Snapshot>> {
-        let rows = sqlx::query("SELECT * FROM snapshots WHERE task_id = $1 ORDER BY id")
-            .bind(task_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(snapshot_of).collect()
+        self.rows_by("snapshots", "task_id", task_id)
+            .await?
+            .iter()
+            .map(snapshot_of)
+            .collect()
     }
 
     /// Deregisters the image `id` of `account` (its snapshots stay).
     pub async fn delete_image(&self, account: &str, id: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM images WHERE id = $1 AND account = $2")
-            .bind(id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.to_string()));
-        }
-        Ok(())
+        self.delete_row("images", account, id).await
     }
 
     /// A per-account setting.
