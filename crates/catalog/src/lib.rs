@@ -295,7 +295,7 @@ pub fn now_ms() -> i64 {
 #[must_use]
 pub fn new_id(prefix: &str) -> String {
     let mut b = [0u8; 9];
-    getrandom(&mut b);
+    kms::aead::random(&mut b);
     let h = hex::encode(b);
     format!("{prefix}{}", &h[..17])
 }
@@ -310,17 +310,6 @@ pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
         h.update([0]);
     }
     format!("{prefix}{}", &hex::encode(h.finalize())[..17])
-}
-
-fn getrandom(b: &mut [u8]) {
-    // The system's random source; on the (never seen) failure, the time keeps ids distinct
-    // and the primary key refuses a collision.
-    if aws_lc_rs::rand::fill(b).is_err() {
-        let t = now_ms().to_le_bytes();
-        for (o, i) in b.iter_mut().zip(t.iter().cycle()) {
-            *o = *i;
-        }
-    }
 }
 
 fn hash(s: &str) -> String {
@@ -592,18 +581,6 @@ impl Catalog {
         task_of(&row)
     }
 
-    /// The task `id`, whoever owns it (for workers).
-    pub async fn task_any(&self, id: &str) -> Result<Task> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
-        task_of(&row)
-    }
-
     /// Tasks of `account` and `kind`, active or ended after `ended_since_ms`, oldest first.
     pub async fn tasks(
         &self,
@@ -754,33 +731,26 @@ impl Catalog {
     ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let progress_sql = if final_status == status::COMPLETED {
-            "'100'"
-        } else {
-            "progress"
-        };
-        let r = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query(
             "UPDATE tasks SET status = $1, status_message = $2, result = $3, ended_ms = $4, updated_ms = $4, \
-             lease_owner = NULL, lease_until_ms = NULL, progress = CAST({progress_sql} AS BIGINT) \
-             WHERE id = $5 AND status IN ('active', 'deleting') AND (lease_owner = $6 OR $6 IS NULL)"
-        )))
+             lease_owner = NULL, lease_until_ms = NULL, \
+             progress = CASE WHEN $1 = 'completed' THEN 100 ELSE progress END \
+             WHERE id = $5 AND status IN ('active', 'deleting') AND (lease_owner = $6 OR $6 IS NULL) \
+             RETURNING progress",
+        )
         .bind(final_status)
         .bind(message)
         .bind(result)
         .bind(now)
         .bind(id)
         .bind(worker)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if r.rows_affected() != 1 {
+        let Some(row) = row else {
             tx.rollback().await?;
             return Ok(false);
-        }
-        let p = if final_status == status::COMPLETED {
-            100
-        } else {
-            0
         };
+        let p: i64 = row.try_get(0)?;
         Self::event(&mut tx, id, final_status, message, p, worker).await?;
         tx.commit().await?;
         Ok(true)

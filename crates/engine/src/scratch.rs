@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 /// Plaintext bytes per block.
-pub const BLOCK: u64 = 64 * 1024;
+pub const BLOCK: u64 = BLOCK_LEN as u64;
+const BLOCK_LEN: usize = 64 * 1024;
 const TAG: u64 = 16;
 const SLOT: u64 = BLOCK + TAG;
 
@@ -48,9 +49,9 @@ pub enum ScratchError {
         /// Volume size.
         size: u64,
     },
-    /// The random source failed.
-    #[error("intermediate volume: no randomness for its key")]
-    Random,
+    /// Sealing a block failed.
+    #[error("intermediate volume: block {0} could not be sealed")]
+    Seal(u64),
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> ScratchError + '_ {
@@ -127,11 +128,11 @@ impl Scratch {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
-        let mut k = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut k).map_err(|_| ScratchError::Random)?;
-        let key =
-            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).map_err(|_| ScratchError::Random)?);
-        k.fill(0);
+        // Drawn here, held only by this value, zeroized as it goes out of scope.
+        let k = kms::aead::random_key();
+        let key = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| ScratchError::Seal(0))?,
+        );
         let blocks = usize::try_from(size.div_ceil(BLOCK)).unwrap_or(usize::MAX);
         Ok(Scratch {
             path,
@@ -151,12 +152,6 @@ impl Scratch {
         &self.path
     }
 
-    /// Bytes of plaintext data written (whole blocks).
-    #[must_use]
-    pub fn data_bytes(&self) -> u64 {
-        self.written.iter().filter(|w| **w).count() as u64 * BLOCK
-    }
-
     fn nonce(index: u64) -> Nonce {
         let mut n = [0u8; NONCE_LEN];
         n[4..].copy_from_slice(&index.to_be_bytes());
@@ -167,14 +162,14 @@ impl Scratch {
         if block.iter().all(|&b| b == 0) {
             return Ok(());
         }
-        block.resize(usize::try_from(BLOCK).unwrap_or(0), 0);
+        block.resize(BLOCK_LEN, 0);
         self.key
             .seal_in_place_append_tag(
                 Self::nonce(index),
                 Aad::from(index.to_be_bytes()),
                 &mut block,
             )
-            .map_err(|_| ScratchError::Random)?;
+            .map_err(|_| ScratchError::Seal(index))?;
         self.file
             .write_all_at(&block, index * SLOT)
             .map_err(io_err(&self.path))?;
@@ -206,17 +201,14 @@ impl Scratch {
                 let (i, b) = self.open.take().unwrap_or_default();
                 self.seal(i, b)?;
             }
-            let (_, buf) = self.open.get_or_insert_with(|| {
-                (
-                    index,
-                    Vec::with_capacity(usize::try_from(BLOCK).unwrap_or(0)),
-                )
-            });
+            let (_, buf) = self
+                .open
+                .get_or_insert_with(|| (index, Vec::with_capacity(BLOCK_LEN)));
             let within = usize::try_from(offset % BLOCK).unwrap_or(0);
             if buf.len() < within {
                 buf.resize(within, 0);
             }
-            let n = data.len().min(usize::try_from(BLOCK).unwrap_or(0) - within);
+            let n = data.len().min(BLOCK_LEN - within);
             buf.extend_from_slice(&data[..n]);
             data = &data[n..];
             offset += n as u64;
@@ -234,24 +226,31 @@ impl Scratch {
         self.file.sync_data().map_err(io_err(&self.path))
     }
 
-    fn block(&self, index: u64) -> io::Result<Vec<u8>> {
+    /// Calls `f` with the plaintext of block `index` (zeros for a block never written),
+    /// decrypting it only when it is not the block last read.
+    fn with_block<R>(&self, index: u64, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+        static ZEROS: [u8; BLOCK_LEN] = [0; BLOCK_LEN];
         let written = usize::try_from(index)
             .ok()
             .and_then(|i| self.written.get(i))
             .copied()
             .unwrap_or(false);
         if !written {
-            return Ok(vec![0; usize::try_from(BLOCK).unwrap_or(0)]);
+            return Ok(f(&ZEROS));
         }
-        if let Ok(c) = self.cache.lock()
-            && let Some((i, b)) = &*c
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| io::Error::other("intermediate volume cache poisoned"))?;
+        if let Some((i, b)) = &*cache
             && *i == index
         {
-            return Ok(b.clone());
+            return Ok(f(b));
         }
-        let mut buf = vec![0u8; usize::try_from(SLOT).unwrap_or(0)];
+        let mut buf = cache.take().map(|(_, b)| b).unwrap_or_default();
+        buf.resize(usize::try_from(SLOT).unwrap_or(0), 0);
         self.file.read_exact_at(&mut buf, index * SLOT)?;
-        let plain = self
+        let n = self
             .key
             .open_in_place(Self::nonce(index), Aad::from(index.to_be_bytes()), &mut buf)
             .map_err(|_| {
@@ -260,11 +259,11 @@ impl Scratch {
                     format!("intermediate volume block {index} failed authentication"),
                 )
             })?
-            .to_vec();
-        if let Ok(mut c) = self.cache.lock() {
-            *c = Some((index, plain.clone()));
-        }
-        Ok(plain)
+            .len();
+        buf.truncate(n);
+        let r = f(&buf);
+        *cache = Some((index, buf));
+        Ok(r)
     }
 }
 
@@ -277,11 +276,13 @@ impl diskfmt::ReadAt for Scratch {
         let mut done = 0;
         while done < n {
             let at = offset + done as u64;
-            let block = self.block(at / BLOCK)?;
             let within = usize::try_from(at % BLOCK).unwrap_or(0);
-            let take = (block.len() - within).min(n - done);
-            buf[done..done + take].copy_from_slice(&block[within..within + take]);
-            done += take;
+            let dst = &mut buf[done..n];
+            done += self.with_block(at / BLOCK, |block| {
+                let take = (block.len() - within).min(dst.len());
+                dst[..take].copy_from_slice(&block[within..within + take]);
+                take
+            })?;
         }
         Ok(n)
     }

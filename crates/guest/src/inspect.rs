@@ -104,8 +104,7 @@ pub fn os_release(text: &str) -> Vec<(String, String)> {
                 .and_then(|v| v.strip_suffix('"'))
                 .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
                 .unwrap_or(v);
-            let v: String = v.chars().filter(|c| !c.is_control()).take(256).collect();
-            Some((k.trim().to_string(), v))
+            Some((k.trim().to_string(), clean(v)))
         })
         .collect()
 }
@@ -253,7 +252,7 @@ fn linux(fs: &dyn GuestFs, r: &mut Report) -> bool {
                 .next()
                 .unwrap_or("")
                 .to_string();
-            r.name = Some(line.chars().filter(|c| !c.is_control()).take(256).collect());
+            r.name = Some(clean(&line));
             r.distribution = Some(
                 if line.starts_with("CentOS") {
                     "centos"

@@ -13,8 +13,8 @@
 //!
 //! Everything read from the disk is checked before it is used: block and inode numbers must
 //! lie inside their allocation group and the filesystem, counts must fit the structures that
-//! hold them, B+trees are at most [`MAX_BTREE_LEVELS`] deep and have at most
-//! [`MAX_EXTENTS`] records, symbolic links are followed at most 40 times.
+//! hold them, B+trees are at most [`MAX_BTREE_LEVELS`] deep, of at most [`MAX_BTREE_BLOCKS`]
+//! blocks and [`MAX_EXTENTS`] records, symbolic links are followed at most 40 times.
 
 use crate::error::{GuestError, Result};
 use crate::fs::{Entry, EntryKind, GuestFs, MAX_DIR_ENTRIES};
@@ -24,6 +24,8 @@ use crate::volume::Volume;
 pub const MAX_BTREE_LEVELS: u16 = 9;
 /// Most extents read for one file.
 pub const MAX_EXTENTS: usize = 1 << 20;
+/// Most B+tree blocks read for one file (a million extents fill about 4,200 leaves of 4 KiB).
+pub const MAX_BTREE_BLOCKS: usize = 1 << 16;
 /// Most symbolic links followed while resolving one path.
 const MAX_SYMLINKS: u32 = 40;
 /// Longest symbolic link target.
@@ -67,7 +69,6 @@ struct Super {
     v5: bool,
     ftype: bool,
     dir_block: u64,
-    blocks: u64,
 }
 
 /// One mapping of file blocks to filesystem blocks.
@@ -211,7 +212,6 @@ impl Xfs {
             v5,
             ftype,
             dir_block,
-            blocks,
         };
         let fs = Xfs { vol, sb };
         let root = fs.inode(root)?;
@@ -340,8 +340,15 @@ impl Xfs {
                     ));
                 }
                 let ptrs = 4 + max * 8;
+                let mut visited = 0;
                 for i in 0..n {
-                    self.walk_btree(be64(f, ptrs + i * 8), level - 1, ino.ino, &mut out)?;
+                    self.walk_btree(
+                        be64(f, ptrs + i * 8),
+                        level - 1,
+                        ino.ino,
+                        &mut out,
+                        &mut visited,
+                    )?;
                 }
             }
             f => {
@@ -355,8 +362,23 @@ impl Xfs {
         Ok(out)
     }
 
-    fn walk_btree(&self, fsb: u64, level: u16, owner: u64, out: &mut Vec<Extent>) -> Result<()> {
+    fn walk_btree(
+        &self,
+        fsb: u64,
+        level: u16,
+        owner: u64,
+        out: &mut Vec<Extent>,
+        visited: &mut usize,
+    ) -> Result<()> {
         const WHAT: &str = "XFS B+tree block";
+        // Nodes full of pointers to empty leaves would otherwise fan out without bound.
+        *visited += 1;
+        if *visited > MAX_BTREE_BLOCKS {
+            return Err(GuestError::unsupported(
+                WHAT,
+                format!("a data fork of more than {MAX_BTREE_BLOCKS} B+tree blocks"),
+            ));
+        }
         let b = self.read_block(fsb)?;
         let (magic, hdr) = if self.sb.v5 {
             (b"BMA3", 72)
@@ -400,7 +422,7 @@ impl Xfs {
         } else {
             let ptrs = hdr + max * 8;
             for i in 0..n {
-                self.walk_btree(be64(&b, ptrs + i * 8), level - 1, owner, out)?;
+                self.walk_btree(be64(&b, ptrs + i * 8), level - 1, owner, out, visited)?;
             }
         }
         Ok(())
@@ -415,16 +437,18 @@ impl Xfs {
             .map_err(|_| bad("XFS file", "too large to read"))?;
         out.resize(len, 0);
         let end = off + len as u64;
-        for e in ext {
-            if e.unwritten {
-                continue;
-            }
+        // Sorted by file offset: start at the first extent that ends after `off`.
+        let first = ext.partition_point(|e| e.off.saturating_add(e.len).saturating_mul(bs) <= off);
+        for e in &ext[first..] {
             let (es, ee) = (
                 e.off.saturating_mul(bs),
                 e.off.saturating_add(e.len).saturating_mul(bs),
             );
+            if es >= end {
+                break;
+            }
             let (s, t) = (es.max(off), ee.min(end));
-            if s >= t {
+            if e.unwritten || s >= t {
                 continue;
             }
             let base = self.block_offset(e.block, e.len)?;
@@ -493,34 +517,25 @@ impl Xfs {
             1 => self.short_form(dir, &mut out)?,
             2 | 3 => {
                 let ext = self.extents(dir)?;
-                let dbs = self.sb.dir_block;
+                let (bs, dbs) = (self.sb.block_size, self.sb.dir_block);
                 // Data blocks live below the leaf offset (32 GiB); the index blocks above it.
-                let leaf_off = (32u64 << 30) / self.sb.block_size;
-                let end_block = ext
-                    .iter()
-                    .filter(|e| e.off < leaf_off)
-                    .map(|e| (e.off + e.len).min(leaf_off))
-                    .max()
-                    .unwrap_or(0);
-                let end = (end_block * self.sb.block_size).min(MAX_DIR_BYTES);
-                let mut at = 0;
-                while at < end {
-                    let next = ext
-                        .iter()
-                        .filter(|e| !e.unwritten && (e.off + e.len) * self.sb.block_size > at)
-                        .map(|e| (e.off * self.sb.block_size).max(at))
-                        .min();
-                    let Some(next) = next else { break };
-                    at = next / dbs * dbs;
-                    if at >= end {
-                        break;
+                let leaf = (32u64 << 30) / bs;
+                let limit = MAX_DIR_BYTES.min(32 << 30);
+                // Extents are sorted: one pass, each directory block read once even when it
+                // spans two extents.
+                let mut next = 0u64;
+                'extents: for e in ext.iter().filter(|e| !e.unwritten && e.off < leaf) {
+                    let mut at = (e.off * bs / dbs * dbs).max(next);
+                    let stop = ((e.off + e.len).min(leaf) * bs).min(limit);
+                    while at < stop {
+                        let b = self.read_mapped(&ext, at, usize::try_from(dbs).unwrap_or(4096))?;
+                        self.data_block(&b, dir.ino, &mut out)?;
+                        at += dbs;
+                        if out.len() > MAX_DIR_ENTRIES {
+                            break 'extents;
+                        }
                     }
-                    let b = self.read_mapped(&ext, at, usize::try_from(dbs).unwrap_or(4096))?;
-                    self.data_block(&b, dir.ino, &mut out)?;
-                    if out.len() > MAX_DIR_ENTRIES {
-                        break;
-                    }
-                    at += dbs;
+                    next = next.max(at);
                 }
             }
             f => {
@@ -683,9 +698,6 @@ impl Xfs {
         let mut stack = vec![self.inode(self.sb.root)?];
         let mut links = 0;
         while let Some(part) = parts.pop_front() {
-            if part == "." {
-                continue;
-            }
             if part == ".." {
                 if stack.len() > 1 {
                     stack.pop();
@@ -711,7 +723,11 @@ impl Xfs {
                 if target.starts_with('/') {
                     stack.truncate(1);
                 }
-                for c in target.split('/').rev().filter(|c| !c.is_empty()) {
+                for c in target
+                    .split('/')
+                    .rev()
+                    .filter(|c| !c.is_empty() && *c != ".")
+                {
                     parts.push_front(c.to_string());
                 }
                 if parts.len() > 4096 {
@@ -722,11 +738,6 @@ impl Xfs {
             stack.push(node);
         }
         stack.pop().ok_or_else(|| bad("XFS path", "empty"))
-    }
-
-    /// Number of filesystem blocks.
-    pub fn blocks(&self) -> u64 {
-        self.sb.blocks
     }
 }
 

@@ -212,13 +212,7 @@ fn test_inspect_mutated_tables_and_superblocks_do_not_panic() {
     let dir = tempfile::tempdir().unwrap();
     let raw = gpt_ubuntu(dir.path());
     let image = std::fs::read(&raw).unwrap();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     // Hot spots: MBR and GPT (first 34 sectors), ESP boot sector and FAT, ext4 superblock and
     // group descriptors.
     let spots = [

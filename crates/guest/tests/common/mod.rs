@@ -26,19 +26,30 @@ pub fn tool(name: &str, args: &[&str]) {
     );
 }
 
-pub fn sfdisk(disk: &Path, script: &str) {
-    let mut c = Command::new("sfdisk")
-        .args(["-q", s(disk)])
+/// Runs `name args` with `input` on its standard input; it must succeed.
+pub fn piped(name: &str, args: &[&str], input: &str) {
+    let mut c = Command::new(name)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success());
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "{name} {args:?} failed");
+}
+
+pub fn sfdisk(disk: &Path, script: &str) {
+    piped("sfdisk", &["-q", s(disk)], script);
+}
+
+/// A xorshift64 sequence: repeatable random numbers for mutation tests.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }
 
 /// Copies `file` into `disk` at `offset`, a MiB at a time, leaving zero runs as holes.
@@ -178,18 +189,7 @@ pub fn software_hive(path: &Path, values: &[(&str, &str)]) {
         script.push_str(&format!("add Vendor{i:03}\n"));
     }
     script.push_str("commit\n");
-    let mut c = Command::new("hivexsh")
-        .args(["-w", s(path)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success(), "hivexsh failed");
+    piped("hivexsh", &["-w", s(path)], &script);
 }
 
 /// A Windows PE program of the host's Python installation (pip's launchers), by architecture:
