@@ -546,7 +546,7 @@ impl Catalog {
     }
 
     async fn event(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut Tx<'_>,
         id: &str,
         status: &str,
         message: &str,
@@ -694,17 +694,18 @@ impl Catalog {
     /// the next check); an ended task cannot be cancelled.
     pub async fn request_cancel(&self, account: &str, id: &str) -> Result<Task> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
+        let row = sqlx::query(
             "UPDATE tasks SET cancel_requested = 1, status = 'deleting', status_message = 'deleting', updated_ms = $1 \
-             WHERE id = $2 AND account = $3 AND status = 'active'",
+             WHERE id = $2 AND account = $3 AND status = 'active' RETURNING progress",
         )
         .bind(now_ms())
         .bind(id)
         .bind(account)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if r.rows_affected() == 1 {
-            Self::event(&mut tx, id, status::DELETING, "deleting", 0, None).await?;
+        if let Some(row) = row {
+            let p: i64 = row.try_get(0)?;
+            Self::event(&mut tx, id, status::DELETING, "deleting", p, None).await?;
             tx.commit().await?;
         } else {
             tx.rollback().await?;
@@ -729,13 +730,33 @@ impl Catalog {
         message: &str,
         result: Option<&str>,
     ) -> Result<bool> {
+        self.finish_with(id, worker, final_status, message, result, &[], None)
+            .await
+    }
+
+    /// Ends `id` as [`Catalog::finish`] does and, in the same transaction, records what it
+    /// made: `snapshots` and `image` become visible exactly when the task ends, never before
+    /// and never without it. Returns false (and records nothing) when `worker` no longer
+    /// holds the task, or when it is to complete but a cancel came first.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_with(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        final_status: &str,
+        message: &str,
+        result: Option<&str>,
+        snapshots: &[Snapshot],
+        image: Option<&Image>,
+    ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE tasks SET status = $1, status_message = $2, result = $3, ended_ms = $4, updated_ms = $4, \
              lease_owner = NULL, lease_until_ms = NULL, \
              progress = CASE WHEN $1 = 'completed' THEN 100 ELSE progress END \
-             WHERE id = $5 AND status IN ('active', 'deleting') AND (lease_owner = $6 OR $6 IS NULL) \
+             WHERE id = $5 AND (status = 'active' OR (status = 'deleting' AND $1 <> 'completed')) \
+             AND (lease_owner = $6 OR $6 IS NULL) \
              RETURNING progress",
         )
         .bind(final_status)
@@ -751,6 +772,12 @@ impl Catalog {
             return Ok(false);
         };
         let p: i64 = row.try_get(0)?;
+        for s in snapshots {
+            insert_snapshot(&mut tx, s).await?;
+        }
+        if let Some(i) = image {
+            insert_image(&mut tx, i).await?;
+        }
         Self::event(&mut tx, id, final_status, message, p, worker).await?;
         tx.commit().await?;
         Ok(true)
@@ -817,22 +844,9 @@ impl Catalog {
 
     /// Records a snapshot (idempotent on its id: a retried step finds it there).
     pub async fn put_snapshot(&self, s: &Snapshot) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO snapshots (id, account, task_id, volume_size, encrypted, kms_key_id, state, description, tags, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(&s.id)
-        .bind(&s.account)
-        .bind(&s.task_id)
-        .bind(s.volume_size)
-        .bind(i64::from(s.encrypted))
-        .bind(&s.kms_key_id)
-        .bind(&s.state)
-        .bind(&s.description)
-        .bind(tags_json(&s.tags))
-        .bind(s.created_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        insert_snapshot(&mut tx, s).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -865,26 +879,9 @@ impl Catalog {
 
     /// Registers an image (one per task: a retried step finds the first).
     pub async fn put_image(&self, i: &Image) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO images (id, account, task_id, name, description, architecture, platform, boot_mode, block_devices, encrypted, kms_key_id, state, tags, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
-        )
-        .bind(&i.id)
-        .bind(&i.account)
-        .bind(&i.task_id)
-        .bind(&i.name)
-        .bind(&i.description)
-        .bind(&i.architecture)
-        .bind(&i.platform)
-        .bind(&i.boot_mode)
-        .bind(serde_json::to_string(&i.block_devices).unwrap_or_else(|_| "[]".into()))
-        .bind(i64::from(i.encrypted))
-        .bind(&i.kms_key_id)
-        .bind(&i.state)
-        .bind(tags_json(&i.tags))
-        .bind(i.created_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        insert_image(&mut tx, i).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -948,4 +945,50 @@ impl Catalog {
         .await?;
         Ok(())
     }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+async fn insert_snapshot(tx: &mut Tx<'_>, s: &Snapshot) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO snapshots (id, account, task_id, volume_size, encrypted, kms_key_id, state, description, tags, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(&s.id)
+    .bind(&s.account)
+    .bind(&s.task_id)
+    .bind(s.volume_size)
+    .bind(i64::from(s.encrypted))
+    .bind(&s.kms_key_id)
+    .bind(&s.state)
+    .bind(&s.description)
+    .bind(tags_json(&s.tags))
+    .bind(s.created_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_image(tx: &mut Tx<'_>, i: &Image) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO images (id, account, task_id, name, description, architecture, platform, boot_mode, block_devices, encrypted, kms_key_id, state, tags, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+    )
+    .bind(&i.id)
+    .bind(&i.account)
+    .bind(&i.task_id)
+    .bind(&i.name)
+    .bind(&i.description)
+    .bind(&i.architecture)
+    .bind(&i.platform)
+    .bind(&i.boot_mode)
+    .bind(serde_json::to_string(&i.block_devices).unwrap_or_else(|_| "[]".into()))
+    .bind(i64::from(i.encrypted))
+    .bind(&i.kms_key_id)
+    .bind(&i.state)
+    .bind(tags_json(&i.tags))
+    .bind(i.created_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -1,0 +1,147 @@
+//! The export pipeline: image → its snapshot (decrypted and verified chunk by chunk) → VMDK,
+//! VHD, VHDX, qcow2, raw or OVA → `<prefix><export-task-id>.<ext>` in the bucket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use diskfmt::write::{WriteOptions, write_image};
+use diskfmt::{Disk, DiskError, Extent, ImageInfo};
+use kms::Caller;
+
+use crate::error::Failure;
+use crate::request::{ExportImageRequest, output_format};
+use crate::worker::{Ctx, Outcome};
+use crate::{ExportDetail, TaskDetail};
+
+/// A disk whose reads fail once `stop` is set, so a writer stops at its next read.
+struct Stoppable<'a> {
+    inner: &'a dyn Disk,
+    stop: &'a AtomicBool,
+}
+
+impl Disk for Stoppable<'_> {
+    fn info(&self) -> ImageInfo {
+        self.inner.info()
+    }
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> diskfmt::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(DiskError::io(
+                "exporting",
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "the task stopped"),
+            ));
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn extents(&self, offset: u64, length: u64) -> diskfmt::Result<Vec<Extent>> {
+        self.inner.extents(offset, length)
+    }
+}
+
+/// export-image.
+pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let inner = &ctx.inner;
+    let req: ExportImageRequest = serde_json::from_str(&ctx.task.request)
+        .map_err(|e| Failure::Server(format!("the stored request does not parse: {e}")))?;
+    let (canon, ext, fmt) =
+        output_format(&req.disk_image_format).map_err(|e| Failure::Client(e.to_string()))?;
+    ctx.report("validating", 2)?;
+    let img = ctx
+        .handle
+        .block_on(inner.catalog.image(&ctx.task.account, &req.image_id))
+        .map_err(|e| match e {
+            catalog::CatalogError::NotFound(_) => Failure::Client(format!(
+                "the image {} was deregistered before it could be exported",
+                req.image_id
+            )),
+            e => e.into(),
+        })?;
+    let dev = img
+        .block_devices
+        .first()
+        .ok_or_else(|| Failure::Client(format!("the image {} has no volumes", img.id)))?;
+    let caller = Caller::account_root(&ctx.task.account);
+    let reader = ctx
+        .handle
+        .block_on(inner.store.open(&caller, &dev.snapshot_id))?;
+    let disk = Arc::new(reader).blocking(ctx.handle.clone());
+    let loc = &req.s3_export_location;
+    let prefix = loc.s3_prefix.clone().unwrap_or_default();
+    let key = format!("{prefix}{}.{ext}", ctx.task.id);
+    let mut detail = TaskDetail {
+        image_id: Some(img.id.clone()),
+        export: Some(ExportDetail {
+            s3_bucket: loc.s3_bucket.clone(),
+            s3_prefix: prefix,
+            s3_key: key.clone(),
+            disk_image_format: canon.to_string(),
+            size: None,
+        }),
+        ..TaskDetail::default()
+    };
+    ctx.save(&detail)?;
+    let sink = inner
+        .sources
+        .export_sink(&loc.s3_bucket, &key, &inner.cfg.scratch_dir)?;
+
+    ctx.report("converting", 5)?;
+    let size = disk.virtual_size().max(1);
+    let progress = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let opts = WriteOptions {
+        name: key.rsplit('/').next().map(str::to_string),
+        temp_dir: Some(inner.cfg.scratch_dir.clone()),
+        threads: inner.cfg.threads.max(1),
+        ..WriteOptions::default()
+    };
+    let written = std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            let d = Stoppable {
+                inner: &disk,
+                stop: &stop,
+            };
+            write_image(&d, sink.file(), fmt, &opts, &progress)
+        });
+        let mut stopped = None;
+        while !w.is_finished() {
+            std::thread::sleep(Duration::from_millis(200));
+            if stopped.is_some() {
+                continue;
+            }
+            let p = progress.load(Ordering::Relaxed).min(size);
+            if let Err(f) = ctx.report("converting", 5 + i64::try_from(p * 85 / size).unwrap_or(0))
+            {
+                stop.store(true, Ordering::Relaxed);
+                stopped = Some(f);
+            }
+        }
+        let r = w.join().unwrap_or_else(|_| {
+            Err(DiskError::io(
+                "exporting",
+                std::io::Error::other("the writer panicked"),
+            ))
+        });
+        match stopped {
+            Some(f) => Err(f),
+            None => r.map_err(|e| Failure::Server(format!("writing the {canon} file failed: {e}"))),
+        }
+    })?;
+    inner
+        .stats
+        .bytes_exported
+        .fetch_add(written.file_size, Ordering::Relaxed);
+    ctx.report("converting", 92)?;
+    ctx.confirm()?;
+    ctx.wait(sink.commit(), |_| Ok(()))?;
+    if let Some(e) = detail.export.as_mut() {
+        e.size = Some(written.file_size);
+    }
+    Ok(Outcome {
+        detail,
+        snapshots: Vec::new(),
+        image: None,
+    })
+}

@@ -1,0 +1,617 @@
+//! The import pipelines: fetch → detect and inspect (safety) → decode into the task's
+//! encrypted intermediate volume → validate the guest (import-image) → commit encrypted
+//! snapshots → describe the image.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use blockstore::PutRequest;
+use catalog::{BlockDevice, Image, Snapshot};
+use diskfmt::{Disk, DiskError, ExtentKind, Format, Source};
+use kms::Caller;
+
+use crate::error::Failure;
+use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
+use crate::scratch::Scratch;
+use crate::source::{Location, locate};
+use crate::worker::{Ctx, Outcome, snapshot_id};
+use crate::{DiskDetail, TaskDetail};
+
+/// A decoded disk in its intermediate volume.
+struct Volume {
+    disk: Arc<dyn Disk>,
+    detail: DiskDetail,
+}
+
+const GIB: u64 = 1 << 30;
+
+/// A disk opened from a source, with the format name Describe shows.
+type Opened = (Box<dyn Disk>, String);
+
+fn bad_request(e: &dyn std::fmt::Display) -> Failure {
+    Failure::Server(format!("the stored request does not parse: {e}"))
+}
+
+/// "Disk validation failed [...]" for an error of the image reader.
+fn disk_failure(n: usize, shown: &str, format: Option<Format>, e: &DiskError) -> Failure {
+    let f = format.map_or_else(
+        || "disk image".to_string(),
+        |f| f.name().to_ascii_uppercase(),
+    );
+    let (label, hint) = match e {
+        DiskError::Io { .. } => {
+            return Failure::Server(format!("reading disk {n} ({shown}) failed: {e}"));
+        }
+        DiskError::Refused(_) => (
+            format!("Unsafe {f} File"),
+            "vmie refuses images that refer to other files or break its safety rules; export the disk again as one self-contained file",
+        ),
+        DiskError::InvalidFormat { .. } | DiskError::Corrupt { .. } => (
+            format!("Invalid {f} File Format"),
+            "the file is damaged, truncated or not what it claims to be; export and upload it again",
+        ),
+        DiskError::Unsupported { .. } => (
+            format!("Unsupported {f} File Format"),
+            "convert it to a supported variant (stream-optimized or monolithic sparse VMDK, fixed or dynamic VHD, VHDX, qcow2, raw)",
+        ),
+    };
+    Failure::Client(format!(
+        "Disk validation failed [{label}] on disk {n} ({shown}): {e}; {hint}"
+    ))
+}
+
+/// Fetches the container's data: a bucket object is read in place, an `https://` image is
+/// downloaded into its own encrypted volume.
+fn fetch(
+    ctx: &Ctx,
+    n: usize,
+    dc: &DiskContainer,
+    stage: &str,
+    detail: &mut DiskDetail,
+) -> Result<(Source, String), Failure> {
+    let inner = &ctx.inner;
+    let loc = locate(dc, inner.sources.allow()).map_err(|e| Failure::Client(e.to_string()))?;
+    let shown = loc.shown();
+    match loc {
+        Location::Bucket(b) => {
+            let size = ctx.wait(
+                async {
+                    inner
+                        .sources
+                        .head(&b)
+                        .await
+                        .map_err(|e| Failure::Client(e.to_string()))
+                },
+                |_| Ok(()),
+            )?;
+            if size > inner.cfg.max_image_bytes {
+                return Err(Failure::Client(format!(
+                    "disk {n} ({shown}) is {size} bytes, more than the limit of {} bytes",
+                    inner.cfg.max_image_bytes
+                )));
+            }
+            detail.disk_image_size = Some(size);
+            Ok((inner.sources.open(&b, size, &ctx.handle)?, shown))
+        }
+        Location::Https(url) => {
+            let max = inner.cfg.max_image_bytes;
+            let (mut resp, len) = ctx.wait(inner.sources.get(&url, max), |_| Ok(()))?;
+            detail.disk_image_size = Some(len);
+            let mut vol = Scratch::create(
+                &inner.cfg.scratch_dir,
+                &format!("{}-download{n}", ctx.task.id),
+                len,
+            )?;
+            let mut off = 0u64;
+            loop {
+                let chunk = ctx.wait(
+                    async {
+                        resp.chunk().await.map_err(|e| {
+                            Failure::Client(format!(
+                                "the download of disk {n} ({shown}) broke off: {}",
+                                crate::source::error_chain(&e)
+                            ))
+                        })
+                    },
+                    |_| Ok(()),
+                )?;
+                let Some(chunk) = chunk else { break };
+                if off + chunk.len() as u64 > len {
+                    return Err(Failure::Client(format!(
+                        "the server of disk {n} ({shown}) sent more than the {len} bytes it announced"
+                    )));
+                }
+                vol.write_at(&chunk, off)?;
+                off += chunk.len() as u64;
+                ctx.report(stage, 2 + i64::try_from(off * 8 / len.max(1)).unwrap_or(0))?;
+            }
+            if off != len {
+                return Err(Failure::Client(format!(
+                    "the download of disk {n} ({shown}) ended after {off} of {len} bytes"
+                )));
+            }
+            vol.finish()?;
+            Ok((Arc::new(vol), shown))
+        }
+    }
+}
+
+/// Detects, inspects and opens the disks in `src` (an OVA holds several).
+fn open_disks(
+    ctx: &Ctx,
+    n: usize,
+    src: Source,
+    shown: &str,
+    declared: Option<&str>,
+) -> Result<Vec<Opened>, Failure> {
+    let limits = &ctx.inner.cfg.limits;
+    let detected = diskfmt::detect(&*src)
+        .map_err(|e| disk_failure(n, shown, None, &e))?
+        .format;
+    if let Some(d) = declared {
+        let want = crate::request::input_format("Format", d)
+            .map_err(|e| Failure::Client(e.to_string()))?;
+        if want != detected && !(want == Format::Raw && detected == Format::Iso) {
+            return Err(Failure::Client(format!(
+                "Disk validation failed [Format mismatch] on disk {n} ({shown}): the request says {} but the content is {}; correct Format or leave it out",
+                want.name().to_ascii_uppercase(),
+                detected.name().to_ascii_uppercase()
+            )));
+        }
+    }
+    let fail = |e: DiskError| disk_failure(n, shown, Some(detected), &e);
+    if detected == Format::Ova {
+        let app = diskfmt::ova::Appliance::open(src, limits).map_err(fail)?;
+        if app.disks.is_empty() {
+            return Err(Failure::Client(format!(
+                "Disk validation failed [OVA without disks] on disk {n} ({shown}): its OVF names no disk file"
+            )));
+        }
+        let hashed = Arc::new(AtomicU64::new(0));
+        app.verify(&hashed).map_err(fail)?;
+        ctx.check()?;
+        let mut out = Vec::new();
+        for i in 0..app.disks.len() {
+            let d = app.open_disk(i, limits).map_err(fail)?;
+            let fmt = d.info().format.name().to_ascii_uppercase();
+            out.push((d, format!("OVA/{fmt}")));
+        }
+        return Ok(out);
+    }
+    let d = diskfmt::open_as(src, detected, limits).map_err(fail)?;
+    Ok(vec![(d, detected.name().to_ascii_uppercase())])
+}
+
+/// Copies `disk` into a new intermediate volume, reading with several threads and writing
+/// in order; `on_bytes` gets the data bytes copied so far.
+fn decode(
+    ctx: &Ctx,
+    name: &str,
+    disk: &dyn Disk,
+    n: usize,
+    shown: &str,
+    mut on_bytes: impl FnMut(u64) -> Result<(), Failure>,
+) -> Result<Scratch, Failure> {
+    const PIECE: u64 = 1 << 20;
+    const WINDOW: u64 = 1 << 30;
+    let size = disk.virtual_size();
+    let fmt = disk.info().format;
+    let fail = |e: DiskError| disk_failure(n, shown, Some(fmt), &e);
+    let mut vol = Scratch::create(&ctx.inner.cfg.scratch_dir, name, size)?;
+    let threads = ctx.inner.cfg.threads.max(1);
+    let mut done = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let len = WINDOW.min(size - off);
+        let mut pieces = Vec::new();
+        for e in disk.extents(off, len).map_err(fail)? {
+            if e.kind != ExtentKind::Data {
+                continue;
+            }
+            let mut at = e.offset;
+            while at < e.end() {
+                let l = PIECE.min(e.end() - at);
+                pieces.push((at, l));
+                at += l;
+            }
+        }
+        for batch in pieces.chunks(threads * 4) {
+            ctx.check()?;
+            let per = batch.len().div_ceil(threads);
+            let bufs: Vec<Result<Vec<Vec<u8>>, DiskError>> = std::thread::scope(|s| {
+                let hs: Vec<_> = batch
+                    .chunks(per)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|&(at, l)| {
+                                    let mut b = vec![0u8; usize::try_from(l).unwrap_or(0)];
+                                    disk.read_at(&mut b, at).map(|()| b)
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(DiskError::io(
+                                "decoding",
+                                std::io::Error::other("a decoding thread panicked"),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            let mut i = 0;
+            for part in bufs {
+                for b in part.map_err(fail)? {
+                    let (at, l) = batch[i];
+                    vol.write_at(&b, at)?;
+                    done += l;
+                    i += 1;
+                }
+            }
+            ctx.inner
+                .stats
+                .bytes_imported
+                .fetch_add(batch.iter().map(|p| p.1).sum(), Ordering::Relaxed);
+            on_bytes(done)?;
+        }
+        off += len;
+    }
+    vol.finish()?;
+    Ok(vol)
+}
+
+/// Fetches and decodes every container; progress runs from 2 to `upto` percent.
+fn load(
+    ctx: &Ctx,
+    containers: &[DiskContainer],
+    stage: &str,
+    upto: i64,
+    detail: &mut TaskDetail,
+) -> Result<Vec<Volume>, Failure> {
+    let mut vols = Vec::new();
+    let parts = i64::try_from(containers.len()).unwrap_or(1).max(1);
+    for (i, dc) in containers.iter().enumerate() {
+        let n = i + 1;
+        let mut base = detail.disks.get(i).cloned().unwrap_or_default();
+        let (src, shown) = fetch(ctx, n, dc, stage, &mut base)?;
+        let disks = open_disks(ctx, n, src, &shown, dc.format.as_deref())?;
+        let lo = 10 + (upto - 10) * i64::try_from(i).unwrap_or(0) / parts;
+        let hi = 10 + (upto - 10) * i64::try_from(n).unwrap_or(1) / parts;
+        for (j, (d, fmt)) in disks.into_iter().enumerate() {
+            let total = diskfmt::allocated_bytes(d.as_ref())
+                .map_err(|e| disk_failure(n, &shown, Some(d.info().format), &e))?
+                .max(1);
+            let name = format!("{}-v{}-{j}", ctx.task.id, n);
+            let vol = decode(ctx, &name, d.as_ref(), n, &shown, |done| {
+                let p = lo
+                    + (hi - lo) * i64::try_from(done.min(total) * 100 / total).unwrap_or(0) / 100;
+                ctx.report(stage, p)
+            })?;
+            let mut dd = base.clone();
+            dd.format = Some(fmt);
+            dd.virtual_size = Some(d.virtual_size());
+            drop(d);
+            let src: Source = Arc::new(vol);
+            let disk: Arc<dyn Disk> = Arc::from(
+                diskfmt::open_as(src, Format::Raw, &ctx.inner.cfg.limits).map_err(|e| {
+                    Failure::Server(format!("reopening the intermediate volume: {e}"))
+                })?,
+            );
+            vols.push(Volume { disk, detail: dd });
+        }
+    }
+    detail.disks = vols.iter().map(|v| v.detail.clone()).collect();
+    ctx.save(detail)?;
+    Ok(vols)
+}
+
+/// Stores each volume as a snapshot; progress runs from `from` to `to` percent.
+fn commit(
+    ctx: &Ctx,
+    vols: Vec<Volume>,
+    stage: &str,
+    (from, to): (i64, i64),
+    kms_key: Option<&str>,
+    description: &str,
+    detail: &mut TaskDetail,
+) -> Result<Vec<Snapshot>, Failure> {
+    let inner = &ctx.inner;
+    let caller = Caller::account_root(&ctx.task.account);
+    let totals: Vec<u64> = vols
+        .iter()
+        .map(|v| diskfmt::allocated_bytes(v.disk.as_ref()).unwrap_or(0))
+        .collect();
+    let all = totals.iter().sum::<u64>().max(1);
+    let mut before = 0u64;
+    let mut out = Vec::new();
+    detail.disks.clear();
+    for (i, (v, total)) in vols.into_iter().zip(totals).enumerate() {
+        let id = snapshot_id(&ctx.task.id, i, ctx.task.attempts);
+        let done = Arc::new(AtomicU64::new(0));
+        let req = PutRequest {
+            snapshot_id: id.clone(),
+            kms_key: kms_key.map(str::to_string),
+            parent: None,
+            caller: caller.clone(),
+        };
+        let disk = v.disk.clone();
+        let summary = ctx.wait(
+            async { Ok(inner.store.put(disk, req, Some(done.clone())).await?) },
+            |c| {
+                let d = before + done.load(Ordering::Relaxed).min(total);
+                c.report(
+                    stage,
+                    from + (to - from) * i64::try_from(d * 100 / all).unwrap_or(0) / 100,
+                )
+            },
+        );
+        let summary = match summary {
+            Ok(s) => s,
+            Err(f) => {
+                // The put may have committed just before a cancel was seen.
+                drop(v);
+                return Err(f);
+            }
+        };
+        before += total;
+        // The intermediate volume is destroyed as soon as its snapshot is stored.
+        drop(v.disk);
+        let mut dd = v.detail;
+        dd.snapshot_id = Some(id.clone());
+        detail.disks.push(dd);
+        detail.kms_key_id = Some(summary.kms_key_id.clone());
+        out.push(Snapshot {
+            id,
+            account: ctx.task.account.clone(),
+            task_id: Some(ctx.task.id.clone()),
+            volume_size: i64::try_from(summary.volume_size).unwrap_or(i64::MAX),
+            encrypted: detail.encrypted.unwrap_or(true),
+            kms_key_id: Some(summary.kms_key_id),
+            state: "completed".into(),
+            description: description.to_string(),
+            tags: Vec::new(),
+            created_ms: catalog::now_ms(),
+        });
+    }
+    Ok(out)
+}
+
+fn canonical_arch(a: &str) -> Option<&'static str> {
+    match a {
+        "x86_64" => Some("x86_64"),
+        "i386" => Some("i386"),
+        "arm64" | "aarch64" => Some("arm64"),
+        _ => None,
+    }
+}
+
+/// Decides platform, architecture and boot mode from what inspection found and what the
+/// request says; a request value may narrow what was found, not contradict it.
+fn resolve(
+    req: &ImportImageRequest,
+    r: &guest::Report,
+    detail: &mut TaskDetail,
+) -> Result<(), Failure> {
+    let where_ = "disk 1";
+    let found_platform = r
+        .platform
+        .as_deref()
+        .map(|p| if p == "windows" { "Windows" } else { "Linux" });
+    let os = r.name.clone().or_else(|| r.distribution.clone());
+    let platform = match (found_platform, req.platform.as_deref()) {
+        (Some(f), Some(w)) if !f.eq_ignore_ascii_case(w) => {
+            return Err(Failure::Client(format!(
+                "Platform {w} was requested but {where_} holds {} ({f}); correct Platform or leave it out",
+                os.as_deref().unwrap_or("an operating system")
+            )));
+        }
+        (Some(f), _) => f.to_string(),
+        (None, Some(w)) => {
+            detail.warnings.push(format!(
+                "no operating system was identified on {where_}; imported as {w} because the request says so"
+            ));
+            if w.eq_ignore_ascii_case("windows") {
+                "Windows".into()
+            } else {
+                "Linux".into()
+            }
+        }
+        (None, None) => {
+            let mut m =
+                format!("Unknown OS / Missing OS files: no operating system was found on {where_}");
+            let fs: Vec<String> = r
+                .volumes
+                .iter()
+                .map(|v| {
+                    format!(
+                        "partition {}: {}",
+                        v.number,
+                        v.filesystem
+                            .as_ref()
+                            .map_or("no filesystem".to_string(), |f| format!("{:?}", f.kind)
+                                .to_lowercase())
+                    )
+                })
+                .collect();
+            if !fs.is_empty() {
+                m.push_str(&format!(" ({})", fs.join(", ")));
+            }
+            for w in &r.warnings {
+                m.push_str("; ");
+                m.push_str(w);
+            }
+            m.push_str(". If the disk holds an operating system vmie cannot identify, import it with Platform (Linux or Windows) and Architecture; to keep a data disk, use import-snapshot");
+            return Err(Failure::Client(m));
+        }
+    };
+    let found_arch = r.architecture.as_deref();
+    let arch = match (found_arch, req.architecture.as_deref()) {
+        (Some(f), _) if canonical_arch(f).is_none() => {
+            return Err(Failure::Client(format!(
+                "Unsupported architecture: {where_} holds a {f} operating system; vmie imports x86_64, i386 and arm64 guests"
+            )));
+        }
+        (Some(f), Some(w)) if canonical_arch(f) != canonical_arch(w) => {
+            return Err(Failure::Client(format!(
+                "Architecture {w} was requested but {where_} holds a {f} operating system; correct Architecture or leave it out"
+            )));
+        }
+        (Some(f), _) => canonical_arch(f).unwrap_or("x86_64").to_string(),
+        (None, Some(w)) => w.to_string(),
+        (None, None) => {
+            detail.warnings.push(format!(
+                "the architecture of {where_} could not be read from its kernel; x86_64 assumed"
+            ));
+            "x86_64".into()
+        }
+    };
+    let found_boot = r.boot_mode.as_deref();
+    let boot = match (found_boot, req.boot_mode.as_deref()) {
+        (Some("uefi"), Some("legacy-bios")) | (Some("legacy-bios"), Some("uefi")) => {
+            return Err(Failure::Client(format!(
+                "BootMode {} was requested but {where_} can only boot with {}; correct BootMode or leave it out",
+                req.boot_mode.as_deref().unwrap_or_default(),
+                found_boot.unwrap_or_default()
+            )));
+        }
+        (_, Some(w)) => Some(w.to_string()),
+        (Some(f), None) => Some(f.to_string()),
+        (None, None) => None,
+    };
+    if arch == "arm64" && boot.as_deref() == Some("legacy-bios") {
+        return Err(Failure::Client(
+            "arm64 guests boot with UEFI only, but the disk boots with legacy BIOS".into(),
+        ));
+    }
+    detail.platform = Some(platform);
+    detail.architecture = Some(arch);
+    detail.boot_mode = boot;
+    detail.os_name = os;
+    detail.warnings.extend(r.warnings.iter().cloned());
+    Ok(())
+}
+
+/// import-image.
+pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let req: ImportImageRequest =
+        serde_json::from_str(&ctx.task.request).map_err(|e| bad_request(&e))?;
+    let mut detail = crate::initial_detail(&ctx.task);
+    ctx.report("converting", 2)?;
+    let vols = load(ctx, &req.disk_containers, "converting", 50, &mut detail)?;
+
+    ctx.report("validating", 50)?;
+    let boot = vols
+        .first()
+        .ok_or_else(|| Failure::Client("no disk to import".into()))?;
+    let report = guest::inspect(boot.disk.clone()).map_err(|e| {
+        Failure::Client(format!(
+            "Disk validation failed [Unreadable disk] on disk 1: {e}"
+        ))
+    })?;
+    resolve(&req, &report, &mut detail)?;
+    ctx.save(&detail)?;
+
+    ctx.report("updating", 55)?;
+    let description = req.description.clone().unwrap_or_default();
+    let snaps = commit(
+        ctx,
+        vols,
+        "updating",
+        (55, 90),
+        req.kms_key_id.as_deref(),
+        &description,
+        &mut detail,
+    )?;
+
+    ctx.report("preparing ami", 92)?;
+    let image_id = catalog::derived_id("ami-", &[&ctx.task.id]);
+    let letters = "bcdefghijklmnopqrstuvwxyz";
+    let devices: Vec<BlockDevice> = snaps
+        .iter()
+        .zip(&detail.disks)
+        .enumerate()
+        .map(|(i, (s, d))| BlockDevice {
+            device_name: d.device_name.clone().unwrap_or_else(|| {
+                if i == 0 {
+                    "/dev/sda1".into()
+                } else {
+                    format!("/dev/sd{}", letters.chars().nth(i - 1).unwrap_or('z'))
+                }
+            }),
+            snapshot_id: s.id.clone(),
+            volume_size_gib: i64::try_from(
+                u64::try_from(s.volume_size)
+                    .unwrap_or(0)
+                    .div_ceil(GIB)
+                    .max(1),
+            )
+            .unwrap_or(i64::MAX),
+        })
+        .collect();
+    detail.image_id = Some(image_id.clone());
+    let image = Image {
+        id: image_id,
+        account: ctx.task.account.clone(),
+        task_id: Some(ctx.task.id.clone()),
+        name: ctx.task.id.clone(),
+        description,
+        architecture: detail
+            .architecture
+            .clone()
+            .unwrap_or_else(|| "x86_64".into()),
+        platform: detail.platform.clone().unwrap_or_else(|| "Linux".into()),
+        boot_mode: detail.boot_mode.clone(),
+        block_devices: devices,
+        encrypted: detail.encrypted.unwrap_or(true),
+        kms_key_id: detail.kms_key_id.clone(),
+        state: "available".into(),
+        tags: Vec::new(),
+        created_ms: catalog::now_ms(),
+    };
+    Ok(Outcome {
+        detail,
+        snapshots: snaps,
+        image: Some(image),
+    })
+}
+
+/// import-snapshot.
+pub(crate) fn import_snapshot(ctx: &Ctx) -> Result<Outcome, Failure> {
+    const STAGE: &str = "downloading/converting";
+    let req: ImportSnapshotRequest =
+        serde_json::from_str(&ctx.task.request).map_err(|e| bad_request(&e))?;
+    let mut detail = crate::initial_detail(&ctx.task);
+    ctx.report(STAGE, 2)?;
+    let vols = load(
+        ctx,
+        std::slice::from_ref(&req.disk_container),
+        STAGE,
+        50,
+        &mut detail,
+    )?;
+    if vols.len() != 1 {
+        return Err(Failure::Client(format!(
+            "import-snapshot takes one disk, but the image holds {}; use import-image for appliances with several disks",
+            vols.len()
+        )));
+    }
+    let description = req.description.clone().unwrap_or_default();
+    let snaps = commit(
+        ctx,
+        vols,
+        STAGE,
+        (50, 98),
+        req.kms_key_id.as_deref(),
+        &description,
+        &mut detail,
+    )?;
+    Ok(Outcome {
+        detail,
+        snapshots: snaps,
+        image: None,
+    })
+}

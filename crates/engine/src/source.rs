@@ -1,0 +1,798 @@
+//! Where images come from and exports go: buckets (a local folder per bucket, the embedded
+//! default, or an S3-compatible service) and `https://` URLs.
+//!
+//! URL rules (checked when the request is made and again on every connection and redirect):
+//! - only `s3://bucket/key` and `https://`; plain `http://` is refused;
+//! - no credentials inside the URL: user information (`user:password@`) and query parameters
+//!   named like passwords or tokens are refused, without repeating their value (a presigned
+//!   URL's `X-Amz-*` parameters are time-limited grants made for this and are accepted);
+//! - `https://` to loopback, private, shared (CGNAT), link-local (which holds the cloud
+//!   metadata address 169.254.169.254), multicast or unspecified addresses is refused unless
+//!   the address is in the configured allow-list; every address a name resolves to is
+//!   checked, at connection time, so a name cannot be re-pointed after the check;
+//! - the server's certificate is verified (system roots, plus any configured CA bundle);
+//! - downloads have a size limit, known before the first byte, and are streamed into the
+//!   task's encrypted intermediate volume, never held whole in memory.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use reqwest::Url;
+
+use blockstore::{Backend, S3Config};
+use diskfmt::{ReadAt, Source};
+
+use crate::error::{EngineError, Failure};
+use crate::request::{DiskContainer, UserBucket, check_bucket, check_key, shown};
+
+/// Where the buckets named in requests live.
+#[derive(Debug, Clone)]
+pub enum Buckets {
+    /// Bucket `B` is the folder `root/B`; keys are paths below it.
+    Local {
+        /// The folder holding one folder per bucket.
+        root: PathBuf,
+    },
+    /// Bucket `B` is the bucket `B` of this S3-compatible service (`bucket` is ignored).
+    S3(S3Config),
+}
+
+/// How `https://` sources are fetched.
+#[derive(Debug, Clone, Default)]
+pub struct UrlPolicy {
+    /// Networks that may be fetched from although they are loopback, private or link-local.
+    pub allow: Vec<IpNet>,
+    /// Extra trusted CA certificates (PEM), besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Where one disk comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An object in a bucket.
+    Bucket(UserBucket),
+    /// An `https://` URL.
+    Https(Url),
+}
+
+impl Location {
+    /// A description that never includes a URL's query string.
+    #[must_use]
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Bucket(b) => format!("s3://{}/{}", b.s3_bucket, b.s3_key),
+            Location::Https(u) => {
+                format!("https://{}{}", u.host_str().unwrap_or(""), u.path())
+            }
+        }
+    }
+}
+
+fn bad_url(message: impl Into<String>) -> EngineError {
+    EngineError::Request {
+        code: "InvalidParameterValue",
+        message: message.into(),
+    }
+}
+
+/// Query parameters whose presence means the URL carries a credential.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "id_token",
+    "refresh_token",
+    "private_token",
+    "session_token",
+    "sessiontoken",
+    "api_key",
+    "apikey",
+    "api-key",
+    "auth",
+    "authorization",
+    "credential",
+    "credentials",
+];
+
+/// Why `ip` may not be fetched from, if it may not.
+#[must_use]
+pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local (cloud metadata)")
+            } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+                Some("shared address space (CGNAT)")
+            } else if v4.is_unspecified() || o[0] == 0 {
+                Some("unspecified")
+            } else if v4.is_multicast() || v4.is_broadcast() || o[0] >= 240 {
+                Some("multicast or reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return blocked_reason(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if (s[0] & 0xfe00) == 0xfc00 {
+                Some("private (unique local)")
+            } else if (s[0] & 0xffc0) == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if s[0] == 0x64 && s[1] == 0xff9b {
+                // NAT64: judge the IPv4 address inside.
+                let v4 = std::net::Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    (s[6] & 0xff) as u8,
+                    (s[7] >> 8) as u8,
+                    (s[7] & 0xff) as u8,
+                );
+                blocked_reason(IpAddr::V4(v4))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn permitted(ip: IpAddr, allow: &[IpNet]) -> Result<(), &'static str> {
+    match blocked_reason(ip) {
+        Some(why) if !allow.iter().any(|n| n.contains(&ip)) => Err(why),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the parts of an `https://` URL that need no network: scheme, credentials, and
+/// the host when it is an address.
+pub fn check_https_url(u: &Url, allow: &[IpNet]) -> Result<(), EngineError> {
+    if u.scheme() != "https" {
+        return Err(bad_url(format!(
+            "Url scheme {:?} is not accepted; use https:// or s3://",
+            shown(u.scheme())
+        )));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad_url(
+            "Url carries credentials (user information before '@'); they are refused so that they never reach a log. Use a presigned URL or a UserBucket",
+        ));
+    }
+    for (k, _) in u.query_pairs() {
+        let k = k.to_ascii_lowercase();
+        if SECRET_PARAMS.contains(&k.as_str()) {
+            return Err(bad_url(format!(
+                "Url carries a credential in its query parameter {:?}; it is refused so that it never reaches a log. Use a presigned URL or a UserBucket",
+                shown(&k)
+            )));
+        }
+    }
+    match u.host() {
+        None => return Err(bad_url("Url has no host")),
+        Some(url::Host::Ipv4(a)) => check_addr(IpAddr::V4(a), allow)?,
+        Some(url::Host::Ipv6(a)) => check_addr(IpAddr::V6(a), allow)?,
+        Some(url::Host::Domain(_)) => {}
+    }
+    Ok(())
+}
+
+fn check_addr(ip: IpAddr, allow: &[IpNet]) -> Result<(), EngineError> {
+    permitted(ip, allow).map_err(|why| {
+        bad_url(format!(
+            "Url points at a {why} address ({ip}); vmie does not fetch from such addresses unless an operator allow-lists them (--url-allow)"
+        ))
+    })
+}
+
+/// Where a disk container's data comes from, after the checks that need no network.
+pub fn locate(dc: &DiskContainer, allow: &[IpNet]) -> Result<Location, EngineError> {
+    match (&dc.url, &dc.user_bucket) {
+        (Some(_), Some(_)) => Err(EngineError::Request {
+            code: "InvalidParameterCombination",
+            message: "a disk container takes either Url or UserBucket, not both".into(),
+        }),
+        (None, None) => Err(EngineError::Request {
+            code: "MissingParameter",
+            message: "a disk container needs Url or UserBucket (S3Bucket and S3Key)".into(),
+        }),
+        (None, Some(b)) => {
+            check_bucket("UserBucket.S3Bucket", &b.s3_bucket)?;
+            check_key("UserBucket.S3Key", &b.s3_key, false)?;
+            Ok(Location::Bucket(b.clone()))
+        }
+        (Some(raw), None) => {
+            let u = Url::parse(raw).map_err(|e| bad_url(format!("Url is not a URL: {e}")))?;
+            if u.scheme() == "s3" {
+                if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                    return Err(bad_url(
+                        "an s3:// Url takes only a bucket and a key (no user information or query)",
+                    ));
+                }
+                let bucket = u.host_str().unwrap_or_default().to_string();
+                let key = u.path().trim_start_matches('/').to_string();
+                let key = percent_decode(&key);
+                check_bucket("Url bucket", &bucket)?;
+                check_key("Url key", &key, false)?;
+                return Ok(Location::Bucket(UserBucket {
+                    s3_bucket: bucket,
+                    s3_key: key,
+                }));
+            }
+            check_https_url(&u, allow)?;
+            Ok(Location::Https(u))
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("k={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Resolves names for `https://` fetches and drops every address that may not be reached.
+#[derive(Debug)]
+struct GuardedResolver {
+    allow: Arc<Vec<IpNet>>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let ok: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match permitted(a.ip(), &allow) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refused = Some(why);
+                        false
+                    }
+                })
+                .collect();
+            if ok.is_empty() {
+                let why = refused.unwrap_or("no");
+                return Err(Box::new(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{host} resolves only to {why} addresses, which vmie does not fetch from unless allow-listed"
+                    ),
+                ))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The sources and destinations of tasks.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    buckets: Buckets,
+    allow: Arc<Vec<IpNet>>,
+    http: reqwest::Client,
+}
+
+/// Largest image accepted by default: 2 TiB (of file size).
+pub const DEFAULT_MAX_IMAGE: u64 = 2 << 40;
+
+impl Sources {
+    /// Sources over `buckets` with `policy` for URLs.
+    pub fn new(buckets: Buckets, policy: &UrlPolicy) -> Result<Sources, EngineError> {
+        let allow = Arc::new(policy.allow.clone());
+        let redirect_allow = allow.clone();
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .https_only(true)
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow: allow.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error("more than 5 redirects");
+                }
+                match check_https_url(attempt.url(), &redirect_allow) {
+                    Ok(()) => attempt.follow(),
+                    Err(e) => attempt.error(format!("redirect refused: {e}")),
+                }
+            }));
+        if let Some(pem) = &policy.ca_pem {
+            for c in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| EngineError::Internal(format!("the CA bundle does not parse: {e}")))?
+            {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| EngineError::Internal(format!("cannot make the HTTPS client: {e}")))?;
+        Ok(Sources {
+            buckets,
+            allow,
+            http,
+        })
+    }
+
+    /// The bucket configuration.
+    #[must_use]
+    pub fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
+    /// The allow-list for URLs.
+    #[must_use]
+    pub fn allow(&self) -> &[IpNet] {
+        &self.allow
+    }
+
+    fn local_dir(&self, bucket: &str) -> Option<PathBuf> {
+        match &self.buckets {
+            Buckets::Local { root } => Some(root.join(bucket)),
+            Buckets::S3(_) => None,
+        }
+    }
+
+    fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, EngineError> {
+        match &self.buckets {
+            Buckets::Local { root } => {
+                let dir = root.join(bucket);
+                if !dir.is_dir() {
+                    return Err(no_bucket(bucket));
+                }
+                Ok(Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                ))
+            }
+            Buckets::S3(cfg) => Backend::S3(S3Config {
+                bucket: bucket.to_string(),
+                ..cfg.clone()
+            })
+            .open()
+            .map_err(EngineError::Store),
+        }
+    }
+
+    /// The size of the object `b`, or the request error naming what is missing.
+    pub async fn head(&self, b: &UserBucket) -> Result<u64, EngineError> {
+        if let Some(dir) = self.local_dir(&b.s3_bucket) {
+            if !dir.is_dir() {
+                return Err(no_bucket(&b.s3_bucket));
+            }
+            return match std::fs::metadata(dir.join(&b.s3_key)) {
+                Ok(m) if m.is_file() => Ok(m.len()),
+                _ => Err(no_key(b)),
+            };
+        }
+        let store = self.store(&b.s3_bucket)?;
+        let path = obj_path(&b.s3_key)?;
+        match store.head(&path).await {
+            Ok(m) => Ok(m.size),
+            Err(object_store::Error::NotFound { .. }) => Err(no_key(b)),
+            Err(e) => Err(EngineError::Request {
+                code: "InvalidParameter",
+                message: format!(
+                    "the object s3://{}/{} could not be read: {e}; check the bucket, the key and that the service role may read it",
+                    b.s3_bucket, b.s3_key
+                ),
+            }),
+        }
+    }
+
+    /// Opens the object `b` for positioned reads. Call from a blocking thread: reads of a
+    /// remote object wait on `handle`.
+    pub fn open(
+        &self,
+        b: &UserBucket,
+        size: u64,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Source, Failure> {
+        if let Some(dir) = self.local_dir(&b.s3_bucket) {
+            let f = diskfmt::FileSource::open(&dir.join(&b.s3_key)).map_err(|e| {
+                Failure::Client(format!(
+                    "the object s3://{}/{} could not be opened: {e}",
+                    b.s3_bucket, b.s3_key
+                ))
+            })?;
+            return Ok(Arc::new(f));
+        }
+        let store = self
+            .store(&b.s3_bucket)
+            .map_err(|e| Failure::Client(e.to_string()))?;
+        let path = obj_path(&b.s3_key).map_err(|e| Failure::Client(e.to_string()))?;
+        Ok(Arc::new(ObjectSource {
+            store,
+            path,
+            size,
+            handle: handle.clone(),
+            cache: Mutex::new(VecDeque::new()),
+        }))
+    }
+
+    /// Starts a `GET` of `url` and returns the response once its size is known to be at
+    /// most `max`. Its body is read with [`reqwest::Response::chunk`].
+    pub async fn get(&self, url: &Url, max: u64) -> Result<(reqwest::Response, u64), Failure> {
+        check_https_url(url, &self.allow).map_err(|e| Failure::Client(e.to_string()))?;
+        let shown = Location::Https(url.clone()).shown();
+        let resp = self.http.get(url.clone()).send().await.map_err(|e| {
+            Failure::Client(format!(
+                "the image at {shown} could not be downloaded: {}",
+                error_chain(&e)
+            ))
+        })?;
+        if !resp.status().is_success() {
+            return Err(Failure::Client(format!(
+                "the server of {shown} answered HTTP {}; check that the URL (or its presigned signature) is still valid",
+                resp.status().as_u16()
+            )));
+        }
+        let Some(len) = resp.content_length() else {
+            return Err(Failure::Client(format!(
+                "the server of {shown} did not state the size of the image (Content-Length); vmie needs it to bound the download"
+            )));
+        };
+        if len > max {
+            return Err(Failure::Client(format!(
+                "the image at {shown} is {len} bytes, more than the limit of {max} bytes"
+            )));
+        }
+        Ok((resp, len))
+    }
+
+    /// Where an export is written; see [`ExportSink`].
+    pub fn export_sink(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp_dir: &Path,
+    ) -> Result<ExportSink, Failure> {
+        if let Some(dir) = self.local_dir(bucket) {
+            if !dir.is_dir() {
+                return Err(Failure::Client(no_bucket(bucket).to_string()));
+            }
+            let target = dir.join(key);
+            let parent = target.parent().unwrap_or(&dir).to_path_buf();
+            std::fs::create_dir_all(&parent).map_err(|e| {
+                Failure::Server(format!(
+                    "cannot create the folder for s3://{bucket}/{key}: {e}"
+                ))
+            })?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".vmie-export-")
+                .tempfile_in(&parent)
+                .map_err(|e| {
+                    Failure::Server(format!("cannot create a file in bucket {bucket}: {e}"))
+                })?;
+            return Ok(ExportSink::Local { tmp, target });
+        }
+        let store = self
+            .store(bucket)
+            .map_err(|e| Failure::Client(e.to_string()))?;
+        let path = obj_path(key).map_err(|e| Failure::Client(e.to_string()))?;
+        let file = tempfile::tempfile_in(temp_dir).map_err(|e| {
+            Failure::Server(format!(
+                "cannot create a temporary file in {}: {e}",
+                temp_dir.display()
+            ))
+        })?;
+        Ok(ExportSink::Remote { file, store, path })
+    }
+
+    /// Deletes the object `key` of `bucket` (an export withdrawn); a missing object is fine.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), EngineError> {
+        if let Some(dir) = self.local_dir(bucket) {
+            return match std::fs::remove_file(dir.join(key)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(EngineError::Internal(
+                    format!("removing s3://{bucket}/{key}: {e}"),
+                )),
+                _ => Ok(()),
+            };
+        }
+        let store = self.store(bucket)?;
+        match store.delete(&obj_path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(EngineError::Internal(format!(
+                "removing s3://{bucket}/{key}: {e}"
+            ))),
+        }
+    }
+
+    /// Whether the bucket exists (local buckets) — S3 buckets are checked when written.
+    pub fn check_export_bucket(&self, bucket: &str) -> Result<(), EngineError> {
+        match self.local_dir(bucket) {
+            Some(dir) if !dir.is_dir() => Err(no_bucket(bucket)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The error chain of `e`, one line.
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !m.contains(&t) {
+            m.push_str(": ");
+            m.push_str(&t);
+        }
+        src = s.source();
+    }
+    // reqwest names the URL in its messages; never repeat a query string.
+    match m.find('?') {
+        Some(q) => {
+            let end = m[q..].find([' ', ')']).map_or(m.len(), |e| q + e);
+            format!("{}{}", &m[..q], &m[end..])
+        }
+        None => m,
+    }
+}
+
+fn no_bucket(bucket: &str) -> EngineError {
+    EngineError::Request {
+        code: "InvalidParameter",
+        message: format!(
+            "the bucket {bucket:?} does not exist; create it (with the embedded default, a folder of that name under the buckets folder) or name another"
+        ),
+    }
+}
+
+fn no_key(b: &UserBucket) -> EngineError {
+    EngineError::Request {
+        code: "InvalidParameter",
+        message: format!(
+            "the object s3://{}/{} does not exist; check S3Key (keys are case-sensitive)",
+            b.s3_bucket, b.s3_key
+        ),
+    }
+}
+
+fn obj_path(key: &str) -> Result<ObjPath, EngineError> {
+    ObjPath::parse(key).map_err(|e| bad_url(format!("the key is not usable: {e}")))
+}
+
+/// A file being exported: written locally, then published in one step.
+#[derive(Debug)]
+pub enum ExportSink {
+    /// Into a local bucket: a hidden temporary file beside the target, renamed at the end.
+    Local {
+        /// The temporary file (deleted if the export does not complete).
+        tmp: tempfile::NamedTempFile,
+        /// The final path.
+        target: PathBuf,
+    },
+    /// Into an S3 bucket: an unnamed temporary file (gone with the process whatever
+    /// happens), uploaded in parts at the end.
+    Remote {
+        /// The file.
+        file: std::fs::File,
+        /// The bucket.
+        store: Arc<dyn ObjectStore>,
+        /// The key.
+        path: ObjPath,
+    },
+}
+
+impl ExportSink {
+    /// The file the writer fills.
+    #[must_use]
+    pub fn file(&self) -> &std::fs::File {
+        match self {
+            ExportSink::Local { tmp, .. } => tmp.as_file(),
+            ExportSink::Remote { file, .. } => file,
+        }
+    }
+
+    /// Publishes the file under its key.
+    pub async fn commit(self) -> Result<(), Failure> {
+        match self {
+            ExportSink::Local { tmp, target } => {
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|e| Failure::Server(format!("cannot flush the export: {e}")))?;
+                tmp.persist(&target).map_err(|e| {
+                    Failure::Server(format!("cannot publish {}: {}", target.display(), e.error))
+                })?;
+                Ok(())
+            }
+            ExportSink::Remote { file, store, path } => upload(file, store, path).await,
+        }
+    }
+}
+
+async fn upload(
+    file: std::fs::File,
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::FileExt;
+    const PART: usize = 16 << 20;
+    let fail =
+        |e: &dyn std::fmt::Display| Failure::Server(format!("upload of the export failed: {e}"));
+    let size = file.metadata().map_err(|e| fail(&e))?.len();
+    let file = Arc::new(file);
+    let upload = store.put_multipart(&path).await.map_err(|e| fail(&e))?;
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut off = 0u64;
+    while off < size {
+        let n = usize::try_from((size - off).min(PART as u64)).unwrap_or(PART);
+        let f = file.clone();
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut b = vec![0u8; n];
+            f.read_exact_at(&mut b, off).map(|()| b)
+        })
+        .await
+        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(&e))?;
+        w.wait_for_capacity(2).await.map_err(|e| fail(&e))?;
+        w.write(&buf);
+        off += n as u64;
+    }
+    w.finish().await.map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// An object read by ranges, 1 MiB at a time, with the last 16 blocks kept.
+struct ObjectSource {
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    size: u64,
+    handle: tokio::runtime::Handle,
+    cache: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+const OBJ_BLOCK: u64 = 1 << 20;
+const OBJ_CACHE: usize = 16;
+
+impl ObjectSource {
+    fn block(&self, index: u64) -> io::Result<Bytes> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((_, b)) = c.iter().find(|(i, _)| *i == index)
+        {
+            return Ok(b.clone());
+        }
+        let start = index * OBJ_BLOCK;
+        let end = (start + OBJ_BLOCK).min(self.size);
+        let b = self
+            .handle
+            .block_on(self.store.get_range(&self.path, start..end))
+            .map_err(io::Error::other)?;
+        if b.len() as u64 != end - start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the object changed size while it was read",
+            ));
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= OBJ_CACHE {
+                c.pop_front();
+            }
+            c.push_back((index, b.clone()));
+        }
+        Ok(b)
+    }
+}
+
+impl ReadAt for ObjectSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let n = usize::try_from((self.size - offset).min(buf.len() as u64)).unwrap_or(0);
+        let mut done = 0usize;
+        while done < n {
+            let at = offset + done as u64;
+            let b = self.block(at / OBJ_BLOCK)?;
+            let within = usize::try_from(at % OBJ_BLOCK).unwrap_or(0);
+            let take = (b.len() - within).min(n - done);
+            buf[done..done + take].copy_from_slice(&b[within..within + take]);
+            done += take;
+        }
+        Ok(n)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn url(u: &str) -> Result<Location, EngineError> {
+        locate(
+            &DiskContainer {
+                url: Some(u.into()),
+                ..DiskContainer::default()
+            },
+            &[],
+        )
+    }
+
+    #[test]
+    fn urls_with_credentials_or_inner_addresses_are_refused() {
+        for (u, want) in [
+            ("https://user:pw@example.com/a.vmdk", "user information"),
+            (
+                "https://example.com/a.vmdk?password=hunter2",
+                "\"password\"",
+            ),
+            ("https://example.com/a.vmdk?Token=abc", "\"token\""),
+            ("http://example.com/a.vmdk", "scheme"),
+            ("ftp://example.com/a.vmdk", "scheme"),
+            ("https://127.0.0.1/a.vmdk", "loopback"),
+            ("https://169.254.169.254/latest/meta-data", "link-local"),
+            ("https://10.1.2.3/a", "private"),
+            ("https://100.64.0.1/a", "CGNAT"),
+            ("https://[::1]/a", "loopback"),
+            ("https://[fd00:ec2::254]/a", "unique local"),
+            ("https://[::ffff:127.0.0.1]/a", "loopback"),
+            ("https://[64:ff9b::a9fe:a9fe]/a", "link-local"),
+            ("s3://Bad_Bucket/key", "bucket name"),
+            ("s3://bucket/a//b", "object key"),
+            ("s3://bucket/", "object key"),
+        ] {
+            let e = url(u).unwrap_err().to_string();
+            assert!(e.contains(want), "{u}: {e}");
+            assert!(!e.contains("hunter2") && !e.contains("pw@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn presigned_and_s3_urls_are_accepted() {
+        let l = url("https://s3.example.com/b/k.vmdk?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261122&X-Amz-Signature=ab").unwrap();
+        assert_eq!(l.shown(), "https://s3.example.com/b/k.vmdk");
+        assert_eq!(
+            url("s3://my-bucket/disks/a%20b.vmdk").unwrap(),
+            Location::Bucket(UserBucket {
+                s3_bucket: "my-bucket".into(),
+                s3_key: "disks/a b.vmdk".into()
+            })
+        );
+        let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let u = Url::parse("https://127.0.0.1:8443/x").unwrap();
+        check_https_url(&u, &allow).unwrap();
+    }
+
+    #[test]
+    fn error_chains_drop_query_strings() {
+        let e =
+            io::Error::other("error sending request for url (https://h/k?X-Amz-Signature=secret)");
+        let s = error_chain(&e);
+        assert!(!s.contains("secret"), "{s}");
+        assert!(s.contains("https://h/k"), "{s}");
+    }
+}

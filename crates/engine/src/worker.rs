@@ -1,0 +1,366 @@
+//! Workers: claim a task with a lease, keep the lease alive with a heartbeat, run the
+//! task's pipeline on a blocking thread, and end the task in the catalog.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use catalog::{Image, Snapshot, Task, TaskKind, status};
+
+use crate::error::Failure;
+use crate::{Engine, Inner, MAX_ATTEMPTS, TaskDetail};
+
+/// What a pipeline made, published when the task completes.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) detail: TaskDetail,
+    pub(crate) snapshots: Vec<Snapshot>,
+    pub(crate) image: Option<Image>,
+}
+
+/// A running task's view of the world: its lease, cancel state and progress reporting.
+pub(crate) struct Ctx {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) task: Task,
+    pub(crate) worker: String,
+    pub(crate) handle: tokio::runtime::Handle,
+    cancel: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+    last: std::sync::Mutex<(String, i64, Instant)>,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    /// Fails with `Cancelled` or `LeaseLost` when the task should stop.
+    pub(crate) fn check(&self) -> Result<(), Failure> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Failure::LeaseLost);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Failure::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Records `message` and `progress` (percent) — at once for a new stage, at most once a
+    /// second within one.
+    pub(crate) fn report(&self, message: &str, progress: i64) -> Result<(), Failure> {
+        self.check()?;
+        let new_stage = !self.stages_seen(message);
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return Ok(());
+            };
+            let same = last.0 == message;
+            if !new_stage
+                && same
+                && (last.1 >= progress || last.2.elapsed() < Duration::from_secs(1))
+            {
+                return Ok(());
+            }
+            *last = (message.to_string(), progress.max(last.1), Instant::now());
+        }
+        let ok = self.handle.block_on(self.inner.catalog.progress(
+            &self.task.id,
+            &self.worker,
+            catalog::Progress { message, progress },
+        ))?;
+        if ok {
+            if new_stage && let Some(h) = &self.inner.cfg.on_stage {
+                (h.0)(&self.task.id, message);
+            }
+            Ok(())
+        } else {
+            // Not ours any more: either cancelled (the row went to `deleting`) or taken.
+            let t = self
+                .handle
+                .block_on(self.inner.catalog.task(&self.task.account, &self.task.id))?;
+            if t.status == status::DELETING && t.lease_owner.as_deref() == Some(&self.worker) {
+                Err(Failure::Cancelled)
+            } else {
+                Err(Failure::LeaseLost)
+            }
+        }
+    }
+
+    /// Asks the catalog whether the task is still this worker's and not cancelled: the check
+    /// made before anything irreversible (publishing an export).
+    pub(crate) fn confirm(&self) -> Result<(), Failure> {
+        self.check()?;
+        let t = self
+            .handle
+            .block_on(self.inner.catalog.task(&self.task.account, &self.task.id))?;
+        if t.lease_owner.as_deref() != Some(&self.worker) {
+            Err(Failure::LeaseLost)
+        } else if t.status != status::ACTIVE {
+            Err(Failure::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether `stage` was entered before (and marks it entered).
+    fn stages_seen(&self, stage: &str) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        if seen.iter().any(|s| s == stage) {
+            true
+        } else {
+            seen.push(stage.to_string());
+            false
+        }
+    }
+
+    /// Saves what the task knows so far, for Describe.
+    pub(crate) fn save(&self, d: &TaskDetail) -> Result<(), Failure> {
+        let s = serde_json::to_string(d).unwrap_or_default();
+        self.handle.block_on(
+            self.inner
+                .catalog
+                .checkpoint(&self.task.id, &self.worker, &s),
+        )?;
+        Ok(())
+    }
+
+    /// Runs `fut` on the runtime, checking for cancel and lease loss every second; on
+    /// either, the future is dropped (which stops it) and the failure returned.
+    pub(crate) fn wait<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Failure>>,
+        mut tick: impl FnMut(&Ctx) -> Result<(), Failure>,
+    ) -> Result<T, Failure> {
+        self.handle.block_on(async {
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    r = &mut fut => return r,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        self.check()?;
+                        tick(self)?;
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Engine {
+    /// Runs `n` workers until `shutdown` turns true. Each claims tasks one at a time.
+    pub async fn run_workers(&self, n: usize, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n.max(1) {
+            let e = self.clone();
+            let mut stop = shutdown.clone();
+            let mut tag = [0u8; 4];
+            kms::aead::random(&mut tag);
+            let worker = format!("{}-w{i}-{}", e.inner.cfg.node, hex::encode(tag));
+            set.spawn(async move {
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    match e.run_one(&worker).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::error!(worker = %worker, error = %err, "worker could not reach the catalog");
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        () = tokio::time::sleep(e.inner.cfg.poll) => {}
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Claims and runs one task as `worker`; false when there was none.
+    pub async fn run_one(&self, worker: &str) -> Result<bool, catalog::CatalogError> {
+        let lease_ms = i64::try_from(self.inner.cfg.lease.as_millis()).unwrap_or(60_000);
+        let Some(task) = self.inner.catalog.claim(worker, lease_ms).await? else {
+            return Ok(false);
+        };
+        self.run_claimed(task, worker, lease_ms).await?;
+        Ok(true)
+    }
+
+    async fn run_claimed(
+        &self,
+        task: Task,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<(), catalog::CatalogError> {
+        let inner = &self.inner;
+        tracing::info!(task = %task.id, attempt = task.attempts, worker, "task claimed");
+        if task.status == status::DELETING || task.cancel_requested {
+            self.discard_attempts(&task, task.attempts + 1).await;
+            return self.end(&task, worker, Err(Failure::Cancelled)).await;
+        }
+        if task.attempts > MAX_ATTEMPTS {
+            self.discard_attempts(&task, task.attempts + 1).await;
+            let f = Failure::Server(format!(
+                "the task was interrupted {} times (its worker stopped without ending it); submit it again",
+                task.attempts - 1
+            ));
+            return self.end(&task, worker, Err(f)).await;
+        }
+        // Snapshots stored by attempts that never published them are removed first.
+        self.discard_attempts(&task, task.attempts).await;
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let hb = {
+            let (cat, id, w) = (inner.catalog.clone(), task.id.clone(), worker.to_string());
+            let (cancel, lost) = (cancel.clone(), lost.clone());
+            let every = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(50));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match cat.heartbeat(&id, &w, lease_ms).await {
+                        Ok(Some(t)) => {
+                            if t.cancel_requested || t.status == status::DELETING {
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(None) => {
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(task = %id, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let ctx = Ctx {
+            inner: inner.clone(),
+            task: task.clone(),
+            worker: worker.to_string(),
+            handle: tokio::runtime::Handle::current(),
+            cancel,
+            lost,
+            last: std::sync::Mutex::new((
+                task.status_message.clone(),
+                task.progress,
+                Instant::now(),
+            )),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let r = match ctx.task.kind {
+                TaskKind::ImportImage => crate::import::import_image(&ctx),
+                TaskKind::ImportSnapshot => crate::import::import_snapshot(&ctx),
+                TaskKind::ExportImage => crate::export::export_image(&ctx),
+            };
+            // A cancel that arrived while the last step ran still wins over completion.
+            match (r, ctx.check()) {
+                (Ok(_), Err(f)) => Err(f),
+                (r, _) => r,
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(Failure::Server(format!("the task's worker crashed: {e}"))));
+        hb.abort();
+        self.end(&task, worker, result).await
+    }
+
+    /// Ends `task`: publishes its outcome, or records why it stopped and removes what it
+    /// stored.
+    async fn end(
+        &self,
+        task: &Task,
+        worker: &str,
+        result: Result<Outcome, Failure>,
+    ) -> Result<(), catalog::CatalogError> {
+        let cat = &self.inner.catalog;
+        let stats = &self.inner.stats;
+        match result {
+            Ok(out) => {
+                let body = serde_json::to_string(&out.detail).unwrap_or_default();
+                let ok = cat
+                    .finish_with(
+                        &task.id,
+                        Some(worker),
+                        status::COMPLETED,
+                        "completed",
+                        Some(&body),
+                        &out.snapshots,
+                        out.image.as_ref(),
+                    )
+                    .await?;
+                if ok {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(task = %task.id, "task completed");
+                } else {
+                    // Cancelled or taken at the last moment: withdraw what was made.
+                    for s in &out.snapshots {
+                        self.delete_stored(&s.id).await;
+                    }
+                    if let Some(x) = &out.detail.export
+                        && let Err(e) = self.inner.sources.delete(&x.s3_bucket, &x.s3_key).await
+                    {
+                        tracing::warn!(task = %task.id, error = %e, "could not withdraw the export of a cancelled task");
+                    }
+                    let t = cat.task(&task.account, &task.id).await?;
+                    if t.status == status::DELETING && t.lease_owner.as_deref() == Some(worker) {
+                        return Box::pin(self.end(task, worker, Err(Failure::Cancelled))).await;
+                    }
+                    tracing::warn!(task = %task.id, "lease lost before completion; nothing published");
+                }
+            }
+            Err(Failure::LeaseLost) => {
+                tracing::warn!(task = %task.id, worker, "lease lost; another worker has the task");
+            }
+            Err(f) => {
+                self.discard_attempts(task, task.attempts + 1).await;
+                let msg = f.message();
+                let ended = cat
+                    .finish(&task.id, Some(worker), status::DELETED, &msg, None)
+                    .await?;
+                if ended {
+                    if f == Failure::Cancelled {
+                        stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(task = %task.id, "task cancelled");
+                    } else {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        // The message may quote the request (keys, names): not logged.
+                        tracing::warn!(task = %task.id, kind = if matches!(f, Failure::Client(_)) { "client" } else { "server" }, "task failed");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the snapshots that attempts `1..upto` of `task` may have stored.
+    async fn discard_attempts(&self, task: &Task, upto: i64) {
+        if task.kind == TaskKind::ExportImage {
+            return;
+        }
+        for attempt in 1..upto.max(1) {
+            for disk in 0..crate::request::MAX_DISKS {
+                self.delete_stored(&snapshot_id(&task.id, disk, attempt))
+                    .await;
+            }
+        }
+    }
+
+    async fn delete_stored(&self, id: &str) {
+        match self.inner.store.delete(id).await {
+            Ok(()) => tracing::info!(snapshot = id, "removed a snapshot no task published"),
+            Err(blockstore::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(snapshot = id, error = %e, "could not remove an unpublished snapshot")
+            }
+        }
+    }
+}
+
+/// The snapshot id of disk `disk` of `task_id` in attempt `attempt`: derived, so a retry
+/// knows which snapshots an earlier attempt may have left.
+#[must_use]
+pub(crate) fn snapshot_id(task_id: &str, disk: usize, attempt: i64) -> String {
+    catalog::derived_id("snap-", &[task_id, &disk.to_string(), &attempt.to_string()])
+}
