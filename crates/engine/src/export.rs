@@ -135,7 +135,7 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         .fetch_add(written.file_size, Ordering::Relaxed);
     ctx.report("converting", 92)?;
     ctx.confirm()?;
-    ctx.wait(sink.commit(), |_| Ok(()))?;
+    ctx.wait(sink.commit(), None)?;
     if let Some(e) = detail.export.as_mut() {
         e.size = Some(written.file_size);
     }

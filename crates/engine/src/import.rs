@@ -82,7 +82,7 @@ fn fetch(
                         .await
                         .map_err(|e| Failure::Client(e.to_string()))
                 },
-                |_| Ok(()),
+                None,
             )?;
             if size > inner.cfg.max_image_bytes {
                 return Err(Failure::Client(format!(
@@ -95,7 +95,7 @@ fn fetch(
         }
         Location::Https(url) => {
             let max = inner.cfg.max_image_bytes;
-            let (mut resp, len) = ctx.wait(inner.sources.get(&url, max), |_| Ok(()))?;
+            let (mut resp, len) = ctx.wait(inner.sources.get(&url, max), None)?;
             detail.disk_image_size = Some(len);
             let mut vol = Scratch::create(
                 &inner.cfg.scratch_dir,
@@ -113,7 +113,7 @@ fn fetch(
                             ))
                         })
                     },
-                    |_| Ok(()),
+                    None,
                 )?;
                 let Some(chunk) = chunk else { break };
                 if off + chunk.len() as u64 > len {
@@ -339,15 +339,13 @@ fn commit(
             caller: caller.clone(),
         };
         let disk = v.disk.clone();
+        let pct = || {
+            let d = before + done.load(Ordering::Relaxed).min(total);
+            from + (to - from) * i64::try_from(d * 100 / all).unwrap_or(0) / 100
+        };
         let summary = ctx.wait(
             async { Ok(inner.store.put(disk, req, Some(done.clone())).await?) },
-            |c| {
-                let d = before + done.load(Ordering::Relaxed).min(total);
-                c.report(
-                    stage,
-                    from + (to - from) * i64::try_from(d * 100 / all).unwrap_or(0) / 100,
-                )
-            },
+            Some((stage, &pct)),
         );
         let summary = match summary {
             Ok(s) => s,

@@ -45,36 +45,49 @@ impl Ctx {
     /// Records `message` and `progress` (percent) — at once for a new stage, at most once a
     /// second within one.
     pub(crate) fn report(&self, message: &str, progress: i64) -> Result<(), Failure> {
+        let new_stage = self.handle.block_on(self.report_async(message, progress))?;
+        if new_stage && let Some(h) = &self.inner.cfg.on_stage {
+            (h.0)(&self.task.id, message);
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::report`] for async code; true when a new stage was recorded (the stage hook
+    /// is left to the caller, as it may block).
+    async fn report_async(&self, message: &str, progress: i64) -> Result<bool, Failure> {
         self.check()?;
         let new_stage = !self.stages_seen(message);
         {
             let Ok(mut last) = self.last.lock() else {
-                return Ok(());
+                return Ok(false);
             };
             let same = last.0 == message;
             if !new_stage
                 && same
                 && (last.1 >= progress || last.2.elapsed() < Duration::from_secs(1))
             {
-                return Ok(());
+                return Ok(false);
             }
             *last = (message.to_string(), progress.max(last.1), Instant::now());
         }
-        let ok = self.handle.block_on(self.inner.catalog.progress(
-            &self.task.id,
-            &self.worker,
-            catalog::Progress { message, progress },
-        ))?;
+        let ok = self
+            .inner
+            .catalog
+            .progress(
+                &self.task.id,
+                &self.worker,
+                catalog::Progress { message, progress },
+            )
+            .await?;
         if ok {
-            if new_stage && let Some(h) = &self.inner.cfg.on_stage {
-                (h.0)(&self.task.id, message);
-            }
-            Ok(())
+            Ok(new_stage)
         } else {
             // Not ours any more: either cancelled (the row went to `deleting`) or taken.
             let t = self
-                .handle
-                .block_on(self.inner.catalog.task(&self.task.account, &self.task.id))?;
+                .inner
+                .catalog
+                .task(&self.task.account, &self.task.id)
+                .await?;
             if t.status == status::DELETING && t.lease_owner.as_deref() == Some(&self.worker) {
                 Err(Failure::Cancelled)
             } else {
@@ -124,11 +137,12 @@ impl Ctx {
     }
 
     /// Runs `fut` on the runtime, checking for cancel and lease loss every second; on
-    /// either, the future is dropped (which stops it) and the failure returned.
+    /// either, the future is dropped (which stops it) and the failure returned. With
+    /// `progress`, each second also reports `(stage, progress())`.
     pub(crate) fn wait<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, Failure>>,
-        mut tick: impl FnMut(&Ctx) -> Result<(), Failure>,
+        progress: Option<(&str, &dyn Fn() -> i64)>,
     ) -> Result<T, Failure> {
         self.handle.block_on(async {
             tokio::pin!(fut);
@@ -137,7 +151,9 @@ impl Ctx {
                     r = &mut fut => return r,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {
                         self.check()?;
-                        tick(self)?;
+                        if let Some((stage, p)) = progress {
+                            let _ = self.report_async(stage, p()).await?;
+                        }
                     }
                 }
             }

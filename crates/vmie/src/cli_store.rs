@@ -157,10 +157,10 @@ pub enum KmsCmd {
     Maintenance,
 }
 
-struct Env {
-    store: BlockStore,
-    kms: Kms,
-    caller: Caller,
+pub(crate) struct Env {
+    pub(crate) store: BlockStore,
+    pub(crate) kms: Kms,
+    pub(crate) caller: Caller,
 }
 
 fn env_flag(name: &str) -> Option<bool> {
@@ -169,7 +169,7 @@ fn env_flag(name: &str) -> Option<bool> {
         .map(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"))
 }
 
-fn open_env(data_dir: &Path) -> Result<Env, CliError> {
+pub(crate) fn open_env(data_dir: &Path) -> Result<Env, CliError> {
     let backend = match std::env::var("VMIE_S3_BUCKET") {
         Ok(bucket) => {
             let endpoint = std::env::var("VMIE_S3_ENDPOINT").ok();
@@ -199,7 +199,7 @@ fn open_env(data_dir: &Path) -> Result<Env, CliError> {
     Ok(Env { store, kms, caller })
 }
 
-fn store_err(e: blockstore::StoreError) -> CliError {
+pub(crate) fn store_err(e: blockstore::StoreError) -> CliError {
     let mut message = format!("{}: {e}", e.code());
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
@@ -220,14 +220,14 @@ fn kms_err(e: kms::KmsError) -> CliError {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| crate::cli_convert::fail("cannot start the async runtime", &e))
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError {
         message: e.to_string(),
         exit: EXIT_FAILED,

@@ -1,13 +1,15 @@
 //! # vmie — command-line tool
 //!
 //! `vmie info` and `vmie convert` work offline on image files; `vmie snapshot` and `vmie kms`
-//! drive the encrypted snapshot store and key service of a data folder; the service commands
-//! arrive with the API. Start reading at [`Command`].
+//! drive the encrypted snapshot store and key service of a data folder; `vmie import-image`,
+//! `import-snapshot`, `export-image`, `tasks`, `cancel`, `wait`, `work` and `images` drive its
+//! task engine. Start reading at [`Command`].
 
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
 mod cli_store;
+mod cli_tasks;
 mod human;
 mod progress;
 
@@ -178,6 +180,60 @@ enum Command {
     /// Keys: create, alias, enable/disable, rotate, schedule deletion.
     #[command(subcommand)]
     Kms(cli_store::KmsCmd),
+    /// Import a disk image from a bucket or URL as a machine image (ami-…).
+    ///
+    /// The request is checked at once (object present, format as declared, size, KMS key).
+    /// The task then fetches the image, checks and decodes it into an encrypted intermediate
+    /// volume, inspects the guest (OS, architecture, boot mode), stores encrypted snapshots
+    /// and registers the image. Stages: pending, converting, validating, updating, preparing
+    /// ami, completed. Without --no-wait, workers run in this process until it ends.
+    ImportImage(cli_tasks::ImportImageArgs),
+    /// Import a disk image as an encrypted snapshot (snap-…), without guest checks.
+    ImportSnapshot(cli_tasks::ImportSnapshotArgs),
+    /// Export a machine image to a bucket as VMDK, VHD, RAW, VHDX, QCOW2 or OVA.
+    ExportImage(cli_tasks::ExportImageArgs),
+    /// List the tasks of the last 7 days.
+    Tasks {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: cli_tasks::EngineOpts,
+    },
+    /// Cancel a task: it becomes `deleting`, then `deleted` with nothing left behind.
+    Cancel {
+        /// Task id.
+        task: String,
+        #[command(flatten)]
+        engine: cli_tasks::EngineOpts,
+    },
+    /// Run workers in this process until a task ends, with its progress.
+    Wait {
+        /// Task id.
+        task: String,
+        /// Print the task as JSON when it ends.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: cli_tasks::EngineOpts,
+    },
+    /// Run task workers until stopped (SIGINT, SIGTERM). Destroys intermediate volumes a
+    /// crashed process left, first.
+    Work {
+        /// Workers (tasks run at once).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[command(flatten)]
+        engine: cli_tasks::EngineOpts,
+    },
+    /// List machine images.
+    Images {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: cli_tasks::EngineOpts,
+    },
 }
 
 fn main() -> ExitCode {
@@ -210,6 +266,16 @@ fn main() -> ExitCode {
         }),
         Command::Snapshot(cmd) => cli_store::run_snapshot(cmd, &cli.data_dir, &limits),
         Command::Kms(cmd) => cli_store::run_kms(cmd, &cli.data_dir),
+        Command::ImportImage(a) => cli_tasks::import_image(a, &cli.data_dir),
+        Command::ImportSnapshot(a) => cli_tasks::import_snapshot(a, &cli.data_dir),
+        Command::ExportImage(a) => cli_tasks::export_image(a, &cli.data_dir),
+        Command::Tasks { json, engine } => cli_tasks::tasks(json, &engine, &cli.data_dir),
+        Command::Cancel { task, engine } => cli_tasks::cancel(&task, &engine, &cli.data_dir),
+        Command::Wait { task, json, engine } => {
+            cli_tasks::wait(&task, json, &engine, &cli.data_dir)
+        }
+        Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
+        Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,522 @@
+//! `vmie import-image`, `import-snapshot`, `export-image`, `tasks`, `cancel`, `wait`, `work`
+//! and `images`: the task engine of a data folder, driven from the command line.
+//!
+//! Where things live (besides what `vmie snapshot` uses): the catalog
+//! (`DATA/catalog.db`, or `$VMIE_CATALOG_URL`: `sqlite://PATH` or `postgres://…`), the
+//! buckets (bucket `B` is the folder `DATA/buckets/B/`), and the intermediate volumes
+//! (`DATA/scratch/`, mode 0700). Submitting checks the request at once and creates the task;
+//! unless `--no-wait` is given the command then runs workers in this process until the task
+//! ends, showing its progress. `vmie work` runs workers until it is stopped.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use catalog::{Catalog, Task, TaskKind, status};
+use engine::{
+    Buckets, DiskContainer, Engine, EngineConfig, ExportImageRequest, ExportLocation,
+    ImportImageRequest, ImportSnapshotRequest, Sources, Submit, TaskDetail, UrlPolicy, UserBucket,
+};
+
+use crate::cli_store::{open_env, print_json, runtime};
+use crate::{CliError, EXIT_FAILED};
+
+/// Options every task command shares.
+#[derive(Debug, Args)]
+pub struct EngineOpts {
+    /// Lease on a claimed task, in seconds: a task whose worker died is taken over this long
+    /// after its last heartbeat.
+    #[arg(long, env = "VMIE_LEASE_SECONDS", default_value_t = 60)]
+    pub lease_seconds: u64,
+    /// Networks that `https://` sources may be fetched from although they are loopback,
+    /// private or link-local (CIDR, repeatable), e.g. an internal mirror.
+    #[arg(long = "url-allow", value_name = "CIDR")]
+    pub url_allow: Vec<ipnet::IpNet>,
+    /// Extra CA certificates (PEM) trusted for `https://` sources.
+    #[arg(long = "url-ca-file", value_name = "PEM")]
+    pub url_ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where a disk comes from.
+#[derive(Debug, Args)]
+pub struct SourceOpts {
+    /// Bucket holding the image (`--key`).
+    #[arg(long, requires = "key")]
+    pub bucket: Option<String>,
+    /// Key of the image in `--bucket` (repeat for more disks of one image, boot disk first).
+    #[arg(long)]
+    pub key: Vec<String>,
+    /// `s3://bucket/key` or `https://…` (a presigned URL, say) instead of bucket and key.
+    #[arg(long, conflicts_with = "bucket")]
+    pub url: Vec<String>,
+    /// Format of the image (OVA, VMDK, VHD, VHDX, RAW, QCOW2, VDI); checked against the content.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+impl SourceOpts {
+    fn containers(&self) -> Vec<DiskContainer> {
+        let base = DiskContainer {
+            format: self.format.clone(),
+            ..DiskContainer::default()
+        };
+        match &self.bucket {
+            Some(b) => self
+                .key
+                .iter()
+                .map(|k| DiskContainer {
+                    user_bucket: Some(UserBucket {
+                        s3_bucket: b.clone(),
+                        s3_key: k.clone(),
+                    }),
+                    ..base.clone()
+                })
+                .collect(),
+            None => self
+                .url
+                .iter()
+                .map(|u| DiskContainer {
+                    url: Some(u.clone()),
+                    ..base.clone()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What to do after submitting.
+#[derive(Debug, Args)]
+pub struct SubmitOpts {
+    /// Return once the task is created (print its id) instead of running it to the end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Idempotency token: submitting again with it returns the same task.
+    #[arg(long)]
+    pub client_token: Option<String>,
+    /// Print the task as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Encrypt under `--kms-key-id` (or the account's default key).
+    #[arg(long)]
+    pub encrypted: bool,
+    /// KMS key id, ARN or alias (needs `--encrypted`).
+    #[arg(long)]
+    pub kms_key_id: Option<String>,
+    /// Description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `vmie import-image`.
+#[derive(Debug, Args)]
+pub struct ImportImageArgs {
+    #[command(flatten)]
+    source: SourceOpts,
+    #[command(flatten)]
+    submit: SubmitOpts,
+    /// `Linux` or `Windows`; given, a disk whose OS is not identified is still imported.
+    #[arg(long)]
+    platform: Option<String>,
+    /// `x86_64`, `i386` or `arm64` (default: what inspection finds).
+    #[arg(long)]
+    architecture: Option<String>,
+    /// `legacy-bios`, `uefi` or `uefi-preferred` (default: what inspection finds).
+    #[arg(long)]
+    boot_mode: Option<String>,
+    /// `AWS` or `BYOL`.
+    #[arg(long)]
+    license_type: Option<String>,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+/// `vmie import-snapshot`.
+#[derive(Debug, Args)]
+pub struct ImportSnapshotArgs {
+    #[command(flatten)]
+    source: SourceOpts,
+    #[command(flatten)]
+    submit: SubmitOpts,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+/// `vmie export-image`.
+#[derive(Debug, Args)]
+pub struct ExportImageArgs {
+    /// The image (`ami-…`).
+    #[arg(long)]
+    image_id: String,
+    /// VMDK, VHD, RAW, VHDX, QCOW2 or OVA.
+    #[arg(long = "disk-image-format")]
+    format: String,
+    /// Bucket to write to.
+    #[arg(long)]
+    bucket: String,
+    /// Prefix of the key: the file is `<prefix><export-task-id>.<ext>`.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Return once the task is created.
+    #[arg(long)]
+    no_wait: bool,
+    /// Idempotency token.
+    #[arg(long)]
+    client_token: Option<String>,
+    /// Print the task as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+fn account() -> String {
+    std::env::var("VMIE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into())
+}
+
+fn err(e: impl std::fmt::Display) -> CliError {
+    CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    }
+}
+
+fn engine_err(e: &engine::EngineError) -> CliError {
+    CliError {
+        message: format!("{}: {e}", e.code()),
+        exit: EXIT_FAILED,
+    }
+}
+
+/// The engine of the data folder.
+async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
+    let env = open_env(data_dir)?;
+    let url = std::env::var("VMIE_CATALOG_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let catalog = Catalog::open(&url).await.map_err(err)?;
+    let ca_pem = o
+        .url_ca_file
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display()))))
+        .transpose()?;
+    let buckets = data_dir.join("buckets");
+    std::fs::create_dir_all(&buckets).map_err(|e| err(format!("{}: {e}", buckets.display())))?;
+    let sources = Sources::new(
+        Buckets::Local { root: buckets },
+        &UrlPolicy {
+            allow: o.url_allow.clone(),
+            ca_pem,
+        },
+    )
+    .map_err(|e| engine_err(&e))?;
+    let mut cfg = EngineConfig::new(data_dir.join("scratch"));
+    cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
+    let _ = env.kms;
+    Ok(Engine::new(catalog, env.store, sources, cfg))
+}
+
+fn print_task(t: &Task, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(&task_json(t));
+    }
+    println!("{}", t.id);
+    Ok(())
+}
+
+fn task_json(t: &Task) -> serde_json::Value {
+    serde_json::json!({
+        "TaskId": t.id,
+        "Kind": t.kind.as_str(),
+        "Status": t.status,
+        "StatusMessage": t.status_message,
+        "Progress": t.progress.to_string(),
+        "Detail": TaskDetail::of(t),
+    })
+}
+
+/// Runs workers in this process until `id` ends; shows its progress.
+async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
+    let gone = e.startup().map_err(|x| engine_err(&x))?;
+    if !gone.is_empty() {
+        eprintln!(
+            "vmie: destroyed {} intermediate volume(s) left by a process that did not end cleanly: {}",
+            gone.len(),
+            gone.join(", ")
+        );
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let workers = {
+        let e = e.clone();
+        tokio::spawn(async move { e.run_workers(1, rx).await })
+    };
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new(100);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{bar:40}] {pos}% {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last = String::new();
+    let t = loop {
+        let t = e.catalog().task(&account(), id).await.map_err(err)?;
+        let line = format!("{} {}", t.status_message, t.progress);
+        if let Some(b) = &bar {
+            b.set_position(u64::try_from(t.progress).unwrap_or(0));
+            b.set_message(t.status_message.clone());
+        } else if line != last {
+            eprintln!("{id}: {} ({}%)", t.status_message, t.progress);
+        }
+        last = line;
+        if t.ended() {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let _ = tx.send(true);
+    let _ = workers.await;
+    Ok(t)
+}
+
+async fn submitted(e: &Engine, t: Task, no_wait: bool, json: bool) -> Result<(), CliError> {
+    if no_wait {
+        return print_task(&t, json);
+    }
+    let t = wait_for(e, &t.id).await?;
+    if json {
+        print_json(&task_json(&t))?;
+    } else {
+        println!("{}", t.id);
+        let d = TaskDetail::of(&t);
+        if let Some(i) = &d.image_id
+            && t.kind == TaskKind::ImportImage
+        {
+            println!("{i}");
+        }
+        for s in d.disks.iter().filter_map(|d| d.snapshot_id.as_ref()) {
+            println!("{s}");
+        }
+        if let Some(x) = &d.export {
+            println!("s3://{}/{}", x.s3_bucket, x.s3_key);
+        }
+    }
+    if t.status == status::COMPLETED {
+        Ok(())
+    } else {
+        Err(CliError {
+            message: format!("{} ended {}: {}", t.id, t.status, t.status_message),
+            exit: EXIT_FAILED,
+        })
+    }
+}
+
+fn submit_of(o: &SubmitOpts) -> Submit {
+    Submit {
+        account: account(),
+        client_token: o.client_token.clone(),
+        tags: Vec::new(),
+    }
+}
+
+/// `vmie import-image`.
+pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, &a.engine).await?;
+        let req = ImportImageRequest {
+            architecture: a.architecture,
+            boot_mode: a.boot_mode,
+            description: a.submit.description.clone(),
+            disk_containers: a.source.containers(),
+            encrypted: a.submit.encrypted.then_some(true),
+            kms_key_id: a.submit.kms_key_id.clone(),
+            license_type: a.license_type,
+            platform: a.platform,
+            role_name: None,
+        };
+        let t = e
+            .import_image(submit_of(&a.submit), req)
+            .await
+            .map_err(|x| engine_err(&x))?;
+        submitted(&e, t, a.submit.no_wait, a.submit.json).await
+    })
+}
+
+/// `vmie import-snapshot`.
+pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, &a.engine).await?;
+        let mut cs = a.source.containers();
+        if cs.len() != 1 {
+            return Err(err(
+                "import-snapshot takes one disk: one --key or one --url",
+            ));
+        }
+        let req = ImportSnapshotRequest {
+            description: a.submit.description.clone(),
+            disk_container: cs.remove(0),
+            encrypted: a.submit.encrypted.then_some(true),
+            kms_key_id: a.submit.kms_key_id.clone(),
+            role_name: None,
+        };
+        let t = e
+            .import_snapshot(submit_of(&a.submit), req)
+            .await
+            .map_err(|x| engine_err(&x))?;
+        submitted(&e, t, a.submit.no_wait, a.submit.json).await
+    })
+}
+
+/// `vmie export-image`.
+pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, &a.engine).await?;
+        let req = ExportImageRequest {
+            image_id: a.image_id,
+            disk_image_format: a.format,
+            s3_export_location: ExportLocation {
+                s3_bucket: a.bucket,
+                s3_prefix: a.prefix,
+            },
+            description: None,
+            role_name: None,
+        };
+        let sub = Submit {
+            account: account(),
+            client_token: a.client_token,
+            tags: Vec::new(),
+        };
+        let t = e.export_image(sub, req).await.map_err(|x| engine_err(&x))?;
+        submitted(&e, t, a.no_wait, a.json).await
+    })
+}
+
+/// `vmie tasks`: every task of the last 7 days.
+pub fn tasks(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, o).await?;
+        let mut all = Vec::new();
+        for k in [
+            TaskKind::ImportImage,
+            TaskKind::ImportSnapshot,
+            TaskKind::ExportImage,
+        ] {
+            all.extend(
+                e.describe(&account(), k, &[])
+                    .await
+                    .map_err(|x| engine_err(&x))?,
+            );
+        }
+        all.sort_by_key(|t| t.created_ms);
+        if json {
+            return print_json(&all.iter().map(task_json).collect::<Vec<_>>());
+        }
+        println!("{:<29} {:<10} {:>4}%  STATUS MESSAGE", "TASK", "STATUS", "");
+        for t in &all {
+            println!(
+                "{:<29} {:<10} {:>4}%  {}",
+                t.id, t.status, t.progress, t.status_message
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `vmie cancel TASK`.
+pub fn cancel(id: &str, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, o).await?;
+        let t = e.cancel(&account(), id).await.map_err(|x| engine_err(&x))?;
+        println!("{} {}", t.id, t.status);
+        Ok(())
+    })
+}
+
+/// `vmie wait TASK`.
+pub fn wait(id: &str, json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, o).await?;
+        let t = e.catalog().task(&account(), id).await.map_err(err)?;
+        submitted(&e, t, false, json).await
+    })
+}
+
+/// `vmie work`: workers until SIGINT or SIGTERM.
+pub fn work(workers: usize, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, o).await?;
+        let gone = e.startup().map_err(|x| engine_err(&x))?;
+        if !gone.is_empty() {
+            eprintln!(
+                "vmie: destroyed {} intermediate volume(s) left by a process that did not end cleanly: {}",
+                gone.len(),
+                gone.join(", ")
+            );
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let run = {
+            let e = e.clone();
+            tokio::spawn(async move { e.run_workers(workers, rx).await })
+        };
+        eprintln!("vmie: {workers} worker(s) running; stop with Ctrl-C or SIGTERM");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(err)?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("vmie: stopping; tasks in progress are taken over after their lease");
+        let _ = tx.send(true);
+        let _ = run.await;
+        Ok(())
+    })
+}
+
+/// `vmie images`.
+pub fn images(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let e = open_engine(data_dir, o).await?;
+        let list = e.catalog().images(&account()).await.map_err(err)?;
+        if json {
+            let v: Vec<_> = list
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "ImageId": i.id, "Name": i.name, "Architecture": i.architecture,
+                        "Platform": i.platform, "BootMode": i.boot_mode,
+                        "BlockDeviceMappings": i.block_devices, "Encrypted": i.encrypted,
+                        "KmsKeyId": i.kms_key_id, "State": i.state, "TaskId": i.task_id,
+                    })
+                })
+                .collect();
+            return print_json(&v);
+        }
+        println!(
+            "{:<22} {:<8} {:<8} {:<15} SNAPSHOTS",
+            "IMAGE", "PLATFORM", "ARCH", "BOOT"
+        );
+        for i in &list {
+            let snaps: Vec<&str> = i
+                .block_devices
+                .iter()
+                .map(|b| b.snapshot_id.as_str())
+                .collect();
+            println!(
+                "{:<22} {:<8} {:<8} {:<15} {}",
+                i.id,
+                i.platform,
+                i.architecture,
+                i.boot_mode.as_deref().unwrap_or("-"),
+                snaps.join(",")
+            );
+        }
+        Ok(())
+    })
+}
