@@ -783,6 +783,17 @@ impl Catalog {
         Ok(true)
     }
 
+    /// Replaces the stored request of an ended task (to drop what must not outlive it, such
+    /// as the signature of a presigned URL).
+    pub async fn redact_request(&self, id: &str, request: &str) -> Result<()> {
+        sqlx::query("UPDATE tasks SET request = $1 WHERE id = $2 AND ended_ms IS NOT NULL")
+            .bind(request)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The history of `id`, in order.
     pub async fn events(&self, id: &str) -> Result<Vec<TaskEvent>> {
         let rows = sqlx::query(

@@ -68,9 +68,10 @@ impl Location {
     pub fn shown(&self) -> String {
         match self {
             Location::Bucket(b) => format!("s3://{}/{}", b.s3_bucket, b.s3_key),
-            Location::Https(u) => {
-                format!("https://{}{}", u.host_str().unwrap_or(""), u.path())
-            }
+            Location::Https(u) => match u.port() {
+                Some(p) => format!("https://{}:{p}{}", u.host_str().unwrap_or(""), u.path()),
+                None => format!("https://{}{}", u.host_str().unwrap_or(""), u.path()),
+            },
         }
     }
 }
@@ -785,6 +786,31 @@ mod tests {
         let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
         let u = Url::parse("https://127.0.0.1:8443/x").unwrap();
         check_https_url(&u, &allow).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any string as a Url: a verdict, never a panic; an accepted https URL has no
+        /// credentials and a refusal never repeats a secret-looking query value.
+        #[test]
+        fn any_url_gets_a_verdict(
+            scheme in "(https|http|s3|ftp|HTTPS)",
+            user in "(|[a-z]{1,4}(:[a-z0-9]{0,6})?@)",
+            host in "(example\\.com|127\\.0\\.0\\.1|\\[::1\\]|169\\.254\\.169\\.254|[a-z0-9.-]{0,12}|\\[[0-9a-f:]{0,20}\\])",
+            path in "[ -~]{0,40}",
+            query in "(|\\?[a-zA-Z_=&%-]{0,30}=zz9secret)",
+        ) {
+            let u = format!("{scheme}://{user}{host}/{path}{query}");
+            match url(&u) {
+                Ok(Location::Https(parsed)) => {
+                    proptest::prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
+                }
+                Ok(Location::Bucket(b)) => {
+                    proptest::prop_assert!(check_key("k", &b.s3_key, false).is_ok());
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains("zz9secret")),
+            }
+        }
     }
 
     #[test]

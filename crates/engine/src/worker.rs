@@ -290,6 +290,20 @@ impl Engine {
         worker: &str,
         result: Result<Outcome, Failure>,
     ) -> Result<(), catalog::CatalogError> {
+        let r = self.end_inner(task, worker, result).await;
+        let now = self.inner.catalog.task(&task.account, &task.id).await?;
+        if now.ended() {
+            self.scrub(&now).await;
+        }
+        r
+    }
+
+    async fn end_inner(
+        &self,
+        task: &Task,
+        worker: &str,
+        result: Result<Outcome, Failure>,
+    ) -> Result<(), catalog::CatalogError> {
         let cat = &self.inner.catalog;
         let stats = &self.inner.stats;
         match result {
@@ -321,7 +335,8 @@ impl Engine {
                     }
                     let t = cat.task(&task.account, &task.id).await?;
                     if t.status == status::DELETING && t.lease_owner.as_deref() == Some(worker) {
-                        return Box::pin(self.end(task, worker, Err(Failure::Cancelled))).await;
+                        return Box::pin(self.end_inner(task, worker, Err(Failure::Cancelled)))
+                            .await;
                     }
                     tracing::warn!(task = %task.id, "lease lost before completion; nothing published");
                 }
@@ -348,6 +363,38 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Once a task has ended, drops the query strings of its URLs from the stored request:
+    /// a presigned URL's signature must not outlive the task that needed it.
+    async fn scrub(&self, task: &Task) {
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&task.request) else {
+            return;
+        };
+        let mut changed = false;
+        let mut strip = |dc: &mut serde_json::Value| {
+            if let Some(serde_json::Value::String(u)) = dc.get_mut("url")
+                && let Some(q) = u.find(['?', '#'])
+            {
+                u.truncate(q);
+                changed = true;
+            }
+        };
+        if let Some(list) = v.get_mut("disk_containers").and_then(|d| d.as_array_mut()) {
+            list.iter_mut().for_each(&mut strip);
+        }
+        if let Some(dc) = v.get_mut("disk_container") {
+            strip(dc);
+        }
+        if changed
+            && let Err(e) = self
+                .inner
+                .catalog
+                .redact_request(&task.id, &v.to_string())
+                .await
+        {
+            tracing::warn!(task = %task.id, error = %e, "could not scrub the stored request");
+        }
     }
 
     /// Deletes the snapshots that attempts `1..upto` of `task` may have stored.

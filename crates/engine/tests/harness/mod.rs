@@ -68,6 +68,7 @@ pub fn engine_parts(
     catalog: Catalog,
     cfg: EngineConfig,
     policy: &UrlPolicy,
+    buckets: Buckets,
 ) -> Engine {
     let objects = Backend::Local {
         root: data.join("objects"),
@@ -85,13 +86,7 @@ pub fn engine_parts(
         },
     );
     let store = BlockStore::new(objects, "snapshots", kms, StoreOptions::default()).unwrap();
-    let sources = Sources::new(
-        Buckets::Local {
-            root: data.join("buckets"),
-        },
-        policy,
-    )
-    .unwrap();
+    let sources = Sources::new(buckets, policy).unwrap();
     Engine::new(catalog, store, sources, cfg)
 }
 
@@ -109,6 +104,16 @@ pub async fn env_with(
     policy: &UrlPolicy,
     tweak: impl FnOnce(&mut EngineConfig, &Catalog),
 ) -> Env {
+    env_over(catalog_url, policy, None, tweak).await
+}
+
+/// [`env_with`] with buckets elsewhere than the data folder's `buckets/`.
+pub async fn env_over(
+    catalog_url: Option<&str>,
+    policy: &UrlPolicy,
+    buckets: Option<Buckets>,
+    tweak: impl FnOnce(&mut EngineConfig, &Catalog),
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     for b in ["src", "out"] {
@@ -121,7 +126,10 @@ pub async fn env_with(
     let catalog = Catalog::open(&url).await.unwrap();
     let mut cfg = config(data);
     tweak(&mut cfg, &catalog);
-    let engine = engine_parts(data, catalog, cfg, policy);
+    let buckets = buckets.unwrap_or_else(|| Buckets::Local {
+        root: data.join("buckets"),
+    });
+    let engine = engine_parts(data, catalog, cfg, policy, buckets);
     engine.startup().unwrap();
     Env { dir, engine }
 }

@@ -1,0 +1,318 @@
+//! Sources and destinations over the network: buckets on a real S3 server (s3s-fs, on
+//! loopback, started here) and images fetched from an `https://` server (Python's, with a
+//! certificate made by `openssl`), with the address guard on and off.
+
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+
+mod harness;
+#[path = "../../blockstore/tests/common/mod.rs"]
+mod s3;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use blockstore::S3Config;
+use catalog::status;
+use engine::{
+    Buckets, DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest,
+    ImportSnapshotRequest, TaskDetail, UrlPolicy,
+};
+use harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_and_export_to_an_s3_server() {
+    let s3dir = tempfile::tempdir().unwrap();
+    let (url, server) = s3::start_s3(s3dir.path(), "src").await;
+    std::fs::create_dir_all(s3dir.path().join("out")).unwrap();
+    let buckets = Buckets::S3(S3Config {
+        bucket: String::new(),
+        region: "us-east-1".into(),
+        endpoint: Some(url),
+        path_style: true,
+        allow_http: true,
+        access_key_id: Some("AKIAVMIETEST".into()),
+        secret_access_key: Some("vmie-test-secret".into()),
+        session_token: None,
+    });
+    let env = env_over(None, &UrlPolicy::default(), Some(buckets), |_, _| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let raw = debian_disk(work.path(), "S3-MARKER", 16);
+    let vmdk = qemu_convert(&raw, "vmdk", "subformat=streamOptimized", "d.vmdk");
+    std::fs::create_dir_all(s3dir.path().join("src/disks")).unwrap();
+    std::fs::copy(&vmdk, s3dir.path().join("src/disks/d.vmdk")).unwrap();
+
+    let e = &env.engine;
+    let missing = e
+        .import_image(
+            sub(),
+            ImportImageRequest {
+                disk_containers: vec![from_bucket("disks/none.vmdk")],
+                ..ImportImageRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), "InvalidParameter", "{missing}");
+    let t = e
+        .import_image(
+            sub(),
+            ImportImageRequest {
+                disk_containers: vec![DiskContainer {
+                    url: Some("s3://src/disks/d.vmdk".into()),
+                    format: Some("vmdk".into()),
+                    ..DiskContainer::default()
+                }],
+                ..ImportImageRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let done = run_until_ended(e, std::slice::from_ref(&t.id)).await;
+    assert_eq!(
+        done[0].status,
+        status::COMPLETED,
+        "{}",
+        done[0].status_message
+    );
+    let image = e.catalog().image_of_task(&t.id).await.unwrap().unwrap();
+
+    let x = e
+        .export_image(
+            sub(),
+            ExportImageRequest {
+                image_id: image.id,
+                disk_image_format: "VMDK".into(),
+                s3_export_location: ExportLocation {
+                    s3_bucket: "out".into(),
+                    s3_prefix: Some("vms/".into()),
+                },
+                ..ExportImageRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let done = run_until_ended(e, std::slice::from_ref(&x.id)).await;
+    assert_eq!(
+        done[0].status,
+        status::COMPLETED,
+        "{}",
+        done[0].status_message
+    );
+    let out = s3dir.path().join(format!("out/vms/{}.vmdk", x.id));
+    tool("qemu-img", &["compare", "-f", "raw", s(&raw), s(&out)]);
+    assert!(env.volumes().is_empty());
+    server.abort();
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTPS file server on 127.0.0.1 serving `dir`, with a certificate for `localhost` and
+/// 127.0.0.1; returns it, its port and the certificate (PEM).
+fn https_server(dir: &std::path::Path) -> (Server, u16, Vec<u8>) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    // A CA, and a server certificate it signs.
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=vmie test CA"];
+    ca.extend(ec);
+    let (ca_key, ca_cert) = (p("ca.key"), p("ca.pem"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_cert]);
+    tool("openssl", &ca);
+    let mut req = vec!["req", "-subj", "/CN=localhost"];
+    req.extend(ec);
+    let (key, csr) = (p("key.pem"), p("server.csr"));
+    req.extend(["-keyout", &key, "-out", &csr]);
+    tool("openssl", &req);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let (cert, ext) = (p("cert.pem"), p("ext.cnf"));
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "import http.server, ssl, functools\n\
+         h = functools.partial(http.server.SimpleHTTPRequestHandler, directory='{d}')\n\
+         srv = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h)\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('{c}', '{k}')\n\
+         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+         srv.serve_forever()\n",
+        d = s(&dir.join("www")),
+        c = cert,
+        k = key,
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(child), port, std::fs::read(ca_cert).unwrap())
+}
+
+fn snapshot_from_url(u: String) -> ImportSnapshotRequest {
+    ImportSnapshotRequest {
+        disk_container: DiskContainer {
+            url: Some(u),
+            ..DiskContainer::default()
+        },
+        ..ImportSnapshotRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_an_https_url() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("www")).unwrap();
+    let raw = debian_disk(work.path(), "HTTPS-MARKER", 16);
+    let qcow = qemu_convert(&raw, "qcow2", "", "d.qcow2");
+    std::fs::copy(&qcow, work.path().join("www/d.qcow2")).unwrap();
+    let (_server, port, cert) = https_server(work.path());
+
+    // Allowed: the operator lists loopback and trusts the server's certificate.
+    let policy = UrlPolicy {
+        allow: vec!["127.0.0.0/8".parse().unwrap()],
+        ca_pem: Some(cert.clone()),
+    };
+    let env = env_with(None, &policy, |_, _| {}).await;
+    let e = &env.engine;
+    let ok = e
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!(
+                "https://127.0.0.1:{port}/d.qcow2?X-Amz-Signature=0123secret"
+            )),
+        )
+        .await
+        .unwrap();
+    let missing = e
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!("https://127.0.0.1:{port}/none.qcow2")),
+        )
+        .await
+        .unwrap();
+    let ended = run_until_ended(e, &[ok.id.clone(), missing.id.clone()]).await;
+    assert_eq!(
+        ended[0].status,
+        status::COMPLETED,
+        "{}",
+        ended[0].status_message
+    );
+    let d = TaskDetail::of(&ended[0]);
+    assert_eq!(
+        d.disks[0].url.as_deref(),
+        Some(format!("https://127.0.0.1:{port}/d.qcow2").as_str())
+    );
+    assert_eq!(d.disks[0].format.as_deref(), Some("QCOW2"));
+    let snap = d.disks[0].snapshot_id.clone().unwrap();
+    let got = snapshot_bytes(e, &snap).await;
+    assert!(got == std::fs::read(&raw).unwrap());
+    assert_eq!(ended[1].status, status::DELETED);
+    assert!(
+        ended[1].status_message.contains("answered HTTP 404"),
+        "{}",
+        ended[1].status_message
+    );
+    for t in &ended {
+        let t = e.catalog().task(ACCOUNT, &t.id).await.unwrap();
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("0123secret"), "{shown}");
+    }
+    assert!(env.volumes().is_empty(), "{:?}", env.volumes());
+
+    // Not allowed: loopback by address is refused at once, by name when it resolves; a
+    // server whose certificate is not trusted is refused too.
+    let guarded = env_with(None, &UrlPolicy::default(), |_, _| {}).await;
+    let g = &guarded.engine;
+    let r = g
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!("https://127.0.0.1:{port}/d.qcow2")),
+        )
+        .await
+        .unwrap_err();
+    assert!(r.to_string().contains("loopback"), "{r}");
+    let by_name = g
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!("https://localhost:{port}/d.qcow2")),
+        )
+        .await
+        .unwrap();
+    let trusting = env_with(
+        None,
+        &UrlPolicy {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            ca_pem: None,
+        },
+        |_, _| {},
+    )
+    .await;
+    let untrusted = trusting
+        .engine
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!("https://127.0.0.1:{port}/d.qcow2")),
+        )
+        .await
+        .unwrap();
+    let a = run_until_ended(g, std::slice::from_ref(&by_name.id)).await;
+    assert_eq!(a[0].status, status::DELETED);
+    assert!(
+        a[0].status_message.contains("resolves only to loopback"),
+        "{}",
+        a[0].status_message
+    );
+    let b = run_until_ended(&trusting.engine, std::slice::from_ref(&untrusted.id)).await;
+    assert_eq!(b[0].status, status::DELETED);
+    assert!(
+        b[0].status_message.to_lowercase().contains("certificate"),
+        "{}",
+        b[0].status_message
+    );
+}
