@@ -439,9 +439,11 @@ impl Engine {
         &self,
         kind: TaskKind,
         sub: Submit,
-        request: String,
+        request: &impl Serialize,
         message: &str,
     ) -> Result<Task, EngineError> {
+        let request =
+            serde_json::to_string(request).map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Some(t) = &sub.client_token
             && (t.is_empty() || t.len() > 64)
         {
@@ -494,8 +496,7 @@ impl Engine {
             .await?;
         req.encrypted = Some(enc);
         req.kms_key_id = key;
-        let body = serde_json::to_string(&req).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.create(TaskKind::ImportImage, sub, body, "pending")
+        self.create(TaskKind::ImportImage, sub, &req, "pending")
             .await
     }
 
@@ -512,8 +513,7 @@ impl Engine {
             .await?;
         req.encrypted = Some(enc);
         req.kms_key_id = key;
-        let body = serde_json::to_string(&req).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.create(TaskKind::ImportSnapshot, sub, body, "pending")
+        self.create(TaskKind::ImportSnapshot, sub, &req, "pending")
             .await
     }
 
@@ -552,8 +552,7 @@ impl Engine {
             });
         }
         self.inner.sources.check_export_bucket(&loc.s3_bucket)?;
-        let body = serde_json::to_string(&req).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.create(TaskKind::ExportImage, sub, body, "validating")
+        self.create(TaskKind::ExportImage, sub, &req, "validating")
             .await
     }
 

@@ -390,7 +390,8 @@ impl Sources {
             if !dir.is_dir() {
                 return Err(no_bucket(&b.s3_bucket));
             }
-            return match std::fs::metadata(dir.join(&b.s3_key)) {
+            let path = inside(&dir, &b.s3_key).ok_or_else(|| no_key(b))?;
+            return match std::fs::metadata(path) {
                 Ok(m) if m.is_file() => Ok(m.len()),
                 _ => Err(no_key(b)),
             };
@@ -419,7 +420,9 @@ impl Sources {
         handle: &tokio::runtime::Handle,
     ) -> Result<Source, Failure> {
         if let Some(dir) = self.local_dir(&b.s3_bucket) {
-            let f = diskfmt::FileSource::open(&dir.join(&b.s3_key)).map_err(|e| {
+            let path =
+                inside(&dir, &b.s3_key).ok_or_else(|| Failure::Client(no_key(b).to_string()))?;
+            let f = diskfmt::FileSource::open(&path).map_err(|e| {
                 Failure::Client(format!(
                     "the object s3://{}/{} could not be opened: {e}",
                     b.s3_bucket, b.s3_key
@@ -558,6 +561,14 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         None => m,
     }
+}
+
+/// The file of `key` in the bucket folder `dir`, if it exists and — symbolic links
+/// resolved — lies inside the folder: a link in a bucket never leads a task elsewhere.
+fn inside(dir: &Path, key: &str) -> Option<PathBuf> {
+    let root = dir.canonicalize().ok()?;
+    let real = dir.join(key).canonicalize().ok()?;
+    real.starts_with(&root).then_some(real)
 }
 
 fn no_bucket(bucket: &str) -> EngineError {

@@ -421,6 +421,13 @@ async fn refused_requests_and_hostile_images() {
         "InvalidParameter",
         "does not exist",
     );
+    // A symbolic link in a bucket that leads out of it is not followed.
+    std::os::unix::fs::symlink(&qcow, env.bucket("src").join("link.qcow2")).unwrap();
+    assert_refused(
+        e.import_image(sub(), image_request("link.qcow2")).await,
+        "InvalidParameter",
+        "does not exist",
+    );
     let mut r = image_request("d.qcow2");
     r.disk_containers[0].user_bucket.as_mut().unwrap().s3_bucket = "nobucket".into();
     assert_refused(
