@@ -1,0 +1,10 @@
+//! # api — vmie's EC2-compatible API
+//!
+//! The pieces of the EC2 Query protocol that stand on their own:
+//! - [`sigv4`]: verification of AWS Signature Version 4 (the `Authorization` header and
+//!   presigned query forms), written against the published algorithm;
+//! - [`query`]: the form-encoded parameters of an EC2 Query request, with their dotted,
+//!   numbered members (`DiskContainer.1.UserBucket.S3Bucket`), parsed under fixed limits.
+
+pub mod query;
+pub mod sigv4;
