@@ -4,7 +4,10 @@
 //! - [`sigv4`]: verification of AWS Signature Version 4 (the `Authorization` header and
 //!   presigned query forms), written against the published algorithm;
 //! - [`query`]: the form-encoded parameters of an EC2 Query request, with their dotted,
-//!   numbered members (`DiskContainer.1.UserBucket.S3Bucket`), parsed under fixed limits.
+//!   numbered members (`DiskContainer.1.UserBucket.S3Bucket`), parsed under fixed limits;
+//! - [`iam`]: identity policies in the standard JSON grammar, deny by default, explicit deny
+//!   wins, with conditions (`aws:MultiFactorAuthPresent`, `aws:SourceIp`, tags, dates, …).
 
+pub mod iam;
 pub mod query;
 pub mod sigv4;
