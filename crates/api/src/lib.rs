@@ -6,8 +6,11 @@
 //! - [`query`]: the form-encoded parameters of an EC2 Query request, with their dotted,
 //!   numbered members (`DiskContainer.1.UserBucket.S3Bucket`), parsed under fixed limits;
 //! - [`iam`]: identity policies in the standard JSON grammar, deny by default, explicit deny
-//!   wins, with conditions (`aws:MultiFactorAuthPresent`, `aws:SourceIp`, tags, dates, …).
+//!   wins, with conditions (`aws:MultiFactorAuthPresent`, `aws:SourceIp`, tags, dates, …);
+//! - [`identity`]: users, access keys (secrets sealed under the root key, shown once), roles,
+//!   attached policies, and the authentication of a signed request to a principal.
 
 pub mod iam;
+pub mod identity;
 pub mod query;
 pub mod sigv4;

@@ -1,7 +1,7 @@
 //! # catalog — vmie's durable state
 //!
-//! Tasks (with their event history, leases and idempotency tokens), snapshots, images and
-//! per-account settings, behind one interface over two real backends:
+//! Tasks (with their event history, leases and idempotency tokens), snapshots, images,
+//! per-account settings and identities ([`iam`]: users, access keys, policies, roles), behind one interface over two real backends:
 //!
 //! - **SQLite** (the embedded default): one file, WAL journal, `synchronous=FULL` so a commit
 //!   survives a power cut, a busy timeout so concurrent workers wait rather than fail;
@@ -14,6 +14,7 @@
 //! Every state change of a task is one statement or one transaction: a task, image or
 //! snapshot row is visible complete or not at all.
 
+pub mod iam;
 pub mod pgtest;
 mod schema;
 
@@ -391,7 +392,7 @@ fn image_of(r: &AnyRow) -> Result<Image> {
 /// The catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 

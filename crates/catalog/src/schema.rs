@@ -3,11 +3,12 @@
 //! Unix epoch; JSON is kept as text).
 
 /// Migrations in order: (version, description, statements).
-pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
-    1,
-    "tasks, events, client tokens, snapshots, images, settings",
-    &[
-        "CREATE TABLE tasks (
+pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
+        1,
+        "tasks, events, client tokens, snapshots, images, settings",
+        &[
+            "CREATE TABLE tasks (
             id TEXT PRIMARY KEY,
             account TEXT NOT NULL,
             kind TEXT NOT NULL,
@@ -26,9 +27,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             attempts BIGINT NOT NULL DEFAULT 0,
             checkpoint TEXT
         )",
-        "CREATE INDEX tasks_claim ON tasks (status, lease_until_ms)",
-        "CREATE INDEX tasks_account ON tasks (account, kind, created_ms)",
-        "CREATE TABLE task_events (
+            "CREATE INDEX tasks_claim ON tasks (status, lease_until_ms)",
+            "CREATE INDEX tasks_account ON tasks (account, kind, created_ms)",
+            "CREATE TABLE task_events (
             task_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
             at_ms BIGINT NOT NULL,
@@ -38,7 +39,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             worker TEXT,
             PRIMARY KEY (task_id, seq)
         )",
-        "CREATE TABLE client_tokens (
+            "CREATE TABLE client_tokens (
             account TEXT NOT NULL,
             action TEXT NOT NULL,
             token TEXT NOT NULL,
@@ -47,7 +48,7 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             created_ms BIGINT NOT NULL,
             PRIMARY KEY (account, action, token)
         )",
-        "CREATE TABLE snapshots (
+            "CREATE TABLE snapshots (
             id TEXT PRIMARY KEY,
             account TEXT NOT NULL,
             task_id TEXT,
@@ -59,9 +60,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             tags TEXT NOT NULL DEFAULT '[]',
             created_ms BIGINT NOT NULL
         )",
-        "CREATE INDEX snapshots_account ON snapshots (account)",
-        "CREATE INDEX snapshots_task ON snapshots (task_id)",
-        "CREATE TABLE images (
+            "CREATE INDEX snapshots_account ON snapshots (account)",
+            "CREATE INDEX snapshots_task ON snapshots (task_id)",
+            "CREATE TABLE images (
             id TEXT PRIMARY KEY,
             account TEXT NOT NULL,
             task_id TEXT,
@@ -77,13 +78,57 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             tags TEXT NOT NULL DEFAULT '[]',
             created_ms BIGINT NOT NULL
         )",
-        "CREATE INDEX images_account ON images (account)",
-        "CREATE UNIQUE INDEX images_task ON images (task_id)",
-        "CREATE TABLE settings (
+            "CREATE INDEX images_account ON images (account)",
+            "CREATE UNIQUE INDEX images_task ON images (task_id)",
+            "CREATE TABLE settings (
             account TEXT NOT NULL,
             name TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (account, name)
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "identity: users, access keys (secrets sealed), policies, roles, attachments",
+        &[
+            "CREATE TABLE iam_users (
+            account TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (account, name)
+        )",
+            "CREATE TABLE iam_roles (
+            account TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (account, name)
+        )",
+            "CREATE TABLE iam_access_keys (
+            access_key_id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            user_name TEXT NOT NULL,
+            secret_sealed TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            last_used_ms BIGINT
+        )",
+            "CREATE INDEX iam_access_keys_user ON iam_access_keys (account, user_name)",
+            "CREATE TABLE iam_policies (
+            account TEXT NOT NULL,
+            name TEXT NOT NULL,
+            document TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            PRIMARY KEY (account, name)
+        )",
+            "CREATE TABLE iam_attachments (
+            account TEXT NOT NULL,
+            principal_kind TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            PRIMARY KEY (account, principal_kind, principal, policy)
+        )",
+        ],
+    ),
+];

@@ -324,6 +324,103 @@ async fn race(c: &Catalog) {
     assert_eq!(unique, ids);
 }
 
+async fn identities(c: &Catalog) {
+    use catalog::iam::{AccessKey, PrincipalKind};
+    let a = "111122223333";
+    c.create_user(a, "alice").await.unwrap();
+    assert!(matches!(
+        c.create_user(a, "alice").await,
+        Err(CatalogError::Conflict(_))
+    ));
+    c.create_role(a, "vmimport").await.unwrap();
+    let key = AccessKey {
+        access_key_id: "AKIAVMIE0000000000001".into(),
+        account: a.into(),
+        user_name: "alice".into(),
+        secret_sealed: vec![1, 2, 3, 250],
+        status: "Active".into(),
+        created_ms: 1,
+        last_used_ms: None,
+    };
+    c.create_access_key(&key).await.unwrap();
+    let orphan = AccessKey {
+        user_name: "bob".into(),
+        access_key_id: "AKIAVMIE0000000000002".into(),
+        ..key.clone()
+    };
+    assert!(matches!(
+        c.create_access_key(&orphan).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert_eq!(
+        c.access_key(&key.access_key_id).await.unwrap().unwrap(),
+        key
+    );
+    assert!(
+        !format!("{key:?}").contains("250"),
+        "the sealed secret is not printed"
+    );
+    c.touch_access_key(&key.access_key_id).await.unwrap();
+    assert!(
+        c.access_key(&key.access_key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_ms
+            .is_some()
+    );
+    c.set_access_key_status(a, &key.access_key_id, "Inactive")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.access_keys(a, Some("alice")).await.unwrap()[0].status,
+        "Inactive"
+    );
+    let doc = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ec2:*","Resource":"*"}}"#;
+    c.put_policy(a, "ec2-all", doc).await.unwrap();
+    c.attach_policy(a, PrincipalKind::User, "alice", "ec2-all")
+        .await
+        .unwrap();
+    c.attach_policy(a, PrincipalKind::Role, "vmimport", "ec2-all")
+        .await
+        .unwrap();
+    assert!(
+        c.attach_policy(a, PrincipalKind::User, "nobody", "ec2-all")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        c.attached_policies(a, PrincipalKind::User, "alice")
+            .await
+            .unwrap()[0]
+            .document,
+        doc
+    );
+    assert!(matches!(
+        c.delete_policy(a, "ec2-all").await,
+        Err(CatalogError::Conflict(_))
+    ));
+    c.delete_principal(a, PrincipalKind::User, "alice")
+        .await
+        .unwrap();
+    assert!(
+        c.access_key(&key.access_key_id).await.unwrap().is_none(),
+        "keys go with their user"
+    );
+    assert!(
+        c.attached_policies(a, PrincipalKind::User, "alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.detach_policy(a, PrincipalKind::Role, "vmimport", "ec2-all")
+        .await
+        .unwrap();
+    c.delete_policy(a, "ec2-all").await.unwrap();
+    assert_eq!(c.roles(a).await.unwrap(), ["vmimport"]);
+    assert!(c.users(a).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_catalog_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,6 +428,7 @@ async fn test_catalog_sqlite() {
     let c = Catalog::open(&url).await.unwrap();
     assert_eq!(c.backend(), catalog::Backend::Sqlite);
     lifecycle(&c).await;
+    identities(&c).await;
     race(&c).await;
     // Reopening finds everything, and migrating again changes nothing.
     drop(c);
@@ -350,6 +448,7 @@ async fn test_catalog_postgres() {
     let c = Catalog::open(&pg.url).await.unwrap();
     assert_eq!(c.backend(), catalog::Backend::Postgres);
     lifecycle(&c).await;
+    identities(&c).await;
     race(&c).await;
     // A second process's catalog on the same database migrates nothing and sees the same.
     let other = Catalog::open(&pg.url).await.unwrap();

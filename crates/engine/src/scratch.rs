@@ -159,7 +159,10 @@ impl Scratch {
     }
 
     fn seal(&mut self, index: u64, mut block: Vec<u8>) -> Result<(), ScratchError> {
-        if block.iter().all(|&b| b == 0) {
+        let zero = block
+            .chunks(64)
+            .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0);
+        if zero {
             return Ok(());
         }
         block.resize(BLOCK_LEN, 0);
@@ -238,16 +241,20 @@ impl Scratch {
         if !written {
             return Ok(f(&ZEROS));
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| io::Error::other("intermediate volume cache poisoned"))?;
-        if let Some((i, b)) = &*cache
-            && *i == index
-        {
-            return Ok(f(b));
-        }
-        let mut buf = cache.take().map(|(_, b)| b).unwrap_or_default();
+        // The lock is held only to look at and refill the one-block cache; reading and
+        // decrypting happen outside it, so parallel readers do not queue behind each other.
+        let mut buf = {
+            let mut cache = self
+                .cache
+                .lock()
+                .map_err(|_| io::Error::other("intermediate volume cache poisoned"))?;
+            if let Some((i, b)) = &*cache
+                && *i == index
+            {
+                return Ok(f(b));
+            }
+            cache.take().map(|(_, b)| b).unwrap_or_default()
+        };
         buf.resize(usize::try_from(SLOT).unwrap_or(0), 0);
         self.file.read_exact_at(&mut buf, index * SLOT)?;
         let n = self
@@ -262,7 +269,9 @@ impl Scratch {
             .len();
         buf.truncate(n);
         let r = f(&buf);
-        *cache = Some((index, buf));
+        if let Ok(mut cache) = self.cache.lock() {
+            *cache = Some((index, buf));
+        }
         Ok(r)
     }
 }

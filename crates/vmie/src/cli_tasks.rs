@@ -171,7 +171,8 @@ pub struct ExportImageArgs {
     engine: EngineOpts,
 }
 
-fn account() -> String {
+/// The account the data folder's commands act in (`$VMIE_ACCOUNT_ID`).
+pub fn account() -> String {
     std::env::var("VMIE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into())
 }
 

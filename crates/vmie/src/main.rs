@@ -5,6 +5,7 @@
 //! `import-snapshot`, `export-image`, `tasks`, `cancel`, `wait`, `work` and `images` drive its
 //! task engine. Start reading at [`Command`].
 
+mod cli_admin;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
@@ -226,6 +227,9 @@ enum Command {
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
     },
+    /// Users, access keys, policies and roles of the deployment.
+    #[command(subcommand)]
+    Admin(cli_admin::AdminCmd),
     /// List machine images.
     Images {
         /// Print JSON.
@@ -275,6 +279,7 @@ fn main() -> ExitCode {
             cli_tasks::wait(&task, json, &engine, &cli.data_dir)
         }
         Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
+        Command::Admin(cmd) => cli_admin::run(cmd, &cli.data_dir),
         Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),
     };
     match result {

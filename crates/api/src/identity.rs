@@ -1,0 +1,357 @@
+//! Identities: users, their access keys, roles and attached policies, and the
+//! authentication of a signed request to a principal.
+//!
+//! A secret access key is made here from 240 random bits, shown once to whoever creates it,
+//! and stored only sealed under the deployment's root key (AES-256-GCM, bound to its access
+//! key id). Authenticating a request opens it in memory, derives the SigV4 signing key and
+//! drops it (zeroized).
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use catalog::iam::{AccessKey, PrincipalKind};
+use catalog::{Catalog, CatalogError};
+use kms::RootKey;
+
+use crate::iam::{Policy, PolicyError};
+use crate::sigv4::{self, AuthError};
+
+/// The policy the embedded default gives its first user.
+pub const ADMIN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"FullAccess","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+
+/// Errors of identity management.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The catalog failed or refused.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A policy document is malformed.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A name is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A new access key: the only moment its secret is visible.
+#[derive(serde::Serialize)]
+pub struct NewKey {
+    /// `AccessKeyId`.
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    #[serde(rename = "SecretAccessKey", serialize_with = "reveal")]
+    pub secret_access_key: Zeroizing<String>,
+    /// `UserName`.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+}
+
+fn reveal<S: serde::Serializer>(v: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("user_name", &self.user_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Account.
+    pub account: String,
+    /// User name.
+    pub user: String,
+    /// `arn:aws:iam::ACCOUNT:user/NAME`.
+    pub arn: String,
+    /// The access key used.
+    pub access_key_id: String,
+    /// Session token presented, if any.
+    pub session_token: Option<String>,
+    /// Its policies.
+    pub policies: Vec<Policy>,
+}
+
+/// Identity management over the catalog.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    catalog: Catalog,
+    root: Arc<RootKey>,
+}
+
+fn check_name(what: &str, n: &str) -> Result<(), IdentityError> {
+    let ok = (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+=,.@_-".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::Invalid(format!(
+            "{what} names are 1 to 64 letters, digits and +=,.@_- characters"
+        )))
+    }
+}
+
+fn aad(access_key_id: &str) -> Vec<u8> {
+    format!("vmie access key {access_key_id}").into_bytes()
+}
+
+/// `n` characters drawn uniformly from `alphabet` (whose length divides 256).
+fn random_text(alphabet: &[u8], n: usize) -> Zeroizing<String> {
+    let mut b = Zeroizing::new(vec![0u8; n]);
+    kms::aead::random(&mut b);
+    Zeroizing::new(
+        b.iter()
+            .map(|x| char::from(alphabet[usize::from(*x) % alphabet.len()]))
+            .collect(),
+    )
+}
+
+impl Identity {
+    /// Identities in `catalog`, secrets sealed under `root`.
+    #[must_use]
+    pub fn new(catalog: Catalog, root: Arc<RootKey>) -> Self {
+        Identity { catalog, root }
+    }
+
+    /// The catalog.
+    #[must_use]
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Creates a user.
+    pub async fn create_user(&self, account: &str, name: &str) -> Result<(), IdentityError> {
+        check_name("user", name)?;
+        Ok(self.catalog.create_user(account, name).await?)
+    }
+
+    /// Creates a role.
+    pub async fn create_role(&self, account: &str, name: &str) -> Result<(), IdentityError> {
+        check_name("role", name)?;
+        Ok(self.catalog.create_role(account, name).await?)
+    }
+
+    /// Stores a policy after checking that it parses.
+    pub async fn put_policy(
+        &self,
+        account: &str,
+        name: &str,
+        doc: &str,
+    ) -> Result<(), IdentityError> {
+        check_name("policy", name)?;
+        Policy::parse(doc)?;
+        Ok(self.catalog.put_policy(account, name, doc).await?)
+    }
+
+    /// Makes an access key for `user`; the secret is in the result and nowhere else.
+    pub async fn create_access_key(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<NewKey, IdentityError> {
+        // 16 characters of base32 after AKIA, as AWS key ids look; 40 of base64 for the secret.
+        let id = format!(
+            "AKIA{}",
+            *random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+        );
+        let secret = random_text(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            40,
+        );
+        self.catalog
+            .create_access_key(&AccessKey {
+                access_key_id: id.clone(),
+                account: account.into(),
+                user_name: user.into(),
+                secret_sealed: self.root.seal(&aad(&id), secret.as_bytes()),
+                status: "Active".into(),
+                created_ms: catalog::now_ms(),
+                last_used_ms: None,
+            })
+            .await?;
+        Ok(NewKey {
+            access_key_id: id,
+            secret_access_key: secret,
+            user_name: user.into(),
+        })
+    }
+
+    /// On a catalog without users, creates the user `admin` with full access and an access
+    /// key, and returns the key; otherwise `None`.
+    pub async fn bootstrap(&self, account: &str) -> Result<Option<NewKey>, IdentityError> {
+        if !self.catalog.users(account).await?.is_empty() {
+            return Ok(None);
+        }
+        self.create_user(account, "admin").await?;
+        self.put_policy(account, "AdministratorAccess", ADMIN_POLICY)
+            .await?;
+        self.catalog
+            .attach_policy(account, PrincipalKind::User, "admin", "AdministratorAccess")
+            .await?;
+        Ok(Some(self.create_access_key(account, "admin").await?))
+    }
+
+    /// The parsed policies attached to a principal (a stored document that no longer parses
+    /// is skipped and reported: it grants nothing).
+    pub async fn policies(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        name: &str,
+    ) -> Result<Vec<Policy>, IdentityError> {
+        let docs = self.catalog.attached_policies(account, kind, name).await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| match Policy::parse(&d.document) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(policy = %d.name, error = %e, "a stored policy does not parse; it grants nothing");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Authenticates a signed request for `service` in `region` at `now` (epoch seconds).
+    pub async fn authenticate(
+        &self,
+        req: &sigv4::Request<'_>,
+        region: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let signed = sigv4::parse(req)?;
+        let internal =
+            |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
+        let key = self
+            .catalog
+            .access_key(&signed.access_key_id)
+            .await
+            .map_err(internal)?
+            .filter(|k| k.status == "Active")
+            .ok_or_else(|| AuthError::UnknownKey(signed.access_key_id.clone()))?;
+        let secret = self
+            .root
+            .open(&aad(&key.access_key_id), &key.secret_sealed)
+            .ok_or_else(|| AuthError::UnknownKey(signed.access_key_id.clone()))?;
+        let secret = Zeroizing::new(String::from_utf8_lossy(&secret).into_owned());
+        sigv4::verify(req, &signed, &secret, region, service, now)?;
+        self.catalog
+            .touch_access_key(&key.access_key_id)
+            .await
+            .map_err(internal)?;
+        let policies = self
+            .policies(&key.account, PrincipalKind::User, &key.user_name)
+            .await
+            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        Ok(Principal {
+            arn: format!("arn:aws:iam::{}:user/{}", key.account, key.user_name),
+            account: key.account,
+            user: key.user_name,
+            access_key_id: key.access_key_id,
+            session_token: signed.session_token,
+            policies,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::iam::{Context, Decision, evaluate};
+
+    async fn identity(dir: &std::path::Path) -> Identity {
+        let c = Catalog::open(&format!("sqlite://{}", dir.join("c.db").display()))
+            .await
+            .unwrap();
+        let root = RootKey::load_or_create(&dir.join("root.key")).unwrap();
+        Identity::new(c, Arc::new(root))
+    }
+
+    #[tokio::test]
+    async fn keys_are_sealed_and_authenticate_their_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(dir.path()).await;
+        let a = "111122223333";
+        let admin = id.bootstrap(a).await.unwrap().unwrap();
+        assert!(id.bootstrap(a).await.unwrap().is_none(), "only once");
+        assert!(admin.access_key_id.starts_with("AKIA") && admin.access_key_id.len() == 20);
+        assert_eq!(admin.secret_access_key.len(), 40);
+        // The secret is nowhere in the catalog's file.
+        let db = std::fs::read(dir.path().join("c.db")).unwrap();
+        let s = admin.secret_access_key.as_bytes();
+        assert!(!db.windows(s.len()).any(|w| w == s));
+
+        let now = 1_795_000_000;
+        let date = sigv4::format_amz_date(now);
+        let body = b"Action=DescribeImages&Version=2016-11-15";
+        let mut headers = vec![
+            ("Host".to_string(), "localhost:8443".to_string()),
+            ("X-Amz-Date".to_string(), date.clone()),
+        ];
+        let names = vec!["host".to_string(), "x-amz-date".to_string()];
+        let req = sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let auth = sigv4::authorization(
+            &req,
+            &admin.access_key_id,
+            &admin.secret_access_key,
+            "us-east-1",
+            "ec2",
+            &date,
+            &names,
+        )
+        .unwrap();
+        headers.push(("Authorization".into(), auth));
+        let req = sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let p = id
+            .authenticate(&req, "us-east-1", "ec2", now)
+            .await
+            .unwrap();
+        assert_eq!(p.arn, format!("arn:aws:iam::{a}:user/admin"));
+        assert_eq!(
+            evaluate(&p.policies, &Context::new("ec2:ImportImage", "*")),
+            Decision::Allow
+        );
+
+        id.catalog()
+            .set_access_key_status(a, &admin.access_key_id, "Inactive")
+            .await
+            .unwrap();
+        let e = id
+            .authenticate(&req, "us-east-1", "ec2", now)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "InvalidClientTokenId");
+
+        // A user without policies authenticates and is allowed nothing.
+        id.create_user(a, "bob").await.unwrap();
+        let bob = id.create_access_key(a, "bob").await.unwrap();
+        assert!(!format!("{bob:?}").contains(bob.secret_access_key.as_str()));
+        assert!(id.create_user(a, "bad name").await.is_err());
+        assert!(
+            id.put_policy(a, "p", r#"{"Version":"2012-10-17"}"#)
+                .await
+                .is_err()
+        );
+    }
+}

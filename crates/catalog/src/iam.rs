@@ -1,0 +1,452 @@
+//! Identities: users and roles of an account, their access keys (the secret stored only as
+//! sealed by the caller, never in the clear), policy documents and which principal has which
+//! policy attached. Policies are stored as text; parsing and evaluation belong to the API.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Catalog, CatalogError, Result, now_ms};
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Account.
+    pub account: String,
+    /// Name.
+    pub name: String,
+    /// Creation (ms).
+    pub created_ms: i64,
+}
+
+/// An access key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// `AKIA…`
+    pub access_key_id: String,
+    /// Account.
+    pub account: String,
+    /// Owner.
+    pub user_name: String,
+    /// The secret, sealed (opaque to the catalog).
+    pub secret_sealed: Vec<u8>,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    /// Creation (ms).
+    pub created_ms: i64,
+    /// Last authenticated use (ms).
+    pub last_used_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("account", &self.account)
+            .field("user_name", &self.user_name)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored policy document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDoc {
+    /// Account.
+    pub account: String,
+    /// Name.
+    pub name: String,
+    /// The JSON document.
+    pub document: String,
+}
+
+/// Who a policy is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A user.
+    User,
+    /// A role.
+    Role,
+}
+
+impl PrincipalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Role => "role",
+        }
+    }
+}
+
+fn key_of(r: &AnyRow) -> Result<AccessKey> {
+    let sealed: String = r.try_get("secret_sealed")?;
+    Ok(AccessKey {
+        access_key_id: r.try_get("access_key_id")?,
+        account: r.try_get("account")?,
+        user_name: r.try_get("user_name")?,
+        secret_sealed: hex::decode(&sealed)
+            .map_err(|e| CatalogError::Corrupt("access key".into(), e.to_string()))?,
+        status: r.try_get("status")?,
+        created_ms: r.try_get("created_ms")?,
+        last_used_ms: r.try_get("last_used_ms")?,
+    })
+}
+
+fn conflict(what: &str) -> CatalogError {
+    CatalogError::Conflict(what.to_string())
+}
+
+impl Catalog {
+    async fn insert_named(&self, table: &str, account: &str, name: &str, what: &str) -> Result<()> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (account, name, created_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        )))
+        .bind(account)
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(conflict(&format!("the {what} {name} already exists")));
+        }
+        Ok(())
+    }
+
+    async fn names(&self, table: &str, account: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT name, created_ms FROM {table} WHERE account = $1 ORDER BY name"
+        )))
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Creates the user `name`.
+    pub async fn create_user(&self, account: &str, name: &str) -> Result<()> {
+        self.insert_named("iam_users", account, name, "user").await
+    }
+
+    /// The users of `account`.
+    pub async fn users(&self, account: &str) -> Result<Vec<User>> {
+        Ok(self
+            .names("iam_users", account)
+            .await?
+            .into_iter()
+            .map(|(name, created_ms)| User {
+                account: account.into(),
+                name,
+                created_ms,
+            })
+            .collect())
+    }
+
+    /// Creates the role `name` (a principal that services act as, e.g. `vmimport`).
+    pub async fn create_role(&self, account: &str, name: &str) -> Result<()> {
+        self.insert_named("iam_roles", account, name, "role").await
+    }
+
+    /// The roles of `account`.
+    pub async fn roles(&self, account: &str) -> Result<Vec<String>> {
+        Ok(self
+            .names("iam_roles", account)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// Whether `kind` `name` exists in `account`.
+    pub async fn principal_exists(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        name: &str,
+    ) -> Result<bool> {
+        let table = match kind {
+            PrincipalKind::User => "iam_users",
+            PrincipalKind::Role => "iam_roles",
+        };
+        Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM {table} WHERE account = $1 AND name = $2"
+        )))
+        .bind(account)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
+    /// Deletes a user or role with its access keys and attachments, in one transaction.
+    pub async fn delete_principal(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        name: &str,
+    ) -> Result<()> {
+        let table = match kind {
+            PrincipalKind::User => "iam_users",
+            PrincipalKind::Role => "iam_roles",
+        };
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE account = $1 AND name = $2"
+        )))
+        .bind(account)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(CatalogError::NotFound(name.into()));
+        }
+        if kind == PrincipalKind::User {
+            sqlx::query("DELETE FROM iam_access_keys WHERE account = $1 AND user_name = $2")
+                .bind(account)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "DELETE FROM iam_attachments WHERE account = $1 AND principal_kind = $2 AND principal = $3",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new access key of an existing user.
+    pub async fn create_access_key(&self, k: &AccessKey) -> Result<()> {
+        if !self
+            .principal_exists(&k.account, PrincipalKind::User, &k.user_name)
+            .await?
+        {
+            return Err(CatalogError::NotFound(k.user_name.clone()));
+        }
+        sqlx::query(
+            "INSERT INTO iam_access_keys (access_key_id, account, user_name, secret_sealed, status, created_ms, last_used_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(&k.access_key_id)
+        .bind(&k.account)
+        .bind(&k.user_name)
+        .bind(hex::encode(&k.secret_sealed))
+        .bind(&k.status)
+        .bind(k.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The access key `id`, in any account.
+    pub async fn access_key(&self, id: &str) -> Result<Option<AccessKey>> {
+        let row = sqlx::query("SELECT * FROM iam_access_keys WHERE access_key_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_of).transpose()
+    }
+
+    /// The access keys of `account` (of `user` when given).
+    pub async fn access_keys(&self, account: &str, user: Option<&str>) -> Result<Vec<AccessKey>> {
+        let rows = sqlx::query(
+            "SELECT * FROM iam_access_keys WHERE account = $1 AND ($2 IS NULL OR user_name = $2) ORDER BY created_ms, access_key_id",
+        )
+        .bind(account)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_of).collect()
+    }
+
+    /// Sets a key `Active` or `Inactive`.
+    pub async fn set_access_key_status(&self, account: &str, id: &str, status: &str) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE iam_access_keys SET status = $1 WHERE account = $2 AND access_key_id = $3",
+        )
+        .bind(status)
+        .bind(account)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.into()));
+        }
+        Ok(())
+    }
+
+    /// Deletes an access key.
+    pub async fn delete_access_key(&self, account: &str, id: &str) -> Result<()> {
+        let r =
+            sqlx::query("DELETE FROM iam_access_keys WHERE account = $1 AND access_key_id = $2")
+                .bind(account)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.into()));
+        }
+        Ok(())
+    }
+
+    /// Records that `id` authenticated a request now (at most once a minute is written).
+    pub async fn touch_access_key(&self, id: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE iam_access_keys SET last_used_ms = $1 WHERE access_key_id = $2 \
+             AND (last_used_ms IS NULL OR last_used_ms < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Creates or replaces the policy `name`.
+    pub async fn put_policy(&self, account: &str, name: &str, document: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO iam_policies (account, name, document, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (account, name) DO UPDATE SET document = excluded.document, updated_ms = excluded.updated_ms",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(document)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The policies of `account`.
+    pub async fn policies(&self, account: &str) -> Result<Vec<PolicyDoc>> {
+        let rows =
+            sqlx::query("SELECT name, document FROM iam_policies WHERE account = $1 ORDER BY name")
+                .bind(account)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyDoc {
+                    account: account.into(),
+                    name: r.try_get(0)?,
+                    document: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a policy that nothing has attached.
+    pub async fn delete_policy(&self, account: &str, name: &str) -> Result<()> {
+        let used =
+            sqlx::query("SELECT principal FROM iam_attachments WHERE account = $1 AND policy = $2")
+                .bind(account)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(r) = used {
+            let p: String = r.try_get(0)?;
+            return Err(conflict(&format!(
+                "the policy {name} is attached to {p}; detach it first"
+            )));
+        }
+        let r = sqlx::query("DELETE FROM iam_policies WHERE account = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(name.into()));
+        }
+        Ok(())
+    }
+
+    /// Attaches the policy `policy` to a principal (both must exist).
+    pub async fn attach_policy(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        principal: &str,
+        policy: &str,
+    ) -> Result<()> {
+        if !self.principal_exists(account, kind, principal).await? {
+            return Err(CatalogError::NotFound(principal.into()));
+        }
+        if !self
+            .policies(account)
+            .await?
+            .iter()
+            .any(|p| p.name == policy)
+        {
+            return Err(CatalogError::NotFound(policy.into()));
+        }
+        sqlx::query(
+            "INSERT INTO iam_attachments (account, principal_kind, principal, policy) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(principal)
+        .bind(policy)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Detaches a policy.
+    pub async fn detach_policy(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        principal: &str,
+        policy: &str,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "DELETE FROM iam_attachments WHERE account = $1 AND principal_kind = $2 AND principal = $3 AND policy = $4",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(principal)
+        .bind(policy)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(policy.into()));
+        }
+        Ok(())
+    }
+
+    /// The policy documents attached to a principal.
+    pub async fn attached_policies(
+        &self,
+        account: &str,
+        kind: PrincipalKind,
+        principal: &str,
+    ) -> Result<Vec<PolicyDoc>> {
+        let rows = sqlx::query(
+            "SELECT p.name, p.document FROM iam_attachments a JOIN iam_policies p \
+             ON p.account = a.account AND p.name = a.policy \
+             WHERE a.account = $1 AND a.principal_kind = $2 AND a.principal = $3 ORDER BY p.name",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(principal)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyDoc {
+                    account: account.into(),
+                    name: r.try_get(0)?,
+                    document: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! `vmie admin …`: users, access keys, policies and roles of the deployment in the data
+//! folder. A secret access key is printed once, when it is made, and stored only sealed
+//! under the root key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use api::identity::Identity;
+use catalog::Catalog;
+use catalog::iam::PrincipalKind;
+use kms::RootKey;
+
+use crate::cli_store::{print_json, runtime};
+use crate::{CliError, EXIT_FAILED};
+
+/// `vmie admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Users: people and programs that sign requests with access keys.
+    #[command(subcommand)]
+    User(NamedCmd),
+    /// Roles: what the service acts as when it reads and writes buckets (`vmimport`).
+    #[command(subcommand)]
+    Role(NamedCmd),
+    /// Access keys of users.
+    #[command(subcommand)]
+    AccessKey(KeyCmd),
+    /// Policy documents (IAM JSON) and their attachment to users and roles.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+/// Create, list, delete.
+#[derive(Debug, Subcommand)]
+pub enum NamedCmd {
+    /// Create one.
+    Create {
+        /// Name.
+        name: String,
+    },
+    /// List them.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one, with its access keys and policy attachments.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// Access key commands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Make a key for USER and print it once (`--json`: `{"AccessKeyId", "SecretAccessKey"}`).
+    Create {
+        /// The user.
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a key from authenticating.
+    Deactivate {
+        /// Access key id.
+        id: String,
+    },
+    /// Let a deactivated key authenticate again.
+    Activate {
+        /// Access key id.
+        id: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// Access key id.
+        id: String,
+    },
+}
+
+/// Policy commands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Create or replace a policy (checked before it is stored).
+    Put {
+        /// Name.
+        name: String,
+        /// The document, from a file (`-` for standard input).
+        #[arg(long, conflicts_with = "document")]
+        file: Option<PathBuf>,
+        /// The document, inline.
+        #[arg(long)]
+        document: Option<String>,
+    },
+    /// List policies with their documents.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a policy that nothing has attached.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Attach a policy to a user or a role.
+    Attach {
+        /// Policy name.
+        name: String,
+        #[command(flatten)]
+        to: Target,
+    },
+    /// Detach a policy.
+    Detach {
+        /// Policy name.
+        name: String,
+        #[command(flatten)]
+        to: Target,
+    },
+}
+
+/// A user or a role.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The user.
+    #[arg(long)]
+    user: Option<String>,
+    /// The role.
+    #[arg(long)]
+    role: Option<String>,
+}
+
+impl Target {
+    fn get(&self) -> (PrincipalKind, &str) {
+        match (&self.user, &self.role) {
+            (Some(u), _) => (PrincipalKind::User, u),
+            (None, Some(r)) => (PrincipalKind::Role, r),
+            (None, None) => (PrincipalKind::User, ""),
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    }
+}
+
+/// The identity store of the data folder.
+pub async fn open_identity(data_dir: &Path) -> Result<Identity, CliError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("{}: {e}", data_dir.display())))?;
+    let url = std::env::var("VMIE_CATALOG_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let catalog = Catalog::open(&url).await.map_err(fail)?;
+    let root = RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(fail)?;
+    Ok(Identity::new(catalog, Arc::new(root)))
+}
+
+/// Runs a `vmie admin` command.
+pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let id = open_identity(data_dir).await?;
+        let a = crate::cli_tasks::account();
+        let c = id.catalog();
+        match cmd {
+            AdminCmd::User(NamedCmd::Create { name }) => {
+                id.create_user(&a, &name).await.map_err(fail)?;
+                println!("arn:aws:iam::{a}:user/{name}");
+            }
+            AdminCmd::Role(NamedCmd::Create { name }) => {
+                id.create_role(&a, &name).await.map_err(fail)?;
+                println!("arn:aws:iam::{a}:role/{name}");
+            }
+            AdminCmd::User(NamedCmd::List { json }) => {
+                let names: Vec<String> =
+                    c.users(&a).await.map_err(fail)?.into_iter().map(|u| u.name).collect();
+                list(&names, json)?;
+            }
+            AdminCmd::Role(NamedCmd::List { json }) => list(&c.roles(&a).await.map_err(fail)?, json)?,
+            AdminCmd::User(NamedCmd::Delete { name }) => {
+                c.delete_principal(&a, PrincipalKind::User, &name).await.map_err(fail)?;
+            }
+            AdminCmd::Role(NamedCmd::Delete { name }) => {
+                c.delete_principal(&a, PrincipalKind::Role, &name).await.map_err(fail)?;
+            }
+            AdminCmd::AccessKey(KeyCmd::Create { user, json }) => {
+                let k = id.create_access_key(&a, &user).await.map_err(fail)?;
+                if json {
+                    print_json(&k)?;
+                } else {
+                    println!("AccessKeyId:     {}", k.access_key_id);
+                    println!("SecretAccessKey: {}", k.secret_access_key.as_str());
+                    eprintln!("vmie: the secret is shown only now; it is stored sealed and cannot be read back");
+                }
+            }
+            AdminCmd::AccessKey(KeyCmd::List { user, json }) => {
+                let keys = c.access_keys(&a, user.as_deref()).await.map_err(fail)?;
+                if json {
+                    let v: Vec<_> = keys
+                        .iter()
+                        .map(|k| {
+                            serde_json::json!({"AccessKeyId": k.access_key_id, "UserName": k.user_name,
+                                "Status": k.status, "CreateDate": k.created_ms, "LastUsedDate": k.last_used_ms})
+                        })
+                        .collect();
+                    print_json(&v)?;
+                } else {
+                    for k in keys {
+                        println!("{:<22} {:<10} {}", k.access_key_id, k.status, k.user_name);
+                    }
+                }
+            }
+            AdminCmd::AccessKey(KeyCmd::Deactivate { id: k }) => {
+                c.set_access_key_status(&a, &k, "Inactive").await.map_err(fail)?;
+            }
+            AdminCmd::AccessKey(KeyCmd::Activate { id: k }) => {
+                c.set_access_key_status(&a, &k, "Active").await.map_err(fail)?;
+            }
+            AdminCmd::AccessKey(KeyCmd::Delete { id: k }) => {
+                c.delete_access_key(&a, &k).await.map_err(fail)?;
+            }
+            AdminCmd::Policy(PolicyCmd::Put { name, file, document }) => {
+                let doc = match (file, document) {
+                    (_, Some(d)) => d,
+                    (Some(f), None) if f.as_os_str() == "-" => {
+                        std::io::read_to_string(std::io::stdin()).map_err(fail)?
+                    }
+                    (Some(f), None) => std::fs::read_to_string(&f)
+                        .map_err(|e| fail(format!("{}: {e}", f.display())))?,
+                    (None, None) => return Err(fail("give the document with --file or --document")),
+                };
+                id.put_policy(&a, &name, &doc).await.map_err(fail)?;
+            }
+            AdminCmd::Policy(PolicyCmd::List { json }) => {
+                let ps = c.policies(&a).await.map_err(fail)?;
+                if json {
+                    let v: Vec<_> = ps
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({"PolicyName": p.name,
+                                "Document": serde_json::from_str::<serde_json::Value>(&p.document).unwrap_or_default()})
+                        })
+                        .collect();
+                    print_json(&v)?;
+                } else {
+                    for p in ps {
+                        println!("{}", p.name);
+                    }
+                }
+            }
+            AdminCmd::Policy(PolicyCmd::Delete { name }) => c.delete_policy(&a, &name).await.map_err(fail)?,
+            AdminCmd::Policy(PolicyCmd::Attach { name, to }) => {
+                let (kind, who) = to.get();
+                c.attach_policy(&a, kind, who, &name).await.map_err(fail)?;
+            }
+            AdminCmd::Policy(PolicyCmd::Detach { name, to }) => {
+                let (kind, who) = to.get();
+                c.detach_policy(&a, kind, who, &name).await.map_err(fail)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn list(names: &[String], json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(&names);
+    }
+    for n in names {
+        println!("{n}");
+    }
+    Ok(())
+}
