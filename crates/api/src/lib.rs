@@ -10,7 +10,10 @@
 //! - [`identity`]: users, access keys (secrets sealed under the root key, shown once), roles,
 //!   attached policies, and the authentication of a signed request to a principal.
 
+pub mod ec2;
 pub mod iam;
 pub mod identity;
 pub mod query;
+pub mod server;
 pub mod sigv4;
+pub mod xml;

@@ -234,6 +234,12 @@ impl Params {
     }
 }
 
+/// A caller's value for a message: without control characters, at most 64 characters.
+#[must_use]
+pub fn shown_value(s: &str) -> String {
+    shown(s)
+}
+
 fn shown(s: &str) -> String {
     let t: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
     if s.chars().count() > 64 { t + "…" } else { t }

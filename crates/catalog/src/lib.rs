@@ -934,6 +934,29 @@ impl Catalog {
         self.delete_row("images", account, id).await
     }
 
+    /// Replaces the tags of the task, image (`ami-…`) or snapshot (`snap-…`) `id`.
+    pub async fn set_tags(&self, account: &str, id: &str, tags: &[Tag]) -> Result<()> {
+        let table = if id.starts_with("ami-") {
+            "images"
+        } else if id.starts_with("snap-") {
+            "snapshots"
+        } else {
+            "tasks"
+        };
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET tags = $1 WHERE id = $2 AND account = $3"
+        )))
+        .bind(tags_json(tags))
+        .bind(id)
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// A per-account setting.
     pub async fn setting(&self, account: &str, name: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE account = $1 AND name = $2")

@@ -352,7 +352,10 @@ impl Engine {
             .is_some_and(|v| v == "true");
         let key = match key {
             Some(k) => Some(k.to_string()),
-            None => cat.setting(account, SETTING_DEFAULT_KMS_KEY).await?,
+            None => cat
+                .setting(account, SETTING_DEFAULT_KMS_KEY)
+                .await?
+                .filter(|k| !k.is_empty()),
         };
         if let Some(k) = &key {
             let caller = Caller::account_root(account);

@@ -183,15 +183,15 @@ fn err(e: impl std::fmt::Display) -> CliError {
     }
 }
 
-fn engine_err(e: &engine::EngineError) -> CliError {
+pub fn engine_err(e: &engine::EngineError) -> CliError {
     CliError {
         message: format!("{}: {e}", e.code()),
         exit: EXIT_FAILED,
     }
 }
 
-/// The engine of the data folder.
-async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
+/// The engine of the data folder (catalog, snapshot store, buckets, intermediate volumes).
+pub async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
     let env = open_env(data_dir)?;
     let url = std::env::var("VMIE_CATALOG_URL")
         .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));

@@ -9,6 +9,7 @@ mod cli_admin;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
+mod cli_serve;
 mod cli_store;
 mod cli_tasks;
 mod human;
@@ -227,6 +228,11 @@ enum Command {
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
     },
+    /// Serve the EC2-compatible API (HTTPS) and run task workers.
+    ///
+    /// First start: a self-signed certificate in DIR/tls/, a user `admin` with full access
+    /// (its access key printed once) and the service role `vmimport`.
+    Serve(cli_serve::ServeArgs),
     /// Users, access keys, policies and roles of the deployment.
     #[command(subcommand)]
     Admin(cli_admin::AdminCmd),
@@ -280,6 +286,7 @@ fn main() -> ExitCode {
         }
         Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
         Command::Admin(cmd) => cli_admin::run(cmd, &cli.data_dir),
+        Command::Serve(a) => cli_serve::run(a, &cli.data_dir),
         Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),
     };
     match result {

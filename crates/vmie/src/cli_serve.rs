@@ -1,0 +1,159 @@
+//! `vmie serve`: the EC2-compatible API over HTTPS, with task workers in the same process.
+//!
+//! On first start with a data folder it makes what a fresh deployment needs, and says so:
+//! a self-signed certificate in `DIR/tls/` (clients pass `DIR/tls/cert.pem` as their CA
+//! bundle), a user `admin` with full access whose access key is printed once, and the
+//! service role `vmimport` allowed to read and write every bucket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+
+use api::ec2::{DEFAULT_ROLE, Ec2};
+use api::identity::Identity;
+use api::server::{ServeConfig, self_signed, serve};
+use catalog::iam::PrincipalKind;
+
+use crate::cli_tasks::{EngineOpts, account, engine_err, open_engine};
+use crate::{CliError, EXIT_FAILED};
+
+/// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
+const ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Buckets","Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:GetBucketLocation","s3:ListBucket"],"Resource":["arn:aws:s3:::*"]}]}"#;
+
+/// `vmie serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// TLS certificate (PEM); default: a self-signed one made in DIR/tls/ on first start.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (only on a loopback address).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain_http: bool,
+    /// Region this endpoint serves (the SigV4 credential scope must name it).
+    #[arg(long, env = "VMIE_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Task workers in this process.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    }
+}
+
+/// First start: the admin user and the service role.
+async fn bootstrap(id: &Identity, account: &str) -> Result<(), CliError> {
+    if let Some(k) = id.bootstrap(account).await.map_err(fail)? {
+        println!(
+            "vmie: created the user admin with full access. Its access key is shown only now:"
+        );
+        println!("AccessKeyId:     {}", k.access_key_id);
+        println!("SecretAccessKey: {}", k.secret_access_key.as_str());
+    }
+    let cat = id.catalog();
+    if !cat
+        .principal_exists(account, PrincipalKind::Role, DEFAULT_ROLE)
+        .await
+        .map_err(fail)?
+    {
+        id.create_role(account, DEFAULT_ROLE).await.map_err(fail)?;
+        id.put_policy(account, "vmimport-buckets", ROLE_POLICY)
+            .await
+            .map_err(fail)?;
+        cat.attach_policy(
+            account,
+            PrincipalKind::Role,
+            DEFAULT_ROLE,
+            "vmimport-buckets",
+        )
+        .await
+        .map_err(fail)?;
+        eprintln!(
+            "vmie: created the service role {DEFAULT_ROLE}, allowed to read and write every bucket"
+        );
+    }
+    Ok(())
+}
+
+/// Runs `vmie serve`.
+pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
+    crate::cli_store::runtime()?.block_on(async {
+        let engine = open_engine(data_dir, &a.engine).await?;
+        let root = kms::RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(fail)?;
+        let identity = Identity::new(engine.catalog().clone(), Arc::new(root));
+        let acct = account();
+        bootstrap(&identity, &acct).await?;
+        let tls = if a.plain_http {
+            None
+        } else if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
+            Some((c, k))
+        } else {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            let ip = a.listen.ip();
+            if !ip.is_unspecified() && !ip.is_loopback() {
+                names.push(ip.to_string());
+            }
+            let (c, k) = self_signed(&data_dir.join("tls"), &names)
+                .map_err(|e| fail(format!("TLS certificate: {e}")))?;
+            eprintln!("vmie: TLS certificate {} (pass it to clients as their CA bundle)", c.display());
+            Some((c, k))
+        };
+        let gone = engine.startup().map_err(|e| engine_err(&e))?;
+        if !gone.is_empty() {
+            eprintln!(
+                "vmie: destroyed {} intermediate volume(s) left by a process that did not end cleanly: {}",
+                gone.len(),
+                gone.join(", ")
+            );
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let workers = {
+            let e = engine.clone();
+            let rx = rx.clone();
+            let n = a.workers;
+            tokio::spawn(async move { e.run_workers(n, rx).await })
+        };
+        let ec2 = Ec2 {
+            engine,
+            identity,
+            region: a.region.clone(),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!(
+            "vmie: serving the EC2 API at {scheme}://{} (region {}) with {} worker(s); stop with Ctrl-C or SIGTERM",
+            a.listen, a.region, a.workers
+        );
+        let server = tokio::spawn(serve(
+            ec2,
+            ServeConfig {
+                listen: a.listen,
+                tls,
+                plain_http: a.plain_http,
+            },
+            rx,
+        ));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(fail)?;
+        let r = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = server => r.map_err(fail).and_then(|r| r.map_err(fail)),
+        };
+        let _ = tx.send(true);
+        let _ = workers.await;
+        r
+    })
+}
