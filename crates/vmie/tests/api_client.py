@@ -1,0 +1,250 @@
+"""Drives a running `vmie serve` with the real aws CLI and boto3 (run by tests/api_cli.rs).
+
+Arguments: ENDPOINT CA_BUNDLE DATA_DIR RAW_DISK VMIE_BINARY
+Environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the admin user.
+
+Every response is parsed by botocore (through the CLI's JSON output or boto3); every refusal
+is checked for its EC2 error code, and for nothing having been done.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import ssl
+from unittest import mock
+
+import boto3
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import botocore.exceptions
+
+ENDPOINT, CA, DATA, RAW, VMIE = sys.argv[1:6]
+ADMIN = (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
+def aws(*args, keys=ADMIN, ok=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CA_BUNDLE=CA, AWS_MAX_ATTEMPTS="1",
+               AWS_PAGER="")
+    p = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "--output", "json", "ec2", *args],
+                       capture_output=True, text=True, env=env)
+    if ok:
+        assert p.returncode == 0, f"aws ec2 {' '.join(args)}: {p.stderr}"
+        return json.loads(p.stdout) if p.stdout.strip() else {}
+    assert p.returncode != 0, f"aws ec2 {' '.join(args)} should have failed: {p.stdout}"
+    return p.stderr
+
+
+def refused(code, *args, keys=ADMIN):
+    err = aws(*args, keys=keys, ok=False)
+    assert f"({code})" in err, f"expected {code}: {err}"
+
+
+def admin(*args):
+    p = subprocess.run([VMIE, "--data-dir", DATA, "admin", *args], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def new_user(name, policy):
+    admin("user", "create", name)
+    admin("policy", "put", name, "--document", json.dumps(policy))
+    admin("policy", "attach", name, "--user", name)
+    k = json.loads(admin("access-key", "create", name, "--json"))
+    return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def wait(kind, task_id, want=("completed",)):
+    op, key, ids = {
+        "image": ("describe-import-image-tasks", "ImportImageTasks", "--import-task-ids"),
+        "snapshot": ("describe-import-snapshot-tasks", "ImportSnapshotTasks", "--import-task-ids"),
+        "export": ("describe-export-image-tasks", "ExportImageTasks", "--export-image-task-ids"),
+    }[kind]
+    for _ in range(600):
+        (t,) = aws(op, ids, task_id)[key]
+        status = t["SnapshotTaskDetail"]["Status"] if kind == "snapshot" else t["Status"]
+        if status in want:
+            return t
+        assert status in ("active", "deleting"), t
+        time.sleep(0.2)
+    raise AssertionError(f"{task_id} did not end")
+
+
+def task_count():
+    return sum(len(aws(op)[key]) for op, key in [
+        ("describe-import-image-tasks", "ImportImageTasks"),
+        ("describe-import-snapshot-tasks", "ImportSnapshotTasks"),
+        ("describe-export-image-tasks", "ExportImageTasks")])
+
+
+# --- the happy paths -----------------------------------------------------------------------
+images = {}
+for key in ("debian.vmdk", "debian.ova"):
+    r = aws("import-image", "--description", f"from {key}", "--client-token", f"tok-{key}",
+            "--disk-containers", f"UserBucket={{S3Bucket=src,S3Key={key}}}",
+            "--tag-specifications", "ResourceType=import-image-task,Tags=[{Key=team,Value=blue}]")
+    assert r["ImportTaskId"].startswith("import-ami-") and r["Status"] == "active", r
+    again = aws("import-image", "--description", f"from {key}", "--client-token", f"tok-{key}",
+                "--disk-containers", f"UserBucket={{S3Bucket=src,S3Key={key}}}",
+                "--tag-specifications", "ResourceType=import-image-task,Tags=[{Key=team,Value=blue}]")
+    assert again["ImportTaskId"] == r["ImportTaskId"], "ClientToken is idempotent"
+    t = wait("image", r["ImportTaskId"])
+    assert t["Platform"] == "Linux" and t["Architecture"] == "x86_64", t
+    assert t["Tags"] == [{"Key": "team", "Value": "blue"}], t
+    assert t["SnapshotDetails"][0]["SnapshotId"].startswith("snap-"), t
+    images[key] = t["ImageId"]
+refused("IdempotentParameterMismatch", "import-image", "--client-token", "tok-debian.vmdk",
+        "--disk-containers", "UserBucket={S3Bucket=src,S3Key=debian.ova}")
+
+s = aws("import-snapshot", "--description", "data disk",
+        "--disk-container", "Format=VMDK,UserBucket={S3Bucket=src,S3Key=debian.vmdk}")
+snap = wait("snapshot", s["ImportTaskId"])["SnapshotTaskDetail"]["SnapshotId"]
+
+# Describe with ids, filters and pages.
+all_images = aws("describe-import-image-tasks")["ImportImageTasks"]
+assert len(all_images) == 2
+page = aws("describe-import-image-tasks", "--max-results", "1", "--no-paginate")
+assert len(page["ImportImageTasks"]) == 1 and "NextToken" in page, page
+rest = aws("describe-import-image-tasks", "--max-results", "1", "--no-paginate",
+           "--next-token", page["NextToken"])
+assert len(rest["ImportImageTasks"]) == 1 and "NextToken" not in rest, rest
+assert rest["ImportImageTasks"][0]["ImportTaskId"] != page["ImportImageTasks"][0]["ImportTaskId"]
+done = aws("describe-import-image-tasks", "--filters", "Name=task-state,Values=completed")
+assert len(done["ImportImageTasks"]) == 2
+refused("InvalidConversionTaskId", "describe-import-image-tasks", "--import-task-ids",
+        "import-ami-0123456789abcdef0")
+
+# Cancel: a task cancelled before a worker finishes it ends deleted and leaves nothing.
+c = aws("import-snapshot", "--disk-container", "UserBucket={S3Bucket=src,S3Key=big.qcow2}")
+r = aws("cancel-import-task", "--import-task-id", c["ImportTaskId"])
+assert r["PreviousState"] == "active" and r["State"] in ("deleting", "deleted"), r
+t = wait("snapshot", c["ImportTaskId"], want=("deleted",))
+assert "SnapshotId" not in t["SnapshotTaskDetail"], t
+refused("IncorrectState", "cancel-import-task", "--import-task-id", c["ImportTaskId"])
+
+# Export each image; check each file against the source disk.
+for key, ami in images.items():
+    x = aws("export-image", "--image-id", ami, "--disk-image-format", "VMDK",
+            "--s3-export-location", "S3Bucket=out,S3Prefix=exports/")
+    wait("export", x["ExportImageTaskId"])
+    out = os.path.join(DATA, "buckets", "out", "exports", x["ExportImageTaskId"] + ".vmdk")
+    subprocess.run(["qemu-img", "compare", "-f", "raw", RAW, out], check=True, capture_output=True)
+
+# Images and snapshots; tags; deregister and delete.
+imgs = aws("describe-images", "--image-ids", *images.values())["Images"]
+assert {i["ImageId"] for i in imgs} == set(images.values())
+assert all(i["State"] == "available" and i["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] for i in imgs)
+aws("create-tags", "--resources", images["debian.ova"], "--tags", "Key=env,Value=prod")
+tagged = aws("describe-images", "--filters", "Name=tag:env,Values=prod")["Images"]
+assert [i["ImageId"] for i in tagged] == [images["debian.ova"]]
+aws("delete-tags", "--resources", images["debian.ova"], "--tags", "Key=env")
+assert aws("describe-images", "--filters", "Name=tag:env,Values=prod")["Images"] == []
+snaps = aws("describe-snapshots", "--snapshot-ids", snap)["Snapshots"]
+assert snaps[0]["State"] == "completed" and snaps[0]["Description"] == "data disk", snaps
+in_use = imgs[0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+refused("InvalidSnapshot.InUse", "delete-snapshot", "--snapshot-id", in_use)
+aws("deregister-image", "--image-id", imgs[0]["ImageId"])
+aws("delete-snapshot", "--snapshot-id", in_use)
+aws("delete-snapshot", "--snapshot-id", snap)
+refused("InvalidAMIID.NotFound", "describe-images", "--image-ids", imgs[0]["ImageId"])
+refused("InvalidSnapshot.NotFound", "delete-snapshot", "--snapshot-id", snap)
+assert aws("enable-ebs-encryption-by-default")["EbsEncryptionByDefault"] is True
+assert aws("get-ebs-encryption-by-default")["EbsEncryptionByDefault"] is True
+assert aws("get-ebs-default-kms-key-id")["KmsKeyId"].startswith("arn:aws:kms:")
+
+# boto3 parses the same documents.
+ec2 = boto3.client("ec2", endpoint_url=ENDPOINT, region_name="us-east-1", verify=CA,
+                   aws_access_key_id=ADMIN[0], aws_secret_access_key=ADMIN[1])
+assert len(ec2.describe_import_image_tasks()["ImportImageTasks"]) == 2
+assert ec2.describe_export_image_tasks()["ExportImageTasks"][0]["Status"] == "completed"
+try:
+    ec2.import_image(DryRun=True, DiskContainers=[{"UserBucket": {"S3Bucket": "src", "S3Key": "debian.vmdk"}}])
+    raise AssertionError("DryRun must fail")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "DryRunOperation", e.response
+
+# --- refusals: each with its code, and nothing done ----------------------------------------
+before = task_count()
+disk = "UserBucket={S3Bucket=src,S3Key=debian.vmdk}"
+refused("SignatureDoesNotMatch", "import-image", "--disk-containers", disk, keys=(ADMIN[0], "wrong-secret"))
+refused("InvalidClientTokenId", "import-image", "--disk-containers", disk, keys=("AKIAAAAAAAAAAAAAAAAA", ADMIN[1]))
+readonly = new_user("reader", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]})
+refused("UnauthorizedOperation", "import-image", "--disk-containers", disk, keys=readonly)
+assert aws("describe-images", keys=readonly)["Images"] is not None
+denied = new_user("denied", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+    {"Effect": "Deny", "Action": "ec2:ImportImage", "Resource": "*"}]})
+refused("UnauthorizedOperation", "import-image", "--disk-containers", disk, keys=denied)
+refused("DryRunOperation", "import-snapshot", "--dry-run", "--disk-container", disk, keys=denied)
+admin("role", "create", "limited")
+admin("policy", "put", "limited", "--document", json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::other/*"}]}))
+admin("policy", "attach", "limited", "--role", "limited")
+err = aws("import-image", "--role-name", "limited", "--disk-containers", disk, ok=False)
+assert "(InvalidParameter)" in err and "limited" in err, err
+refused("InvalidParameter", "import-image", "--role-name", "nosuchrole", "--disk-containers", disk)
+refused("InvalidParameter", "import-image", "--disk-containers", "UserBucket={S3Bucket=src,S3Key=missing.vmdk}")
+
+# A request signed 20 minutes ago, by botocore.
+creds = botocore.credentials.Credentials(*ADMIN)
+req = botocore.awsrequest.AWSRequest(
+    method="POST", url=ENDPOINT + "/", data="Action=DescribeImages&Version=2016-11-15",
+    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+old = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=20)
+with mock.patch("botocore.auth.get_current_datetime", return_value=old):
+    botocore.auth.SigV4Auth(creds, "ec2", "us-east-1").add_auth(req)
+ctx = ssl.create_default_context(cafile=CA)
+
+
+def body_of(r):
+    return r.body if isinstance(r.body, bytes) else r.body.encode()
+
+
+def send(method, url, data=None, headers=None):
+    r = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(r, context=ctx) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+status, body = send("POST", req.url, body_of(req), dict(req.headers.items()))
+assert "<Code>RequestExpired</Code>" in body, (status, body)
+# Tampered: the same request with another body.
+req2 = botocore.awsrequest.AWSRequest(
+    method="POST", url=ENDPOINT + "/", data="Action=DescribeImages&Version=2016-11-15",
+    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+botocore.auth.SigV4Auth(creds, "ec2", "us-east-1").add_auth(req2)
+status, body = send("POST", req2.url, b"Action=DeregisterImage&Version=2016-11-15&ImageId=ami-1", dict(req2.headers.items()))
+assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, (status, body)
+status, body = send("POST", req2.url, body_of(req2), dict(req2.headers.items()))
+assert status == 200 and "DescribeImagesResponse" in body, (status, body)
+# Unsigned.
+status, body = send("POST", ENDPOINT + "/", b"Action=DescribeImages&Version=2016-11-15",
+                    {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 401 and "<Code>AuthFailure</Code>" in body, (status, body)
+# A presigned URL works until it expires, then is refused.
+url = ec2.generate_presigned_url("describe_images", Params={}, ExpiresIn=2, HttpMethod="GET")
+status, body = send("GET", url)
+assert status == 200 and "DescribeImagesResponse" in body, (status, body)
+time.sleep(3)
+status, body = send("GET", url)
+assert "<Code>RequestExpired</Code>" in body, (status, body)
+# An action vmie does not serve.
+req3 = botocore.awsrequest.AWSRequest(
+    method="POST", url=ENDPOINT + "/", data="Action=RunInstances&Version=2016-11-15",
+    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+botocore.auth.SigV4Auth(creds, "ec2", "us-east-1").add_auth(req3)
+status, body = send("POST", req3.url, body_of(req3), dict(req3.headers.items()))
+assert status == 400 and "<Code>InvalidAction</Code>" in body, (status, body)
+
+assert task_count() == before, "a refused request made a task"
+print("api client checks passed")
