@@ -503,6 +503,24 @@ impl Ec2 {
             _ => "*".to_string(),
         };
         let mut ctx = self.context(who, origin, action, &target);
+        // The resource's tags, for `aws:ResourceTag/…` conditions.
+        let cat = self.engine.catalog();
+        let resource_tags = match action {
+            "DeregisterImage" | "ExportImage" => cat
+                .image(&who.account, p.required("ImageId")?)
+                .await
+                .map(|i| i.tags)
+                .unwrap_or_default(),
+            "DeleteSnapshot" => cat
+                .snapshot(&who.account, p.required("SnapshotId")?)
+                .await
+                .map(|s| s.tags)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for t in &resource_tags {
+            ctx = ctx.with(&format!("aws:ResourceTag/{}", t.key), &[&t.value]);
+        }
         if matches!(action, "ImportImage" | "ImportSnapshot") {
             let enc = p.bool("Encrypted")?.unwrap_or(false);
             ctx = ctx.with("ec2:Encrypted", &[if enc { "true" } else { "false" }]);

@@ -228,6 +228,13 @@ impl Identity {
         now: i64,
     ) -> Result<Principal, AuthError> {
         let signed = sigv4::parse(req)?;
+        if signed.session_token.is_some() {
+            // No temporary credentials are issued (yet): a token can only be forged or foreign.
+            return Err(AuthError::UnknownKey(format!(
+                "{} with a session token this service did not issue",
+                signed.access_key_id
+            )));
+        }
         let internal =
             |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
         let key = self

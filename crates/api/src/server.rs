@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Serve plain HTTP (refused unless `listen` is a loopback address).
     pub plain_http: bool,
+    /// Requests a second per principal (bursts of twice as many); 0: no limit.
+    pub rate_limit: u32,
 }
 
 /// Counters for `/metrics`.
@@ -54,6 +56,65 @@ pub struct Metrics {
 struct App {
     ec2: Ec2,
     metrics: Arc<Metrics>,
+    limiter: Arc<Limiter>,
+}
+
+/// Per-principal token buckets: `rate` requests a second, bursts of `2 × rate`.
+#[derive(Debug)]
+pub struct Limiter {
+    rate: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl Limiter {
+    /// A limiter of `rate` requests a second per principal (0: no limit).
+    #[must_use]
+    pub fn new(rate: u32) -> Self {
+        Limiter {
+            rate: f64::from(rate),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes a token for `who`; false when its bucket is empty.
+    pub fn allow(&self, who: &str) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let Ok(mut b) = self.buckets.lock() else {
+            return true;
+        };
+        if b.len() > 100_000 {
+            b.clear();
+        }
+        let now = std::time::Instant::now();
+        let burst = self.rate * 2.0;
+        let e = b.entry(who.to_string()).or_insert((burst, now));
+        e.0 = (e.0 + now.duration_since(e.1).as_secs_f64() * self.rate).min(burst);
+        e.1 = now;
+        if e.0 >= 1.0 {
+            e.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[test]
+    fn buckets_refill_and_are_per_principal() {
+        let l = Limiter::new(5);
+        let granted = (0..20).filter(|_| l.allow("a")).count();
+        assert_eq!(granted, 10, "a burst of twice the rate");
+        assert!(l.allow("b"));
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        assert!(l.allow("a"), "refilled at the rate");
+        assert!((0..100).all(|_| Limiter::new(0).allow("x")));
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -187,6 +248,17 @@ async fn ec2_endpoint(
             );
         }
     };
+    if !app.limiter.allow(&who.arn) {
+        app.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        return error_response(
+            &ApiError {
+                status: 503,
+                code: "RequestLimitExceeded".into(),
+                message: "Request limit exceeded: slow down and retry with backoff".into(),
+            },
+            &rid,
+        );
+    }
     // Parameters: the form body, and the query string without the presigning parameters.
     let mut form: Vec<u8> = Vec::new();
     for pair in query
@@ -282,17 +354,34 @@ async fn metrics_endpoint(State(app): State<App>) -> Response {
         "counter",
         s.cancelled.load(Ordering::Relaxed),
     );
+    out.push_str(
+        "# HELP vmie_tasks Tasks in the catalog by kind and status\n# TYPE vmie_tasks gauge\n",
+    );
+    match app.ec2.engine.catalog().task_counts().await {
+        Ok(rows) => {
+            for (kind, status, n) in rows {
+                out.push_str(&format!(
+                    "vmie_tasks{{kind=\"{kind}\",status=\"{status}\"}} {n}\n"
+                ));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: task counts unavailable"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// The router (without TLS), for embedding and tests.
-fn router(ec2: Ec2, metrics: Arc<Metrics>) -> Router {
+fn router(ec2: Ec2, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_endpoint))
         .route("/", any(ec2_endpoint))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(App { ec2, metrics })
+        .with_state(App {
+            ec2,
+            metrics,
+            limiter,
+        })
 }
 
 /// Serves until `shutdown` turns true.
@@ -312,7 +401,11 @@ pub async fn serve(
         (None, false) => return Err(std::io::Error::other("TLS needs a certificate and a key")),
     };
     let listener = TcpListener::bind(cfg.listen).await?;
-    let app = router(ec2, Arc::new(Metrics::default()));
+    let app = router(
+        ec2,
+        Arc::new(Metrics::default()),
+        Arc::new(Limiter::new(cfg.rate_limit)),
+    );
     loop {
         let (sock, addr) = tokio::select! {
             r = listener.accept() => r?,

@@ -934,6 +934,18 @@ impl Catalog {
         self.delete_row("images", account, id).await
     }
 
+    /// Tasks of every account by kind and status: `(kind, status, count)`.
+    pub async fn task_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, status, COUNT(*) FROM tasks GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     /// Replaces the tags of the task, image (`ami-…`) or snapshot (`snap-…`) `id`.
     pub async fn set_tags(&self, account: &str, id: &str, tags: &[Tag]) -> Result<()> {
         let table = if id.starts_with("ami-") {

@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Region this endpoint serves (the SigV4 credential scope must name it).
     #[arg(long, env = "VMIE_REGION", default_value = "us-east-1")]
     region: String,
+    /// Requests a second each user may make (bursts of twice as many); 0 for no limit.
+    #[arg(long, default_value_t = 50)]
+    rate_limit: u32,
     /// Task workers in this process.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -142,6 +145,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
                 listen: a.listen,
                 tls,
                 plain_http: a.plain_http,
+                rate_limit: a.rate_limit,
             },
             rx,
         ));

@@ -149,7 +149,13 @@ snaps = aws("describe-snapshots", "--snapshot-ids", snap)["Snapshots"]
 assert snaps[0]["State"] == "completed" and snaps[0]["Description"] == "data disk", snaps
 in_use = imgs[0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
 refused("InvalidSnapshot.InUse", "delete-snapshot", "--snapshot-id", in_use)
-aws("deregister-image", "--image-id", imgs[0]["ImageId"])
+# A policy conditioned on the image's tags.
+owner = new_user("owner", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:DeregisterImage", "Resource": "*",
+     "Condition": {"StringEquals": {"aws:ResourceTag/owner": "alice"}}}]})
+refused("UnauthorizedOperation", "deregister-image", "--image-id", imgs[0]["ImageId"], keys=owner)
+aws("create-tags", "--resources", imgs[0]["ImageId"], "--tags", "Key=owner,Value=alice")
+aws("deregister-image", "--image-id", imgs[0]["ImageId"], keys=owner)
 aws("delete-snapshot", "--snapshot-id", in_use)
 aws("delete-snapshot", "--snapshot-id", snap)
 refused("InvalidAMIID.NotFound", "describe-images", "--image-ids", imgs[0]["ImageId"])
@@ -174,6 +180,9 @@ before = task_count()
 disk = "UserBucket={S3Bucket=src,S3Key=debian.vmdk}"
 refused("SignatureDoesNotMatch", "import-image", "--disk-containers", disk, keys=(ADMIN[0], "wrong-secret"))
 refused("InvalidClientTokenId", "import-image", "--disk-containers", disk, keys=("AKIAAAAAAAAAAAAAAAAA", ADMIN[1]))
+os.environ["AWS_SESSION_TOKEN"] = "not-issued-here"
+refused("InvalidClientTokenId", "describe-images")
+del os.environ["AWS_SESSION_TOKEN"]
 readonly = new_user("reader", {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]})
 refused("UnauthorizedOperation", "import-image", "--disk-containers", disk, keys=readonly)
@@ -247,4 +256,7 @@ status, body = send("POST", req3.url, body_of(req3), dict(req3.headers.items()))
 assert status == 400 and "<Code>InvalidAction</Code>" in body, (status, body)
 
 assert task_count() == before, "a refused request made a task"
+status, body = send("GET", ENDPOINT + "/metrics")
+assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 2' in body, body
+assert "vmie_auth_failures_total" in body
 print("api client checks passed")
