@@ -20,6 +20,7 @@ use engine::{
     ImportImageRequest, ImportSnapshotRequest, Sources, Submit, TaskDetail, UrlPolicy, UserBucket,
 };
 
+use crate::cli_remote::Remote;
 use crate::cli_store::{open_env, print_json, runtime};
 use crate::{CliError, EXIT_FAILED};
 
@@ -37,6 +38,64 @@ pub struct EngineOpts {
     /// Extra CA certificates (PEM) trusted for `https://` sources.
     #[arg(long = "url-ca-file", value_name = "PEM")]
     pub url_ca_file: Option<std::path::PathBuf>,
+    /// Send the command to this API endpoint (a running `vmie serve`) instead of working on
+    /// the data folder; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, region
+    /// from AWS_REGION / AWS_DEFAULT_REGION (default us-east-1).
+    #[arg(long, env = "VMIE_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// CA bundle (PEM) that signed the endpoint's certificate, e.g. DIR/tls/cert.pem.
+    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl EngineOpts {
+    /// The API client, when `--endpoint-url` is given.
+    fn remote(&self) -> Result<Option<Remote>, CliError> {
+        let Some(ep) = &self.endpoint_url else {
+            return Ok(None);
+        };
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".into());
+        Remote::new(ep, &region, self.ca_bundle.as_deref()).map(Some)
+    }
+}
+
+/// Prints a task the API described and fails unless it completed.
+fn remote_ended(t: &crate::cli_remote::RemoteTask, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(t)?;
+    } else {
+        println!("{}", t.id);
+        if let Some(m) = &t.made {
+            println!("{m}");
+        }
+    }
+    if t.status == "completed" {
+        Ok(())
+    } else {
+        Err(CliError {
+            message: format!("{} ended {}: {}", t.id, t.status, t.message),
+            exit: EXIT_FAILED,
+        })
+    }
+}
+
+async fn remote_submitted(
+    r: &Remote,
+    id: String,
+    no_wait: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    if no_wait {
+        if json {
+            return print_json(&serde_json::json!({ "TaskId": id }));
+        }
+        println!("{id}");
+        return Ok(());
+    }
+    let t = r.wait(&id).await?;
+    remote_ended(&t, json)
 }
 
 /// Where a disk comes from.
@@ -330,7 +389,6 @@ fn submit_of(o: &SubmitOpts) -> Submit {
 /// `vmie import-image`.
 pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        let e = open_engine(data_dir, &a.engine).await?;
         let req = ImportImageRequest {
             architecture: a.architecture,
             boot_mode: a.boot_mode,
@@ -342,6 +400,13 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
             platform: a.platform,
             role_name: None,
         };
+        if let Some(r) = a.engine.remote()? {
+            let id = r
+                .import_image(&req, a.submit.client_token.as_deref())
+                .await?;
+            return remote_submitted(&r, id, a.submit.no_wait, a.submit.json).await;
+        }
+        let e = open_engine(data_dir, &a.engine).await?;
         let t = e
             .import_image(submit_of(&a.submit), req)
             .await
@@ -353,7 +418,6 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
 /// `vmie import-snapshot`.
 pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        let e = open_engine(data_dir, &a.engine).await?;
         let mut cs = a.source.containers();
         if cs.len() != 1 {
             return Err(err(
@@ -367,6 +431,13 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
             kms_key_id: a.submit.kms_key_id.clone(),
             role_name: None,
         };
+        if let Some(r) = a.engine.remote()? {
+            let id = r
+                .import_snapshot(&req, a.submit.client_token.as_deref())
+                .await?;
+            return remote_submitted(&r, id, a.submit.no_wait, a.submit.json).await;
+        }
+        let e = open_engine(data_dir, &a.engine).await?;
         let t = e
             .import_snapshot(submit_of(&a.submit), req)
             .await
@@ -378,7 +449,6 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
 /// `vmie export-image`.
 pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        let e = open_engine(data_dir, &a.engine).await?;
         let req = ExportImageRequest {
             image_id: a.image_id,
             disk_image_format: a.format,
@@ -389,6 +459,11 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
             description: None,
             role_name: None,
         };
+        if let Some(r) = a.engine.remote()? {
+            let id = r.export_image(&req, a.client_token.as_deref()).await?;
+            return remote_submitted(&r, id, a.no_wait, a.json).await;
+        }
+        let e = open_engine(data_dir, &a.engine).await?;
         let sub = Submit {
             account: account(),
             client_token: a.client_token,
@@ -402,6 +477,24 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
 /// `vmie tasks`: every task of the last 7 days.
 pub fn tasks(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
+        if let Some(r) = o.remote()? {
+            let all = r.tasks(None).await?;
+            if json {
+                return print_json(&all);
+            }
+            println!("{:<29} {:<10} {:>4}%  STATUS MESSAGE", "TASK", "STATUS", "");
+            for t in &all {
+                let p = t.progress.clone().unwrap_or_else(|| {
+                    if t.status == "completed" {
+                        "100".into()
+                    } else {
+                        "-".into()
+                    }
+                });
+                println!("{:<29} {:<10} {:>4}%  {}", t.id, t.status, p, t.message);
+            }
+            return Ok(());
+        }
         let e = open_engine(data_dir, o).await?;
         let mut all = Vec::new();
         for k in [
@@ -433,6 +526,10 @@ pub fn tasks(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError
 /// `vmie cancel TASK`.
 pub fn cancel(id: &str, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
+        if let Some(r) = o.remote()? {
+            println!("{id} {}", r.cancel(id).await?);
+            return Ok(());
+        }
         let e = open_engine(data_dir, o).await?;
         let t = e.cancel(&account(), id).await.map_err(|x| engine_err(&x))?;
         println!("{} {}", t.id, t.status);
@@ -443,6 +540,10 @@ pub fn cancel(id: &str, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError>
 /// `vmie wait TASK`.
 pub fn wait(id: &str, json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
+        if let Some(r) = o.remote()? {
+            let t = r.wait(id).await?;
+            return remote_ended(&t, json);
+        }
         let e = open_engine(data_dir, o).await?;
         let t = e.catalog().task(&account(), id).await.map_err(err)?;
         submitted(&e, t, false, json).await

@@ -9,6 +9,7 @@ mod cli_admin;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
+mod cli_remote;
 mod cli_serve;
 mod cli_store;
 mod cli_tasks;

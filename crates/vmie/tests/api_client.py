@@ -106,6 +106,19 @@ s = aws("import-snapshot", "--description", "data disk",
         "--disk-container", "Format=VMDK,UserBucket={S3Bucket=src,S3Key=debian.vmdk}")
 snap = wait("snapshot", s["ImportTaskId"])["SnapshotTaskDetail"]["SnapshotId"]
 
+# The vmie client commands, against the same endpoint.
+p = subprocess.run([VMIE, "import-snapshot", "--endpoint-url", ENDPOINT, "--ca-bundle", CA,
+                    "--bucket", "src", "--key", "debian.vmdk", "--json"],
+                   capture_output=True, text=True, env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0],
+                                                            AWS_SECRET_ACCESS_KEY=ADMIN[1]))
+assert p.returncode == 0, p.stderr
+r = json.loads(p.stdout)
+assert r["Status"] == "completed" and r["Made"].startswith("snap-"), r
+p = subprocess.run([VMIE, "tasks", "--endpoint-url", ENDPOINT, "--ca-bundle", CA, "--json"],
+                   capture_output=True, text=True, env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0],
+                                                            AWS_SECRET_ACCESS_KEY=ADMIN[1]))
+assert p.returncode == 0 and r["TaskId"] in p.stdout, p.stderr
+
 # Describe with ids, filters and pages.
 all_images = aws("describe-import-image-tasks")["ImportImageTasks"]
 assert len(all_images) == 2
