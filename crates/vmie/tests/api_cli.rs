@@ -123,6 +123,19 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     assert!(status.success(), "the API checks failed (see above)");
     drop(server);
 
+    // Plain HTTP is served on loopback only.
+    let o = Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--plain-http", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("only on a loopback address"),
+        "{err}"
+    );
+
     // No intermediate volume remains, and the guest's bytes are only in the buckets.
     let vols: Vec<_> = std::fs::read_dir(data.join("scratch")).unwrap().collect();
     assert!(vols.is_empty(), "{vols:?}");
