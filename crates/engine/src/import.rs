@@ -361,14 +361,20 @@ fn commit(
         let mut dd = v.detail;
         dd.snapshot_id = Some(id.clone());
         detail.disks.push(dd);
-        detail.kms_key_id = Some(summary.kms_key_id.clone());
+        // Shown as EC2 shows it: the key's ARN.
+        let kc = inner.store.kms().config();
+        let arn = format!(
+            "arn:aws:kms:{}:{}:key/{}",
+            kc.region, kc.account, summary.kms_key_id
+        );
+        detail.kms_key_id = Some(arn.clone());
         out.push(Snapshot {
             id,
             account: ctx.task.account.clone(),
             task_id: Some(ctx.task.id.clone()),
             volume_size: i64::try_from(summary.volume_size).unwrap_or(i64::MAX),
             encrypted: detail.encrypted.unwrap_or(true),
-            kms_key_id: Some(summary.kms_key_id),
+            kms_key_id: Some(arn),
             state: "completed".into(),
             description: description.to_string(),
             tags: Vec::new(),
