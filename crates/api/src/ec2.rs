@@ -90,6 +90,8 @@ pub struct Ec2 {
     pub identity: Identity,
     /// Our region.
     pub region: String,
+    /// What to do with sensitive data in descriptions and tags.
+    pub guard: crate::guard::Policy,
 }
 
 /// Every action served.
@@ -526,6 +528,22 @@ impl Ec2 {
             ctx = ctx.with("ec2:Encrypted", &[if enc { "true" } else { "false" }]);
         }
         self.authorize(who, &ctx)?;
+        for name in p.names().filter(|n| crate::guard::free_form(n)) {
+            let found = crate::guard::scan(p.get(name).unwrap_or_default());
+            if let Some(f) = found.first() {
+                if self.guard == crate::guard::Policy::Reject {
+                    return Err(ApiError::client(
+                        "InvalidParameterValue",
+                        format!(
+                            "{name} appears to contain {}; this deployment refuses sensitive data in descriptions and tags",
+                            f.describe()
+                        ),
+                    ));
+                }
+                // The field is named, the value never is.
+                tracing::warn!(field = %name, found = ?found, user = %who.arn, "sensitive data in a free-form field");
+            }
+        }
         if p.bool("DryRun")? == Some(true) {
             return Err(ApiError {
                 status: 412,

@@ -8,12 +8,17 @@
 //! - [`iam`]: identity policies in the standard JSON grammar, deny by default, explicit deny
 //!   wins, with conditions (`aws:MultiFactorAuthPresent`, `aws:SourceIp`, tags, dates, …);
 //! - [`identity`]: users, access keys (secrets sealed under the root key, shown once), roles,
-//!   attached policies, and the authentication of a signed request to a principal.
+//!   attached policies, and the authentication of a signed request to a principal;
+//! - [`guard`]: the sensitive-data guard on descriptions and tags;
+//! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication;
+//! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server.
 
 pub mod ec2;
+pub mod guard;
 pub mod iam;
 pub mod identity;
 pub mod query;
 pub mod server;
 pub mod sigv4;
+pub mod totp;
 pub mod xml;

@@ -22,6 +22,15 @@ use crate::{CliError, EXIT_FAILED};
 /// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
 const ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Buckets","Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:GetBucketLocation","s3:ListBucket"],"Resource":["arn:aws:s3:::*"]}]}"#;
 
+/// `--sensitive-data`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Sensitive {
+    /// Accept, log the field name.
+    Warn,
+    /// Refuse with InvalidParameterValue.
+    Reject,
+}
+
 /// `vmie serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -43,6 +52,11 @@ pub struct ServeArgs {
     /// Requests a second each user may make (bursts of twice as many); 0 for no limit.
     #[arg(long, default_value_t = 50)]
     rate_limit: u32,
+    /// Sensitive data (access keys, private keys, card numbers, national ids) in
+    /// descriptions and tags: `warn` accepts and logs the field (never the value), `reject`
+    /// refuses the request.
+    #[arg(long, value_enum, default_value = "warn")]
+    sensitive_data: Sensitive,
     /// Task workers in this process.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -133,6 +147,10 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             engine,
             identity,
             region: a.region.clone(),
+            guard: match a.sensitive_data {
+                Sensitive::Warn => api::guard::Policy::Warn,
+                Sensitive::Reject => api::guard::Policy::Reject,
+            },
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!(

@@ -249,6 +249,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Service logs on standard error: `RUST_LOG` filters (default: warnings, and info for
+    // `serve`). Free-form fields, secrets and URL query strings are never logged.
+    let default = if matches!(cli.command, Command::Serve(_) | Command::Work { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let limits = diskfmt::Limits::default();
     let result = match cli.command {
         Command::Info { json, file } => cli_info::run(&file, json, &limits),

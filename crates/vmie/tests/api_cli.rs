@@ -78,7 +78,8 @@ fn the_aws_cli_and_boto3_drive_the_api() {
             "2",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(work.path().join("server.log")).unwrap())
+        .env("RUST_LOG", "info")
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
@@ -122,6 +123,70 @@ fn the_aws_cli_and_boto3_drive_the_api() {
         .unwrap();
     assert!(status.success(), "the API checks failed (see above)");
     drop(server);
+
+    // The server's log holds neither the admin secret nor the card number of a description.
+    let log = std::fs::read_to_string(work.path().join("server.log")).unwrap();
+    assert!(log.contains("serving the EC2 API"), "{log}");
+    assert!(
+        !log.contains(&secret) && !log.contains("4111 1111"),
+        "{log}"
+    );
+
+    // With --sensitive-data reject, the same description is refused, naming the field only.
+    let port2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _strict = Server(
+        Command::new(env!("CARGO_BIN_EXE_vmie"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port2}"),
+                "--sensitive-data",
+                "reject",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = Command::new("aws")
+        .args([
+            "--endpoint-url",
+            &format!("https://127.0.0.1:{port2}"),
+            "ec2",
+            "import-snapshot",
+        ])
+        .args(["--description", "card 4111 1111 1111 1111"])
+        .args([
+            "--disk-container",
+            "Format=VMDK,UserBucket={S3Bucket=src,S3Key=debian.vmdk}",
+        ])
+        .env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CA_BUNDLE", &ca)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("(InvalidParameterValue)")
+            && err.contains("Description appears to contain a payment card number")
+            && !err.contains("4111"),
+        "{err}"
+    );
+    drop(_strict);
 
     // Plain HTTP is served on loopback only.
     let o = Command::new(env!("CARGO_BIN_EXE_vmie"))

@@ -102,6 +102,10 @@ for key in ("debian.vmdk", "debian.ova"):
 refused("IdempotentParameterMismatch", "import-image", "--client-token", "tok-debian.vmdk",
         "--disk-containers", "UserBucket={S3Bucket=src,S3Key=debian.ova}")
 
+# A card number in a description is accepted in the default (warn) mode; the server log names
+# the field only (tests/api_cli.rs searches the log for the number).
+aws("import-snapshot", "--dry-run", "--description", "card 4111 1111 1111 1111",
+    "--disk-container", "Format=VMDK,UserBucket={S3Bucket=src,S3Key=debian.vmdk}", ok=False)
 s = aws("import-snapshot", "--description", "data disk",
         "--disk-container", "Format=VMDK,UserBucket={S3Bucket=src,S3Key=debian.vmdk}")
 snap = wait("snapshot", s["ImportTaskId"])["SnapshotTaskDetail"]["SnapshotId"]
