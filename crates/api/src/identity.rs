@@ -74,6 +74,8 @@ pub struct Principal {
     pub access_key_id: String,
     /// Session token presented, if any.
     pub session_token: Option<String>,
+    /// Authenticated with temporary credentials issued after an MFA code.
+    pub mfa: bool,
     /// Its policies.
     pub policies: Vec<Policy>,
 }
@@ -228,12 +230,10 @@ impl Identity {
         now: i64,
     ) -> Result<Principal, AuthError> {
         let signed = sigv4::parse(req)?;
-        if signed.session_token.is_some() {
-            // No temporary credentials are issued (yet): a token can only be forged or foreign.
-            return Err(AuthError::UnknownKey(format!(
-                "{} with a session token this service did not issue",
-                signed.access_key_id
-            )));
+        if let Some(token) = &signed.session_token {
+            return self
+                .authenticate_session(req, &signed, token, region, service, now)
+                .await;
         }
         let internal =
             |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
@@ -264,9 +264,208 @@ impl Identity {
             user: key.user_name,
             access_key_id: key.access_key_id,
             session_token: signed.session_token,
+            mfa: false,
             policies,
         })
     }
+
+    async fn authenticate_session(
+        &self,
+        req: &sigv4::Request<'_>,
+        signed: &sigv4::Signed,
+        token: &str,
+        region: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let internal =
+            |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
+        let invalid = || {
+            AuthError::UnknownKey(format!(
+                "{} with the session token given",
+                signed.access_key_id
+            ))
+        };
+        let s = self
+            .catalog
+            .session(&signed.access_key_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(invalid)?;
+        let hash = sha256_hex(token.as_bytes());
+        if aws_lc_rs::constant_time::verify_slices_are_equal(
+            hash.as_bytes(),
+            s.token_hash.as_bytes(),
+        )
+        .is_err()
+        {
+            return Err(invalid());
+        }
+        if now.saturating_mul(1000) > s.expires_ms {
+            return Err(AuthError::Expired(
+                "the security token included in the request is expired".into(),
+            ));
+        }
+        let secret = self
+            .root
+            .open(&aad(&s.access_key_id), &s.secret_sealed)
+            .ok_or_else(invalid)?;
+        let secret = Zeroizing::new(String::from_utf8_lossy(&secret).into_owned());
+        sigv4::verify(req, signed, &secret, region, service, now)?;
+        let policies = self
+            .policies(&s.account, PrincipalKind::User, &s.user_name)
+            .await
+            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        Ok(Principal {
+            arn: format!("arn:aws:iam::{}:user/{}", s.account, s.user_name),
+            account: s.account,
+            user: s.user_name,
+            access_key_id: s.access_key_id,
+            session_token: Some(token.to_string()),
+            mfa: s.mfa,
+            policies,
+        })
+    }
+
+    /// Enrols a virtual MFA device for `user`; returns its serial number and the
+    /// `otpauth://` URI (the only time its secret is shown).
+    pub async fn enable_mfa(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<(String, Zeroizing<String>), IdentityError> {
+        let mut secret = Zeroizing::new([0u8; 20]);
+        kms::aead::random(secret.as_mut());
+        let serial = mfa_serial(account, user);
+        self.catalog
+            .put_mfa_device(
+                account,
+                user,
+                &self.root.seal(serial.as_bytes(), secret.as_ref()),
+            )
+            .await?;
+        let uri = Zeroizing::new(crate::totp::uri(
+            "vmie",
+            &format!("{user}@{account}"),
+            secret.as_ref(),
+        ));
+        Ok((serial, uri))
+    }
+
+    /// GetSessionToken for `who`: temporary credentials for `duration` seconds, marked as
+    /// MFA-authenticated when `serial` and `code` are given and the code is right (each code
+    /// is accepted once).
+    pub async fn get_session_token(
+        &self,
+        who: &Principal,
+        mfa: Option<(&str, &str)>,
+        duration: i64,
+        now: i64,
+    ) -> Result<NewSession, (&'static str, String)> {
+        let internal = |e: CatalogError| ("InternalFailure", e.to_string());
+        if who.session_token.is_some() {
+            return Err((
+                "AccessDenied",
+                "Cannot call GetSessionToken with session credentials".into(),
+            ));
+        }
+        let mut with_mfa = false;
+        if let Some((serial, code)) = mfa {
+            let denied = || {
+                (
+                    "AccessDenied",
+                    "MultiFactorAuthentication failed with invalid MFA one time pass code."
+                        .to_string(),
+                )
+            };
+            if serial != mfa_serial(&who.account, &who.user) {
+                return Err(denied());
+            }
+            let (sealed, last) = self
+                .catalog
+                .mfa_device(&who.account, &who.user)
+                .await
+                .map_err(internal)?
+                .ok_or_else(denied)?;
+            let secret = self
+                .root
+                .open(serial.as_bytes(), &sealed)
+                .ok_or_else(denied)?;
+            let step = crate::totp::verify(
+                &secret,
+                code,
+                u64::try_from(now).unwrap_or(0),
+                u64::try_from(last).ok().filter(|l| *l > 0),
+            )
+            .ok_or_else(denied)?;
+            let fresh = self
+                .catalog
+                .use_mfa_step(
+                    &who.account,
+                    &who.user,
+                    i64::try_from(step).unwrap_or(i64::MAX),
+                )
+                .await
+                .map_err(internal)?;
+            if !fresh {
+                return Err(denied());
+            }
+            with_mfa = true;
+        }
+        let id = format!(
+            "ASIA{}",
+            *random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+        );
+        let secret = random_text(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            40,
+        );
+        let token = random_text(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            128,
+        );
+        let expires = now + duration;
+        self.catalog
+            .put_session(&catalog::iam::Session {
+                access_key_id: id.clone(),
+                account: who.account.clone(),
+                user_name: who.user.clone(),
+                secret_sealed: self.root.seal(&aad(&id), secret.as_bytes()),
+                token_hash: sha256_hex(token.as_bytes()),
+                mfa: with_mfa,
+                expires_ms: expires.saturating_mul(1000),
+            })
+            .await
+            .map_err(internal)?;
+        Ok(NewSession {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: token,
+            expires,
+        })
+    }
+}
+
+/// Temporary credentials, shown once.
+pub struct NewSession {
+    /// `ASIA…`
+    pub access_key_id: String,
+    /// The secret.
+    pub secret_access_key: Zeroizing<String>,
+    /// The session token.
+    pub session_token: Zeroizing<String>,
+    /// Expiry (Unix seconds).
+    pub expires: i64,
+}
+
+/// The serial number of `user`'s virtual MFA device.
+#[must_use]
+pub fn mfa_serial(account: &str, user: &str) -> String {
+    format!("arn:aws:iam::{account}:mfa/{user}")
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
 }
 
 #[cfg(test)]

@@ -20,5 +20,6 @@ pub mod identity;
 pub mod query;
 pub mod server;
 pub mod sigv4;
+pub mod sts;
 pub mod totp;
 pub mod xml;

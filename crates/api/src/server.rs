@@ -228,24 +228,33 @@ async fn ec2_endpoint(
             .map_or(0, |d| d.as_secs()),
     )
     .unwrap_or(0);
+    // Requests signed for STS (GetSessionToken) share the endpoint, as with a custom
+    // endpoint URL the CLI sends both to the same place.
+    let sts = sigv4::parse(&req).is_ok_and(|s| s.service == "sts");
+    let service = if sts { "sts" } else { "ec2" };
     let who = match app
         .ec2
         .identity
-        .authenticate(&req, &app.ec2.region, "ec2", now)
+        .authenticate(&req, &app.ec2.region, service, now)
         .await
     {
         Ok(p) => p,
         Err(e) => {
             app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(code = e.code(), source = %peer.addr, "request refused at authentication");
-            return error_response(
-                &ApiError {
-                    status: if e.code() == "AuthFailure" { 401 } else { 403 },
-                    code: e.code().into(),
-                    message: e.to_string(),
+            let err = ApiError {
+                status: if e.code() == "AuthFailure" { 401 } else { 403 },
+                code: if sts && e.code() == "RequestExpired" && e.to_string().contains("token") {
+                    "ExpiredToken".into()
+                } else {
+                    e.code().into()
                 },
-                &rid,
-            );
+                message: e.to_string(),
+            };
+            if sts {
+                return xml_response(err.status, crate::sts::error(&err, &rid));
+            }
+            return error_response(&err, &rid);
         }
     };
     if !app.limiter.allow(&who.arn) {
@@ -280,9 +289,20 @@ async fn ec2_endpoint(
             let origin = Origin {
                 source_ip: peer.addr,
                 secure: peer.secure,
-                mfa: false,
+                mfa: who.mfa,
             };
             let action = p.get("Action").unwrap_or("").to_string();
+            if sts {
+                let r = crate::sts::handle(&app.ec2.identity, &who, &p, &rid, now).await;
+                tracing::info!(action = %crate::query::shown_value(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "sts request");
+                return match r {
+                    Ok(body) => xml_response(200, body),
+                    Err(e) => {
+                        app.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        xml_response(e.status, crate::sts::error(&e, &rid))
+                    }
+                };
+            }
             let r = app.ec2.handle(&who, &origin, &p, &rid).await;
             tracing::info!(action = %crate::query::shown_value(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "request");
             r

@@ -95,7 +95,152 @@ fn conflict(what: &str) -> CatalogError {
     CatalogError::Conflict(what.to_string())
 }
 
+/// Temporary credentials issued by GetSessionToken.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `ASIA…`
+    pub access_key_id: String,
+    /// Account.
+    pub account: String,
+    /// The user they were issued to.
+    pub user_name: String,
+    /// The secret, sealed.
+    pub secret_sealed: Vec<u8>,
+    /// SHA-256 (hex) of the session token.
+    pub token_hash: String,
+    /// Issued after multi-factor authentication.
+    pub mfa: bool,
+    /// Expiry (ms).
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("access_key_id", &self.access_key_id)
+            .field("user_name", &self.user_name)
+            .field("mfa", &self.mfa)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sealed_of(s: &str, what: &str) -> Result<Vec<u8>> {
+    hex::decode(s).map_err(|e| CatalogError::Corrupt(what.into(), e.to_string()))
+}
+
 impl Catalog {
+    /// Enrols (or replaces) the virtual MFA device of `user`.
+    pub async fn put_mfa_device(
+        &self,
+        account: &str,
+        user: &str,
+        secret_sealed: &[u8],
+    ) -> Result<()> {
+        if !self
+            .principal_exists(account, PrincipalKind::User, user)
+            .await?
+        {
+            return Err(CatalogError::NotFound(user.into()));
+        }
+        sqlx::query(
+            "INSERT INTO iam_mfa_devices (account, user_name, secret_sealed, last_step, created_ms) VALUES ($1, $2, $3, 0, $4) \
+             ON CONFLICT (account, user_name) DO UPDATE SET secret_sealed = excluded.secret_sealed, last_step = 0, created_ms = excluded.created_ms",
+        )
+        .bind(account)
+        .bind(user)
+        .bind(hex::encode(secret_sealed))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The sealed secret and last used step of `user`'s MFA device.
+    pub async fn mfa_device(&self, account: &str, user: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let row = sqlx::query(
+            "SELECT secret_sealed, last_step FROM iam_mfa_devices WHERE account = $1 AND user_name = $2",
+        )
+        .bind(account)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let s: String = r.try_get(0)?;
+            Ok((sealed_of(&s, "mfa device")?, r.try_get(1)?))
+        })
+        .transpose()
+    }
+
+    /// Records that `step` was used, if it is later than the last one; false for a replay.
+    pub async fn use_mfa_step(&self, account: &str, user: &str, step: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE iam_mfa_devices SET last_step = $1 WHERE account = $2 AND user_name = $3 AND last_step < $1",
+        )
+        .bind(step)
+        .bind(account)
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Users of `account` with an MFA device.
+    pub async fn mfa_users(&self, account: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT user_name FROM iam_mfa_devices WHERE account = $1 ORDER BY user_name",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Stores temporary credentials (and drops expired ones).
+    pub async fn put_session(&self, s: &Session) -> Result<()> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM iam_sessions WHERE expires_ms < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO iam_sessions (access_key_id, account, user_name, secret_sealed, token_hash, mfa, expires_ms, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.access_key_id)
+        .bind(&s.account)
+        .bind(&s.user_name)
+        .bind(hex::encode(&s.secret_sealed))
+        .bind(&s.token_hash)
+        .bind(i64::from(s.mfa))
+        .bind(s.expires_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The temporary credentials `id`, if they exist (expired or not).
+    pub async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM iam_sessions WHERE access_key_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let sealed: String = r.try_get("secret_sealed")?;
+            Ok(Session {
+                access_key_id: r.try_get("access_key_id")?,
+                account: r.try_get("account")?,
+                user_name: r.try_get("user_name")?,
+                secret_sealed: sealed_of(&sealed, "session")?,
+                token_hash: r.try_get("token_hash")?,
+                mfa: r.try_get::<i64, _>("mfa")? != 0,
+                expires_ms: r.try_get("expires_ms")?,
+            })
+        })
+        .transpose()
+    }
+
     async fn insert_named(&self, table: &str, account: &str, name: &str, what: &str) -> Result<()> {
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {table} (account, name, created_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"

@@ -131,4 +131,28 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         )",
         ],
     ),
+    (
+        3,
+        "multi-factor devices and temporary credentials",
+        &[
+            "CREATE TABLE iam_mfa_devices (
+                account TEXT NOT NULL,
+                user_name TEXT NOT NULL,
+                secret_sealed TEXT NOT NULL,
+                last_step BIGINT NOT NULL DEFAULT 0,
+                created_ms BIGINT NOT NULL,
+                PRIMARY KEY (account, user_name)
+            )",
+            "CREATE TABLE iam_sessions (
+                access_key_id TEXT PRIMARY KEY,
+                account TEXT NOT NULL,
+                user_name TEXT NOT NULL,
+                secret_sealed TEXT NOT NULL,
+                token_hash TEXT NOT NULL,
+                mfa BIGINT NOT NULL,
+                expires_ms BIGINT NOT NULL,
+                created_ms BIGINT NOT NULL
+            )",
+        ],
+    ),
 ];

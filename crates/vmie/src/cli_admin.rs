@@ -30,6 +30,22 @@ pub enum AdminCmd {
     /// Policy documents (IAM JSON) and their attachment to users and roles.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Virtual MFA devices (TOTP, RFC 6238) of users.
+    #[command(subcommand)]
+    Mfa(MfaCmd),
+}
+
+/// MFA commands.
+#[derive(Debug, Subcommand)]
+pub enum MfaCmd {
+    /// Enrol (or replace) USER's device; prints its serial number and the otpauth:// URI to
+    /// add to an authenticator app — shown only now.
+    Enable {
+        /// The user.
+        user: String,
+    },
+    /// Users with a device.
+    List,
 }
 
 /// Create, list, delete.
@@ -262,6 +278,13 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                     }
                 }
             }
+            AdminCmd::Mfa(MfaCmd::Enable { user }) => {
+                let (serial, uri) = id.enable_mfa(&a, &user).await.map_err(fail)?;
+                println!("SerialNumber: {serial}");
+                println!("URI:          {}", uri.as_str());
+                eprintln!("vmie: the device secret is shown only now; add the URI to an authenticator app");
+            }
+            AdminCmd::Mfa(MfaCmd::List) => list(&c.mfa_users(&a).await.map_err(fail)?, false)?,
             AdminCmd::Policy(PolicyCmd::Delete { name }) => c.delete_policy(&a, &name).await.map_err(fail)?,
             AdminCmd::Policy(PolicyCmd::Attach { name, to }) => {
                 let (kind, who) = to.get();

@@ -272,6 +272,59 @@ botocore.auth.SigV4Auth(creds, "ec2", "us-east-1").add_auth(req3)
 status, body = send("POST", req3.url, body_of(req3), dict(req3.headers.items()))
 assert status == 400 and "<Code>InvalidAction</Code>" in body, (status, body)
 
+# MFA: a policy that requires it refuses plain keys and accepts session credentials issued
+# by `aws sts get-session-token` with a TOTP code; a code is accepted once.
+import base64, hashlib, hmac, struct, urllib.parse
+mfa_user = new_user("mfauser", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*",
+     "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}}}]})
+out = admin("mfa", "enable", "mfauser")
+serial = out.split("SerialNumber:")[1].split()[0]
+uri = out.split("URI:")[1].split()[0]
+b32 = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
+secret = base64.b32decode(b32 + "=" * (-len(b32) % 8))
+
+
+def totp(t):
+    h = hmac.new(secret, struct.pack(">Q", int(t) // 30), hashlib.sha1).digest()
+    o = h[-1] & 15
+    return "%06d" % ((struct.unpack(">I", h[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
+
+
+def sts(*args, keys, ok=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CA_BUNDLE=CA, AWS_MAX_ATTEMPTS="1")
+    p = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "--output", "json", "sts", *args],
+                       capture_output=True, text=True, env=env)
+    if ok:
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+    assert p.returncode != 0, p.stdout
+    return p.stderr
+
+
+refused("UnauthorizedOperation", "describe-images", keys=mfa_user)
+plain = sts("get-session-token", keys=mfa_user)["Credentials"]
+assert plain["AccessKeyId"].startswith("ASIA") and plain["Expiration"], plain
+os.environ["AWS_SESSION_TOKEN"] = plain["SessionToken"]
+refused("UnauthorizedOperation", "describe-images", keys=(plain["AccessKeyId"], plain["SecretAccessKey"]))
+del os.environ["AWS_SESSION_TOKEN"]
+code = totp(time.time())
+err = sts("get-session-token", "--serial-number", serial, "--token-code", "000000" if code != "000000" else "111111",
+          keys=mfa_user, ok=False)
+assert "(AccessDenied)" in err, err
+creds = sts("get-session-token", "--serial-number", serial, "--token-code", code,
+            "--duration-seconds", "900", keys=mfa_user)["Credentials"]
+err = sts("get-session-token", "--serial-number", serial, "--token-code", code, keys=mfa_user, ok=False)
+assert "(AccessDenied)" in err, "a code is accepted once: " + err
+os.environ["AWS_SESSION_TOKEN"] = creds["SessionToken"]
+assert aws("describe-images", keys=(creds["AccessKeyId"], creds["SecretAccessKey"]))["Images"] is not None
+refused("UnauthorizedOperation", "import-image", "--disk-containers", disk,
+        keys=(creds["AccessKeyId"], creds["SecretAccessKey"]))
+os.environ["AWS_SESSION_TOKEN"] = "x" + creds["SessionToken"][1:]
+refused("InvalidClientTokenId", "describe-images", keys=(creds["AccessKeyId"], creds["SecretAccessKey"]))
+del os.environ["AWS_SESSION_TOKEN"]
+
 assert task_count() == before, "a refused request made a task"
 status, body = send("GET", ENDPOINT + "/metrics")
 assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 2' in body, body
