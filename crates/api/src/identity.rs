@@ -254,17 +254,30 @@ impl Identity {
             .touch_access_key(&key.access_key_id)
             .await
             .map_err(internal)?;
+        self.principal(key.account, key.user_name, key.access_key_id, None, false)
+            .await
+    }
+
+    /// The principal `user` of `account`, with its policies.
+    async fn principal(
+        &self,
+        account: String,
+        user: String,
+        access_key_id: String,
+        session_token: Option<String>,
+        mfa: bool,
+    ) -> Result<Principal, AuthError> {
         let policies = self
-            .policies(&key.account, PrincipalKind::User, &key.user_name)
+            .policies(&account, PrincipalKind::User, &user)
             .await
             .map_err(|e| AuthError::Malformed(e.to_string()))?;
         Ok(Principal {
-            arn: format!("arn:aws:iam::{}:user/{}", key.account, key.user_name),
-            account: key.account,
-            user: key.user_name,
-            access_key_id: key.access_key_id,
-            session_token: signed.session_token,
-            mfa: false,
+            arn: format!("arn:aws:iam::{account}:user/{user}"),
+            account,
+            user,
+            access_key_id,
+            session_token,
+            mfa,
             policies,
         })
     }
@@ -312,19 +325,14 @@ impl Identity {
             .ok_or_else(invalid)?;
         let secret = Zeroizing::new(String::from_utf8_lossy(&secret).into_owned());
         sigv4::verify(req, signed, &secret, region, service, now)?;
-        let policies = self
-            .policies(&s.account, PrincipalKind::User, &s.user_name)
-            .await
-            .map_err(|e| AuthError::Malformed(e.to_string()))?;
-        Ok(Principal {
-            arn: format!("arn:aws:iam::{}:user/{}", s.account, s.user_name),
-            account: s.account,
-            user: s.user_name,
-            access_key_id: s.access_key_id,
-            session_token: Some(token.to_string()),
-            mfa: s.mfa,
-            policies,
-        })
+        self.principal(
+            s.account,
+            s.user_name,
+            s.access_key_id,
+            Some(token.to_string()),
+            s.mfa,
+        )
+        .await
     }
 
     /// Enrols a virtual MFA device for `user`; returns its serial number and the

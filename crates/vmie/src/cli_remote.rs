@@ -4,7 +4,6 @@
 //! (`$AWS_CA_BUNDLE`). Requests are EC2 Query calls signed with SigV4; answers are read from
 //! the XML.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -379,17 +378,7 @@ impl Remote {
 
     /// Polls `id` until it ends, with a progress bar on a terminal.
     pub async fn wait(&self, id: &str) -> Result<RemoteTask, CliError> {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(100);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] [{bar:40}] {pos}% {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
+        let bar = crate::progress::percent_bar();
         let mut last = String::new();
         loop {
             let t = self

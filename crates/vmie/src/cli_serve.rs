@@ -16,7 +16,7 @@ use api::identity::Identity;
 use api::server::{ServeConfig, self_signed, serve};
 use catalog::iam::PrincipalKind;
 
-use crate::cli_tasks::{EngineOpts, account, engine_err, open_engine};
+use crate::cli_tasks::{EngineOpts, account, open_engine};
 use crate::{CliError, EXIT_FAILED};
 
 /// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
@@ -128,14 +128,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             eprintln!("vmie: TLS certificate {} (pass it to clients as their CA bundle)", c.display());
             Some((c, k))
         };
-        let gone = engine.startup().map_err(|e| engine_err(&e))?;
-        if !gone.is_empty() {
-            eprintln!(
-                "vmie: destroyed {} intermediate volume(s) left by a process that did not end cleanly: {}",
-                gone.len(),
-                gone.join(", ")
-            );
-        }
+        crate::cli_tasks::startup(&engine)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let workers = {
             let e = engine.clone();

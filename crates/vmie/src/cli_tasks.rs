@@ -8,7 +8,6 @@
 //! unless `--no-wait` is given the command then runs workers in this process until the task
 //! ends, showing its progress. `vmie work` runs workers until it is stopped.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
@@ -295,8 +294,9 @@ fn task_json(t: &Task) -> serde_json::Value {
     })
 }
 
-/// Runs workers in this process until `id` ends; shows its progress.
-async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
+/// Prepares the intermediate-volume folder and destroys, and reports, volumes a crashed
+/// process left. Call before workers start.
+pub fn startup(e: &Engine) -> Result<(), CliError> {
     let gone = e.startup().map_err(|x| engine_err(&x))?;
     if !gone.is_empty() {
         eprintln!(
@@ -305,23 +305,18 @@ async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
             gone.join(", ")
         );
     }
+    Ok(())
+}
+
+/// Runs workers in this process until `id` ends; shows its progress.
+async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
+    startup(e)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let workers = {
         let e = e.clone();
         tokio::spawn(async move { e.run_workers(1, rx).await })
     };
-    let tty = std::io::stderr().is_terminal();
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new(100);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{bar:40}] {pos}% {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = crate::progress::percent_bar();
     let mut last = String::new();
     let t = loop {
         let t = e.catalog().task(&account(), id).await.map_err(err)?;
@@ -554,14 +549,7 @@ pub fn wait(id: &str, json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(),
 pub fn work(workers: usize, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let e = open_engine(data_dir, o).await?;
-        let gone = e.startup().map_err(|x| engine_err(&x))?;
-        if !gone.is_empty() {
-            eprintln!(
-                "vmie: destroyed {} intermediate volume(s) left by a process that did not end cleanly: {}",
-                gone.len(),
-                gone.join(", ")
-            );
-        }
+        startup(&e)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let run = {
             let e = e.clone();

@@ -86,3 +86,18 @@ fn line_ticker(total: u64, done: &AtomicU64, finished: &AtomicBool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A percentage bar (0–100, with a message) on a terminal; `None` when standard error is not
+/// one (callers then print a line per change).
+#[must_use]
+pub fn percent_bar() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(100);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:40}] {pos}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    })
+}
