@@ -11,6 +11,8 @@
 //!   attached policies, and the authentication of a signed request to a principal;
 //! - [`guard`]: the sensitive-data guard on descriptions and tags;
 //! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication;
+//! - [`trail`]: the activity log's storage: compressed batches under a signed digest chain,
+//!   and its verification;
 //! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server.
 
 pub mod ec2;
@@ -22,4 +24,5 @@ pub mod server;
 pub mod sigv4;
 pub mod sts;
 pub mod totp;
+pub mod trail;
 pub mod xml;
