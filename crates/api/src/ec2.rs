@@ -251,20 +251,6 @@ fn matches(fs: &[(String, Vec<String>)], fields: &HashMap<&str, String>, tags: &
     })
 }
 
-fn iso(ms: i64) -> String {
-    let s = crate::sigv4::format_amz_date(ms.div_euclid(1000));
-    format!(
-        "{}-{}-{}T{}:{}:{}.{:03}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15],
-        ms.rem_euclid(1000)
-    )
-}
-
 fn disk_xml(x: &mut Xml, d: &engine::DiskDetail, t: &Task) {
     x.opt("description", d.description.as_deref())
         .opt("deviceName", d.device_name.as_deref())
@@ -369,7 +355,7 @@ impl Ec2 {
                 "aws:SecureTransport",
                 &[if origin.secure { "true" } else { "false" }],
             )
-            .with("aws:CurrentTime", &[&iso(now)])
+            .with("aws:CurrentTime", &[&crate::sigv4::format_iso8601(now)])
             .with("aws:EpochTime", &[&(now / 1000).to_string()])
             .with("aws:username", &[&who.user])
             .with("aws:PrincipalArn", &[&who.arn])
@@ -481,7 +467,7 @@ impl Ec2 {
                 "InvalidAction",
                 format!(
                     "the action {} is not valid for this web service",
-                    crate::query::shown_value(action)
+                    engine::request::shown(action)
                 ),
             ));
         }
@@ -492,7 +478,7 @@ impl Ec2 {
                 "InvalidParameterValue",
                 format!(
                     "API version {} is not supported; use 2016-11-15",
-                    crate::query::shown_value(v)
+                    engine::request::shown(v)
                 ),
             ));
         }
@@ -688,7 +674,7 @@ impl Ec2 {
                             "InvalidConversionTaskId.Malformed",
                             format!(
                                 "the import task {} does not exist",
-                                crate::query::shown_value(id)
+                                engine::request::shown(id)
                             ),
                         ),
                         e => e.into(),
@@ -740,7 +726,7 @@ impl Ec2 {
                         .leaf("imageLocation", &format!("{a}/{}", i.name))
                         .leaf("imageState", &i.state)
                         .leaf("imageOwnerId", a)
-                        .leaf("creationDate", &iso(i.created_ms))
+                        .leaf("creationDate", &crate::sigv4::format_iso8601(i.created_ms))
                         .leaf("isPublic", "false")
                         .leaf("architecture", &i.architecture)
                         .leaf("imageType", "machine")
@@ -817,7 +803,7 @@ impl Ec2 {
                         .leaf("snapshotId", &s.id)
                         .leaf("volumeId", "vol-ffffffff")
                         .leaf("status", &s.state)
-                        .leaf("startTime", &iso(s.created_ms))
+                        .leaf("startTime", &crate::sigv4::format_iso8601(s.created_ms))
                         .leaf("progress", "100%")
                         .leaf("ownerId", a)
                         .leaf("volumeSize", &gib.to_string())

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use engine::request::shown;
+
 /// Most parameters in one request.
 pub const MAX_PARAMS: usize = 1000;
 /// Longest parameter name.
@@ -232,17 +234,6 @@ impl Params {
             .filter(move |k| k.starts_with(&p))
             .map(String::as_str)
     }
-}
-
-/// A caller's value for a message: without control characters, at most 64 characters.
-#[must_use]
-pub fn shown_value(s: &str) -> String {
-    shown(s)
-}
-
-fn shown(s: &str) -> String {
-    let t: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
-    if s.chars().count() > 64 { t + "…" } else { t }
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ async fn ec2_endpoint(
             let action = p.get("Action").unwrap_or("").to_string();
             if sts {
                 let r = crate::sts::handle(&app.ec2.identity, &who, &p, &rid, now).await;
-                tracing::info!(action = %crate::query::shown_value(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "sts request");
+                tracing::info!(action = %engine::request::shown(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "sts request");
                 return match r {
                     Ok(body) => xml_response(200, body),
                     Err(e) => {
@@ -304,7 +304,7 @@ async fn ec2_endpoint(
                 };
             }
             let r = app.ec2.handle(&who, &origin, &p, &rid).await;
-            tracing::info!(action = %crate::query::shown_value(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "request");
+            tracing::info!(action = %engine::request::shown(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "request");
             r
         }
         Err(e) => Err(e.into()),
@@ -320,60 +320,52 @@ async fn ec2_endpoint(
 
 async fn metrics_endpoint(State(app): State<App>) -> Response {
     let s = app.ec2.engine.stats();
+    let m = &app.metrics;
+    let counters = [
+        ("vmie_requests_total", "API requests received", &m.requests),
+        (
+            "vmie_request_errors_total",
+            "API requests answered with an error",
+            &m.errors,
+        ),
+        (
+            "vmie_auth_failures_total",
+            "API requests refused at authentication",
+            &m.auth_failures,
+        ),
+        (
+            "vmie_bytes_imported_total",
+            "bytes of virtual disk decoded by imports",
+            &s.bytes_imported,
+        ),
+        (
+            "vmie_bytes_exported_total",
+            "bytes written by exports",
+            &s.bytes_exported,
+        ),
+        (
+            "vmie_tasks_completed_total",
+            "tasks completed by this process",
+            &s.completed,
+        ),
+        (
+            "vmie_tasks_failed_total",
+            "tasks failed in this process",
+            &s.failed,
+        ),
+        (
+            "vmie_tasks_cancelled_total",
+            "tasks cancelled in this process",
+            &s.cancelled,
+        ),
+    ];
     let mut out = String::new();
-    let mut line = |name: &str, help: &str, kind: &str, v: u64| {
+    for (name, help, v) in counters {
         out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
         ));
-    };
-    line(
-        "vmie_requests_total",
-        "API requests received",
-        "counter",
-        app.metrics.requests.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_request_errors_total",
-        "API requests answered with an error",
-        "counter",
-        app.metrics.errors.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_auth_failures_total",
-        "API requests refused at authentication",
-        "counter",
-        app.metrics.auth_failures.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_bytes_imported_total",
-        "bytes of virtual disk decoded by imports",
-        "counter",
-        s.bytes_imported.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_bytes_exported_total",
-        "bytes written by exports",
-        "counter",
-        s.bytes_exported.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_tasks_completed_total",
-        "tasks completed by this process",
-        "counter",
-        s.completed.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_tasks_failed_total",
-        "tasks failed in this process",
-        "counter",
-        s.failed.load(Ordering::Relaxed),
-    );
-    line(
-        "vmie_tasks_cancelled_total",
-        "tasks cancelled in this process",
-        "counter",
-        s.cancelled.load(Ordering::Relaxed),
-    );
+    }
     out.push_str(
         "# HELP vmie_tasks Tasks in the catalog by kind and status\n# TYPE vmie_tasks gauge\n",
     );

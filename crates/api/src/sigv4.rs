@@ -19,6 +19,8 @@
 
 use aws_lc_rs::{constant_time, digest, hmac};
 
+use engine::request::shown;
+
 /// The only algorithm accepted.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Largest difference between the request's clock and ours, in seconds.
@@ -413,10 +415,6 @@ pub fn parse(req: &Request<'_>) -> Result<Signed, AuthError> {
     })
 }
 
-fn shown(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(40).collect()
-}
-
 /// Seconds since the Unix epoch of `YYYYMMDDTHHMMSSZ`.
 #[must_use]
 pub fn parse_amz_date(s: &str) -> Option<i64> {
@@ -464,6 +462,23 @@ pub fn format_amz_date(t: i64) -> String {
         secs / 3600,
         secs % 3600 / 60,
         secs % 60
+    )
+}
+
+/// ISO 8601 with milliseconds (`2026-11-23T12:00:00.000Z`) of `ms` since the Unix epoch,
+/// as EC2 and STS write times.
+#[must_use]
+pub fn format_iso8601(ms: i64) -> String {
+    let s = format_amz_date(ms.div_euclid(1000));
+    format!(
+        "{}-{}-{}T{}:{}:{}.{:03}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15],
+        ms.rem_euclid(1000)
     )
 }
 

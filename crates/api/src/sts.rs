@@ -28,19 +28,6 @@ pub fn error(e: &ApiError, request_id: &str) -> String {
     )
 }
 
-fn iso(t: i64) -> String {
-    let s = crate::sigv4::format_amz_date(t);
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
-}
-
 /// Handles one authenticated STS request.
 pub async fn handle(
     identity: &Identity,
@@ -55,7 +42,7 @@ pub async fn handle(
             "InvalidAction",
             format!(
                 "the action {} is not valid for this web service",
-                crate::query::shown_value(action)
+                engine::request::shown(action)
             ),
         ));
     }
@@ -84,7 +71,7 @@ pub async fn handle(
         s.access_key_id,
         escape(s.secret_access_key.as_str()),
         escape(s.session_token.as_str()),
-        iso(s.expires),
+        crate::sigv4::format_iso8601(s.expires.saturating_mul(1000)),
         request_id
     ))
 }

@@ -69,6 +69,13 @@ pub enum PrincipalKind {
 }
 
 impl PrincipalKind {
+    fn table(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "iam_users",
+            PrincipalKind::Role => "iam_roles",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             PrincipalKind::User => "user",
@@ -309,10 +316,7 @@ impl Catalog {
         kind: PrincipalKind,
         name: &str,
     ) -> Result<bool> {
-        let table = match kind {
-            PrincipalKind::User => "iam_users",
-            PrincipalKind::Role => "iam_roles",
-        };
+        let table = kind.table();
         Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT 1 FROM {table} WHERE account = $1 AND name = $2"
         )))
@@ -330,10 +334,7 @@ impl Catalog {
         kind: PrincipalKind,
         name: &str,
     ) -> Result<()> {
-        let table = match kind {
-            PrincipalKind::User => "iam_users",
-            PrincipalKind::Role => "iam_roles",
-        };
+        let table = kind.table();
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE account = $1 AND name = $2"
@@ -342,10 +343,7 @@ impl Catalog {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Err(CatalogError::NotFound(name.into()));
-        }
+        crate::found(&r, name)?;
         if kind == PrincipalKind::User {
             sqlx::query("DELETE FROM iam_access_keys WHERE account = $1 AND user_name = $2")
                 .bind(account)
@@ -419,10 +417,7 @@ impl Catalog {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.into()));
-        }
-        Ok(())
+        crate::found(&r, id)
     }
 
     /// Deletes an access key.
@@ -433,10 +428,7 @@ impl Catalog {
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.into()));
-        }
-        Ok(())
+        crate::found(&r, id)
     }
 
     /// Records that `id` authenticated a request now (at most once a minute is written).
@@ -507,10 +499,7 @@ impl Catalog {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(name.into()));
-        }
-        Ok(())
+        crate::found(&r, name)
     }
 
     /// Attaches the policy `policy` to a principal (both must exist).
@@ -524,12 +513,12 @@ impl Catalog {
         if !self.principal_exists(account, kind, principal).await? {
             return Err(CatalogError::NotFound(principal.into()));
         }
-        if !self
-            .policies(account)
-            .await?
-            .iter()
-            .any(|p| p.name == policy)
-        {
+        let exists = sqlx::query("SELECT 1 FROM iam_policies WHERE account = $1 AND name = $2")
+            .bind(account)
+            .bind(policy)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
             return Err(CatalogError::NotFound(policy.into()));
         }
         sqlx::query(
@@ -561,10 +550,7 @@ impl Catalog {
         .bind(policy)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(policy.into()));
-        }
-        Ok(())
+        crate::found(&r, policy)
     }
 
     /// The policy documents attached to a principal.

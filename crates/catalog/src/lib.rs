@@ -848,10 +848,7 @@ impl Catalog {
         .bind(account)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.to_string()));
-        }
-        Ok(())
+        found(&r, id)
     }
 
     /// Records a snapshot (idempotent on its id: a retried step finds it there).
@@ -963,10 +960,7 @@ impl Catalog {
         .bind(account)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(CatalogError::NotFound(id.to_string()));
-        }
-        Ok(())
+        found(&r, id)
     }
 
     /// A per-account setting.
@@ -995,6 +989,15 @@ impl Catalog {
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// `NotFound(what)` when a statement touched no row.
+pub(crate) fn found(r: &sqlx::any::AnyQueryResult, what: &str) -> Result<()> {
+    if r.rows_affected() == 0 {
+        Err(CatalogError::NotFound(what.to_string()))
+    } else {
+        Ok(())
+    }
+}
 
 async fn insert_snapshot(tx: &mut Tx<'_>, s: &Snapshot) -> Result<()> {
     sqlx::query(

@@ -94,8 +94,10 @@ pub struct Scratch {
     file: File,
     key: LessSafeKey,
     size: u64,
-    /// Which blocks hold data.
-    written: Vec<bool>,
+    /// Which blocks hold data: ascending, disjoint runs `[start, end)` of block numbers
+    /// (blocks are written in ascending order, so a run grows or a new one starts). Memory
+    /// follows the data written, not the virtual size.
+    runs: Vec<(u64, u64)>,
     /// The block being filled: (index, plaintext).
     open: Option<(u64, Vec<u8>)>,
     /// The next writable offset (writes never go back).
@@ -133,13 +135,12 @@ impl Scratch {
         let key = LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| ScratchError::Seal(0))?,
         );
-        let blocks = usize::try_from(size.div_ceil(BLOCK)).unwrap_or(usize::MAX);
         Ok(Scratch {
             path,
             file,
             key,
             size,
-            written: vec![false; blocks],
+            runs: Vec::new(),
             open: None,
             next: 0,
             cache: Mutex::new(None),
@@ -176,11 +177,9 @@ impl Scratch {
         self.file
             .write_all_at(&block, index * SLOT)
             .map_err(io_err(&self.path))?;
-        if let Some(w) = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.written.get_mut(i))
-        {
-            *w = true;
+        match self.runs.last_mut() {
+            Some((_, end)) if *end == index => *end += 1,
+            _ => self.runs.push((index, index + 1)),
         }
         Ok(())
     }
@@ -229,16 +228,17 @@ impl Scratch {
         self.file.sync_data().map_err(io_err(&self.path))
     }
 
+    /// The first run of written blocks that ends after block `index`.
+    fn run_after(&self, index: u64) -> Option<(u64, u64)> {
+        let i = self.runs.partition_point(|&(_, end)| end <= index);
+        self.runs.get(i).copied()
+    }
+
     /// Calls `f` with the plaintext of block `index` (zeros for a block never written),
     /// decrypting it only when it is not the block last read.
     fn with_block<R>(&self, index: u64, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         static ZEROS: [u8; BLOCK_LEN] = [0; BLOCK_LEN];
-        let written = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.written.get(i))
-            .copied()
-            .unwrap_or(false);
-        if !written {
+        if self.run_after(index).is_none_or(|(start, _)| start > index) {
             return Ok(f(&ZEROS));
         }
         // The lock is held only to look at and refill the one-block cache; reading and
@@ -301,23 +301,12 @@ impl diskfmt::ReadAt for Scratch {
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        let first = usize::try_from(offset / BLOCK).unwrap_or(usize::MAX);
-        let Some(start) = self
-            .written
-            .iter()
-            .enumerate()
-            .skip(first)
-            .find(|(_, w)| **w)
-            .map(|(i, _)| i)
-        else {
-            return Ok(None);
-        };
-        let end = self.written[start..]
-            .iter()
-            .position(|w| !*w)
-            .map_or(self.written.len(), |p| start + p);
-        let s = (start as u64 * BLOCK).max(offset);
-        Ok(Some((s, (end as u64 * BLOCK).min(self.size))))
+        Ok(self.run_after(offset / BLOCK).map(|(start, end)| {
+            (
+                (start * BLOCK).max(offset),
+                end.saturating_mul(BLOCK).min(self.size),
+            )
+        }))
     }
 }
 

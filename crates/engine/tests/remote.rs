@@ -12,7 +12,6 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use blockstore::S3Config;
 use catalog::status;
 use engine::{
     Buckets, DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest,
@@ -25,16 +24,7 @@ async fn import_from_and_export_to_an_s3_server() {
     let s3dir = tempfile::tempdir().unwrap();
     let (url, server) = s3::start_s3(s3dir.path(), "src").await;
     std::fs::create_dir_all(s3dir.path().join("out")).unwrap();
-    let buckets = Buckets::S3(S3Config {
-        bucket: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(url),
-        path_style: true,
-        allow_http: true,
-        access_key_id: Some("AKIAVMIETEST".into()),
-        secret_access_key: Some("vmie-test-secret".into()),
-        session_token: None,
-    });
+    let buckets = Buckets::S3(s3::s3_config(url, ""));
     let env = env_over(None, &UrlPolicy::default(), Some(buckets), |_, _| {}).await;
     let work = tempfile::tempdir().unwrap();
     let raw = debian_disk(work.path(), "S3-MARKER", 16);

@@ -3,14 +3,11 @@
 //! under the root key.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Subcommand;
 
 use api::identity::Identity;
-use catalog::Catalog;
 use catalog::iam::PrincipalKind;
-use kms::RootKey;
 
 use crate::cli_store::{print_json, runtime};
 use crate::{CliError, EXIT_FAILED};
@@ -178,12 +175,11 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 
 /// The identity store of the data folder.
 pub async fn open_identity(data_dir: &Path) -> Result<Identity, CliError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("{}: {e}", data_dir.display())))?;
-    let url = std::env::var("VMIE_CATALOG_URL")
-        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
-    let catalog = Catalog::open(&url).await.map_err(fail)?;
-    let root = RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(fail)?;
-    Ok(Identity::new(catalog, Arc::new(root)))
+    let catalog = crate::cli_store::open_catalog(data_dir).await?;
+    Ok(Identity::new(
+        catalog,
+        crate::cli_store::root_key(data_dir)?,
+    ))
 }
 
 /// Runs a `vmie admin` command.

@@ -216,7 +216,23 @@ impl Remote {
             .await
             .map_err(|e| fail(format!("{action}: {e}")))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(fail)?;
+        // Answers are a few KiB; a page of a thousand tasks stays far below this.
+        const MAX_ANSWER: u64 = 16 << 20;
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER) {
+            return Err(fail(format!(
+                "{action}: the answer is larger than {MAX_ANSWER} bytes"
+            )));
+        }
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(fail)? {
+            if bytes.len() as u64 + c.len() as u64 > MAX_ANSWER {
+                return Err(fail(format!(
+                    "{action}: the answer is larger than {MAX_ANSWER} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&c);
+        }
         let doc = Node::parse(&bytes)?;
         if !status.is_success() {
             let e = doc.child("Errors").and_then(|e| e.child("Error"));

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
@@ -16,7 +15,7 @@ use api::identity::Identity;
 use api::server::{ServeConfig, self_signed, serve};
 use catalog::iam::PrincipalKind;
 
-use crate::cli_tasks::{EngineOpts, account, open_engine};
+use crate::cli_tasks::{EngineOpts, account, open_deployment};
 use crate::{CliError, EXIT_FAILED};
 
 /// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
@@ -108,9 +107,8 @@ async fn bootstrap(id: &Identity, account: &str) -> Result<(), CliError> {
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_store::runtime()?.block_on(async {
-        let engine = open_engine(data_dir, &a.engine).await?;
-        let root = kms::RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(fail)?;
-        let identity = Identity::new(engine.catalog().clone(), Arc::new(root));
+        let (engine, root) = open_deployment(data_dir, &a.engine).await?;
+        let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
         bootstrap(&identity, &acct).await?;
         let tls = if a.plain_http {

@@ -161,6 +161,26 @@ pub(crate) struct Env {
     pub(crate) store: BlockStore,
     pub(crate) kms: Kms,
     pub(crate) caller: Caller,
+    pub(crate) root: Arc<RootKey>,
+}
+
+/// The deployment's root key: `$VMIE_ROOT_KEY`, else `DIR/root.key` (made on first use).
+pub(crate) fn root_key(data_dir: &Path) -> Result<Arc<RootKey>, CliError> {
+    Ok(Arc::new(
+        RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(kms_err)?,
+    ))
+}
+
+/// The catalog: `$VMIE_CATALOG_URL`, else `sqlite://DIR/catalog.db`.
+pub(crate) async fn open_catalog(data_dir: &Path) -> Result<catalog::Catalog, CliError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| crate::cli_convert::fail(&data_dir.display().to_string(), &e))?;
+    let url = std::env::var("VMIE_CATALOG_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    catalog::Catalog::open(&url).await.map_err(|e| CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    })
 }
 
 fn env_flag(name: &str) -> Option<bool> {
@@ -187,16 +207,21 @@ pub(crate) fn open_env(data_dir: &Path) -> Result<Env, CliError> {
         },
     };
     let objects = backend.open().map_err(store_err)?;
-    let root = RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(kms_err)?;
+    let root = root_key(data_dir)?;
     let cfg = KmsConfig {
         region: std::env::var("VMIE_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        account: std::env::var("VMIE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into()),
+        account: crate::cli_tasks::account(),
     };
     let caller = Caller::account_root(&cfg.account);
-    let kms = Kms::new(objects.clone(), "kms", Arc::new(root), cfg);
+    let kms = Kms::new(objects.clone(), "kms", root.clone(), cfg);
     let store = BlockStore::new(objects, "snapshots", kms.clone(), StoreOptions::default())
         .map_err(store_err)?;
-    Ok(Env { store, kms, caller })
+    Ok(Env {
+        store,
+        kms,
+        caller,
+        root,
+    })
 }
 
 pub(crate) fn store_err(e: blockstore::StoreError) -> CliError {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use catalog::{Catalog, Task, TaskKind, status};
+use catalog::{Task, TaskKind, status};
 use engine::{
     Buckets, DiskContainer, Engine, EngineConfig, ExportImageRequest, ExportLocation,
     ImportImageRequest, ImportSnapshotRequest, Sources, Submit, TaskDetail, UrlPolicy, UserBucket,
@@ -37,6 +37,11 @@ pub struct EngineOpts {
     /// Extra CA certificates (PEM) trusted for `https://` sources.
     #[arg(long = "url-ca-file", value_name = "PEM")]
     pub url_ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where client commands send their requests.
+#[derive(Debug, Args)]
+pub struct RemoteOpts {
     /// Send the command to this API endpoint (a running `vmie serve`) instead of working on
     /// the data folder; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, region
     /// from AWS_REGION / AWS_DEFAULT_REGION (default us-east-1).
@@ -47,7 +52,7 @@ pub struct EngineOpts {
     pub ca_bundle: Option<std::path::PathBuf>,
 }
 
-impl EngineOpts {
+impl RemoteOpts {
     /// The API client, when `--endpoint-url` is given.
     fn remote(&self) -> Result<Option<Remote>, CliError> {
         let Some(ep) = &self.endpoint_url else {
@@ -188,6 +193,8 @@ pub struct ImportImageArgs {
     license_type: Option<String>,
     #[command(flatten)]
     engine: EngineOpts,
+    #[command(flatten)]
+    remote: RemoteOpts,
 }
 
 /// `vmie import-snapshot`.
@@ -199,6 +206,8 @@ pub struct ImportSnapshotArgs {
     submit: SubmitOpts,
     #[command(flatten)]
     engine: EngineOpts,
+    #[command(flatten)]
+    remote: RemoteOpts,
 }
 
 /// `vmie export-image`.
@@ -227,6 +236,8 @@ pub struct ExportImageArgs {
     json: bool,
     #[command(flatten)]
     engine: EngineOpts,
+    #[command(flatten)]
+    remote: RemoteOpts,
 }
 
 /// The account the data folder's commands act in (`$VMIE_ACCOUNT_ID`).
@@ -250,10 +261,16 @@ pub fn engine_err(e: &engine::EngineError) -> CliError {
 
 /// The engine of the data folder (catalog, snapshot store, buckets, intermediate volumes).
 pub async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
+    Ok(open_deployment(data_dir, o).await?.0)
+}
+
+/// The engine of the data folder and its root key.
+pub async fn open_deployment(
+    data_dir: &Path,
+    o: &EngineOpts,
+) -> Result<(Engine, std::sync::Arc<kms::RootKey>), CliError> {
     let env = open_env(data_dir)?;
-    let url = std::env::var("VMIE_CATALOG_URL")
-        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
-    let catalog = Catalog::open(&url).await.map_err(err)?;
+    let catalog = crate::cli_store::open_catalog(data_dir).await?;
     let ca_pem = o
         .url_ca_file
         .as_ref()
@@ -271,8 +288,7 @@ pub async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliE
     .map_err(|e| engine_err(&e))?;
     let mut cfg = EngineConfig::new(data_dir.join("scratch"));
     cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
-    let _ = env.kms;
-    Ok(Engine::new(catalog, env.store, sources, cfg))
+    Ok((Engine::new(catalog, env.store, sources, cfg), env.root))
 }
 
 fn print_task(t: &Task, json: bool) -> Result<(), CliError> {
@@ -395,7 +411,7 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
             platform: a.platform,
             role_name: None,
         };
-        if let Some(r) = a.engine.remote()? {
+        if let Some(r) = a.remote.remote()? {
             let id = r
                 .import_image(&req, a.submit.client_token.as_deref())
                 .await?;
@@ -426,7 +442,7 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
             kms_key_id: a.submit.kms_key_id.clone(),
             role_name: None,
         };
-        if let Some(r) = a.engine.remote()? {
+        if let Some(r) = a.remote.remote()? {
             let id = r
                 .import_snapshot(&req, a.submit.client_token.as_deref())
                 .await?;
@@ -454,7 +470,7 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
             description: None,
             role_name: None,
         };
-        if let Some(r) = a.engine.remote()? {
+        if let Some(r) = a.remote.remote()? {
             let id = r.export_image(&req, a.client_token.as_deref()).await?;
             return remote_submitted(&r, id, a.no_wait, a.json).await;
         }
@@ -470,9 +486,9 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
 }
 
 /// `vmie tasks`: every task of the last 7 days.
-pub fn tasks(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+pub fn tasks(json: bool, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        if let Some(r) = o.remote()? {
+        if let Some(r) = r.remote()? {
             let all = r.tasks(None).await?;
             if json {
                 return print_json(&all);
@@ -519,9 +535,9 @@ pub fn tasks(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError
 }
 
 /// `vmie cancel TASK`.
-pub fn cancel(id: &str, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+pub fn cancel(id: &str, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        if let Some(r) = o.remote()? {
+        if let Some(r) = r.remote()? {
             println!("{id} {}", r.cancel(id).await?);
             return Ok(());
         }
@@ -533,9 +549,15 @@ pub fn cancel(id: &str, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError>
 }
 
 /// `vmie wait TASK`.
-pub fn wait(id: &str, json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
+pub fn wait(
+    id: &str,
+    json: bool,
+    o: &EngineOpts,
+    r: &RemoteOpts,
+    data_dir: &Path,
+) -> Result<(), CliError> {
     runtime()?.block_on(async {
-        if let Some(r) = o.remote()? {
+        if let Some(r) = r.remote()? {
             let t = r.wait(id).await?;
             return remote_ended(&t, json);
         }

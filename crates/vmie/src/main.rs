@@ -202,6 +202,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
+        #[command(flatten)]
+        remote: cli_tasks::RemoteOpts,
     },
     /// Cancel a task: it becomes `deleting`, then `deleted` with nothing left behind.
     Cancel {
@@ -209,6 +211,8 @@ enum Command {
         task: String,
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
+        #[command(flatten)]
+        remote: cli_tasks::RemoteOpts,
     },
     /// Run workers in this process until a task ends, with its progress.
     Wait {
@@ -219,6 +223,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
+        #[command(flatten)]
+        remote: cli_tasks::RemoteOpts,
     },
     /// Run task workers until stopped (SIGINT, SIGTERM). Destroys intermediate volumes a
     /// crashed process left, first.
@@ -294,11 +300,22 @@ fn main() -> ExitCode {
         Command::ImportImage(a) => cli_tasks::import_image(a, &cli.data_dir),
         Command::ImportSnapshot(a) => cli_tasks::import_snapshot(a, &cli.data_dir),
         Command::ExportImage(a) => cli_tasks::export_image(a, &cli.data_dir),
-        Command::Tasks { json, engine } => cli_tasks::tasks(json, &engine, &cli.data_dir),
-        Command::Cancel { task, engine } => cli_tasks::cancel(&task, &engine, &cli.data_dir),
-        Command::Wait { task, json, engine } => {
-            cli_tasks::wait(&task, json, &engine, &cli.data_dir)
-        }
+        Command::Tasks {
+            json,
+            engine,
+            remote,
+        } => cli_tasks::tasks(json, &engine, &remote, &cli.data_dir),
+        Command::Cancel {
+            task,
+            engine,
+            remote,
+        } => cli_tasks::cancel(&task, &engine, &remote, &cli.data_dir),
+        Command::Wait {
+            task,
+            json,
+            engine,
+            remote,
+        } => cli_tasks::wait(&task, json, &engine, &remote, &cli.data_dir),
         Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
         Command::Admin(cmd) => cli_admin::run(cmd, &cli.data_dir),
         Command::Serve(a) => cli_serve::run(a, &cli.data_dir),

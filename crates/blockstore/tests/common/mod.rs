@@ -73,6 +73,20 @@ pub async fn start_s3(root: &Path, bucket: &str) -> (String, tokio::task::JoinHa
     (format!("http://{addr}"), handle)
 }
 
+/// Settings for the server [`start_s3`] started at `url`.
+pub fn s3_config(url: String, bucket: &str) -> S3Config {
+    S3Config {
+        bucket: bucket.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(url),
+        path_style: true,
+        allow_http: true,
+        access_key_id: Some("AKIAVMIETEST".into()),
+        secret_access_key: Some("vmie-test-secret".into()),
+        session_token: None,
+    }
+}
+
 pub async fn env(kind: Kind) -> Env {
     env_with(
         kind,
@@ -95,19 +109,7 @@ pub async fn env_with(kind: Kind, opts: StoreOptions) -> Env {
         ),
         Kind::S3 => {
             let (url, h) = start_s3(&dir.path().join("s3"), "vmie-test").await;
-            (
-                Backend::S3(S3Config {
-                    bucket: "vmie-test".into(),
-                    region: "us-east-1".into(),
-                    endpoint: Some(url),
-                    path_style: true,
-                    allow_http: true,
-                    access_key_id: Some("AKIAVMIETEST".into()),
-                    secret_access_key: Some("vmie-test-secret".into()),
-                    session_token: None,
-                }),
-                Some(h),
-            )
+            (Backend::S3(s3_config(url, "vmie-test")), Some(h))
         }
     };
     let objects = backend.open().unwrap();
