@@ -92,6 +92,8 @@ pub struct Ec2 {
     pub region: String,
     /// What to do with sensitive data in descriptions and tags.
     pub guard: crate::guard::Policy,
+    /// The activity log (`None`: not kept, which `vmie compliance` reports).
+    pub audit: Option<std::sync::Arc<crate::audit::Audit>>,
 }
 
 /// Every action served.
@@ -347,9 +349,16 @@ fn export_task_xml(x: &mut Xml, t: &Task) {
 
 impl Ec2 {
     /// The policy context of a request.
-    fn context(&self, who: &Principal, origin: &Origin, action: &str, resource: &str) -> Context {
+    /// The policy context of a request for `action` (`service:Action`) on `resource`.
+    pub(crate) fn context(
+        &self,
+        who: &Principal,
+        origin: &Origin,
+        action: &str,
+        resource: &str,
+    ) -> Context {
         let now = catalog::now_ms();
-        let mut c = Context::new(&format!("ec2:{action}"), resource)
+        let mut c = Context::new(action, resource)
             .with("aws:SourceIp", &[&origin.source_ip.to_string()])
             .with(
                 "aws:SecureTransport",
@@ -367,7 +376,7 @@ impl Ec2 {
         c
     }
 
-    fn authorize(&self, who: &Principal, ctx: &Context) -> Result<(), ApiError> {
+    pub(crate) fn authorize(&self, who: &Principal, ctx: &Context) -> Result<(), ApiError> {
         match evaluate(&who.policies, ctx) {
             Decision::Allow => Ok(()),
             d => Err(ApiError {
@@ -490,7 +499,7 @@ impl Ec2 {
             "ExportImage" => resource("image", p.required("ImageId")?),
             _ => "*".to_string(),
         };
-        let mut ctx = self.context(who, origin, action, &target);
+        let mut ctx = self.context(who, origin, &format!("ec2:{action}"), &target);
         // The resource's tags, for `aws:ResourceTag/…` conditions.
         let cat = self.engine.catalog();
         let resource_tags = match action {

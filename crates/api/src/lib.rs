@@ -13,8 +13,12 @@
 //! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication;
 //! - [`trail`]: the activity log's storage: compressed batches under a signed digest chain,
 //!   and its verification;
+//! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
+//!   and [`cloudtrail`]: `LookupEvents` over them;
 //! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server.
 
+pub mod audit;
+pub mod cloudtrail;
 pub mod ec2;
 pub mod guard;
 pub mod iam;

@@ -195,6 +195,62 @@ fn error_response(e: &ApiError, rid: &str) -> Response {
     xml_response(e.status, xml::error(&e.code, &e.message, rid))
 }
 
+/// What one request's activity record says; filled in as the request is answered.
+struct Rec {
+    source: &'static str,
+    action: String,
+    read_only: bool,
+    who: Option<crate::identity::Principal>,
+    key_id: Option<String>,
+    params: Option<Params>,
+    ok_body: Option<String>,
+    error: Option<ApiError>,
+    /// The account of a named key when authentication failed (the record goes to it).
+    account: Option<String>,
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(0)
+}
+
+/// The name an action is recorded under: a known one, else `UnknownAction`.
+fn event_name(source: &str, action: &str) -> String {
+    let known = match source {
+        "sts" => action == "GetSessionToken",
+        "cloudtrail" => action == "LookupEvents",
+        _ => crate::ec2::ACTIONS.contains(&action),
+    };
+    if known {
+        action.to_string()
+    } else {
+        "UnknownAction".into()
+    }
+}
+
+fn json_response(status: u16, body: String, rid: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/x-amz-json-1.1".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-amzn-requestid"),
+                rid.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The EC2 (and STS, and CloudTrail) endpoint: answers, then records the call.
 async fn ec2_endpoint(
     State(app): State<App>,
     Extension(peer): Extension<Peer>,
@@ -204,7 +260,59 @@ async fn ec2_endpoint(
     body: Bytes,
 ) -> Response {
     let rid = request_id();
+    let time_ms = catalog::now_ms();
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let mut rec = Rec {
+        source: "ec2",
+        action: String::new(),
+        read_only: false,
+        who: None,
+        key_id: None,
+        params: None,
+        ok_body: None,
+        error: None,
+        account: None,
+    };
+    let resp = answer(&app, &peer, &method, &uri, &headers, &body, &rid, &mut rec).await;
+    if rec.error.is_some() {
+        app.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(audit) = &app.ec2.audit {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let name = event_name(rec.source, &rec.action);
+        audit.call(&crate::audit::Call {
+            source: &format!("{}.amazonaws.com", rec.source),
+            action: &name,
+            read_only: rec.read_only,
+            time_ms,
+            source_ip: peer.addr,
+            user_agent: &ua,
+            who: rec.who.as_ref(),
+            access_key_id: rec.key_id.as_deref(),
+            params: rec.params.as_ref(),
+            response: rec.ok_body.as_deref(),
+            error: rec.error.as_ref(),
+            request_id: &rid,
+            account: rec.account.as_deref(),
+        });
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    app: &App,
+    peer: &Peer,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    rid: &str,
+    rec: &mut Rec,
+) -> Response {
     let hs: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| {
@@ -220,18 +328,70 @@ async fn ec2_endpoint(
         path: uri.path(),
         query,
         headers: &hs,
-        body: &body,
+        body,
     };
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(0);
-    // Requests signed for STS (GetSessionToken) share the endpoint, as with a custom
-    // endpoint URL the CLI sends both to the same place.
-    let sts = sigv4::parse(&req).is_ok_and(|s| s.service == "sts");
-    let service = if sts { "sts" } else { "ec2" };
+    let now = now_secs();
+    // Requests signed for STS (GetSessionToken) and CloudTrail (LookupEvents) share the
+    // endpoint: with a custom endpoint URL the CLI sends them all to the same place.
+    let signed = sigv4::parse(&req).ok();
+    rec.key_id = signed.as_ref().map(|s| s.access_key_id.clone());
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let service = match signed.as_ref().map(|s| s.service.as_str()) {
+        Some("sts") => "sts",
+        Some("cloudtrail") => "cloudtrail",
+        _ if target.is_some() => "cloudtrail",
+        _ => "ec2",
+    };
+    rec.source = service;
+    let json = service == "cloudtrail";
+    let fail = |rec: &mut Rec, e: ApiError| -> Response {
+        let r = if json {
+            json_response(e.status, crate::cloudtrail::error_body(&e), rid)
+        } else if service == "sts" {
+            xml_response(e.status, crate::sts::error(&e, rid))
+        } else {
+            error_response(&e, rid)
+        };
+        rec.error = Some(e);
+        r
+    };
+    // Parameters: the form body, and the query string without the presigning parameters.
+    // Read before authentication only to name the action in the record.
+    if json {
+        rec.action = target
+            .as_deref()
+            .and_then(|t| t.strip_suffix(".LookupEvents").map(|_| "LookupEvents"))
+            .unwrap_or("")
+            .to_string();
+        rec.read_only = rec.action == "LookupEvents";
+    } else {
+        let mut form: Vec<u8> = Vec::new();
+        for pair in query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-"))
+        {
+            form.extend_from_slice(pair.as_bytes());
+            form.push(b'&');
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            form.extend_from_slice(body);
+        }
+        match Params::parse(&form) {
+            Ok(p) => {
+                rec.action = p.get("Action").unwrap_or("").to_string();
+                rec.read_only = rec.action.starts_with("Describe") || rec.action.starts_with("Get");
+                rec.params = Some(p);
+            }
+            Err(e) => rec.error = Some(e.into()),
+        }
+    }
     let who = match app
         .ec2
         .identity
@@ -242,80 +402,135 @@ async fn ec2_endpoint(
         Err(e) => {
             app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(code = e.code(), source = %peer.addr, "request refused at authentication");
+            if let Some(k) = &rec.key_id {
+                rec.account = app
+                    .ec2
+                    .identity
+                    .catalog()
+                    .access_key(k)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|k| k.account);
+            }
+            let code = if json {
+                crate::cloudtrail::auth_code(e.code()).to_string()
+            } else if service == "sts"
+                && e.code() == "RequestExpired"
+                && e.to_string().contains("token")
+            {
+                "ExpiredToken".into()
+            } else {
+                e.code().into()
+            };
             let err = ApiError {
                 status: if e.code() == "AuthFailure" { 401 } else { 403 },
-                code: if sts && e.code() == "RequestExpired" && e.to_string().contains("token") {
-                    "ExpiredToken".into()
-                } else {
-                    e.code().into()
-                },
+                code,
                 message: e.to_string(),
             };
-            if sts {
-                return xml_response(err.status, crate::sts::error(&err, &rid));
-            }
-            return error_response(&err, &rid);
+            return fail(rec, err);
         }
     };
+    rec.who = Some(who.clone());
     if !app.limiter.allow(&who.arn) {
-        app.metrics.errors.fetch_add(1, Ordering::Relaxed);
-        return error_response(
-            &ApiError {
+        return fail(
+            rec,
+            ApiError {
                 status: 503,
                 code: "RequestLimitExceeded".into(),
                 message: "Request limit exceeded: slow down and retry with backoff".into(),
             },
-            &rid,
         );
     }
-    // Parameters: the form body, and the query string without the presigning parameters.
-    let mut form: Vec<u8> = Vec::new();
-    for pair in query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-"))
-    {
-        form.extend_from_slice(pair.as_bytes());
-        form.push(b'&');
+    if let Some(e) = rec.error.take() {
+        // The parameters did not parse.
+        return fail(rec, e);
     }
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        form.extend_from_slice(&body);
-    }
-    let result = match Params::parse(&form) {
-        Ok(p) => {
-            let origin = Origin {
-                source_ip: peer.addr,
-                secure: peer.secure,
-                mfa: who.mfa,
-            };
-            let action = p.get("Action").unwrap_or("").to_string();
-            if sts {
-                let r = crate::sts::handle(&app.ec2.identity, &who, &p, &rid, now).await;
-                tracing::info!(action = %engine::request::shown(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "sts request");
-                return match r {
-                    Ok(body) => xml_response(200, body),
-                    Err(e) => {
-                        app.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                        xml_response(e.status, crate::sts::error(&e, &rid))
-                    }
-                };
-            }
-            let r = app.ec2.handle(&who, &origin, &p, &rid).await;
-            tracing::info!(action = %engine::request::shown(&action), user = %who.arn, ok = r.is_ok(), request = %rid, "request");
-            r
-        }
-        Err(e) => Err(e.into()),
+    let origin = Origin {
+        source_ip: peer.addr,
+        secure: peer.secure,
+        mfa: who.mfa,
     };
-    match result {
-        Ok(body) => xml_response(200, body),
-        Err(e) => {
-            app.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            error_response(&e, &rid)
-        }
+    if json {
+        let r = lookup_events(app, &who, &origin, body, target.as_deref()).await;
+        tracing::info!(action = %engine::request::shown(&rec.action), user = %who.arn, ok = r.is_ok(), request = %rid, "cloudtrail request");
+        return match r {
+            Ok(b) => json_response(200, b, rid),
+            Err(e) => fail(rec, e),
+        };
     }
+    let Some(p) = rec.params.as_ref() else {
+        return fail(rec, ApiError::client("MissingParameter", "no parameters"));
+    };
+    let r = if service == "sts" {
+        crate::sts::handle(&app.ec2.identity, &who, p, rid, now).await
+    } else {
+        app.ec2.handle(&who, &origin, p, rid).await
+    };
+    tracing::info!(action = %engine::request::shown(&rec.action), user = %who.arn, ok = r.is_ok(), request = %rid, "{service} request");
+    match r {
+        Ok(body) => {
+            let resp = xml_response(200, body.clone());
+            rec.ok_body = Some(body);
+            resp
+        }
+        Err(e) => fail(rec, e),
+    }
+}
+
+/// `LookupEvents`: authorized by `cloudtrail:LookupEvents`; this node's queued records are
+/// written first, so a caller sees its own calls at once (other nodes' within their flush
+/// interval).
+async fn lookup_events(
+    app: &App,
+    who: &crate::identity::Principal,
+    origin: &Origin,
+    body: &[u8],
+    target: Option<&str>,
+) -> Result<String, ApiError> {
+    // Older SDKs send `CloudTrail_20131101.LookupEvents`; newer ones prefix the namespace.
+    if !target.is_some_and(|t| {
+        t == crate::cloudtrail::TARGET
+            || t == format!(
+                "com.amazonaws.cloudtrail.v20131101.{}",
+                crate::cloudtrail::TARGET
+            )
+    }) {
+        return Err(ApiError::client(
+            "UnknownOperationException",
+            format!(
+                "{} is not an operation this endpoint serves; it serves {}",
+                engine::request::shown(target.unwrap_or("(no X-Amz-Target)")),
+                crate::cloudtrail::TARGET
+            ),
+        ));
+    }
+    let ctx = app.ec2.context(who, origin, "cloudtrail:LookupEvents", "*");
+    app.ec2.authorize(who, &ctx).map_err(|mut e| {
+        e.code = "AccessDeniedException".into();
+        e
+    })?;
+    let l = crate::cloudtrail::parse(body, catalog::now_ms())?;
+    let Some(audit) = &app.ec2.audit else {
+        return Err(ApiError::client(
+            "TrailNotFoundException",
+            "this deployment keeps no activity log",
+        ));
+    };
+    let internal = |e: crate::trail::TrailError| {
+        tracing::error!(error = %e, "activity log lookup failed");
+        ApiError {
+            status: 500,
+            code: "InternalFailure".into(),
+            message: "the activity log could not be read; the request may be retried".into(),
+        }
+    };
+    audit.flush().await.map_err(internal)?;
+    let (store, prefix) = audit.location();
+    let records = crate::trail::records(store, prefix, Some(l.start_ms))
+        .await
+        .map_err(internal)?;
+    Ok(crate::cloudtrail::answer(&l, &who.account, &records).to_string())
 }
 
 async fn metrics_endpoint(State(app): State<App>) -> Response {

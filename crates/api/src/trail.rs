@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use kms::RootKey;
 
 const KEY_AAD: &[u8] = b"vmie trail signing key";
+/// Catalog settings "account" under which each node's chain head is kept.
+pub const HEADS: &str = "vmie:trail-heads";
 
 /// Errors of the activity log's storage.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,8 @@ pub struct TrailWriter {
     prefix: Path,
     node: String,
     key: Ed25519KeyPair,
+    fingerprint: aws_lc_rs::hmac::Key,
+    heads: Option<catalog::Catalog>,
     chain: tokio::sync::Mutex<Chain>,
     pending: Mutex<Vec<serde_json::Value>>,
 }
@@ -104,12 +108,13 @@ fn join(prefix: &Path, parts: &[&str]) -> Path {
     p
 }
 
-/// Loads the signing key, making it on first use.
+/// Loads the signing key, making it on first use; with it, the key of the fingerprints of
+/// redacted values (derived from it, so every node fingerprints alike).
 async fn signing_key(
     store: &Arc<dyn ObjectStore>,
     prefix: &Path,
     root: &RootKey,
-) -> Result<Ed25519KeyPair, TrailError> {
+) -> Result<(Ed25519KeyPair, aws_lc_rs::hmac::Key), TrailError> {
     let path = join(prefix, &["signing.key"]);
     let sealed = match store.get(&path).await {
         Ok(r) => r.bytes().await?.to_vec(),
@@ -139,7 +144,18 @@ async fn signing_key(
     let pkcs8 = root
         .open(KEY_AAD, &sealed)
         .ok_or_else(|| TrailError::Key("it does not open under this root key".into()))?;
-    Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| TrailError::Key(e.to_string()))
+    let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &pkcs8);
+    let fp = aws_lc_rs::hmac::sign(&derive, b"vmie trail fingerprint key");
+    Ok((
+        Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| TrailError::Key(e.to_string()))?,
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, fp.as_ref()),
+    ))
+}
+
+/// A chain head as the catalog keeps it: `"<seq> <digest sha256>"`.
+fn parse_head(v: &str) -> Option<(u64, String)> {
+    let (seq, sha) = v.split_once(' ')?;
+    Some((seq.parse().ok()?, sha.to_string()))
 }
 
 fn seq_of(p: &Path) -> Option<u64> {
@@ -147,15 +163,19 @@ fn seq_of(p: &Path) -> Option<u64> {
 }
 
 impl TrailWriter {
-    /// A writer for `node` under `prefix`, continuing the node's chain where it ended.
+    /// A writer for `node` under `prefix`, continuing the node's chain where it ended. With
+    /// `heads`, each flush also records the chain's head in the catalog, so that deleting the
+    /// newest files of a chain (which leaves no gap in it) is still caught by [`verify`]; a
+    /// chain whose newest files are gone continues after the recorded head.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
         root: &RootKey,
         node: &str,
+        heads: Option<catalog::Catalog>,
     ) -> Result<TrailWriter, TrailError> {
         let prefix = Path::from(prefix);
-        let key = signing_key(&store, &prefix, root).await?;
+        let (key, fingerprint) = signing_key(&store, &prefix, root).await?;
         let digests: Vec<_> = store
             .list(Some(&join(&prefix, &["digests", node])))
             .try_collect()
@@ -171,11 +191,26 @@ impl TrailWriter {
             }
             None => (0, None),
         };
+        let head = match &heads {
+            Some(c) => c
+                .setting(HEADS, node)
+                .await
+                .map_err(|e| TrailError::Encode(format!("chain head: {e}")))?
+                .as_deref()
+                .and_then(parse_head),
+            None => None,
+        };
+        let (seq, previous_sha256) = match head {
+            Some((hs, sha)) if hs > seq => (hs, Some(sha)),
+            _ => (seq, previous_sha256),
+        };
         Ok(TrailWriter {
             store,
             prefix,
             node: node.to_string(),
             key,
+            fingerprint,
+            heads,
             chain: tokio::sync::Mutex::new(Chain {
                 seq,
                 previous_sha256,
@@ -239,9 +274,36 @@ impl TrailWriter {
             .put(&digest_path, PutPayload::from(digest.clone()))
             .await?;
         chain.seq = seq;
-        chain.previous_sha256 = Some(sha256_hex(&digest));
+        let digest_sha = sha256_hex(&digest);
+        chain.previous_sha256 = Some(digest_sha.clone());
         chain.buffer.clear();
+        if let Some(c) = &self.heads {
+            c.set_setting(HEADS, &self.node, &format!("{seq} {digest_sha}"))
+                .await
+                .map_err(|e| TrailError::Encode(format!("chain head: {e}")))?;
+        }
         Ok(Some(body))
+    }
+
+    /// This writer's node.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Records queued and not yet written.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.lock().map_or(0, |p| p.len())
+    }
+
+    /// A keyed fingerprint of `value` (HMAC-SHA256 under a key only the deployment holds,
+    /// first 128 bits in hex): equal values can be matched across records without the
+    /// value being recoverable from the log.
+    #[must_use]
+    pub fn fingerprint(&self, value: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.fingerprint, value.as_bytes());
+        hex::encode(&tag.as_ref()[..16])
     }
 
     /// The public key digests are signed with (hex).
@@ -266,13 +328,17 @@ pub struct VerifyReport {
 
 /// Checks every node's chain under `prefix`: signatures, sequence, links to the previous
 /// digest, batch hashes, and batches no digest covers.
+///
+/// With `heads` (the catalog the writers recorded their chain heads in), a chain whose
+/// newest digests were deleted, or that was deleted whole, is reported too.
 pub async fn verify(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
     root: &RootKey,
+    heads: Option<&catalog::Catalog>,
 ) -> Result<VerifyReport, TrailError> {
     let prefix = Path::from(prefix);
-    let key = signing_key(store, &prefix, root).await?;
+    let (key, _) = signing_key(store, &prefix, root).await?;
     let public = UnparsedPublicKey::new(&ED25519, key.public_key().as_ref().to_vec());
     let mut report = VerifyReport::default();
     let digests: Vec<_> = store
@@ -294,6 +360,7 @@ pub async fn verify(
         }
     }
     let mut covered = std::collections::HashSet::new();
+    let mut last: std::collections::BTreeMap<String, (u64, String)> = Default::default();
     for (node, mut list) in by_node {
         list.sort_by_key(|(s, _)| *s);
         let mut previous: Option<String> = None;
@@ -337,6 +404,7 @@ pub async fn verify(
                 ));
             }
             previous = Some(sha256_hex(&bytes));
+            last.insert(node.clone(), (seq, sha256_hex(&bytes)));
             covered.insert(file.body.batch.clone());
             match store.get(&Path::from(file.body.batch.as_str())).await {
                 Ok(b) => {
@@ -359,6 +427,33 @@ pub async fn verify(
             }
         }
     }
+    if let Some(c) = heads {
+        let recorded = c
+            .settings(HEADS)
+            .await
+            .map_err(|e| TrailError::Encode(format!("chain heads: {e}")))?;
+        for (node, v) in recorded {
+            let Some((hs, sha)) = parse_head(&v) else {
+                report.problems.push(format!(
+                    "node {node}: its recorded chain head does not parse"
+                ));
+                continue;
+            };
+            match last.get(&node) {
+                None => report.problems.push(format!(
+                    "node {node}: digests 1 to {hs} are missing (deleted)"
+                )),
+                Some((ls, _)) if *ls < hs => report.problems.push(format!(
+                    "node {node}: digests {} to {hs} are missing (deleted)",
+                    ls + 1
+                )),
+                Some((ls, lsha)) if *ls == hs && *lsha != sha => report.problems.push(format!(
+                    "node {node}: digest {hs} is not the one written (altered or replaced)"
+                )),
+                _ => {}
+            }
+        }
+    }
     let batches: Vec<_> = store
         .list(Some(&join(&prefix, &["batches"])))
         .try_collect()
@@ -373,10 +468,12 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Reads the records of every intact batch, oldest first (for lookups).
+/// Reads the records of every batch written at or after `since_ms` (a batch is written after
+/// the records it holds, so older batches hold only older records), oldest batch first.
 pub async fn records(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
+    since_ms: Option<i64>,
 ) -> Result<Vec<serde_json::Value>, TrailError> {
     use std::io::Read;
     let prefix = Path::from(prefix);
@@ -384,6 +481,9 @@ pub async fn records(
         .list(Some(&join(&prefix, &["batches"])))
         .try_collect()
         .await?;
+    if let Some(t) = since_ms {
+        list.retain(|m| m.last_modified.timestamp_millis() >= t);
+    }
     list.sort_by(|a, b| {
         a.last_modified
             .cmp(&b.last_modified)
@@ -416,7 +516,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let root = root();
         for node in ["a", "b"] {
-            let w = TrailWriter::open(store.clone(), "trail", &root, node)
+            let w = TrailWriter::open(store.clone(), "trail", &root, node, None)
                 .await
                 .unwrap();
             for batch in 0..3 {
@@ -433,7 +533,7 @@ mod tests {
             );
         }
         // A restarted node continues its chain.
-        let w = TrailWriter::open(store.clone(), "trail", &root, "a")
+        let w = TrailWriter::open(store.clone(), "trail", &root, "a", None)
             .await
             .unwrap();
         w.record(serde_json::json!({"eventName": "ImportImage"}));
@@ -444,13 +544,13 @@ mod tests {
     #[tokio::test]
     async fn an_intact_log_verifies() {
         let (store, root) = written().await;
-        let r = verify(&store, "trail", &root).await.unwrap();
+        let r = verify(&store, "trail", &root, None).await.unwrap();
         assert_eq!(r.problems, Vec::<String>::new());
         assert_eq!((r.digests, r.batches, r.records), (7, 7, 25));
-        assert_eq!(records(&store, "trail").await.unwrap().len(), 25);
+        assert_eq!(records(&store, "trail", None).await.unwrap().len(), 25);
         let other = RootKey::from_hex(&"22".repeat(32)).unwrap();
         assert!(
-            verify(&store, "trail", &other).await.is_err(),
+            verify(&store, "trail", &other, None).await.is_err(),
             "another root key cannot open the signing key"
         );
     }
@@ -458,7 +558,7 @@ mod tests {
     async fn problems_after(f: impl AsyncFnOnce(&Arc<dyn ObjectStore>)) -> Vec<String> {
         let (store, root) = written().await;
         f(&store).await;
-        verify(&store, "trail", &root).await.unwrap().problems
+        verify(&store, "trail", &root, None).await.unwrap().problems
     }
 
     #[tokio::test]

@@ -973,6 +973,17 @@ impl Catalog {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    /// Every setting of `account`, by name.
+    pub async fn settings(&self, account: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT name, value FROM settings WHERE account = $1 ORDER BY name")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Sets a per-account setting.
     pub async fn set_setting(&self, account: &str, name: &str, value: &str) -> Result<()> {
         sqlx::query(

@@ -257,6 +257,31 @@ pub(crate) struct Inner {
     pub(crate) sources: Sources,
     pub(crate) cfg: EngineConfig,
     pub(crate) stats: Stats,
+    pub(crate) events: std::sync::OnceLock<EventHook>,
+}
+
+/// A change in a task's state, as a worker saw it (for the activity log).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEvent<'a> {
+    /// The task, as claimed.
+    pub task: &'a Task,
+    /// `claimed`, `stage`, `completed`, `cancelled`, `failed` or `lease-lost`.
+    pub event: &'static str,
+    /// The stage's status message for `stage`; `ClientError` or `ServerError` for `failed`;
+    /// otherwise empty. Never the failure's message (it may quote the request).
+    pub detail: &'a str,
+    /// The worker.
+    pub worker: &'a str,
+}
+
+/// Called with every [`TaskEvent`]; see [`Engine::set_event_hook`].
+#[derive(Clone)]
+pub struct EventHook(pub Arc<dyn Fn(&TaskEvent<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHook")
+    }
 }
 
 /// The task engine: submission, cancel, lookup, and the workers.
@@ -295,7 +320,25 @@ impl Engine {
                 sources,
                 cfg,
                 stats: Stats::default(),
+                events: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sets, once, the function told of every task state change this engine's workers make
+    /// (claimed, each stage, and how the task ended). False when one was already set.
+    pub fn set_event_hook(&self, hook: EventHook) -> bool {
+        self.inner.events.set(hook).is_ok()
+    }
+
+    pub(crate) fn event(&self, task: &Task, event: &'static str, detail: &str, worker: &str) {
+        if let Some(h) = self.inner.events.get() {
+            (h.0)(&TaskEvent {
+                task,
+                event,
+                detail,
+                worker,
+            });
         }
     }
 

@@ -46,8 +46,18 @@ impl Ctx {
     /// second within one.
     pub(crate) fn report(&self, message: &str, progress: i64) -> Result<(), Failure> {
         let new_stage = self.handle.block_on(self.report_async(message, progress))?;
-        if new_stage && let Some(h) = &self.inner.cfg.on_stage {
-            (h.0)(&self.task.id, message);
+        if new_stage {
+            if let Some(h) = self.inner.events.get() {
+                (h.0)(&crate::TaskEvent {
+                    task: &self.task,
+                    event: "stage",
+                    detail: message,
+                    worker: &self.worker,
+                });
+            }
+            if let Some(h) = &self.inner.cfg.on_stage {
+                (h.0)(&self.task.id, message);
+            }
         }
         Ok(())
     }
@@ -211,6 +221,7 @@ impl Engine {
     ) -> Result<(), catalog::CatalogError> {
         let inner = &self.inner;
         tracing::info!(task = %task.id, attempt = task.attempts, worker, "task claimed");
+        self.event(&task, "claimed", "", worker);
         if task.status == status::DELETING || task.cancel_requested {
             self.discard_attempts(&task, task.attempts + 1).await;
             return self.end(&task, worker, Err(Failure::Cancelled)).await;
@@ -323,6 +334,7 @@ impl Engine {
                 if ok {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(task = %task.id, "task completed");
+                    self.event(task, "completed", "", worker);
                 } else {
                     // Cancelled or taken at the last moment: withdraw what was made.
                     for s in &out.snapshots {
@@ -343,6 +355,7 @@ impl Engine {
             }
             Err(Failure::LeaseLost) => {
                 tracing::warn!(task = %task.id, worker, "lease lost; another worker has the task");
+                self.event(task, "lease-lost", "", worker);
             }
             Err(f) => {
                 self.discard_attempts(task, task.attempts + 1).await;
@@ -354,10 +367,17 @@ impl Engine {
                     if f == Failure::Cancelled {
                         stats.cancelled.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(task = %task.id, "task cancelled");
+                        self.event(task, "cancelled", "", worker);
                     } else {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
                         // The message may quote the request (keys, names): not logged.
-                        tracing::warn!(task = %task.id, kind = if matches!(f, Failure::Client(_)) { "client" } else { "server" }, "task failed");
+                        let class = if matches!(f, Failure::Client(_)) {
+                            "ClientError"
+                        } else {
+                            "ServerError"
+                        };
+                        tracing::warn!(task = %task.id, kind = class, "task failed");
+                        self.event(task, "failed", class, worker);
                     }
                 }
             }

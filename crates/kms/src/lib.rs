@@ -247,6 +247,30 @@ pub struct Kms {
     root: Arc<RootKey>,
     cfg: KmsConfig,
     clock: Arc<dyn Clock>,
+    observer: Arc<std::sync::OnceLock<Observer>>,
+}
+
+/// One authorization decision on a key: who asked to do what with which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The action, e.g. `kms:GenerateDataKey`.
+    pub action: String,
+    /// The key's ARN.
+    pub key_arn: String,
+    /// The caller.
+    pub caller: Caller,
+    /// Whether the key policy allowed it.
+    pub allowed: bool,
+}
+
+/// Called with every [`KeyUse`] (the activity log's key-usage records).
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&KeyUse) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Kms {
@@ -264,7 +288,14 @@ impl Kms {
             root,
             cfg,
             clock: Arc::new(SystemClock),
+            observer: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Sets, once, the function told of every authorization decision on a key; every clone
+    /// of this service shares it. False when one was already set.
+    pub fn set_observer(&self, o: Observer) -> bool {
+        self.observer.set(o).is_ok()
     }
 
     /// Replaces the clock (tests).
@@ -388,7 +419,16 @@ impl Kms {
 
     fn authorize(&self, rec: &KeyRecord, caller: &Caller, action: &str) -> Result<()> {
         let policy = KeyPolicy::parse(&rec.policy)?;
-        if policy.allows(caller, action) {
+        let allowed = policy.allows(caller, action);
+        if let Some(o) = self.observer.get() {
+            (o.0)(&KeyUse {
+                action: action.to_string(),
+                key_arn: self.arn(&rec.key_id),
+                caller: caller.clone(),
+                allowed,
+            });
+        }
+        if allowed {
             Ok(())
         } else {
             Err(KmsError::AccessDenied {

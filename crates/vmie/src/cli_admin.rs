@@ -9,7 +9,7 @@ use clap::Subcommand;
 use api::identity::Identity;
 use catalog::iam::PrincipalKind;
 
-use crate::cli_store::{print_json, runtime};
+use crate::cli_store::print_json;
 use crate::{CliError, EXIT_FAILED};
 
 /// `vmie admin` subcommands.
@@ -182,12 +182,117 @@ pub async fn open_identity(data_dir: &Path) -> Result<Identity, CliError> {
     ))
 }
 
-/// Runs a `vmie admin` command.
+/// The activity record of a command that changes identities: its IAM event name and
+/// parameters (`None` for the listings).
+fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>)> {
+    let target = |t: &Target| {
+        let (kind, who) = t.get();
+        let key = if kind == PrincipalKind::Role {
+            "RoleName"
+        } else {
+            "UserName"
+        };
+        (kind, key, who.to_string())
+    };
+    Some(match cmd {
+        AdminCmd::User(NamedCmd::Create { name }) => {
+            ("CreateUser", vec![("UserName", name.clone())])
+        }
+        AdminCmd::User(NamedCmd::Delete { name }) => {
+            ("DeleteUser", vec![("UserName", name.clone())])
+        }
+        AdminCmd::Role(NamedCmd::Create { name }) => {
+            ("CreateRole", vec![("RoleName", name.clone())])
+        }
+        AdminCmd::Role(NamedCmd::Delete { name }) => {
+            ("DeleteRole", vec![("RoleName", name.clone())])
+        }
+        AdminCmd::AccessKey(KeyCmd::Create { user, .. }) => {
+            ("CreateAccessKey", vec![("UserName", user.clone())])
+        }
+        AdminCmd::AccessKey(KeyCmd::Activate { id }) => (
+            "UpdateAccessKey",
+            vec![("AccessKeyId", id.clone()), ("Status", "Active".into())],
+        ),
+        AdminCmd::AccessKey(KeyCmd::Deactivate { id }) => (
+            "UpdateAccessKey",
+            vec![("AccessKeyId", id.clone()), ("Status", "Inactive".into())],
+        ),
+        AdminCmd::AccessKey(KeyCmd::Delete { id }) => {
+            ("DeleteAccessKey", vec![("AccessKeyId", id.clone())])
+        }
+        AdminCmd::Policy(PolicyCmd::Put { name, .. }) => {
+            ("CreatePolicy", vec![("PolicyName", name.clone())])
+        }
+        AdminCmd::Policy(PolicyCmd::Delete { name }) => {
+            ("DeletePolicy", vec![("PolicyName", name.clone())])
+        }
+        AdminCmd::Policy(PolicyCmd::Attach { name, to }) => {
+            let (kind, key, who) = target(to);
+            let event = if kind == PrincipalKind::Role {
+                "AttachRolePolicy"
+            } else {
+                "AttachUserPolicy"
+            };
+            (event, vec![(key, who), ("PolicyName", name.clone())])
+        }
+        AdminCmd::Policy(PolicyCmd::Detach { name, to }) => {
+            let (kind, key, who) = target(to);
+            let event = if kind == PrincipalKind::Role {
+                "DetachRolePolicy"
+            } else {
+                "DetachUserPolicy"
+            };
+            (event, vec![(key, who), ("PolicyName", name.clone())])
+        }
+        AdminCmd::Mfa(MfaCmd::Enable { user }) => {
+            ("EnableMFADevice", vec![("UserName", user.clone())])
+        }
+        AdminCmd::User(NamedCmd::List { .. })
+        | AdminCmd::Role(NamedCmd::List { .. })
+        | AdminCmd::AccessKey(KeyCmd::List { .. })
+        | AdminCmd::Policy(PolicyCmd::List { .. })
+        | AdminCmd::Mfa(MfaCmd::List) => return None,
+    })
+}
+
+/// Runs a `vmie admin` command; one that changes identities is recorded in the activity log.
 pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let id = open_identity(data_dir).await?;
         let a = crate::cli_tasks::account();
-        let c = id.catalog();
+        let event = event_of(&cmd);
+        let audit = match event {
+            Some(_) => {
+                let env = crate::cli_store::open_env(data_dir)?;
+                Some(
+                    crate::cli_trail::attach(
+                        env.objects,
+                        &env.root,
+                        id.catalog(),
+                        &env.kms,
+                        None,
+                        None,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let r = admin(cmd, &id, &a).await;
+        if let (Some(au), Some((name, params))) = (audit, event) {
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let err = r.as_ref().err().map(|e| e.message.clone());
+            au.operator(&a, "iam.amazonaws.com", name, &params, err.as_deref());
+        }
+        r
+    })
+}
+
+async fn admin(cmd: AdminCmd, id: &Identity, a: &str) -> Result<(), CliError> {
+    let a = a.to_string();
+    let c = id.catalog();
+    {
         match cmd {
             AdminCmd::User(NamedCmd::Create { name }) => {
                 id.create_user(&a, &name).await.map_err(fail)?;
@@ -198,16 +303,27 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                 println!("arn:aws:iam::{a}:role/{name}");
             }
             AdminCmd::User(NamedCmd::List { json }) => {
-                let names: Vec<String> =
-                    c.users(&a).await.map_err(fail)?.into_iter().map(|u| u.name).collect();
+                let names: Vec<String> = c
+                    .users(&a)
+                    .await
+                    .map_err(fail)?
+                    .into_iter()
+                    .map(|u| u.name)
+                    .collect();
                 list(&names, json)?;
             }
-            AdminCmd::Role(NamedCmd::List { json }) => list(&c.roles(&a).await.map_err(fail)?, json)?,
+            AdminCmd::Role(NamedCmd::List { json }) => {
+                list(&c.roles(&a).await.map_err(fail)?, json)?
+            }
             AdminCmd::User(NamedCmd::Delete { name }) => {
-                c.delete_principal(&a, PrincipalKind::User, &name).await.map_err(fail)?;
+                c.delete_principal(&a, PrincipalKind::User, &name)
+                    .await
+                    .map_err(fail)?;
             }
             AdminCmd::Role(NamedCmd::Delete { name }) => {
-                c.delete_principal(&a, PrincipalKind::Role, &name).await.map_err(fail)?;
+                c.delete_principal(&a, PrincipalKind::Role, &name)
+                    .await
+                    .map_err(fail)?;
             }
             AdminCmd::AccessKey(KeyCmd::Create { user, json }) => {
                 let k = id.create_access_key(&a, &user).await.map_err(fail)?;
@@ -216,7 +332,9 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                 } else {
                     println!("AccessKeyId:     {}", k.access_key_id);
                     println!("SecretAccessKey: {}", k.secret_access_key.as_str());
-                    eprintln!("vmie: the secret is shown only now; it is stored sealed and cannot be read back");
+                    eprintln!(
+                        "vmie: the secret is shown only now; it is stored sealed and cannot be read back"
+                    );
                 }
             }
             AdminCmd::AccessKey(KeyCmd::List { user, json }) => {
@@ -237,15 +355,23 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                 }
             }
             AdminCmd::AccessKey(KeyCmd::Deactivate { id: k }) => {
-                c.set_access_key_status(&a, &k, "Inactive").await.map_err(fail)?;
+                c.set_access_key_status(&a, &k, "Inactive")
+                    .await
+                    .map_err(fail)?;
             }
             AdminCmd::AccessKey(KeyCmd::Activate { id: k }) => {
-                c.set_access_key_status(&a, &k, "Active").await.map_err(fail)?;
+                c.set_access_key_status(&a, &k, "Active")
+                    .await
+                    .map_err(fail)?;
             }
             AdminCmd::AccessKey(KeyCmd::Delete { id: k }) => {
                 c.delete_access_key(&a, &k).await.map_err(fail)?;
             }
-            AdminCmd::Policy(PolicyCmd::Put { name, file, document }) => {
+            AdminCmd::Policy(PolicyCmd::Put {
+                name,
+                file,
+                document,
+            }) => {
                 let doc = match (file, document) {
                     (_, Some(d)) => d,
                     (Some(f), None) if f.as_os_str() == "-" => {
@@ -253,7 +379,9 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                     }
                     (Some(f), None) => std::fs::read_to_string(&f)
                         .map_err(|e| fail(format!("{}: {e}", f.display())))?,
-                    (None, None) => return Err(fail("give the document with --file or --document")),
+                    (None, None) => {
+                        return Err(fail("give the document with --file or --document"));
+                    }
                 };
                 id.put_policy(&a, &name, &doc).await.map_err(fail)?;
             }
@@ -278,10 +406,14 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
                 let (serial, uri) = id.enable_mfa(&a, &user).await.map_err(fail)?;
                 println!("SerialNumber: {serial}");
                 println!("URI:          {}", uri.as_str());
-                eprintln!("vmie: the device secret is shown only now; add the URI to an authenticator app");
+                eprintln!(
+                    "vmie: the device secret is shown only now; add the URI to an authenticator app"
+                );
             }
             AdminCmd::Mfa(MfaCmd::List) => list(&c.mfa_users(&a).await.map_err(fail)?, false)?,
-            AdminCmd::Policy(PolicyCmd::Delete { name }) => c.delete_policy(&a, &name).await.map_err(fail)?,
+            AdminCmd::Policy(PolicyCmd::Delete { name }) => {
+                c.delete_policy(&a, &name).await.map_err(fail)?
+            }
             AdminCmd::Policy(PolicyCmd::Attach { name, to }) => {
                 let (kind, who) = to.get();
                 c.attach_policy(&a, kind, who, &name).await.map_err(fail)?;
@@ -292,7 +424,7 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 fn list(names: &[String], json: bool) -> Result<(), CliError> {

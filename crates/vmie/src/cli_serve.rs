@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Task workers in this process.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// This process's name in the activity log and the node registry; unique among the
+    /// deployment's running processes (default: `<hostname>-<port>`).
+    #[arg(long, env = "VMIE_NODE")]
+    node: Option<String>,
     #[command(flatten)]
     engine: EngineOpts,
 }
@@ -104,10 +108,80 @@ async fn bootstrap(id: &Identity, account: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Catalog settings "account" of the node registry: each `vmie serve` process, its
+/// listener, and a heartbeat (what `vmie compliance` checks).
+pub const NODES: &str = "vmie:nodes";
+/// How often a node renews its registry entry.
+const REGISTRY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A node's registry entry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Listen address.
+    pub listen: String,
+    /// Serves TLS.
+    pub tls: bool,
+    /// Serves plain HTTP.
+    pub plain_http: bool,
+    /// Process id.
+    pub pid: u32,
+    /// Records API calls in the activity log.
+    pub activity_log: bool,
+    /// Start (ms).
+    pub started_ms: i64,
+    /// Last renewal (ms).
+    pub heartbeat_ms: i64,
+    /// Stopped cleanly.
+    pub stopped: bool,
+}
+
+impl NodeInfo {
+    /// Whether the node renewed its entry recently enough to be running.
+    #[must_use]
+    pub fn live(&self, now_ms: i64) -> bool {
+        !self.stopped
+            && now_ms - self.heartbeat_ms
+                < 3 * i64::try_from(REGISTRY_EVERY.as_millis()).unwrap_or(10_000)
+    }
+}
+
+/// Keeps this node's registry entry fresh until shutdown, then marks it stopped.
+async fn register(
+    cat: catalog::Catalog,
+    node: String,
+    mut info: NodeInfo,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        info.heartbeat_ms = catalog::now_ms();
+        info.stopped = *shutdown.borrow();
+        let v = serde_json::to_string(&info).unwrap_or_default();
+        if let Err(e) = cat.set_setting(NODES, &node, &v).await {
+            tracing::warn!(error = %e, "node registry: entry not renewed");
+        }
+        if info.stopped {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REGISTRY_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_store::runtime()?.block_on(async {
-        let (engine, root) = open_deployment(data_dir, &a.engine).await?;
+    crate::cli_trail::block_on(async {
+        let node = crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map_or_else(|_| "vmie".into(), |h| h.trim().to_string()),
+                a.listen.port()
+            )
+        }));
+        let (engine, root) = open_deployment(data_dir, &a.engine, Some(&node)).await?;
+        let audit = crate::cli_trail::current();
         let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
         bootstrap(&identity, &acct).await?;
@@ -116,14 +190,21 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
         } else if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
             Some((c, k))
         } else {
-            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
             let ip = a.listen.ip();
             if !ip.is_unspecified() && !ip.is_loopback() {
                 names.push(ip.to_string());
             }
             let (c, k) = self_signed(&data_dir.join("tls"), &names)
                 .map_err(|e| fail(format!("TLS certificate: {e}")))?;
-            eprintln!("vmie: TLS certificate {} (pass it to clients as their CA bundle)", c.display());
+            eprintln!(
+                "vmie: TLS certificate {} (pass it to clients as their CA bundle)",
+                c.display()
+            );
             Some((c, k))
         };
         crate::cli_tasks::startup(&engine)?;
@@ -142,7 +223,25 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
                 Sensitive::Warn => api::guard::Policy::Warn,
                 Sensitive::Reject => api::guard::Policy::Reject,
             },
+            audit: audit.clone(),
         };
+        let flusher =
+            audit.map(|au| tokio::spawn(au.run_flusher(crate::cli_trail::FLUSH_EVERY, rx.clone())));
+        let registry = tokio::spawn(register(
+            ec2.engine.catalog().clone(),
+            node.clone(),
+            NodeInfo {
+                listen: a.listen.to_string(),
+                tls: tls.is_some(),
+                plain_http: a.plain_http,
+                pid: std::process::id(),
+                activity_log: ec2.audit.is_some(),
+                started_ms: catalog::now_ms(),
+                heartbeat_ms: 0,
+                stopped: false,
+            },
+            rx.clone(),
+        ));
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!(
             "vmie: serving the EC2 API at {scheme}://{} (region {}) with {} worker(s); stop with Ctrl-C or SIGTERM",
@@ -167,6 +266,10 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
         };
         let _ = tx.send(true);
         let _ = workers.await;
+        if let Some(f) = flusher {
+            let _ = f.await;
+        }
+        let _ = registry.await;
         r
     })
 }

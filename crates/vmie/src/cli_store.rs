@@ -158,6 +158,7 @@ pub enum KmsCmd {
 }
 
 pub(crate) struct Env {
+    pub(crate) objects: Arc<dyn object_store::ObjectStore>,
     pub(crate) store: BlockStore,
     pub(crate) kms: Kms,
     pub(crate) caller: Caller,
@@ -214,9 +215,15 @@ pub(crate) fn open_env(data_dir: &Path) -> Result<Env, CliError> {
     };
     let caller = Caller::account_root(&cfg.account);
     let kms = Kms::new(objects.clone(), "kms", root.clone(), cfg);
-    let store = BlockStore::new(objects, "snapshots", kms.clone(), StoreOptions::default())
-        .map_err(store_err)?;
+    let store = BlockStore::new(
+        objects.clone(),
+        "snapshots",
+        kms.clone(),
+        StoreOptions::default(),
+    )
+    .map_err(store_err)?;
     Ok(Env {
+        objects,
         store,
         kms,
         caller,
@@ -268,7 +275,29 @@ pub fn run_snapshot(
     limits: &diskfmt::Limits,
 ) -> Result<(), CliError> {
     let rt = runtime()?;
+    let env = attached_env(&rt, data_dir)?;
+    let r = snapshot_cmd(cmd, &rt, &env, limits);
+    rt.block_on(crate::cli_trail::flush());
+    r
+}
+
+/// The data folder's store and keys, with this process attached to the activity log (key
+/// usage is recorded).
+fn attached_env(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Result<Env, CliError> {
     let env = open_env(data_dir)?;
+    rt.block_on(async {
+        let cat = open_catalog(data_dir).await?;
+        crate::cli_trail::attach(env.objects.clone(), &env.root, &cat, &env.kms, None, None).await
+    })?;
+    Ok(env)
+}
+
+fn snapshot_cmd(
+    cmd: SnapshotCmd,
+    rt: &tokio::runtime::Runtime,
+    env: &Env,
+    limits: &diskfmt::Limits,
+) -> Result<(), CliError> {
     match cmd {
         SnapshotCmd::Create {
             progress,
@@ -383,7 +412,13 @@ pub fn run_snapshot(
 /// Runs a `vmie kms` command.
 pub fn run_kms(cmd: KmsCmd, data_dir: &Path) -> Result<(), CliError> {
     let rt = runtime()?;
-    let env = open_env(data_dir)?;
+    let env = attached_env(&rt, data_dir)?;
+    let r = kms_cmd(cmd, &rt, &env);
+    rt.block_on(crate::cli_trail::flush());
+    r
+}
+
+fn kms_cmd(cmd: KmsCmd, rt: &tokio::runtime::Runtime, env: &Env) -> Result<(), CliError> {
     let (kms, who) = (&env.kms, &env.caller);
     let meta = match cmd {
         KmsCmd::CreateKey {

@@ -20,7 +20,7 @@ use engine::{
 };
 
 use crate::cli_remote::Remote;
-use crate::cli_store::{open_env, print_json, runtime};
+use crate::cli_store::{open_env, print_json};
 use crate::{CliError, EXIT_FAILED};
 
 /// Options every task command shares.
@@ -261,13 +261,15 @@ pub fn engine_err(e: &engine::EngineError) -> CliError {
 
 /// The engine of the data folder (catalog, snapshot store, buckets, intermediate volumes).
 pub async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
-    Ok(open_deployment(data_dir, o).await?.0)
+    Ok(open_deployment(data_dir, o, None).await?.0)
 }
 
-/// The engine of the data folder and its root key.
+/// The engine of the data folder and its root key, with this process attached to the
+/// activity log as `node` (see [`crate::cli_trail::attach`]).
 pub async fn open_deployment(
     data_dir: &Path,
     o: &EngineOpts,
+    node: Option<&str>,
 ) -> Result<(Engine, std::sync::Arc<kms::RootKey>), CliError> {
     let env = open_env(data_dir)?;
     let catalog = crate::cli_store::open_catalog(data_dir).await?;
@@ -288,7 +290,17 @@ pub async fn open_deployment(
     .map_err(|e| engine_err(&e))?;
     let mut cfg = EngineConfig::new(data_dir.join("scratch"));
     cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
-    Ok((Engine::new(catalog, env.store, sources, cfg), env.root))
+    let engine = Engine::new(catalog, env.store, sources, cfg);
+    crate::cli_trail::attach(
+        env.objects,
+        &env.root,
+        engine.catalog(),
+        &env.kms,
+        Some(&engine),
+        node,
+    )
+    .await?;
+    Ok((engine, env.root))
 }
 
 fn print_task(t: &Task, json: bool) -> Result<(), CliError> {
@@ -399,7 +411,7 @@ fn submit_of(o: &SubmitOpts) -> Submit {
 
 /// `vmie import-image`.
 pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let req = ImportImageRequest {
             architecture: a.architecture,
             boot_mode: a.boot_mode,
@@ -428,7 +440,7 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
 
 /// `vmie import-snapshot`.
 pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let mut cs = a.source.containers();
         if cs.len() != 1 {
             return Err(err(
@@ -459,7 +471,7 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
 
 /// `vmie export-image`.
 pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let req = ExportImageRequest {
             image_id: a.image_id,
             disk_image_format: a.format,
@@ -487,7 +499,7 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
 
 /// `vmie tasks`: every task of the last 7 days.
 pub fn tasks(json: bool, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         if let Some(r) = r.remote()? {
             let all = r.tasks(None).await?;
             if json {
@@ -536,7 +548,7 @@ pub fn tasks(json: bool, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Res
 
 /// `vmie cancel TASK`.
 pub fn cancel(id: &str, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         if let Some(r) = r.remote()? {
             println!("{id} {}", r.cancel(id).await?);
             return Ok(());
@@ -556,7 +568,7 @@ pub fn wait(
     r: &RemoteOpts,
     data_dir: &Path,
 ) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         if let Some(r) = r.remote()? {
             let t = r.wait(id).await?;
             return remote_ended(&t, json);
@@ -569,7 +581,7 @@ pub fn wait(
 
 /// `vmie work`: workers until SIGINT or SIGTERM.
 pub fn work(workers: usize, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let e = open_engine(data_dir, o).await?;
         startup(&e)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -593,7 +605,7 @@ pub fn work(workers: usize, o: &EngineOpts, data_dir: &Path) -> Result<(), CliEr
 
 /// `vmie images`.
 pub fn images(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
-    runtime()?.block_on(async {
+    crate::cli_trail::block_on(async {
         let e = open_engine(data_dir, o).await?;
         let list = e.catalog().images(&account()).await.map_err(err)?;
         if json {

@@ -6,6 +6,7 @@
 //! task engine. Start reading at [`Command`].
 
 mod cli_admin;
+mod cli_compliance;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
@@ -13,6 +14,7 @@ mod cli_remote;
 mod cli_serve;
 mod cli_store;
 mod cli_tasks;
+mod cli_trail;
 mod human;
 mod progress;
 
@@ -243,6 +245,14 @@ enum Command {
     /// Users, access keys, policies and roles of the deployment.
     #[command(subcommand)]
     Admin(cli_admin::AdminCmd),
+    /// The activity log: verify its integrity, print its records.
+    #[command(subcommand)]
+    Trail(cli_trail::TrailCmd),
+    /// Check the deployment against its security controls (TLS, encryption by default,
+    /// activity log intact, root key file, MFA for administrators, unused access keys, key
+    /// rotation, orphaned intermediate volumes); prints each with its remedy and exits 1
+    /// when any fails.
+    Compliance(cli_compliance::ComplianceArgs),
     /// List machine images.
     Images {
         /// Print JSON.
@@ -319,6 +329,8 @@ fn main() -> ExitCode {
         Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
         Command::Admin(cmd) => cli_admin::run(cmd, &cli.data_dir),
         Command::Serve(a) => cli_serve::run(a, &cli.data_dir),
+        Command::Trail(cmd) => cli_trail::run(cmd, &cli.data_dir),
+        Command::Compliance(a) => cli_compliance::run(&a, &cli.data_dir),
         Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),
     };
     match result {

@@ -28,6 +28,218 @@ impl Drop for Server {
     }
 }
 
+fn vmie(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every record of the log, through `vmie trail lookup`.
+fn records(data: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = vmie(data, &["trail", "lookup"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The activity log after the API suite: one record per request the server answered, task
+/// and key records, nothing secret in any record or log, and `vmie trail verify` catching
+/// every kind of tampering.
+fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]) {
+    let checks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.join("checks.json")).unwrap()).unwrap();
+    let all = records(data);
+    let calls: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|r| {
+            r["vmieNode"] == "api-test"
+                && r["eventType"] == "AwsApiCall"
+                && r["userIdentity"]["invokedBy"].is_null()
+        })
+        .collect();
+    // One record per request: as many as the server counted, each with its own request id.
+    assert_eq!(
+        calls.len() as u64,
+        checks["requests"].as_u64().unwrap(),
+        "records of API calls versus requests answered"
+    );
+    let ids: std::collections::HashSet<&str> = calls
+        .iter()
+        .map(|r| r["requestID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), calls.len(), "request ids are unique");
+    let names: std::collections::HashSet<&str> = calls
+        .iter()
+        .map(|r| r["eventName"].as_str().unwrap())
+        .collect();
+    for action in
+        api::ec2::ACTIONS
+            .iter()
+            .chain(&["GetSessionToken", "LookupEvents", "UnknownAction"])
+    {
+        assert!(names.contains(action), "no record of {action}");
+    }
+    for r in &calls {
+        for field in [
+            "eventVersion",
+            "eventTime",
+            "eventSource",
+            "awsRegion",
+            "sourceIPAddress",
+            "userAgent",
+            "userIdentity",
+            "requestParameters",
+            "responseElements",
+            "requestID",
+            "eventID",
+            "readOnly",
+            "managementEvent",
+        ] {
+            assert!(r.get(field).is_some(), "{field} missing from {r}");
+        }
+    }
+    // Task state changes and key usage.
+    let task_events: Vec<_> = all
+        .iter()
+        .filter(|r| r["eventName"] == "TaskStateChange")
+        .collect();
+    for e in ["claimed", "stage", "completed", "cancelled"] {
+        assert!(
+            task_events
+                .iter()
+                .any(|r| r["serviceEventDetails"]["event"] == e),
+            "no task event {e}"
+        );
+    }
+    assert!(
+        all.iter().any(|r| r["eventSource"] == "kms.amazonaws.com"
+            && r["eventName"] == "GenerateDataKey"),
+        "no key usage recorded"
+    );
+    assert!(
+        all.iter().any(|r| r["eventSource"] == "iam.amazonaws.com"
+            && r["eventName"] == "EnableMFADevice"),
+        "administrative commands are recorded"
+    );
+
+    // Secrets, the URL's query string, the tag value and the description: in no record, no
+    // log; secrets and the query string nowhere in the data folder outside the buckets.
+    let mut needles: Vec<String> = checks["needles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    needles.extend(secrets.iter().map(|s| s.to_string()));
+    let text = serde_json::to_string(&all).unwrap();
+    let log = std::fs::read_to_string(work.join("server.log")).unwrap();
+    for n in &needles {
+        assert!(!text.contains(n.as_str()), "{n} is in an activity record");
+        assert!(!log.contains(n.as_str()), "{n} is in the service log");
+    }
+    for n in needles
+        .iter()
+        .filter(|n| !n.starts_with("TAGVALUE") && !n.starts_with("DESC"))
+    {
+        let hits = files_containing(data, n.as_bytes(), &data.join("buckets"));
+        assert!(hits.is_empty(), "{n} in {hits:?}");
+    }
+
+    // Tampering, each kind caught by `vmie trail verify` (and the log intact once undone).
+    let verify = || {
+        let o = vmie(data, &["trail", "verify"]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = verify();
+    assert!(ok && out.contains("intact"), "{out}");
+    let node = data.join("objects/trail");
+    let batch = |n: u64| node.join(format!("batches/api-test/{n:016}.json.gz"));
+    let digest = |n: u64| node.join(format!("digests/api-test/{n:016}.json"));
+    let last = (1..).take_while(|n| digest(*n).exists()).last().unwrap();
+    assert!(last >= 3, "several batches were written ({last})");
+    let keep = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let (b1, b2, d2, dl, bl) = (
+        keep(&batch(1)),
+        keep(&batch(2)),
+        keep(&digest(2)),
+        keep(&digest(last)),
+        keep(&batch(last)),
+    );
+    type Step<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(String, Step, Step)> = vec![
+        (
+            "content changed (altered)".to_string(),
+            Box::new(|| {
+                let mut b = b2.clone();
+                let i = b.len() / 2;
+                b[i] ^= 1;
+                std::fs::write(batch(2), b).unwrap();
+            }),
+            Box::new(|| std::fs::write(batch(2), &b2).unwrap()),
+        ),
+        (
+            "digests 2 to 2 are missing (deleted)".to_string(),
+            Box::new(|| std::fs::remove_file(digest(2)).unwrap()),
+            Box::new(|| std::fs::write(digest(2), &d2).unwrap()),
+        ),
+        (
+            "content changed (altered)".to_string(),
+            Box::new(|| {
+                std::fs::write(batch(1), &b2).unwrap();
+                std::fs::write(batch(2), &b1).unwrap();
+            }),
+            Box::new(|| {
+                std::fs::write(batch(1), &b1).unwrap();
+                std::fs::write(batch(2), &b2).unwrap();
+            }),
+        ),
+        (
+            "names another place in the chain (moved or reordered)".to_string(),
+            Box::new(|| {
+                std::fs::write(digest(2), &dl).unwrap();
+                std::fs::write(digest(last), &d2).unwrap();
+            }),
+            Box::new(|| {
+                std::fs::write(digest(2), &d2).unwrap();
+                std::fs::write(digest(last), &dl).unwrap();
+            }),
+        ),
+        (
+            "no digest covers it (inserted)".to_string(),
+            Box::new(|| std::fs::write(batch(last + 1), &b1).unwrap()),
+            Box::new(|| std::fs::remove_file(batch(last + 1)).unwrap()),
+        ),
+        (
+            format!("digests {last} to {last} are missing (deleted)"),
+            Box::new(|| {
+                std::fs::remove_file(digest(last)).unwrap();
+                std::fs::remove_file(batch(last)).unwrap();
+            }),
+            Box::new(|| {
+                std::fs::write(digest(last), &dl).unwrap();
+                std::fs::write(batch(last), &bl).unwrap();
+            }),
+        ),
+    ];
+    for (want, tamper, undo) in cases {
+        tamper();
+        let (ok, out) = verify();
+        assert!(!ok && out.contains(&want), "expected {want:?}: {out}");
+        undo();
+    }
+    let (ok, out) = verify();
+    assert!(ok, "{out}");
+}
+
 #[test]
 fn the_aws_cli_and_boto3_drive_the_api() {
     let have = Command::new("python3")
@@ -76,6 +288,8 @@ fn the_aws_cli_and_boto3_drive_the_api() {
             &format!("127.0.0.1:{port}"),
             "--workers",
             "2",
+            "--node",
+            "api-test",
         ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(work.path().join("server.log")).unwrap())
@@ -122,7 +336,19 @@ fn the_aws_cli_and_boto3_drive_the_api() {
         .status()
         .unwrap();
     assert!(status.success(), "the API checks failed (see above)");
+    // A clean stop writes the last records.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut server = server;
+    assert!(server.0.wait().unwrap().success());
     drop(server);
+    activity_log(work.path(), &data, &[secret.as_str()]);
 
     // The server's log holds neither the admin secret nor the card number of a description.
     let log = std::fs::read_to_string(work.path().join("server.log")).unwrap();

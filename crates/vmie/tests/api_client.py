@@ -138,8 +138,11 @@ refused("InvalidConversionTaskId", "describe-import-image-tasks", "--import-task
         "import-ami-0123456789abcdef0")
 
 # Cancel: a task cancelled before a worker finishes it ends deleted and leaves nothing.
-c = aws("import-snapshot", "--disk-container", "UserBucket={S3Bucket=src,S3Key=big.qcow2}")
-r = aws("cancel-import-task", "--import-task-id", c["ImportTaskId"])
+# (boto3 in this process: the cancel follows within milliseconds, not a CLI start later.)
+fast = boto3.client("ec2", endpoint_url=ENDPOINT, region_name="us-east-1", verify=CA,
+                    aws_access_key_id=ADMIN[0], aws_secret_access_key=ADMIN[1])
+c = fast.import_snapshot(DiskContainer={"UserBucket": {"S3Bucket": "src", "S3Key": "big.qcow2"}})
+r = fast.cancel_import_task(ImportTaskId=c["ImportTaskId"])
 assert r["PreviousState"] == "active" and r["State"] in ("deleting", "deleted"), r
 t = wait("snapshot", c["ImportTaskId"], want=("deleted",))
 assert "SnapshotId" not in t["SnapshotTaskDetail"], t
@@ -326,7 +329,79 @@ refused("InvalidClientTokenId", "describe-images", keys=(creds["AccessKeyId"], c
 del os.environ["AWS_SESSION_TOKEN"]
 
 assert task_count() == before, "a refused request made a task"
+
+# The remaining actions, so that every action of the API leaves its record.
+kms_arn = aws("get-ebs-default-kms-key-id")["KmsKeyId"]
+assert aws("modify-ebs-default-kms-key-id", "--kms-key-id", kms_arn)["KmsKeyId"] == kms_arn
+assert aws("reset-ebs-default-kms-key-id")["KmsKeyId"].startswith("arn:aws:kms:")
+assert aws("disable-ebs-encryption-by-default")["EbsEncryptionByDefault"] is False
+assert aws("enable-ebs-encryption-by-default")["EbsEncryptionByDefault"] is True
+
+# Values that must reach neither a log nor an activity record (tests/api_cli.rs searches).
+TAG_VALUE, DESCRIPTION, QUERY = "TAGVALUE-5e1a-c0ffee", "DESC-91c0-private", "QUERYSECRET-77aa"
+kept = [i for i in images.values() if i != imgs[0]["ImageId"]][0]
+aws("create-tags", "--resources", kept, "--tags", f"Key=project,Value={TAG_VALUE}")
+refused("InvalidParameterValue", "import-snapshot", "--description", DESCRIPTION, "--disk-container",
+        f"Format=VMDK,Url=https://10.1.2.3/d.vmdk?X-Amz-Signature={QUERY}")
+
+# CloudTrail's LookupEvents, with the real aws CLI.
+def trail(*args, keys=ADMIN, ok=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CA_BUNDLE=CA, AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
+    p = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "--output", "json", "cloudtrail",
+                        "lookup-events", *args], capture_output=True, text=True, env=env)
+    if ok:
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+    assert p.returncode != 0, p.stdout
+    return p.stderr
+
+
+def events(*attr):
+    args = ["--lookup-attributes", f"AttributeKey={attr[0]},AttributeValue={attr[1]}"] if attr else []
+    return [dict(e, Record=json.loads(e["CloudTrailEvent"])) for e in trail(*args)["Events"]]
+
+
+imports = events("EventName", "ImportImage")
+assert len(imports) >= 5, imports  # 2 imports, 2 idempotent repeats, refusals
+ok_import = [e for e in imports if e["Record"].get("errorCode") is None][0]["Record"]
+assert ok_import["userIdentity"]["type"] == "IAMUser" and ok_import["userIdentity"]["userName"] == "admin"
+assert ok_import["requestParameters"]["description"].startswith("HMAC-SHA256:"), ok_import
+assert ok_import["responseElements"]["importTaskId"].startswith("import-ami-"), ok_import
+assert ok_import["sourceIPAddress"] == "127.0.0.1" and ok_import["userAgent"].startswith("aws-cli/")
+times = [e["EventTime"] for e in imports]
+assert times == sorted(times, reverse=True), "newest first"
+tagged = [e["Record"] for e in events("EventName", "CreateTags")]
+assert any(r["requestParameters"]["tag"][0]["key"] == "project" for r in tagged), tagged
+refusal = [e["Record"] for e in events("EventName", "ImportSnapshot") if e["Record"].get("errorCode") == "InvalidParameterValue"]
+assert refusal and "10.1.2.3/d.vmdk" in json.dumps(refusal[0]), refusal
+mfa_calls = [e["Record"] for e in events("AccessKeyId", creds["AccessKeyId"])
+             if e["Record"]["userIdentity"]["type"] == "IAMUser"]
+assert mfa_calls and all(r["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] == "true"
+                         for r in mfa_calls), mfa_calls
+plain_calls = [e["Record"] for e in events("Username", "mfauser")
+               if e["Record"]["userIdentity"]["accessKeyId"] == mfa_user[0]]
+assert plain_calls and all(r["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] == "false"
+                           for r in plain_calls)
+assert [e["EventName"] for e in events("EventName", "GetSessionToken")].count("GetSessionToken") >= 4
+# A wrong secret: recorded in the key's account, with the key id and no identity.
+failed_auth = [e["Record"] for e in events("AccessKeyId", ADMIN[0])
+               if e["Record"].get("errorCode") == "SignatureDoesNotMatch"]
+assert failed_auth and failed_auth[0]["userIdentity"]["type"] == "Unknown", failed_auth
+page = trail("--max-results", "1", "--no-paginate")
+assert len(page["Events"]) == 1 and page["NextToken"], page
+second = trail("--max-results", "1", "--no-paginate", "--next-token", page["NextToken"])
+assert second["Events"][0]["EventId"] != page["Events"][0]["EventId"]
+assert trail("--start-time", "2001-01-01T00:00:00Z", "--end-time", "2001-01-02T00:00:00Z")["Events"] == []
+assert "(InvalidLookupAttributesException)" in trail(
+    "--lookup-attributes", "AttributeKey=Color,AttributeValue=x", ok=False)
+assert "(AccessDeniedException)" in trail(keys=readonly, ok=False)
+
 status, body = send("GET", ENDPOINT + "/metrics")
 assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 2' in body, body
 assert "vmie_auth_failures_total" in body
+requests = int(body.split("\nvmie_requests_total ")[1].split()[0])
+with open(os.path.join(DATA, "..", "checks.json"), "w") as f:
+    json.dump({"requests": requests, "needles": [TAG_VALUE, DESCRIPTION, QUERY, creds["SecretAccessKey"],
+               creds["SessionToken"], plain["SecretAccessKey"], mfa_user[1], readonly[1], b32]}, f)
 print("api client checks passed")

@@ -1,0 +1,380 @@
+//! `vmie compliance`: the deployment checked against its controls, each with the remedy
+//! when it fails. Exit status 1 when any control fails.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use api::iam::{Context, Decision, Policy, evaluate};
+use catalog::iam::PrincipalKind;
+
+use crate::cli_serve::{NODES, NodeInfo};
+use crate::cli_store::{open_catalog, open_env, print_json};
+use crate::{CliError, EXIT_FAILED};
+
+/// Days after which an access key that was never used, or not used since, fails.
+const KEY_UNUSED_DAYS: i64 = 90;
+
+/// `vmie compliance` options.
+#[derive(Debug, Args)]
+pub struct ComplianceArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One control's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Control {
+    /// Short name.
+    pub control: &'static str,
+    /// Passed.
+    pub pass: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it failed.
+    pub remedy: String,
+}
+
+fn control(control: &'static str, pass: bool, detail: String, remedy: &str) -> Control {
+    Control {
+        control,
+        pass,
+        detail,
+        remedy: if pass {
+            String::new()
+        } else {
+            remedy.to_string()
+        },
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError {
+        message: e.to_string(),
+        exit: EXIT_FAILED,
+    }
+}
+
+/// Whether something at `addr` answers plain HTTP (a TLS listener does not).
+fn answers_plain_http(addr: SocketAddr) -> std::io::Result<bool> {
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: compliance\r\n\r\n")?;
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    Ok(&buf[..got] == b"HTTP/")
+}
+
+async fn listeners(cat: &catalog::Catalog) -> Result<Vec<Control>, CliError> {
+    let now = catalog::now_ms();
+    let nodes: Vec<(String, NodeInfo)> = cat
+        .settings(NODES)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter_map(|(n, v)| Some((n, serde_json::from_str::<NodeInfo>(&v).ok()?)))
+        .filter(|(_, i)| i.live(now))
+        .collect();
+    if nodes.is_empty() {
+        let d =
+            "no vmie serve process is running (none renewed its registry entry in the last 30 s)";
+        return Ok(vec![
+            control("tls-listeners", true, d.into(), ""),
+            control("no-plain-http-off-loopback", true, d.into(), ""),
+            control("activity-log-on", true, d.into(), ""),
+        ]);
+    }
+    let mut plain = Vec::new();
+    let mut off_loopback = Vec::new();
+    let mut unlogged = Vec::new();
+    for (name, i) in &nodes {
+        let addr: Option<SocketAddr> = i.listen.parse().ok();
+        let probe = addr.map(answers_plain_http);
+        let is_plain = i.plain_http || matches!(probe, Some(Ok(true)));
+        if is_plain {
+            plain.push(format!("{name} ({})", i.listen));
+            if addr.is_some_and(|a| !a.ip().is_loopback()) {
+                off_loopback.push(format!("{name} ({})", i.listen));
+            }
+        }
+        if !i.activity_log {
+            unlogged.push(name.clone());
+        }
+    }
+    let names: Vec<String> = nodes
+        .iter()
+        .map(|(n, i)| format!("{n} ({})", i.listen))
+        .collect();
+    Ok(vec![
+        control(
+            "tls-listeners",
+            plain.is_empty(),
+            if plain.is_empty() {
+                format!("every listener refuses plain HTTP: {}", names.join(", "))
+            } else {
+                format!("plain HTTP answered by {}", plain.join(", "))
+            },
+            "restart those nodes without --plain-http (TLS is the default)",
+        ),
+        control(
+            "no-plain-http-off-loopback",
+            off_loopback.is_empty(),
+            if off_loopback.is_empty() {
+                "no plain HTTP listener on a non-loopback address".into()
+            } else {
+                format!("plain HTTP off loopback: {}", off_loopback.join(", "))
+            },
+            "stop those nodes and serve TLS",
+        ),
+        control(
+            "activity-log-on",
+            unlogged.is_empty(),
+            if unlogged.is_empty() {
+                format!("{} running node(s) record every API call", nodes.len())
+            } else {
+                format!("not recording: {}", unlogged.join(", "))
+            },
+            "restart those nodes with this version of vmie serve",
+        ),
+    ])
+}
+
+fn root_key_file(data_dir: &Path) -> Control {
+    use std::os::unix::fs::MetadataExt;
+    if std::env::var_os("VMIE_ROOT_KEY").is_some() {
+        return control(
+            "root-key-file",
+            true,
+            "the root key comes from $VMIE_ROOT_KEY (keep the environment that holds it private)"
+                .into(),
+            "",
+        );
+    }
+    let path = data_dir.join("root.key");
+    match std::fs::metadata(&path) {
+        Ok(m) => {
+            let mode = m.mode() & 0o777;
+            // This process's user owns /proc/self.
+            let uid = std::fs::metadata("/proc/self").map_or(u32::MAX, |p| p.uid());
+            let ok = mode & 0o077 == 0 && m.uid() == uid;
+            control(
+                "root-key-file",
+                ok,
+                format!("{} mode {mode:04o}, owner uid {}", path.display(), m.uid()),
+                &format!(
+                    "chmod 600 {} and chown it to the user vmie runs as",
+                    path.display()
+                ),
+            )
+        }
+        Err(e) => control(
+            "root-key-file",
+            false,
+            format!("{}: {e}", path.display()),
+            "start vmie once (it makes the key), or set VMIE_ROOT_KEY",
+        ),
+    }
+}
+
+async fn identities(cat: &catalog::Catalog, account: &str) -> Result<Vec<Control>, CliError> {
+    let with_mfa = cat.mfa_users(account).await.map_err(fail)?;
+    let mut admins_without = Vec::new();
+    let mut admins = 0;
+    for u in cat.users(account).await.map_err(fail)? {
+        let policies: Vec<Policy> = cat
+            .attached_policies(account, PrincipalKind::User, &u.name)
+            .await
+            .map_err(fail)?
+            .iter()
+            .filter_map(|d| Policy::parse(&d.document).ok())
+            .collect();
+        // An administrator: may manage identities (only `*` or `iam:*` grants that).
+        if evaluate(&policies, &Context::new("iam:CreateUser", "*")) == Decision::Allow {
+            admins += 1;
+            if !with_mfa.contains(&u.name) {
+                admins_without.push(u.name);
+            }
+        }
+    }
+    let now = catalog::now_ms();
+    let limit = KEY_UNUSED_DAYS * 86_400_000;
+    let stale: Vec<String> = cat
+        .access_keys(account, None)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter(|k| k.status == "Active" && now - k.last_used_ms.unwrap_or(k.created_ms) > limit)
+        .map(|k| format!("{} ({})", k.access_key_id, k.user_name))
+        .collect();
+    Ok(vec![
+        control(
+            "admins-have-mfa",
+            admins_without.is_empty(),
+            if admins_without.is_empty() {
+                format!("{admins} administrator(s), each with an MFA device")
+            } else {
+                format!("without MFA: {}", admins_without.join(", "))
+            },
+            "vmie admin mfa enable USER for each, and require aws:MultiFactorAuthPresent in their policies",
+        ),
+        control(
+            "access-keys-used-within-90-days",
+            stale.is_empty(),
+            if stale.is_empty() {
+                "every active access key was used (or made) in the last 90 days".into()
+            } else {
+                format!("unused for 90 days: {}", stale.join(", "))
+            },
+            "vmie admin access-key deactivate ID (then delete) for each",
+        ),
+    ])
+}
+
+/// Runs `vmie compliance`.
+pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
+    let controls = crate::cli_trail::block_on(async {
+        let env = open_env(data_dir)?;
+        let cat = open_catalog(data_dir).await?;
+        let account = crate::cli_tasks::account();
+        let mut out = listeners(&cat).await?;
+
+        let on = cat
+            .setting(&account, engine::SETTING_ENCRYPTION_BY_DEFAULT)
+            .await
+            .map_err(fail)?
+            .is_some_and(|v| v == "true");
+        out.push(control(
+            "encryption-by-default",
+            on,
+            format!(
+                "EBS encryption by default is {}",
+                if on { "on" } else { "off" }
+            ),
+            "aws ec2 enable-ebs-encryption-by-default --endpoint-url …",
+        ));
+
+        let r = api::trail::verify(
+            &env.objects,
+            crate::cli_trail::PREFIX,
+            &env.root,
+            Some(&cat),
+        )
+        .await
+        .map_err(fail)?;
+        let ok = r.problems.is_empty() && r.digests > 0;
+        out.push(control(
+            "activity-log-verified",
+            ok,
+            if r.digests == 0 {
+                "the activity log holds nothing yet".into()
+            } else if ok {
+                format!(
+                    "{} digests, {} batches, {} records: intact",
+                    r.digests, r.batches, r.records
+                )
+            } else {
+                format!(
+                    "{} problem(s), first: {}",
+                    r.problems.len(),
+                    r.problems.first().map_or("", String::as_str)
+                )
+            },
+            "run vmie trail verify for the list; restore the named files from backup and investigate who changed them",
+        ));
+
+        out.push(root_key_file(data_dir));
+        out.extend(identities(&cat, &account).await?);
+
+        let keys = env.kms.list_keys().await.map_err(fail)?;
+        let unrotated: Vec<String> = keys
+            .iter()
+            .filter(|k| {
+                k.manager == kms::KeyManager::Customer
+                    && k.state == kms::KeyState::Enabled
+                    && !k.rotation_enabled
+            })
+            .map(|k| k.key_id.clone())
+            .collect();
+        out.push(control(
+            "kms-key-rotation",
+            unrotated.is_empty(),
+            if unrotated.is_empty() {
+                format!("{} key(s); every enabled customer key rotates", keys.len())
+            } else {
+                format!("rotation off: {}", unrotated.join(", "))
+            },
+            "vmie kms enable-key-rotation KEY for each",
+        ));
+
+        let scratch = data_dir.join("scratch");
+        let mut orphans = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&scratch) {
+            let now = catalog::now_ms();
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(task) = name.strip_suffix(".vol") else {
+                    continue;
+                };
+                let held = cat
+                    .task(&account, task)
+                    .await
+                    .is_ok_and(|t| !t.ended() && t.lease_until_ms.is_some_and(|u| u > now));
+                if !held {
+                    orphans.push(name);
+                }
+            }
+        }
+        out.push(control(
+            "no-orphaned-volumes",
+            orphans.is_empty(),
+            if orphans.is_empty() {
+                format!("{}: no volume without a running task", scratch.display())
+            } else {
+                format!("orphaned: {}", orphans.join(", "))
+            },
+            "start vmie work, wait or serve on this host: each destroys orphaned volumes first",
+        ));
+        Ok(out)
+    })?;
+    if a.json {
+        print_json(&controls)?;
+    } else {
+        let w = controls.iter().map(|c| c.control.len()).max().unwrap_or(0);
+        for c in &controls {
+            println!(
+                "{:<w$}  {}  {}",
+                c.control,
+                if c.pass { "PASS" } else { "FAIL" },
+                c.detail
+            );
+            if !c.pass {
+                println!("{:<w$}        remedy: {}", "", c.remedy);
+            }
+        }
+    }
+    let failed = controls.iter().filter(|c| !c.pass).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{failed} of {} controls failed",
+            controls.len()
+        )))
+    }
+}
