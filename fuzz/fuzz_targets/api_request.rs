@@ -1,6 +1,8 @@
 //! Fuzz target: arbitrary bytes as an API request — the first line the `Authorization`
 //! header, the second the query string, the rest the form body — through SigV4 parsing and
-//! verification and the EC2 Query parameter parser; must refuse or answer, never panic.
+//! verification, the EC2 Query parameter parser, the activity log's redaction of those
+//! parameters, and (the body as JSON) CloudTrail's LookupEvents request and answer; must
+//! refuse or answer, never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -33,4 +35,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = api::guard::scan(&text);
+    if let Ok(p) = api::query::Params::parse(body) {
+        let v = api::audit::request_parameters(&p, &|v: &str| v.len().to_string());
+        assert!(v.to_string().len() <= 64 * body.len() + 64, "redaction stays in proportion");
+    }
+    let _ = api::audit::response_elements(&text);
+    let _ = api::audit::clean_message(&text);
+    if let Ok(l) = api::cloudtrail::parse(body, 1_795_000_000_000) {
+        let record = serde_json::json!({"eventTime": query, "eventID": auth_id(&text), "recipientAccountId": "1",
+            "resources": [{"ARN": query, "type": query}], "userIdentity": {"userName": query}});
+        let _ = api::cloudtrail::answer(&l, "1", &[record]);
+    }
 });
+
+fn auth_id(t: &str) -> String {
+    t.chars().take(40).collect()
+}

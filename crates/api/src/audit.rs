@@ -176,34 +176,43 @@ fn lower_camel(s: &str) -> String {
     }
 }
 
-/// Puts `leaf` at the dotted path `segs` under `node` (numbered members become arrays).
+/// Puts `leaf` at the dotted path `segs` under `node`, numbered members under their number
+/// (see [`densify`]).
 fn put(node: &mut Value, segs: &[&str], leaf: Value) {
     let Some((first, rest)) = segs.split_first() else {
         *node = leaf;
         return;
     };
-    if let Ok(i) = first.parse::<usize>() {
-        if !node.is_array() {
-            *node = Value::Array(Vec::new());
-        }
-        if let Value::Array(a) = node {
-            let i = i.saturating_sub(1).min(crate::query::MAX_PARAMS);
-            while a.len() <= i {
-                a.push(Value::Null);
+    if !node.is_object() {
+        *node = Value::Object(Map::new());
+    }
+    if let Value::Object(o) = node {
+        let key = if first.parse::<u64>().is_ok() {
+            (*first).to_string()
+        } else {
+            lower_camel(first)
+        };
+        put(o.entry(key).or_insert(Value::Null), rest, leaf);
+    }
+}
+
+/// Turns every object whose keys are exactly `1..=n` into an array (numbered members, as
+/// CloudTrail shows lists); sparse or odd numbering stays an object, so the record never
+/// grows beyond the parameters.
+fn densify(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.values_mut().for_each(densify);
+            let n = o.len();
+            if n > 0 && (1..=n).all(|i| o.contains_key(&i.to_string())) {
+                let items = (1..=n)
+                    .map(|i| o.remove(&i.to_string()).unwrap_or(Value::Null))
+                    .collect();
+                *v = Value::Array(items);
             }
-            put(&mut a[i], rest, leaf);
         }
-    } else {
-        if !node.is_object() {
-            *node = Value::Object(Map::new());
-        }
-        if let Value::Object(o) = node {
-            put(
-                o.entry(lower_camel(first)).or_insert(Value::Null),
-                rest,
-                leaf,
-            );
-        }
+        Value::Array(a) => a.iter_mut().for_each(densify),
+        _ => {}
     }
 }
 
@@ -242,6 +251,7 @@ pub fn request_parameters(p: &Params, fingerprint: &dyn Fn(&str) -> String) -> V
         let segs: Vec<&str> = name.split('.').collect();
         put(&mut root, &segs, v);
     }
+    densify(&mut root);
     root
 }
 
@@ -697,7 +707,14 @@ mod tests {
         put(&mut root, &["A", "18446744073709551615", "B"], json!(1));
         put(&mut root, &["", "", "0"], json!(2));
         put(&mut root, &["A", "x"], json!(3));
-        assert!(root.to_string().len() < 100_000);
+        put(&mut root, &["L", "1111"], json!(4));
+        for i in 1..=12 {
+            put(&mut root, &["M", &i.to_string()], json!(i));
+        }
+        densify(&mut root);
+        assert!(root.to_string().len() < 1_000, "{root}");
         assert_eq!(root["a"]["x"], 3);
+        assert_eq!(root["l"]["1111"], 4, "sparse numbering stays an object");
+        assert_eq!(root["m"][11], 12, "1..=n becomes a list, in numeric order");
     }
 }

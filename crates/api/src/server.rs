@@ -257,7 +257,7 @@ async fn ec2_endpoint(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let rid = request_id();
     let time_ms = catalog::now_ms();
@@ -273,7 +273,27 @@ async fn ec2_endpoint(
         error: None,
         account: None,
     };
-    let resp = answer(&app, &peer, &method, &uri, &headers, &body, &rid, &mut rec).await;
+    let resp = match &body {
+        Ok(body) => answer(&app, &peer, &method, &uri, &headers, body, &rid, &mut rec).await,
+        // Too large, or not read in time: refused before anything else, and recorded too.
+        Err(rejection) => {
+            let e = ApiError {
+                status: rejection.status().as_u16(),
+                code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "RequestEntityTooLarge".into()
+                } else {
+                    "InvalidRequest".into()
+                },
+                message: format!(
+                    "the request body was not accepted (at most {MAX_BODY} bytes): {}",
+                    rejection.body_text()
+                ),
+            };
+            let r = error_response(&e, &rid);
+            rec.error = Some(e);
+            r
+        }
+    };
     if rec.error.is_some() {
         app.metrics.errors.fetch_add(1, Ordering::Relaxed);
     }

@@ -19,6 +19,9 @@ use crate::{CliError, EXIT_FAILED};
 /// Days after which an access key that was never used, or not used since, fails.
 const KEY_UNUSED_DAYS: i64 = 90;
 
+const VERIFY_REMEDY: &str = "run vmie trail verify for the list; restore the named files from backup and investigate who changed them";
+const ROTATION_REMEDY: &str = "vmie kms enable-key-rotation KEY for each";
+
 /// `vmie compliance` options.
 #[derive(Debug, Args)]
 pub struct ComplianceArgs {
@@ -249,7 +252,9 @@ async fn identities(cat: &catalog::Catalog, account: &str) -> Result<Vec<Control
 /// Runs `vmie compliance`.
 pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
     let controls = crate::cli_trail::block_on(async {
-        let env = open_env(data_dir)?;
+        // A root key that does not load (for example, readable by others: it is refused)
+        // leaves the controls that need it unchecked, and so failing.
+        let env = open_env(data_dir);
         let cat = open_catalog(data_dir).await?;
         let account = crate::cli_tasks::account();
         let mut out = listeners(&cat).await?;
@@ -269,58 +274,79 @@ pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
             "aws ec2 enable-ebs-encryption-by-default --endpoint-url …",
         ));
 
-        let r = api::trail::verify(
-            &env.objects,
-            crate::cli_trail::PREFIX,
-            &env.root,
-            Some(&cat),
-        )
-        .await
-        .map_err(fail)?;
-        let ok = r.problems.is_empty() && r.digests > 0;
-        out.push(control(
-            "activity-log-verified",
-            ok,
-            if r.digests == 0 {
-                "the activity log holds nothing yet".into()
-            } else if ok {
-                format!(
-                    "{} digests, {} batches, {} records: intact",
-                    r.digests, r.batches, r.records
+        let unchecked = |e: &CliError| format!("not checked: {}", e.message);
+        match &env {
+            Ok(env) => {
+                let r = api::trail::verify(
+                    &env.objects,
+                    crate::cli_trail::PREFIX,
+                    &env.root,
+                    Some(&cat),
                 )
-            } else {
-                format!(
-                    "{} problem(s), first: {}",
-                    r.problems.len(),
-                    r.problems.first().map_or("", String::as_str)
-                )
-            },
-            "run vmie trail verify for the list; restore the named files from backup and investigate who changed them",
-        ));
+                .await
+                .map_err(fail)?;
+                let ok = r.problems.is_empty() && r.digests > 0;
+                out.push(control(
+                    "activity-log-verified",
+                    ok,
+                    if r.digests == 0 {
+                        "the activity log holds nothing yet".into()
+                    } else if ok {
+                        format!(
+                            "{} digests, {} batches, {} records: intact",
+                            r.digests, r.batches, r.records
+                        )
+                    } else {
+                        format!(
+                            "{} problem(s), first: {}",
+                            r.problems.len(),
+                            r.problems.first().map_or("", String::as_str)
+                        )
+                    },
+                    VERIFY_REMEDY,
+                ));
+            }
+            Err(e) => out.push(control(
+                "activity-log-verified",
+                false,
+                unchecked(e),
+                VERIFY_REMEDY,
+            )),
+        }
 
         out.push(root_key_file(data_dir));
         out.extend(identities(&cat, &account).await?);
 
-        let keys = env.kms.list_keys().await.map_err(fail)?;
-        let unrotated: Vec<String> = keys
-            .iter()
-            .filter(|k| {
-                k.manager == kms::KeyManager::Customer
-                    && k.state == kms::KeyState::Enabled
-                    && !k.rotation_enabled
-            })
-            .map(|k| k.key_id.clone())
-            .collect();
-        out.push(control(
-            "kms-key-rotation",
-            unrotated.is_empty(),
-            if unrotated.is_empty() {
-                format!("{} key(s); every enabled customer key rotates", keys.len())
-            } else {
-                format!("rotation off: {}", unrotated.join(", "))
-            },
-            "vmie kms enable-key-rotation KEY for each",
-        ));
+        match &env {
+            Ok(env) => {
+                let keys = env.kms.list_keys().await.map_err(fail)?;
+                let unrotated: Vec<String> = keys
+                    .iter()
+                    .filter(|k| {
+                        k.manager == kms::KeyManager::Customer
+                            && k.state == kms::KeyState::Enabled
+                            && !k.rotation_enabled
+                    })
+                    .map(|k| k.key_id.clone())
+                    .collect();
+                out.push(control(
+                    "kms-key-rotation",
+                    unrotated.is_empty(),
+                    if unrotated.is_empty() {
+                        format!("{} key(s); every enabled customer key rotates", keys.len())
+                    } else {
+                        format!("rotation off: {}", unrotated.join(", "))
+                    },
+                    ROTATION_REMEDY,
+                ));
+            }
+            Err(e) => out.push(control(
+                "kms-key-rotation",
+                false,
+                unchecked(e),
+                ROTATION_REMEDY,
+            )),
+        }
 
         let scratch = data_dir.join("scratch");
         let mut orphans = Vec::new();

@@ -260,6 +260,10 @@ assert status == 200 and "DescribeImagesResponse" in body, (status, body)
 status, body = send("POST", ENDPOINT + "/", b"Action=DescribeImages&Version=2016-11-15",
                     {"Content-Type": "application/x-www-form-urlencoded"})
 assert status == 401 and "<Code>AuthFailure</Code>" in body, (status, body)
+# Too large: refused before anything else (and recorded like every other request).
+status, body = send("POST", ENDPOINT + "/", b"A=" + b"x" * (2 << 20),
+                    {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 413 and "<Code>RequestEntityTooLarge</Code>" in body, (status, body)
 # A presigned URL works until it expires, then is refused.
 url = ec2.generate_presigned_url("describe_images", Params={}, ExpiresIn=2, HttpMethod="GET")
 status, body = send("GET", url)
