@@ -59,24 +59,70 @@ struct App {
     limiter: Arc<Limiter>,
 }
 
-/// Per-principal token buckets: `rate` requests a second, bursts of `2 × rate`.
+/// Per-principal request limits: `rate` requests a second, bursts of `2 × rate`. In memory
+/// (token buckets) for a single process on SQLite; shared through the catalog (counts per
+/// two-second window: at most `2 × rate` in each) when the catalog is PostgreSQL, so every
+/// node of a deployment enforces one limit.
 #[derive(Debug)]
 pub struct Limiter {
     rate: f64,
     buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    shared: Option<catalog::Catalog>,
+    pruned: AtomicU64,
 }
 
+/// Length of a shared window.
+const WINDOW_MS: i64 = 2000;
+
 impl Limiter {
-    /// A limiter of `rate` requests a second per principal (0: no limit).
+    /// A limiter of `rate` requests a second per principal (0: no limit), in memory.
     #[must_use]
     pub fn new(rate: u32) -> Self {
         Limiter {
             rate: f64::from(rate),
             buckets: std::sync::Mutex::default(),
+            shared: None,
+            pruned: AtomicU64::new(0),
         }
     }
 
-    /// Takes a token for `who`; false when its bucket is empty.
+    /// A limiter whose counts live in `catalog`, shared with every process using it.
+    #[must_use]
+    pub fn shared(rate: u32, catalog: catalog::Catalog) -> Self {
+        Limiter {
+            shared: Some(catalog),
+            ..Limiter::new(rate)
+        }
+    }
+
+    /// Counts a request of `who`; false when it is over the limit.
+    pub async fn allow_async(&self, who: &str) -> bool {
+        let Some(cat) = &self.shared else {
+            return self.allow(who);
+        };
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let window = catalog::now_ms() / WINDOW_MS * WINDOW_MS;
+        let w = u64::try_from(window).unwrap_or(0);
+        if self.pruned.swap(w, Ordering::Relaxed) != w
+            && let Err(e) = cat.rate_prune(window - 2 * WINDOW_MS).await
+        {
+            tracing::warn!(error = %e, "rate limits: old windows not pruned");
+        }
+        match cat.rate_hit(who, window).await {
+            // 2 × rate in a two-second window: `rate` a second on average, bursts of 2 × rate.
+            #[allow(clippy::cast_precision_loss)]
+            Ok(n) => (n as f64) <= 2.0 * self.rate,
+            Err(e) => {
+                // Fail open: the catalog being slow must not take the API down with it.
+                tracing::warn!(error = %e, "rate limits: shared count unavailable");
+                true
+            }
+        }
+    }
+
+    /// Takes a token for `who` from its in-memory bucket; false when it is empty.
     pub fn allow(&self, who: &str) -> bool {
         if self.rate <= 0.0 {
             return true;
@@ -452,7 +498,7 @@ async fn answer(
         }
     };
     rec.who = Some(who.clone());
-    if !app.limiter.allow(&who.arn) {
+    if !app.limiter.allow_async(&who.arn).await {
         return fail(
             rec,
             ApiError {
@@ -648,11 +694,12 @@ pub async fn serve(
         (None, false) => return Err(std::io::Error::other("TLS needs a certificate and a key")),
     };
     let listener = TcpListener::bind(cfg.listen).await?;
-    let app = router(
-        ec2,
-        Arc::new(Metrics::default()),
-        Arc::new(Limiter::new(cfg.rate_limit)),
-    );
+    let limiter = if ec2.engine.catalog().backend() == catalog::Backend::Postgres {
+        Limiter::shared(cfg.rate_limit, ec2.engine.catalog().clone())
+    } else {
+        Limiter::new(cfg.rate_limit)
+    };
+    let app = router(ec2, Arc::new(Metrics::default()), Arc::new(limiter));
     loop {
         let (sock, addr) = tokio::select! {
             r = listener.accept() => r?,

@@ -973,6 +973,30 @@ impl Catalog {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    /// Counts one request of `principal` in the window starting at `window_start`; returns
+    /// the window's count so far, across every process sharing the catalog.
+    pub async fn rate_hit(&self, principal: &str, window_start: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO rate_windows (principal, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (principal, window_start) DO UPDATE SET count = rate_windows.count + 1 \
+             RETURNING count",
+        )
+        .bind(principal)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Forgets request counts of windows that started before `before`.
+    pub async fn rate_prune(&self, before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every setting of `account`, by name.
     pub async fn settings(&self, account: &str) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT name, value FROM settings WHERE account = $1 ORDER BY name")

@@ -155,4 +155,14 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             )",
         ],
     ),
+    (
+        4,
+        "request counts per principal and window, shared by every node",
+        &["CREATE TABLE rate_windows (
+                principal TEXT NOT NULL,
+                window_start BIGINT NOT NULL,
+                count BIGINT NOT NULL,
+                PRIMARY KEY (principal, window_start)
+            )"],
+    ),
 ];

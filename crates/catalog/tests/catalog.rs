@@ -452,6 +452,22 @@ async fn test_catalog_postgres() {
     race(&c).await;
     // A second process's catalog on the same database migrates nothing and sees the same.
     let other = Catalog::open(&pg.url).await.unwrap();
+    // Request counts are shared: hits through either handle add up, concurrently.
+    let hits: Vec<_> = (0..20)
+        .map(|i| {
+            let c = if i % 2 == 0 { c.clone() } else { other.clone() };
+            tokio::spawn(async move { c.rate_hit("arn:alice", 4000).await.unwrap() })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for h in hits {
+        counts.push(h.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<i64>>());
+    assert_eq!(other.rate_hit("arn:alice", 6000).await.unwrap(), 1);
+    c.rate_prune(6000).await.unwrap();
+    assert_eq!(c.rate_hit("arn:alice", 4000).await.unwrap(), 1, "pruned");
     assert_eq!(
         other
             .tasks("race", TaskKind::ImportSnapshot, 0)

@@ -169,7 +169,7 @@ fn root_key_file(data_dir: &Path) -> Control {
             "",
         );
     }
-    let path = data_dir.join("root.key");
+    let path = crate::cli_store::root_key_path(data_dir);
     match std::fs::metadata(&path) {
         Ok(m) => {
             let mode = m.mode() & 0o777;
@@ -348,7 +348,7 @@ pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
             )),
         }
 
-        let scratch = data_dir.join("scratch");
+        let scratch = crate::cli_tasks::scratch_dir(data_dir, None);
         let mut orphans = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&scratch) {
             let now = catalog::now_ms();

@@ -34,30 +34,30 @@ pub enum Sensitive {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "VMIE_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
     /// TLS certificate (PEM); default: a self-signed one made in DIR/tls/ on first start.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, env = "VMIE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "VMIE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Serve plain HTTP instead of HTTPS (only on a loopback address).
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "VMIE_PLAIN_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
     plain_http: bool,
     /// Region this endpoint serves (the SigV4 credential scope must name it).
     #[arg(long, env = "VMIE_REGION", default_value = "us-east-1")]
     region: String,
     /// Requests a second each user may make (bursts of twice as many); 0 for no limit.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "VMIE_RATE_LIMIT", default_value_t = 50)]
     rate_limit: u32,
     /// Sensitive data (access keys, private keys, card numbers, national ids) in
     /// descriptions and tags: `warn` accepts and logs the field (never the value), `reject`
     /// refuses the request.
-    #[arg(long, value_enum, default_value = "warn")]
+    #[arg(long, env = "VMIE_SENSITIVE_DATA", value_enum, default_value = "warn")]
     sensitive_data: Sensitive,
     /// Task workers in this process.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "VMIE_WORKERS", default_value_t = 2)]
     workers: usize,
     /// This process's name in the activity log and the node registry; unique among the
     /// deployment's running processes (default: `<hostname>-<port>`).

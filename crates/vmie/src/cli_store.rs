@@ -17,6 +17,7 @@ use clap::Subcommand;
 use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
 
 use crate::progress::Progress;
+use crate::config;
 use crate::{CliError, EXIT_FAILED, InputFormat};
 
 /// `vmie snapshot` subcommands.
@@ -165,52 +166,58 @@ pub(crate) struct Env {
     pub(crate) root: Arc<RootKey>,
 }
 
-/// The deployment's root key: `$VMIE_ROOT_KEY`, else `DIR/root.key` (made on first use).
+/// The deployment's root key: `$VMIE_ROOT_KEY`, else the `root_key_file` setting, else
+/// `DIR/root.key` (made on first use).
 pub(crate) fn root_key(data_dir: &Path) -> Result<Arc<RootKey>, CliError> {
     Ok(Arc::new(
-        RootKey::from_env_or_file(&data_dir.join("root.key")).map_err(kms_err)?,
+        RootKey::from_env_or_file(&root_key_path(data_dir)).map_err(kms_err)?,
     ))
+}
+
+/// Where the root key file is (when it does not come from `$VMIE_ROOT_KEY`).
+pub(crate) fn root_key_path(data_dir: &Path) -> std::path::PathBuf {
+    config::var("VMIE_ROOT_KEY_FILE").map_or_else(|| data_dir.join("root.key"), Into::into)
 }
 
 /// The catalog: `$VMIE_CATALOG_URL`, else `sqlite://DIR/catalog.db`.
 pub(crate) async fn open_catalog(data_dir: &Path) -> Result<catalog::Catalog, CliError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| crate::cli_convert::fail(&data_dir.display().to_string(), &e))?;
-    let url = std::env::var("VMIE_CATALOG_URL")
-        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let url = config::var("VMIE_CATALOG_URL")
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
     catalog::Catalog::open(&url).await.map_err(|e| CliError {
         message: e.to_string(),
         exit: EXIT_FAILED,
     })
 }
 
-fn env_flag(name: &str) -> Option<bool> {
-    std::env::var(name)
-        .ok()
-        .map(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"))
+/// The S3 service of the deployment (`s3.*` settings), when `s3.bucket` is set.
+pub(crate) fn s3_settings() -> Option<S3Config> {
+    let bucket = config::var("VMIE_S3_BUCKET")?;
+    let endpoint = config::var("VMIE_S3_ENDPOINT");
+    Some(S3Config {
+        bucket,
+        region: config::var("VMIE_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+        path_style: config::flag("VMIE_S3_PATH_STYLE").unwrap_or(endpoint.is_some()),
+        allow_http: config::flag("VMIE_S3_ALLOW_HTTP").unwrap_or(false),
+        endpoint,
+        access_key_id: config::var("VMIE_S3_ACCESS_KEY_ID"),
+        secret_access_key: config::var("VMIE_S3_SECRET_ACCESS_KEY"),
+        ..S3Config::default()
+    })
 }
 
 pub(crate) fn open_env(data_dir: &Path) -> Result<Env, CliError> {
-    let backend = match std::env::var("VMIE_S3_BUCKET") {
-        Ok(bucket) => {
-            let endpoint = std::env::var("VMIE_S3_ENDPOINT").ok();
-            Backend::S3(S3Config {
-                bucket,
-                region: std::env::var("VMIE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-                path_style: env_flag("VMIE_S3_PATH_STYLE").unwrap_or(endpoint.is_some()),
-                allow_http: env_flag("VMIE_S3_ALLOW_HTTP").unwrap_or(false),
-                endpoint,
-                ..S3Config::default()
-            })
-        }
-        Err(_) => Backend::Local {
+    let backend = match s3_settings() {
+        Some(c) => Backend::S3(c),
+        None => Backend::Local {
             root: data_dir.join("objects"),
         },
     };
     let objects = backend.open().map_err(store_err)?;
     let root = root_key(data_dir)?;
     let cfg = KmsConfig {
-        region: std::env::var("VMIE_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        region: config::var("VMIE_REGION").unwrap_or_else(|| "us-east-1".into()),
         account: crate::cli_tasks::account(),
     };
     let caller = Caller::account_root(&cfg.account);

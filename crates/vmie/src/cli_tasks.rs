@@ -32,11 +32,26 @@ pub struct EngineOpts {
     pub lease_seconds: u64,
     /// Networks that `https://` sources may be fetched from although they are loopback,
     /// private or link-local (CIDR, repeatable), e.g. an internal mirror.
-    #[arg(long = "url-allow", value_name = "CIDR")]
+    #[arg(
+        long = "url-allow",
+        value_name = "CIDR",
+        env = "VMIE_URL_ALLOW",
+        value_delimiter = ','
+    )]
     pub url_allow: Vec<ipnet::IpNet>,
     /// Extra CA certificates (PEM) trusted for `https://` sources.
-    #[arg(long = "url-ca-file", value_name = "PEM")]
+    #[arg(long = "url-ca-file", value_name = "PEM", env = "VMIE_URL_CA_FILE")]
     pub url_ca_file: Option<std::path::PathBuf>,
+    /// Folder of intermediate volumes (default DIR/scratch): local disk, one per process.
+    #[arg(long, value_name = "DIR", env = "VMIE_SCRATCH_DIR")]
+    pub scratch_dir: Option<std::path::PathBuf>,
+}
+
+/// The intermediate-volume folder: the option, else the setting, else `DIR/scratch`.
+pub fn scratch_dir(data_dir: &Path, opt: Option<&Path>) -> std::path::PathBuf {
+    opt.map(Path::to_path_buf)
+        .or_else(|| crate::config::var("VMIE_SCRATCH_DIR").map(Into::into))
+        .unwrap_or_else(|| data_dir.join("scratch"))
 }
 
 /// Where client commands send their requests.
@@ -242,7 +257,7 @@ pub struct ExportImageArgs {
 
 /// The account the data folder's commands act in (`$VMIE_ACCOUNT_ID`).
 pub fn account() -> String {
-    std::env::var("VMIE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into())
+    crate::config::var("VMIE_ACCOUNT_ID").unwrap_or_else(|| "000000000000".into())
 }
 
 fn err(e: impl std::fmt::Display) -> CliError {
@@ -278,17 +293,31 @@ pub async fn open_deployment(
         .as_ref()
         .map(|p| std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display()))))
         .transpose()?;
-    let buckets = data_dir.join("buckets");
-    std::fs::create_dir_all(&buckets).map_err(|e| err(format!("{}: {e}", buckets.display())))?;
+    let buckets = match crate::config::var("VMIE_BUCKETS").as_deref() {
+        None | Some("local") => {
+            let root = data_dir.join("buckets");
+            std::fs::create_dir_all(&root)
+                .map_err(|e| err(format!("{}: {e}", root.display())))?;
+            Buckets::Local { root }
+        }
+        Some("s3") => Buckets::S3(crate::cli_store::s3_settings().ok_or_else(|| {
+            err("buckets = s3 needs the S3 service: set s3.bucket (VMIE_S3_BUCKET) and s3.endpoint")
+        })?),
+        Some(other) => {
+            return Err(err(format!(
+                "buckets is {other}; it must be local or s3"
+            )));
+        }
+    };
     let sources = Sources::new(
-        Buckets::Local { root: buckets },
+        buckets,
         &UrlPolicy {
             allow: o.url_allow.clone(),
             ca_pem,
         },
     )
     .map_err(|e| engine_err(&e))?;
-    let mut cfg = EngineConfig::new(data_dir.join("scratch"));
+    let mut cfg = EngineConfig::new(scratch_dir(data_dir, o.scratch_dir.as_deref()));
     cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
     let engine = Engine::new(catalog, env.store, sources, cfg);
     crate::cli_trail::attach(

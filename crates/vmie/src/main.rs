@@ -7,6 +7,7 @@
 
 mod cli_admin;
 mod cli_compliance;
+mod config;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
@@ -41,6 +42,10 @@ struct Cli {
     /// Data folder of the deployment (root key, local object store).
     #[arg(long, global = true, env = "VMIE_DATA", default_value = "vmie-data")]
     data_dir: PathBuf,
+    /// Configuration file (TOML; see docs/config.md): its values are the defaults that the
+    /// environment and flags override.
+    #[arg(long, global = true, env = "VMIE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,7 +237,7 @@ enum Command {
     /// crashed process left, first.
     Work {
         /// Workers (tasks run at once).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, env = "VMIE_WORKERS", default_value_t = 2)]
         workers: usize,
         #[command(flatten)]
         engine: cli_tasks::EngineOpts,
@@ -264,7 +269,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config::load(&args) {
+        eprintln!("vmie: {}", e.message);
+        return ExitCode::from(e.exit);
+    }
+    let matches = config::apply(<Cli as clap::CommandFactory>::command()).get_matches_from(args);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     // Service logs on standard error: `RUST_LOG` filters (default: warnings, and info for
     // `serve`). Free-form fields, secrets and URL query strings are never logged.
     let default = if matches!(cli.command, Command::Serve(_) | Command::Work { .. }) {
