@@ -16,8 +16,8 @@ use blockstore::{Backend, BlockStore, PutRequest, S3Config, StoreOptions};
 use clap::Subcommand;
 use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
 
-use crate::progress::Progress;
 use crate::config;
+use crate::progress::Progress;
 use crate::{CliError, EXIT_FAILED, InputFormat};
 
 /// `vmie snapshot` subcommands.

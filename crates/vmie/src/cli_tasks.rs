@@ -296,17 +296,14 @@ pub async fn open_deployment(
     let buckets = match crate::config::var("VMIE_BUCKETS").as_deref() {
         None | Some("local") => {
             let root = data_dir.join("buckets");
-            std::fs::create_dir_all(&root)
-                .map_err(|e| err(format!("{}: {e}", root.display())))?;
+            std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
             Buckets::Local { root }
         }
         Some("s3") => Buckets::S3(crate::cli_store::s3_settings().ok_or_else(|| {
             err("buckets = s3 needs the S3 service: set s3.bucket (VMIE_S3_BUCKET) and s3.endpoint")
         })?),
         Some(other) => {
-            return Err(err(format!(
-                "buckets is {other}; it must be local or s3"
-            )));
+            return Err(err(format!("buckets is {other}; it must be local or s3")));
         }
     };
     let sources = Sources::new(

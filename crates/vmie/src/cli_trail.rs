@@ -95,8 +95,7 @@ pub async fn attach(
                 TrailWriter::open(objects.clone(), PREFIX, root, &node, Some(catalog.clone()))
                     .await
                     .map_err(|e| fail(format!("activity log: {e}")))?;
-            let region =
-                crate::config::var("VMIE_REGION").unwrap_or_else(|| "us-east-1".into());
+            let region = crate::config::var("VMIE_REGION").unwrap_or_else(|| "us-east-1".into());
             let a = Arc::new(Audit::new(Arc::new(writer), objects, PREFIX, &region));
             AUDIT.get_or_init(|| a).clone()
         }

@@ -14,31 +14,119 @@ use crate::{CliError, EXIT_USAGE};
 
 /// Every setting: file key, environment variable, meaning.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
-    ("data_dir", "VMIE_DATA", "this process's data folder (TLS certificate, intermediate volumes, and the embedded defaults' catalog, store and buckets)"),
+    (
+        "data_dir",
+        "VMIE_DATA",
+        "this process's data folder (TLS certificate, intermediate volumes, and the embedded defaults' catalog, store and buckets)",
+    ),
     ("listen", "VMIE_LISTEN", "serve: address and port"),
-    ("node", "VMIE_NODE", "serve: this process's name (activity log, node registry); unique per running process"),
-    ("workers", "VMIE_WORKERS", "serve, work: task workers in the process"),
-    ("region", "VMIE_REGION", "the region the endpoint serves and ARNs name"),
-    ("account_id", "VMIE_ACCOUNT_ID", "the account the command line acts in"),
-    ("rate_limit", "VMIE_RATE_LIMIT", "serve: requests a second per user, shared by every node"),
-    ("sensitive_data", "VMIE_SENSITIVE_DATA", "serve: warn | reject sensitive data in descriptions and tags"),
-    ("plain_http", "VMIE_PLAIN_HTTP", "serve: plain HTTP on a loopback address (tests)"),
+    (
+        "node",
+        "VMIE_NODE",
+        "serve: this process's name (activity log, node registry); unique per running process",
+    ),
+    (
+        "workers",
+        "VMIE_WORKERS",
+        "serve, work: task workers in the process",
+    ),
+    (
+        "region",
+        "VMIE_REGION",
+        "the region the endpoint serves and ARNs name",
+    ),
+    (
+        "account_id",
+        "VMIE_ACCOUNT_ID",
+        "the account the command line acts in",
+    ),
+    (
+        "rate_limit",
+        "VMIE_RATE_LIMIT",
+        "serve: requests a second per user, shared by every node",
+    ),
+    (
+        "sensitive_data",
+        "VMIE_SENSITIVE_DATA",
+        "serve: warn (default) or reject sensitive data in descriptions and tags",
+    ),
+    (
+        "plain_http",
+        "VMIE_PLAIN_HTTP",
+        "serve: plain HTTP on a loopback address (tests)",
+    ),
     ("tls.cert", "VMIE_TLS_CERT", "serve: certificate (PEM)"),
     ("tls.key", "VMIE_TLS_KEY", "serve: private key (PEM)"),
-    ("lease_seconds", "VMIE_LEASE_SECONDS", "a claimed task's lease; a dead node's task is taken over after it"),
-    ("scratch_dir", "VMIE_SCRATCH_DIR", "intermediate volumes (default DATA/scratch); local disk, one per process"),
-    ("url_allow", "VMIE_URL_ALLOW", "networks image URLs may point at despite the address guard (comma-separated CIDRs)"),
-    ("url_ca_file", "VMIE_URL_CA_FILE", "extra CA certificates for image URLs (PEM)"),
-    ("catalog_url", "VMIE_CATALOG_URL", "the catalog: sqlite://PATH (default DATA/catalog.db) or postgres://USER@HOST:PORT/DB"),
-    ("buckets", "VMIE_BUCKETS", "where S3Bucket names point: local (folders DATA/buckets/NAME, the default) or s3 (buckets of the S3 service below)"),
-    ("s3.bucket", "VMIE_S3_BUCKET", "keep snapshots, keys and the activity log in this S3 bucket (default: the folder DATA/objects)"),
-    ("s3.endpoint", "VMIE_S3_ENDPOINT", "S3-compatible endpoint URL (default: AWS)"),
-    ("s3.region", "VMIE_S3_REGION", "S3 region (default us-east-1)"),
-    ("s3.path_style", "VMIE_S3_PATH_STYLE", "path-style requests (default: on when an endpoint is given)"),
-    ("s3.allow_http", "VMIE_S3_ALLOW_HTTP", "allow a plain-HTTP endpoint (loopback test servers)"),
-    ("s3.access_key_id", "VMIE_S3_ACCESS_KEY_ID", "S3 credentials (default: the AWS_* environment, instance profile)"),
-    ("s3.secret_access_key", "VMIE_S3_SECRET_ACCESS_KEY", "S3 secret; prefer the environment to the file"),
-    ("root_key_file", "VMIE_ROOT_KEY_FILE", "the root key file (default DATA/root.key); or the key itself, hex, in $VMIE_ROOT_KEY (environment only)"),
+    (
+        "lease_seconds",
+        "VMIE_LEASE_SECONDS",
+        "a claimed task's lease; a dead node's task is taken over after it",
+    ),
+    (
+        "scratch_dir",
+        "VMIE_SCRATCH_DIR",
+        "intermediate volumes (default DATA/scratch); local disk, one per process",
+    ),
+    (
+        "url_allow",
+        "VMIE_URL_ALLOW",
+        "networks image URLs may point at despite the address guard (comma-separated CIDRs)",
+    ),
+    (
+        "url_ca_file",
+        "VMIE_URL_CA_FILE",
+        "extra CA certificates for image URLs (PEM)",
+    ),
+    (
+        "catalog_url",
+        "VMIE_CATALOG_URL",
+        "the catalog: sqlite://PATH (default DATA/catalog.db) or postgres://USER@HOST:PORT/DB",
+    ),
+    (
+        "buckets",
+        "VMIE_BUCKETS",
+        "where S3Bucket names point: local (folders DATA/buckets/NAME, the default) or s3 (buckets of the S3 service below)",
+    ),
+    (
+        "s3.bucket",
+        "VMIE_S3_BUCKET",
+        "keep snapshots, keys and the activity log in this S3 bucket (default: the folder DATA/objects)",
+    ),
+    (
+        "s3.endpoint",
+        "VMIE_S3_ENDPOINT",
+        "S3-compatible endpoint URL (default: AWS)",
+    ),
+    (
+        "s3.region",
+        "VMIE_S3_REGION",
+        "S3 region (default us-east-1)",
+    ),
+    (
+        "s3.path_style",
+        "VMIE_S3_PATH_STYLE",
+        "path-style requests (default: on when an endpoint is given)",
+    ),
+    (
+        "s3.allow_http",
+        "VMIE_S3_ALLOW_HTTP",
+        "allow a plain-HTTP endpoint (loopback test servers)",
+    ),
+    (
+        "s3.access_key_id",
+        "VMIE_S3_ACCESS_KEY_ID",
+        "S3 credentials (default: the AWS_* environment, instance profile)",
+    ),
+    (
+        "s3.secret_access_key",
+        "VMIE_S3_SECRET_ACCESS_KEY",
+        "S3 secret; prefer the environment to the file",
+    ),
+    (
+        "root_key_file",
+        "VMIE_ROOT_KEY_FILE",
+        "the root key file (default DATA/root.key); or the key itself, hex, in $VMIE_ROOT_KEY (environment only)",
+    ),
 ];
 
 static FILE: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
@@ -77,7 +165,9 @@ pub fn parse(path: &Path, text: &str) -> Result<HashMap<&'static str, String>, C
         message: format!("{}: {m}", path.display()),
         exit: EXIT_USAGE,
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
     let mut flat = Vec::new();
     flatten("", &table, &mut flat).map_err(bad)?;
     let mut out = HashMap::new();
@@ -177,8 +267,26 @@ mod tests {
         assert_eq!(m["VMIE_S3_BUCKET"], "b");
         assert_eq!(m["VMIE_S3_PATH_STYLE"], "true");
         let e = parse(Path::new("c.toml"), "[s3]\nbukcet = \"b\"\n").unwrap_err();
-        assert!(e.message.contains("unknown setting s3.bukcet"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown setting s3.bukcet"),
+            "{}",
+            e.message
+        );
         assert!(parse(Path::new("c.toml"), "workers = [").is_err());
         assert!(parse(Path::new("c.toml"), "workers = 1.5").is_err());
+    }
+}
+
+#[cfg(test)]
+mod reference {
+    #[test]
+    fn docs_config_md_lists_every_setting() {
+        let doc = include_str!("../../../docs/config.md");
+        for (key, env, _) in super::SETTINGS {
+            assert!(
+                doc.contains(&format!("`{key}`")) && doc.contains(&format!("`{env}`")),
+                "docs/config.md does not list {key} / {env}"
+            );
+        }
     }
 }

@@ -7,7 +7,6 @@
 
 mod cli_admin;
 mod cli_compliance;
-mod config;
 mod cli_convert;
 mod cli_info;
 mod cli_inspect;
@@ -16,6 +15,7 @@ mod cli_serve;
 mod cli_store;
 mod cli_tasks;
 mod cli_trail;
+mod config;
 mod human;
 mod progress;
 

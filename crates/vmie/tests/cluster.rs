@@ -1,0 +1,617 @@
+//! Scale-out: several `vmie serve` processes on one PostgreSQL catalog and one S3 service
+//! (s3s-fs on loopback, holding the source and export buckets, the snapshot store, the keys
+//! and the activity log), configured by one file. Imports and exports are submitted with the
+//! real aws CLI, spread over the nodes; the node working on the largest import is SIGKILLed
+//! in the middle of it. Every task must end completed exactly once, with no duplicate
+//! snapshot or image, every export must match its source (`qemu-img compare`), the killed
+//! node's volume must be destroyed when it comes back, and no intermediate data may remain.
+//!
+//! `scripts/cluster-test` runs this with measurements on (`VMIE_CLUSTER_MEASURE=1`): the
+//! takeover time, and the throughput of 3 nodes against 1 on the same workload.
+//! Sizes: `VMIE_CLUSTER_IMPORTS` (default 20), `VMIE_CLUSTER_EXPORTS` (5),
+//! `VMIE_CLUSTER_NODES` (3).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
+
+#[path = "../../engine/tests/harness/mod.rs"]
+mod harness;
+#[path = "../../blockstore/tests/common/mod.rs"]
+mod s3;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use catalog::Catalog;
+use harness::*;
+use object_store::ObjectStoreExt;
+
+const MARKER: &str = "VMIE-CLUSTER-MARKER-5d2e";
+const ACCOUNT: &str = "000000000000";
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Node {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    config: PathBuf,
+    root_key: String,
+    tls: Option<(PathBuf, PathBuf)>,
+    key: (String, String),
+    nodes: Vec<Node>,
+    work: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts node `i` (its own data folder, the shared configuration file).
+    fn start(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmie"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&n.dir)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", n.port),
+                "--node",
+                &n.name,
+            ])
+            .env("VMIE_ROOT_KEY", &self.root_key)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.work.join(format!("{}.log", n.name)))
+                    .unwrap(),
+            );
+        if let Some((c, k)) = &self.tls {
+            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        if self.key.0.is_empty() {
+            // The first start of the deployment prints the admin key.
+            let mut id = String::new();
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(v) = line.strip_prefix("AccessKeyId:") {
+                    id = v.trim().to_string();
+                }
+                if let Some(v) = line.strip_prefix("SecretAccessKey:") {
+                    self.key = (id.clone(), v.trim().to_string());
+                    break;
+                }
+            }
+        }
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", n.port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.tls.is_none() {
+            let d = n.dir.join("tls");
+            self.tls = Some((d.join("cert.pem"), d.join("key.pem")));
+        }
+        self.nodes[i].child = Some(child);
+    }
+
+    /// `aws ec2 ARGS` against node `i`; the JSON answer.
+    fn aws(&self, i: usize, args: &[&str]) -> serde_json::Value {
+        let o = Command::new("aws")
+            .args([
+                "--endpoint-url",
+                &self.nodes[i].endpoint(),
+                "--output",
+                "json",
+                "ec2",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.key.0)
+            .env("AWS_SECRET_ACCESS_KEY", &self.key.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CA_BUNDLE", &self.tls.as_ref().unwrap().0)
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "aws ec2 {args:?} on {}: {}",
+            self.nodes[i].name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+/// Submits `f(k)` for each k, four at a time, spread over the live nodes; returns ids.
+fn submit_all(
+    c: &Cluster,
+    live: &[usize],
+    n: usize,
+    f: impl Fn(usize) -> (Vec<String>, &'static str) + Sync,
+) -> Vec<String> {
+    let ids = std::sync::Mutex::new(vec![String::new(); n]);
+    std::thread::scope(|s| {
+        for lane in 0..4 {
+            let (ids, f) = (&ids, &f);
+            s.spawn(move || {
+                for k in (lane..n).step_by(4) {
+                    let (args, field) = f(k);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let r = c.aws(live[k % live.len()], &args);
+                    ids.lock().unwrap()[k] = r[field].as_str().unwrap().to_string();
+                }
+            });
+        }
+    });
+    ids.into_inner().unwrap()
+}
+
+/// Waits until every task in `ids` has ended; returns when the last did.
+fn wait_all(
+    rt: &tokio::runtime::Runtime,
+    cat: &Catalog,
+    ids: &[String],
+    limit: Duration,
+) -> Instant {
+    let t0 = Instant::now();
+    loop {
+        let ended = ids
+            .iter()
+            .filter(|id| rt.block_on(cat.task(ACCOUNT, id)).unwrap().ended())
+            .count();
+        if ended == ids.len() {
+            return Instant::now();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{ended} of {} tasks ended in {limit:?}",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn volumes(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("scratch"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".vol"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
+    let imports = setting("VMIE_CLUSTER_IMPORTS", 20).max(2);
+    let exports = setting("VMIE_CLUSTER_EXPORTS", 5).min(imports - 1);
+    let node_count = setting("VMIE_CLUSTER_NODES", 3).max(2);
+    let measure = std::env::var("VMIE_CLUSTER_MEASURE").is_ok();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = catalog::pgtest::TempPostgres::start().expect("start PostgreSQL");
+    let s3root = w.join("s3");
+    let (s3url, _s3) = rt.block_on(s3::start_s3(&s3root, "vmie"));
+    for b in ["src", "out"] {
+        std::fs::create_dir_all(s3root.join(b)).unwrap();
+    }
+
+    // Sources, made by sfdisk, mkfs and qemu-img, uploaded to the bucket `src` (with PUT:
+    // s3s-fs keeps the ETag of what it received; a file merely copied into its folder would
+    // be hashed whole on every ranged read): a small Debian disk in three formats, and a
+    // large one to kill a node on.
+    let src = blockstore::Backend::S3(s3::s3_config(s3url.clone(), "src"))
+        .open()
+        .unwrap();
+    let upload = |file: &Path, key: &str| {
+        let data = std::fs::read(file).unwrap();
+        rt.block_on(src.put(&object_store::path::Path::from(key), data.into()))
+            .unwrap();
+    };
+    let raw = debian_disk(w, MARKER, 16);
+    let formats = [
+        ("vmdk", "subformat=streamOptimized"),
+        ("qcow2", ""),
+        ("vpc", ""),
+    ];
+    for (fmt, opts) in formats {
+        let f = qemu_convert(&raw, fmt, opts, &format!("d.{fmt}"));
+        upload(&f, &format!("debian.{fmt}"));
+    }
+    let bigdir = w.join("big");
+    std::fs::create_dir_all(&bigdir).unwrap();
+    let big = debian_disk(&bigdir, MARKER, 24);
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+        let mut next = common::xorshift(0x5eed);
+        let mut block = vec![0u8; 1 << 20];
+        for mib in 32..352u64 {
+            for x in block.chunks_exact_mut(8) {
+                x.copy_from_slice(&next().to_le_bytes());
+            }
+            f.write_all_at(&block, mib << 20).unwrap();
+        }
+    }
+    let q = qemu_convert(&big, "qcow2", "", "big.qcow2");
+    upload(&q, "big.qcow2");
+
+    // One configuration file for every node; each has its own data folder (certificate,
+    // intermediate volumes) and name.
+    let config = w.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Every node of the test cluster reads this file.
+catalog_url = "{}"
+buckets = "s3"
+lease_seconds = 6
+workers = 2
+rate_limit = 0
+
+[s3]
+bucket = "vmie"
+endpoint = "{s3url}"
+allow_http = true
+path_style = true
+access_key_id = "AKIAVMIETEST"
+secret_access_key = "vmie-test-secret"
+"#,
+            pg.url
+        ),
+    )
+    .unwrap();
+    let mut key = [0u8; 32];
+    let mut next = common::xorshift(u64::from(std::process::id()) | 1);
+    for b in &mut key {
+        *b = next() as u8;
+    }
+    let mut c = Cluster {
+        config,
+        root_key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        tls: None,
+        key: (String::new(), String::new()),
+        nodes: (0..node_count)
+            .map(|i| Node {
+                name: format!("node{}", i + 1),
+                port: free_port(),
+                dir: w.join(format!("node{}", i + 1)),
+                child: None,
+            })
+            .collect(),
+        work: w.to_path_buf(),
+    };
+    // The first node bootstraps the deployment (admin, role, certificate); then the others.
+    for i in 0..node_count {
+        c.start(i);
+    }
+    assert!(c.key.0.starts_with("AKIA"), "the admin key was printed");
+    let cat = rt.block_on(Catalog::open(&pg.url)).unwrap();
+    let all: Vec<usize> = (0..node_count).collect();
+
+    // The large import first, then the rest, spread over every node.
+    let t_submit = Instant::now();
+    let big_id = c.aws(
+        0,
+        &[
+            "import-image",
+            "--description",
+            "big",
+            "--disk-containers",
+            "UserBucket={S3Bucket=src,S3Key=big.qcow2}",
+        ],
+    )["ImportTaskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ids = vec![big_id.clone()];
+    ids.extend(submit_all(&c, &all[1..], imports - 1, |k| {
+        let fmt = formats[k % formats.len()].0;
+        (
+            vec![
+                "import-image".into(),
+                "--client-token".into(),
+                format!("import-{k}"),
+                "--disk-containers".into(),
+                format!("UserBucket={{S3Bucket=src,S3Key=debian.{fmt}}}"),
+            ],
+            "ImportTaskId",
+        )
+    }));
+
+    // SIGKILL the node whose worker holds the large import, once it is converting into its
+    // intermediate volume.
+    let t0 = Instant::now();
+    let (victim, attempt) = loop {
+        let t = rt.block_on(cat.task(ACCOUNT, &big_id)).unwrap();
+        if t.status_message == "converting"
+            && t.progress > 0
+            && let Some(owner) = &t.lease_owner
+            && let Some(i) = c
+                .nodes
+                .iter()
+                .position(|n| owner.contains(&format!("-{}-w", n.pid())))
+            && volumes(&c.nodes[i].dir)
+                .iter()
+                .any(|v| v.starts_with(&big_id))
+        {
+            break (i, t.attempts);
+        }
+        assert!(
+            !t.ended(),
+            "the large import ended before it could be interrupted"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the large import never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.nodes[victim].kill();
+    let t_kill = Instant::now();
+    // Its workers' volumes (the large import's, and any other it was running) remain.
+    let left = volumes(&c.nodes[victim].dir);
+    assert!(
+        left.iter().any(|v| v.starts_with(&big_id)),
+        "the dead node left its intermediate volume: {left:?}"
+    );
+    // Another node takes the task over once the lease runs out.
+    let takeover = loop {
+        let t = rt.block_on(cat.task(ACCOUNT, &big_id)).unwrap();
+        if t.attempts > attempt && t.lease_owner.is_some() {
+            break t_kill.elapsed();
+        }
+        assert!(
+            t_kill.elapsed() < Duration::from_secs(120),
+            "no node took the task over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "takeover: {:.1} s after SIGKILL (lease 6 s)",
+        takeover.as_secs_f64()
+    );
+
+    // The dead node comes back and destroys what it left.
+    c.start(victim);
+    assert!(volumes(&c.nodes[victim].dir).is_empty());
+    let log = std::fs::read_to_string(w.join(format!("{}.log", c.nodes[victim].name))).unwrap();
+    assert!(log.contains("destroyed an intermediate volume"), "{log}");
+
+    let t_done = wait_all(&rt, &cat, &ids, Duration::from_secs(900));
+    println!(
+        "{} imports on {node_count} nodes (one killed mid-import): {:.1} s",
+        ids.len(),
+        (t_done - t_submit).as_secs_f64()
+    );
+
+    let mut spans: Vec<(i64, String)> = ids
+        .iter()
+        .map(|id| {
+            let t = rt.block_on(cat.task(ACCOUNT, id)).unwrap();
+            let ev = rt.block_on(cat.events(id)).unwrap();
+            let claimed = ev.first().map_or(t.created_ms, |e| e.at_ms);
+            (t.ended_ms.unwrap_or(0) - claimed, id.clone())
+        })
+        .collect();
+    spans.sort();
+    println!(
+        "task times (first event to end): shortest {:.1} s, median {:.1} s, longest {:.1} s ({})",
+        spans[0].0 as f64 / 1000.0,
+        spans[spans.len() / 2].0 as f64 / 1000.0,
+        spans[spans.len() - 1].0 as f64 / 1000.0,
+        if spans[spans.len() - 1].1 == big_id {
+            "the large one"
+        } else {
+            "a small one"
+        }
+    );
+
+    // Every import completed exactly once: one image and one snapshot each, none twice.
+    let mut images = std::collections::HashSet::new();
+    let mut snapshots = std::collections::HashSet::new();
+    for id in &ids {
+        let t = rt.block_on(cat.task(ACCOUNT, id)).unwrap();
+        assert_eq!(t.status, "completed", "{id}: {}", t.status_message);
+        let img = rt.block_on(cat.image_of_task(id)).unwrap().unwrap();
+        assert!(images.insert(img.id.clone()));
+        let snaps = rt.block_on(cat.snapshots_of_task(id)).unwrap();
+        assert_eq!(snaps.len(), 1, "{id}");
+        assert!(snapshots.insert(snaps[0].id.clone()));
+    }
+    assert_eq!(rt.block_on(cat.images(ACCOUNT)).unwrap().len(), ids.len());
+    assert_eq!(
+        rt.block_on(cat.snapshots(ACCOUNT)).unwrap().len(),
+        ids.len()
+    );
+    let manifests = std::fs::read_dir(s3root.join("vmie/snapshots/manifests"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        manifests,
+        ids.len(),
+        "stored snapshots: no attempt left one behind"
+    );
+    let described = c.aws(1, &["describe-import-image-tasks"])["ImportImageTasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["Status"] == "completed")
+        .count();
+    assert_eq!(described, ids.len());
+
+    // Exports of the small images, spread over the nodes, each compared with its source.
+    let small: Vec<String> = ids[1..=exports]
+        .iter()
+        .map(|id| rt.block_on(cat.image_of_task(id)).unwrap().unwrap().id)
+        .collect();
+    let fmts = ["VMDK", "VHD", "RAW"];
+    let xids = submit_all(&c, &all, exports, |k| {
+        (
+            vec![
+                "export-image".into(),
+                "--image-id".into(),
+                small[k].clone(),
+                "--disk-image-format".into(),
+                fmts[k % fmts.len()].into(),
+                "--s3-export-location".into(),
+                "S3Bucket=out,S3Prefix=exports/".into(),
+            ],
+            "ExportImageTaskId",
+        )
+    });
+    wait_all(&rt, &cat, &xids, Duration::from_secs(600));
+    for (k, x) in xids.iter().enumerate() {
+        let t = rt.block_on(cat.task(ACCOUNT, x)).unwrap();
+        assert_eq!(t.status, "completed", "{x}: {}", t.status_message);
+        let ext = fmts[k % fmts.len()].to_lowercase();
+        let file = s3root.join(format!("out/exports/{x}.{ext}"));
+        let o = Command::new("qemu-img")
+            .args(["compare", "-f", "raw"])
+            .arg(&raw)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{x}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+
+    // No intermediate data anywhere; the guest's bytes only in the buckets' plain files.
+    for n in &c.nodes {
+        assert!(volumes(&n.dir).is_empty(), "{}", n.name);
+        let hits = files_containing(&n.dir, MARKER.as_bytes(), &n.dir.join("none"));
+        assert!(hits.is_empty(), "plaintext in {hits:?}");
+    }
+    let hits = files_containing(
+        &s3root.join("vmie"),
+        MARKER.as_bytes(),
+        &s3root.join("none"),
+    );
+    assert!(hits.is_empty(), "plaintext in the store: {hits:?}");
+
+    if measure {
+        throughput(&rt, &cat, &mut c, &s3url);
+    }
+    for n in &mut c.nodes {
+        n.stop();
+    }
+}
+
+/// The same workload on one node and on every node: import-snapshot of 8 disks of 64 MiB.
+fn throughput(rt: &tokio::runtime::Runtime, cat: &Catalog, c: &mut Cluster, s3url: &str) {
+    let disk = c.work.join("data.raw");
+    blank(&disk, 64 << 20);
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    let mut next = common::xorshift(99);
+    let mut block = vec![0u8; 1 << 20];
+    for mib in 0..64u64 {
+        for x in block.chunks_exact_mut(8) {
+            x.copy_from_slice(&next().to_le_bytes());
+        }
+        f.write_all_at(&block, mib << 20).unwrap();
+    }
+    let q = qemu_convert(&disk, "qcow2", "", "data.qcow2");
+    let src = blockstore::Backend::S3(s3::s3_config(s3url.to_string(), "src"))
+        .open()
+        .unwrap();
+    let data = std::fs::read(&q).unwrap();
+    rt.block_on(src.put(&object_store::path::Path::from("data.qcow2"), data.into()))
+        .unwrap();
+    let run = |c: &Cluster, live: &[usize], tag: &str| {
+        let t = Instant::now();
+        let ids = submit_all(c, live, 8, |k| {
+            (
+                vec![
+                    "import-snapshot".into(),
+                    "--client-token".into(),
+                    format!("{tag}-{k}"),
+                    "--disk-container".into(),
+                    "Format=QCOW2,UserBucket={S3Bucket=src,S3Key=data.qcow2}".into(),
+                ],
+                "ImportTaskId",
+            )
+        });
+        (wait_all(rt, cat, &ids, Duration::from_secs(900)) - t).as_secs_f64()
+    };
+    for n in &mut c.nodes[1..] {
+        n.stop();
+    }
+    let one = run(c, &[0], "one");
+    for i in 1..c.nodes.len() {
+        c.start(i);
+    }
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
+    let many = run(c, &all, "all");
+    println!(
+        "throughput, 8 imports of 64 MiB: 1 node {one:.1} s ({:.1} MiB/s), {} nodes {many:.1} s ({:.1} MiB/s), ratio {:.2}",
+        8.0 * 64.0 / one,
+        c.nodes.len(),
+        8.0 * 64.0 / many,
+        one / many
+    );
+}
