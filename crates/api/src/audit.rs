@@ -95,7 +95,8 @@ pub struct Call<'a> {
     pub account: Option<&'a str>,
 }
 
-fn event_id() -> String {
+/// A random id in the UUID (version 4) shape: event ids, and the request ids clients get.
+pub(crate) fn event_id() -> String {
     let mut b = [0u8; 16];
     kms::aead::random(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

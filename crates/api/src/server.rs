@@ -215,17 +215,7 @@ fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConfig> 
 }
 
 fn request_id() -> String {
-    let mut b = [0u8; 16];
-    kms::aead::random(&mut b);
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::audit::event_id()
 }
 
 fn xml_response(status: u16, body: String) -> Response {

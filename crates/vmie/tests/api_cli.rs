@@ -10,12 +10,14 @@
 
 #[path = "../../engine/tests/harness/mod.rs"]
 mod harness;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 
 use harness::*;
+use support::{free_port, terminate, vmie, wait_port};
 
 const MARKER: &str = "VMIE-API-MARKER-c41d09";
 
@@ -26,15 +28,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn vmie(data: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Every record of the log, through `vmie trail lookup`.
@@ -274,11 +267,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     let q = qemu_convert(&big, "qcow2", "", "big.qcow2");
     std::fs::rename(q, data.join("buckets/src/big.qcow2")).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
         .arg("--data-dir")
         .arg(&data)
@@ -315,12 +304,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     );
     let endpoint = format!("https://127.0.0.1:{port}");
     let ca = data.join("tls/cert.pem");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_port(port);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api_client.py");
     let status = Command::new("python3")
         .arg(script)
@@ -337,16 +321,8 @@ fn the_aws_cli_and_boto3_drive_the_api() {
         .unwrap();
     assert!(status.success(), "the API checks failed (see above)");
     // A clean stop writes the last records.
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
     let mut server = server;
-    assert!(server.0.wait().unwrap().success());
+    assert!(terminate(&mut server.0).success());
     drop(server);
     activity_log(work.path(), &data, &[secret.as_str()]);
 
@@ -359,11 +335,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     );
 
     // With --sensitive-data reject, the same description is refused, naming the field only.
-    let port2 = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port2 = free_port();
     let _strict = Server(
         Command::new(env!("CARGO_BIN_EXE_vmie"))
             .arg("--data-dir")
@@ -380,12 +352,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
             .spawn()
             .unwrap(),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_port(port2);
     let o = Command::new("aws")
         .args([
             "--endpoint-url",

@@ -22,6 +22,7 @@
 mod harness;
 #[path = "../../blockstore/tests/common/mod.rs"]
 mod s3;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use catalog::Catalog;
 use harness::*;
 use object_store::ObjectStoreExt;
+use support::{free_port, terminate, wait_port};
 
 const MARKER: &str = "VMIE-CLUSTER-MARKER-5d2e";
 const ACCOUNT: &str = "000000000000";
@@ -68,10 +70,7 @@ impl Node {
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+            terminate(&mut c);
         }
     }
 }
@@ -89,14 +88,6 @@ struct Cluster {
     key: (String, String),
     nodes: Vec<Node>,
     work: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {
@@ -143,12 +134,7 @@ impl Cluster {
                 }
             }
         }
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(("127.0.0.1", n.port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port(n.port);
         if self.tls.is_none() {
             let d = n.dir.join("tls");
             self.tls = Some((d.join("cert.pem"), d.join("key.pem")));
@@ -380,6 +366,25 @@ secret_access_key = "vmie-test-secret"
             "ImportTaskId",
         )
     }));
+
+    // Idempotency is the deployment's, not a node's: the same ClientToken and request on
+    // another node answers with the task the first node made.
+    let fmt = formats[1 % formats.len()].0;
+    let again = c.aws(
+        0,
+        &[
+            "import-image",
+            "--client-token",
+            "import-1",
+            "--disk-containers",
+            &format!("UserBucket={{S3Bucket=src,S3Key=debian.{fmt}}}"),
+        ],
+    );
+    assert_eq!(
+        again["ImportTaskId"],
+        ids[2].as_str(),
+        "one task per ClientToken"
+    );
 
     // SIGKILL the node whose worker holds the large import, once it is converting into its
     // intermediate volume.

@@ -11,13 +11,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod support;
+use support::{free_port, terminate, vmie, wait_port};
+
 struct Server(Child);
 
 impl Server {
     fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.0.wait().unwrap();
+        terminate(&mut self.0);
     }
 }
 
@@ -26,23 +27,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn vmie(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts another `vmie serve` on a deployment that already exists.
@@ -56,12 +40,7 @@ fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(port);
     // The registry entry is written at start; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
     Server(child)
@@ -115,12 +94,7 @@ fn compliance_fails_each_broken_control_and_passes_once_remedied() {
                 break;
             }
         }
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port(port);
         (Server(child), key.unwrap())
     };
     let aws = |args: &[&str]| {
