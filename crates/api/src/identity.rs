@@ -186,12 +186,17 @@ impl Identity {
     }
 
     /// On a catalog without users, creates the user `admin` with full access and an access
-    /// key, and returns the key; otherwise `None`.
+    /// key, and returns the key; otherwise `None`. Processes started together on one empty
+    /// catalog race here: the one whose insert of `admin` lands does the rest and gets the key,
+    /// the others return `None`.
     pub async fn bootstrap(&self, account: &str) -> Result<Option<NewKey>, IdentityError> {
         if !self.catalog.users(account).await?.is_empty() {
             return Ok(None);
         }
-        self.create_user(account, "admin").await?;
+        match self.create_user(account, "admin").await {
+            Err(IdentityError::Catalog(CatalogError::Conflict(_))) => return Ok(None),
+            r => r?,
+        }
         self.put_policy(account, "AdministratorAccess", ADMIN_POLICY)
             .await?;
         self.catalog
@@ -488,6 +493,25 @@ mod tests {
             .unwrap();
         let root = RootKey::load_or_create(&dir.join("root.key")).unwrap();
         Identity::new(c, Arc::new(root))
+    }
+
+    #[tokio::test]
+    async fn concurrent_bootstraps_make_one_admin_and_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(dir.path()).await;
+        let a = "111122223333";
+        let runs = futures::future::join_all((0..6).map(|_| id.bootstrap(a))).await;
+        let keys: Vec<NewKey> = runs.into_iter().filter_map(|r| r.unwrap()).collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "one caller made the admin key, the others none"
+        );
+        let users = id.catalog().users(a).await.unwrap();
+        assert_eq!(users.len(), 1);
+        let stored = id.catalog().access_keys(a, Some("admin")).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].access_key_id, keys[0].access_key_id);
     }
 
     #[tokio::test]

@@ -405,6 +405,10 @@ pub struct Progress<'a> {
     pub progress: i64,
 }
 
+/// The PostgreSQL advisory lock key under which a catalog's first table is created
+/// ("vmie" in ASCII).
+const MIGRATION_LOCK: i64 = 0x766d_6965;
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `url` — `sqlite://PATH` or
     /// `postgres://USER@HOST:PORT/DB` — and migrates its schema.
@@ -451,11 +455,22 @@ impl Catalog {
     }
 
     async fn migrate(&self) -> Result<()> {
+        // Processes opening one new PostgreSQL catalog together would race on creating this
+        // table (`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent create): a
+        // transaction-scoped advisory lock lets one create it while the others wait.
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         for (version, description, steps) in schema::MIGRATIONS {
             let mut tx = self.pool.begin().await?;
             if self.backend == Backend::Postgres {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use api::ec2::{DEFAULT_ROLE, Ec2};
-use api::identity::Identity;
+use api::identity::{Identity, IdentityError};
 use api::server::{ServeConfig, self_signed, serve};
 use catalog::iam::PrincipalKind;
 
@@ -89,7 +89,11 @@ async fn bootstrap(id: &Identity, account: &str) -> Result<(), CliError> {
         .await
         .map_err(fail)?
     {
-        id.create_role(account, DEFAULT_ROLE).await.map_err(fail)?;
+        // Another process starting on the same catalog may create it first.
+        match id.create_role(account, DEFAULT_ROLE).await {
+            Err(IdentityError::Catalog(catalog::CatalogError::Conflict(_))) | Ok(()) => {}
+            Err(e) => return Err(fail(e)),
+        }
         id.put_policy(account, "vmimport-buckets", ROLE_POLICY)
             .await
             .map_err(fail)?;

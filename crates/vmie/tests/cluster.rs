@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use catalog::Catalog;
 use harness::*;
 use object_store::ObjectStoreExt;
-use support::{free_port, terminate, wait_port};
+use support::{free_port, terminate, wait_port, wait_serving};
 
 const MARKER: &str = "VMIE-CLUSTER-MARKER-5d2e";
 const ACCOUNT: &str = "000000000000";
@@ -229,6 +229,39 @@ fn volumes(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The configuration file every node of a test cluster reads.
+fn cluster_config(w: &Path, catalog_url: &str, s3url: &str) -> PathBuf {
+    let config = w.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Every node of the test cluster reads this file.
+catalog_url = "{catalog_url}"
+buckets = "s3"
+lease_seconds = 6
+workers = 2
+rate_limit = 0
+
+[s3]
+bucket = "vmie"
+endpoint = "{s3url}"
+allow_http = true
+path_style = true
+access_key_id = "AKIAVMIETEST"
+secret_access_key = "vmie-test-secret"
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A root key (hex) shared by the nodes of a test cluster.
+fn root_key() -> String {
+    let mut next = common::xorshift(u64::from(std::process::id()) | 1);
+    (0..32).map(|_| format!("{:02x}", next() as u8)).collect()
+}
+
 #[test]
 fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
     let imports = setting("VMIE_CLUSTER_IMPORTS", 20).max(2);
@@ -286,37 +319,10 @@ fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
 
     // One configuration file for every node; each has its own data folder (certificate,
     // intermediate volumes) and name.
-    let config = w.join("cluster.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"# Every node of the test cluster reads this file.
-catalog_url = "{}"
-buckets = "s3"
-lease_seconds = 6
-workers = 2
-rate_limit = 0
-
-[s3]
-bucket = "vmie"
-endpoint = "{s3url}"
-allow_http = true
-path_style = true
-access_key_id = "AKIAVMIETEST"
-secret_access_key = "vmie-test-secret"
-"#,
-            pg.url
-        ),
-    )
-    .unwrap();
-    let mut key = [0u8; 32];
-    let mut next = common::xorshift(u64::from(std::process::id()) | 1);
-    for b in &mut key {
-        *b = next() as u8;
-    }
+    let config = cluster_config(w, &pg.url, &s3url);
     let mut c = Cluster {
         config,
-        root_key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        root_key: root_key(),
         tls: None,
         key: (String::new(), String::new()),
         nodes: (0..node_count)
@@ -619,4 +625,104 @@ fn throughput(rt: &tokio::runtime::Runtime, cat: &Catalog, c: &mut Cluster, s3ur
         8.0 * 64.0 / many,
         one / many
     );
+}
+
+/// Nodes started at the same moment on an empty catalog: one creates the `admin` user, its
+/// key and the `vmimport` role, the others find them made, and every node serves.
+#[test]
+fn nodes_started_together_on_an_empty_catalog_all_serve() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = catalog::pgtest::TempPostgres::start().expect("start PostgreSQL");
+    let (s3url, _s3) = rt.block_on(s3::start_s3(&w.join("s3"), "vmie"));
+    let config = cluster_config(w, &pg.url, &s3url);
+    let key = root_key();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| Node {
+            name: format!("node{}", i + 1),
+            port: free_port(),
+            dir: w.join(format!("node{}", i + 1)),
+            child: None,
+        })
+        .collect();
+    // Every process is spawned before any has had time to look at the catalog.
+    for n in &mut nodes {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&n.dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", n.port)])
+            .args(["--node", &n.name])
+            .env("VMIE_ROOT_KEY", &key)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(w.join(format!("{}.log", n.name))).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        n.child = Some(child);
+    }
+    for n in &mut nodes {
+        let log = w.join(format!("{}.log", n.name));
+        wait_serving(n.child.as_mut().unwrap(), n.port, &log);
+    }
+    // The key is printed before the listener opens, so it is in the output by now.
+    let lines = out.lock().unwrap().clone();
+    let field = |name: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .collect()
+    };
+    let (ids, secrets) = (field("AccessKeyId:"), field("SecretAccessKey:"));
+    assert_eq!(
+        ids.len(),
+        1,
+        "exactly one node printed the admin key: {lines:?}"
+    );
+    assert_eq!(secrets.len(), 1);
+    let cat = rt.block_on(Catalog::open(&pg.url)).unwrap();
+    let users: Vec<String> = rt
+        .block_on(cat.users(ACCOUNT))
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(users, ["admin"]);
+    assert_eq!(rt.block_on(cat.roles(ACCOUNT)).unwrap(), ["vmimport"]);
+    let keys = rt
+        .block_on(cat.access_keys(ACCOUNT, Some("admin")))
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].access_key_id, ids[0]);
+    // The printed key works on every node.
+    for n in &nodes {
+        let o = Command::new("aws")
+            .args(["--endpoint-url", &n.endpoint(), "--output", "json"])
+            .args(["ec2", "describe-import-image-tasks"])
+            .env("AWS_ACCESS_KEY_ID", &ids[0])
+            .env("AWS_SECRET_ACCESS_KEY", &secrets[0])
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CA_BUNDLE", n.dir.join("tls/cert.pem"))
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            n.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for n in &mut nodes {
+        n.stop();
+    }
 }

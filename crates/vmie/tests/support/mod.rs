@@ -37,6 +37,24 @@ pub fn wait_port(port: u16) {
     panic!("nothing listens on port {port}");
 }
 
+/// Waits (up to 60 s) until `child` accepts connections on the loopback `port`; if it exits
+/// first, fails with its log.
+pub fn wait_serving(child: &mut Child, port: u16, log: &std::path::Path) {
+    for _ in 0..1200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the server for port {port} exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
 /// Stops a server with SIGTERM (a clean stop: it writes what it queued) and waits for it.
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
