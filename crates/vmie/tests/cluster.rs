@@ -144,30 +144,40 @@ impl Cluster {
 
     /// `aws ec2 ARGS` against node `i`; the JSON answer.
     fn aws(&self, i: usize, args: &[&str]) -> serde_json::Value {
-        let o = Command::new("aws")
-            .args([
-                "--endpoint-url",
-                &self.nodes[i].endpoint(),
-                "--output",
-                "json",
-                "ec2",
-            ])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", &self.key.0)
-            .env("AWS_SECRET_ACCESS_KEY", &self.key.1)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CA_BUNDLE", &self.tls.as_ref().unwrap().0)
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "aws ec2 {args:?} on {}: {}",
-            self.nodes[i].name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
+        aws_ec2(
+            &self.nodes[i],
+            &self.key,
+            &self.tls.as_ref().unwrap().0,
+            args,
+        )
     }
+}
+
+/// `aws ec2 ARGS` against `node` with `key`, trusting the certificate `ca`; the JSON answer.
+fn aws_ec2(node: &Node, key: &(String, String), ca: &Path, args: &[&str]) -> serde_json::Value {
+    let o = Command::new("aws")
+        .args([
+            "--endpoint-url",
+            &node.endpoint(),
+            "--output",
+            "json",
+            "ec2",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CA_BUNDLE", ca)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "aws ec2 {args:?} on {}: {}",
+        node.name,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Submits `f(k)` for each k, four at a time, spread over the live nodes; returns ids.
@@ -704,23 +714,15 @@ fn nodes_started_together_on_an_empty_catalog_all_serve() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].access_key_id, ids[0]);
     // The printed key works on every node.
+    let admin = (ids[0].clone(), secrets[0].clone());
     for n in &nodes {
-        let o = Command::new("aws")
-            .args(["--endpoint-url", &n.endpoint(), "--output", "json"])
-            .args(["ec2", "describe-import-image-tasks"])
-            .env("AWS_ACCESS_KEY_ID", &ids[0])
-            .env("AWS_SECRET_ACCESS_KEY", &secrets[0])
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CA_BUNDLE", n.dir.join("tls/cert.pem"))
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{}: {}",
-            n.name,
-            String::from_utf8_lossy(&o.stderr)
+        let r = aws_ec2(
+            n,
+            &admin,
+            &n.dir.join("tls/cert.pem"),
+            &["describe-import-image-tasks"],
         );
+        assert!(r["ImportImageTasks"].is_array(), "{}: {r}", n.name);
     }
     for n in &mut nodes {
         n.stop();
