@@ -26,6 +26,10 @@ use crate::xml;
 
 /// Largest request body accepted (EC2 Query requests are small).
 pub const MAX_BODY: usize = 1 << 20;
+/// An over-limit body up to this size is read and discarded before the 413 answer, so that a
+/// client still sending it gets the answer instead of a reset connection (a bounded form of
+/// "lingering close"); a larger one is answered at once and the connection closed.
+const DRAIN_MAX: usize = 8 * MAX_BODY;
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one request, body included.
@@ -149,7 +153,60 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
-    use super::Limiter;
+    #![allow(clippy::unwrap_used)]
+    use super::{DRAIN_MAX, Limiter, MAX_BODY, read_body};
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn streamed(sizes: &[usize]) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = sizes
+            .iter()
+            .map(|n| Ok(Bytes::from(vec![b'x'; *n])))
+            .collect();
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    fn declared(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        h
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_and_over_limit_ones_drained_within_a_cap() {
+        let ok = read_body(streamed(&[MAX_BODY / 2, MAX_BODY / 2]), &declared(MAX_BODY))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(ok.len(), MAX_BODY);
+        // One byte over: read to its end (the client gets the answer), then 413.
+        let r = read_body(streamed(&[MAX_BODY, 1]), &HeaderMap::new()).await;
+        let e = r.err().unwrap();
+        assert_eq!((e.error.status, e.drained), (413, true));
+        assert_eq!(e.error.code, "RequestEntityTooLarge");
+        // Declared beyond the drain cap: answered without reading.
+        let e = read_body(streamed(&[]), &declared(DRAIN_MAX + 1))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((e.error.status, e.drained), (413, false));
+        // Streamed beyond the cap without a length: given up at the cap.
+        let e = read_body(streamed(&[MAX_BODY; 9]), &HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((e.error.status, e.drained), (413, false));
+        // A body that breaks off.
+        let broken = Body::from_stream(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"Action=")),
+            Err(std::io::Error::other("connection reset")),
+        ]));
+        let e = read_body(broken, &HeaderMap::new()).await.err().unwrap();
+        assert_eq!(
+            (e.error.status, e.error.code.as_str()),
+            (400, "InvalidRequest")
+        );
+    }
 
     #[test]
     fn buckets_refill_and_are_per_principal() {
@@ -286,6 +343,61 @@ fn json_response(status: u16, body: String, rid: &str) -> Response {
         .into_response()
 }
 
+/// A request body that was not accepted.
+struct BodyRefusal {
+    error: ApiError,
+    /// The whole body was read, so the connection can carry on.
+    drained: bool,
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes. A larger one (by `Content-Length` or
+/// as it streams) is refused with 413; up to [`DRAIN_MAX`] bytes of it are read and dropped
+/// first, so that the client, which is usually still sending, reads the answer.
+async fn read_body(body: axum::body::Body, headers: &HeaderMap) -> Result<Bytes, BodyRefusal> {
+    use futures::StreamExt;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |drained| BodyRefusal {
+        error: ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+            code: "RequestEntityTooLarge".into(),
+            message: format!("the request body is larger than {MAX_BODY} bytes"),
+        },
+        drained,
+    };
+    if declared.is_some_and(|n| n > DRAIN_MAX as u64) {
+        return Err(too_large(false));
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(
+        declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY).min(MAX_BODY)),
+    );
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyRefusal {
+            error: ApiError {
+                status: StatusCode::BAD_REQUEST.as_u16(),
+                code: "InvalidRequest".into(),
+                message: format!("the request body could not be read: {e}"),
+            },
+            drained: false,
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > DRAIN_MAX {
+            return Err(too_large(false));
+        }
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large(true));
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// The EC2 (and STS, and CloudTrail) endpoint: answers, then records the call.
 async fn ec2_endpoint(
     State(app): State<App>,
@@ -293,8 +405,9 @@ async fn ec2_endpoint(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
+    let body = read_body(body, &headers).await;
     let rid = request_id();
     let time_ms = catalog::now_ms();
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -311,22 +424,16 @@ async fn ec2_endpoint(
     };
     let resp = match &body {
         Ok(body) => answer(&app, &peer, &method, &uri, &headers, body, &rid, &mut rec).await,
-        // Too large, or not read in time: refused before anything else, and recorded too.
-        Err(rejection) => {
-            let e = ApiError {
-                status: rejection.status().as_u16(),
-                code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    "RequestEntityTooLarge".into()
-                } else {
-                    "InvalidRequest".into()
-                },
-                message: format!(
-                    "the request body was not accepted (at most {MAX_BODY} bytes): {}",
-                    rejection.body_text()
-                ),
-            };
-            let r = error_response(&e, &rid);
-            rec.error = Some(e);
+        // Too large, or unreadable: refused before anything else, and recorded too.
+        Err(refusal) => {
+            let mut r = error_response(&refusal.error, &rid);
+            if !refusal.drained {
+                r.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            rec.error = Some(refusal.error.clone());
             r
         }
     };
