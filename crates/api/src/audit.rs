@@ -91,7 +91,8 @@ pub struct Call<'a> {
     pub error: Option<&'a ApiError>,
     /// The request id the client was given.
     pub request_id: &'a str,
-    /// The region the endpoint serves.
+    /// The account of the access key named, when authentication failed (the record goes to
+    /// it).
     pub account: Option<&'a str>,
 }
 

@@ -318,31 +318,25 @@ mod tests {
             rec("d", "ImportImage", "2026-01-01T00:00:00Z"),
             rec("e", "ImportImage", "2026-11-23T11:30:00Z"),
         ];
-        let l = parse(
-            br#"{"LookupAttributes":[{"AttributeKey":"EventName","AttributeValue":"ImportImage"}],"MaxResults":1}"#,
-            now,
-        )
-        .unwrap();
-        let a = answer(&l, "1", &records);
+        // One ImportImage event a page, after `token` if there is one.
+        let page = |token: Option<&str>| {
+            let next = token.map_or(String::new(), |t| format!(r#","NextToken":"{t}""#));
+            parse(
+                format!(r#"{{"LookupAttributes":[{{"AttributeKey":"EventName","AttributeValue":"ImportImage"}}],"MaxResults":1{next}}}"#).as_bytes(),
+                now,
+            )
+            .unwrap()
+        };
+        let a = answer(&page(None), "1", &records);
         assert_eq!(a["Events"][0]["EventId"], "e");
         let token = a["NextToken"].as_str().unwrap();
-        let l2 = parse(
-            format!(r#"{{"LookupAttributes":[{{"AttributeKey":"EventName","AttributeValue":"ImportImage"}}],"MaxResults":1,"NextToken":"{token}"}}"#).as_bytes(),
-            now,
-        )
-        .unwrap();
-        let b = answer(&l2, "1", &records);
+        let b = answer(&page(Some(token)), "1", &records);
         assert_eq!(b["Events"][0]["EventId"], "c", "same second, next id");
         // An event recorded after the first page does not shift the next ones.
         let mut more = records.clone();
         more.push(rec("f", "ImportImage", "2026-11-23T11:59:00Z"));
         let t2 = b["NextToken"].as_str().unwrap();
-        let l3 = parse(
-            format!(r#"{{"LookupAttributes":[{{"AttributeKey":"EventName","AttributeValue":"ImportImage"}}],"MaxResults":1,"NextToken":"{t2}"}}"#).as_bytes(),
-            now,
-        )
-        .unwrap();
-        let b = answer(&l3, "1", &more);
+        let b = answer(&page(Some(t2)), "1", &more);
         assert_eq!(b["Events"][0]["EventId"], "a");
         assert!(b.get("NextToken").is_none(), "d is outside 90 days");
         let ro = parse(

@@ -302,15 +302,6 @@ struct Rec {
     account: Option<String>,
 }
 
-fn now_secs() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(0)
-}
-
 /// The name an action is recorded under: a known one, else `UnknownAction`.
 fn event_name(source: &str, action: &str) -> String {
     let known = match source {
@@ -493,7 +484,7 @@ async fn answer(
         headers: &hs,
         body,
     };
-    let now = now_secs();
+    let now = catalog::now_ms() / 1000;
     // Requests signed for STS (GetSessionToken) and CloudTrail (LookupEvents) share the
     // endpoint: with a custom endpoint URL the CLI sends them all to the same place.
     let signed = sigv4::parse(&req).ok();
@@ -633,9 +624,11 @@ async fn answer(
     tracing::info!(action = %engine::request::shown(&rec.action), user = %who.arn, ok = r.is_ok(), request = %rid, "{service} request");
     match r {
         Ok(body) => {
-            let resp = xml_response(200, body.clone());
-            rec.ok_body = Some(body);
-            resp
+            // Only a write action's answer goes into the record (its responseElements).
+            if app.ec2.audit.is_some() && !rec.read_only {
+                rec.ok_body = Some(body.clone());
+            }
+            xml_response(200, body)
         }
         Err(e) => fail(rec, e),
     }

@@ -42,6 +42,9 @@ pub enum TrailError {
     /// A record did not serialize, or a batch did not compress.
     #[error("activity log: {0}")]
     Encode(String),
+    /// The catalog, which keeps the chain heads, failed.
+    #[error("activity log chain heads: {0}")]
+    Heads(#[from] catalog::CatalogError),
 }
 
 /// What a digest says (signed).
@@ -194,8 +197,7 @@ impl TrailWriter {
         let head = match &heads {
             Some(c) => c
                 .setting(HEADS, node)
-                .await
-                .map_err(|e| TrailError::Encode(format!("chain head: {e}")))?
+                .await?
                 .as_deref()
                 .and_then(parse_head),
             None => None,
@@ -279,8 +281,7 @@ impl TrailWriter {
         chain.buffer.clear();
         if let Some(c) = &self.heads {
             c.set_setting(HEADS, &self.node, &format!("{seq} {digest_sha}"))
-                .await
-                .map_err(|e| TrailError::Encode(format!("chain head: {e}")))?;
+                .await?;
         }
         Ok(Some(body))
     }
@@ -428,10 +429,7 @@ pub async fn verify(
         }
     }
     if let Some(c) = heads {
-        let recorded = c
-            .settings(HEADS)
-            .await
-            .map_err(|e| TrailError::Encode(format!("chain heads: {e}")))?;
+        let recorded = c.settings(HEADS).await?;
         for (node, v) in recorded {
             let Some((hs, sha)) = parse_head(&v) else {
                 report.problems.push(format!(

@@ -309,6 +309,20 @@ pub struct Submit {
     pub tags: Vec<Tag>,
 }
 
+impl Inner {
+    /// Tells the event hook, if one is set, of a task state change.
+    pub(crate) fn event(&self, task: &Task, event: &'static str, detail: &str, worker: &str) {
+        if let Some(h) = self.events.get() {
+            (h.0)(&TaskEvent {
+                task,
+                event,
+                detail,
+                worker,
+            });
+        }
+    }
+}
+
 impl Engine {
     /// An engine over its catalog, snapshot store and sources.
     #[must_use]
@@ -332,14 +346,7 @@ impl Engine {
     }
 
     pub(crate) fn event(&self, task: &Task, event: &'static str, detail: &str, worker: &str) {
-        if let Some(h) = self.inner.events.get() {
-            (h.0)(&TaskEvent {
-                task,
-                event,
-                detail,
-                worker,
-            });
-        }
+        self.inner.event(task, event, detail, worker);
     }
 
     /// The catalog.

@@ -47,14 +47,7 @@ impl Ctx {
     pub(crate) fn report(&self, message: &str, progress: i64) -> Result<(), Failure> {
         let new_stage = self.handle.block_on(self.report_async(message, progress))?;
         if new_stage {
-            if let Some(h) = self.inner.events.get() {
-                (h.0)(&crate::TaskEvent {
-                    task: &self.task,
-                    event: "stage",
-                    detail: message,
-                    worker: &self.worker,
-                });
-            }
+            self.inner.event(&self.task, "stage", message, &self.worker);
             if let Some(h) = &self.inner.cfg.on_stage {
                 (h.0)(&self.task.id, message);
             }

@@ -173,15 +173,6 @@ fn fail(e: impl std::fmt::Display) -> CliError {
     }
 }
 
-/// The identity store of the data folder.
-pub async fn open_identity(data_dir: &Path) -> Result<Identity, CliError> {
-    let catalog = crate::cli_store::open_catalog(data_dir).await?;
-    Ok(Identity::new(
-        catalog,
-        crate::cli_store::root_key(data_dir)?,
-    ))
-}
-
 /// The activity record of a command that changes identities: its IAM event name and
 /// parameters (`None` for the listings).
 fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>)> {
@@ -259,25 +250,29 @@ fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>
 /// Runs a `vmie admin` command; one that changes identities is recorded in the activity log.
 pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::block_on(async {
-        let id = open_identity(data_dir).await?;
+        let catalog = crate::cli_store::open_catalog(data_dir).await?;
         let a = crate::cli_tasks::account();
         let event = event_of(&cmd);
-        let audit = match event {
+        // A command that changes identities is recorded: it opens the store the activity
+        // log lives in (and the root key with it); a listing needs only the root key.
+        let (id, audit) = match event {
             Some(_) => {
                 let env = crate::cli_store::open_env(data_dir)?;
-                Some(
-                    crate::cli_trail::attach(
-                        env.objects,
-                        &env.root,
-                        id.catalog(),
-                        &env.kms,
-                        None,
-                        None,
-                    )
-                    .await?,
+                let audit = crate::cli_trail::attach(
+                    env.objects,
+                    &env.root,
+                    &catalog,
+                    &env.kms,
+                    None,
+                    None,
                 )
+                .await?;
+                (Identity::new(catalog, env.root), Some(audit))
             }
-            None => None,
+            None => (
+                Identity::new(catalog, crate::cli_store::root_key(data_dir)?),
+                None,
+            ),
         };
         let r = admin(cmd, &id, &a).await;
         if let (Some(au), Some((name, params))) = (audit, event) {

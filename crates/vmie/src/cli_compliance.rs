@@ -56,6 +56,22 @@ fn control(control: &'static str, pass: bool, detail: String, remedy: &str) -> C
     }
 }
 
+/// A control that passes when nothing was `found`: `ok` then, else "`what`: the findings".
+fn none_found(
+    name: &'static str,
+    found: &[String],
+    ok: String,
+    what: &str,
+    remedy: &str,
+) -> Control {
+    let detail = if found.is_empty() {
+        ok
+    } else {
+        format!("{what}: {}", found.join(", "))
+    };
+    control(name, found.is_empty(), detail, remedy)
+}
+
 fn fail(e: impl std::fmt::Display) -> CliError {
     CliError {
         message: e.to_string(),
@@ -135,24 +151,18 @@ async fn listeners(cat: &catalog::Catalog) -> Result<Vec<Control>, CliError> {
             },
             "restart those nodes without --plain-http (TLS is the default)",
         ),
-        control(
+        none_found(
             "no-plain-http-off-loopback",
-            off_loopback.is_empty(),
-            if off_loopback.is_empty() {
-                "no plain HTTP listener on a non-loopback address".into()
-            } else {
-                format!("plain HTTP off loopback: {}", off_loopback.join(", "))
-            },
+            &off_loopback,
+            "no plain HTTP listener on a non-loopback address".into(),
+            "plain HTTP off loopback",
             "stop those nodes and serve TLS",
         ),
-        control(
+        none_found(
             "activity-log-on",
-            unlogged.is_empty(),
-            if unlogged.is_empty() {
-                format!("{} running node(s) record every API call", nodes.len())
-            } else {
-                format!("not recording: {}", unlogged.join(", "))
-            },
+            &unlogged,
+            format!("{} running node(s) record every API call", nodes.len()),
+            "not recording",
             "restart those nodes with this version of vmie serve",
         ),
     ])
@@ -226,24 +236,18 @@ async fn identities(cat: &catalog::Catalog, account: &str) -> Result<Vec<Control
         .map(|k| format!("{} ({})", k.access_key_id, k.user_name))
         .collect();
     Ok(vec![
-        control(
+        none_found(
             "admins-have-mfa",
-            admins_without.is_empty(),
-            if admins_without.is_empty() {
-                format!("{admins} administrator(s), each with an MFA device")
-            } else {
-                format!("without MFA: {}", admins_without.join(", "))
-            },
+            &admins_without,
+            format!("{admins} administrator(s), each with an MFA device"),
+            "without MFA",
             "vmie admin mfa enable USER for each, and require aws:MultiFactorAuthPresent in their policies",
         ),
-        control(
+        none_found(
             "access-keys-used-within-90-days",
-            stale.is_empty(),
-            if stale.is_empty() {
-                "every active access key was used (or made) in the last 90 days".into()
-            } else {
-                format!("unused for 90 days: {}", stale.join(", "))
-            },
+            &stale,
+            "every active access key was used (or made) in the last 90 days".into(),
+            "unused for 90 days",
             "vmie admin access-key deactivate ID (then delete) for each",
         ),
     ])
@@ -329,14 +333,11 @@ pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
                     })
                     .map(|k| k.key_id.clone())
                     .collect();
-                out.push(control(
+                out.push(none_found(
                     "kms-key-rotation",
-                    unrotated.is_empty(),
-                    if unrotated.is_empty() {
-                        format!("{} key(s); every enabled customer key rotates", keys.len())
-                    } else {
-                        format!("rotation off: {}", unrotated.join(", "))
-                    },
+                    &unrotated,
+                    format!("{} key(s); every enabled customer key rotates", keys.len()),
+                    "rotation off",
                     ROTATION_REMEDY,
                 ));
             }
@@ -366,14 +367,11 @@ pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
                 }
             }
         }
-        out.push(control(
+        out.push(none_found(
             "no-orphaned-volumes",
-            orphans.is_empty(),
-            if orphans.is_empty() {
-                format!("{}: no volume without a running task", scratch.display())
-            } else {
-                format!("orphaned: {}", orphans.join(", "))
-            },
+            &orphans,
+            format!("{}: no volume without a running task", scratch.display()),
+            "orphaned",
             "start vmie work, wait or serve on this host: each destroys orphaned volumes first",
         ));
         Ok(out)

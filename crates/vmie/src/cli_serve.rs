@@ -176,14 +176,10 @@ async fn register(
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::block_on(async {
-        let node = crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map_or_else(|_| "vmie".into(), |h| h.trim().to_string()),
-                a.listen.port()
-            )
-        }));
+        let node =
+            crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
+                format!("{}-{}", crate::cli_trail::hostname(), a.listen.port())
+            }));
         let (engine, root) = open_deployment(data_dir, &a.engine, Some(&node)).await?;
         let audit = crate::cli_trail::current();
         let identity = Identity::new(engine.catalog().clone(), root);

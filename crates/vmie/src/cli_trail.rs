@@ -11,7 +11,7 @@ use clap::Subcommand;
 use api::audit::Audit;
 use api::trail::{TrailWriter, records, verify};
 
-use crate::cli_store::{open_catalog, open_env, print_json, root_key};
+use crate::cli_store::{open_catalog, open_env, print_json};
 use crate::{CliError, EXIT_FAILED};
 
 /// Where the activity log lives in the object store.
@@ -52,7 +52,8 @@ fn fail(e: impl std::fmt::Display) -> CliError {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name, for default node names.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "vmie".into())
@@ -140,8 +141,7 @@ pub fn run(cmd: TrailCmd, data_dir: &Path) -> Result<(), CliError> {
         match cmd {
             TrailCmd::Verify { json } => {
                 let catalog = open_catalog(data_dir).await?;
-                let root = root_key(data_dir)?;
-                let r = verify(&env.objects, PREFIX, &root, Some(&catalog))
+                let r = verify(&env.objects, PREFIX, &env.root, Some(&catalog))
                     .await
                     .map_err(fail)?;
                 if json {

@@ -13,7 +13,6 @@ mod harness;
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 
 use harness::*;
@@ -255,15 +254,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     // A disk big enough to be cancelled before it finishes.
     let big = work.path().join("big.raw");
     blank(&big, 256 << 20);
-    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
-    let mut next = common::xorshift(7);
-    let mut block = vec![0u8; 1 << 20];
-    for mib in 0..256u64 {
-        for w in block.chunks_exact_mut(8) {
-            w.copy_from_slice(&next().to_le_bytes());
-        }
-        f.write_all_at(&block, mib << 20).unwrap();
-    }
+    fill_random(&big, 0..256, 7);
     let q = qemu_convert(&big, "qcow2", "", "big.qcow2");
     std::fs::rename(q, data.join("buckets/src/big.qcow2")).unwrap();
 

@@ -25,7 +25,6 @@ mod s3;
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -313,17 +312,7 @@ fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
     let bigdir = w.join("big");
     std::fs::create_dir_all(&bigdir).unwrap();
     let big = debian_disk(&bigdir, MARKER, 24);
-    {
-        let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
-        let mut next = common::xorshift(0x5eed);
-        let mut block = vec![0u8; 1 << 20];
-        for mib in 32..352u64 {
-            for x in block.chunks_exact_mut(8) {
-                x.copy_from_slice(&next().to_le_bytes());
-            }
-            f.write_all_at(&block, mib << 20).unwrap();
-        }
-    }
+    fill_random(&big, 32..352, 0x5eed);
     let q = qemu_convert(&big, "qcow2", "", "big.qcow2");
     upload(&q, "big.qcow2");
 
@@ -587,15 +576,7 @@ fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
 fn throughput(rt: &tokio::runtime::Runtime, cat: &Catalog, c: &mut Cluster, s3url: &str) {
     let disk = c.work.join("data.raw");
     blank(&disk, 64 << 20);
-    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    let mut next = common::xorshift(99);
-    let mut block = vec![0u8; 1 << 20];
-    for mib in 0..64u64 {
-        for x in block.chunks_exact_mut(8) {
-            x.copy_from_slice(&next().to_le_bytes());
-        }
-        f.write_all_at(&block, mib << 20).unwrap();
-    }
+    fill_random(&disk, 0..64, 99);
     let q = qemu_convert(&disk, "qcow2", "", "data.qcow2");
     let src = blockstore::Backend::S3(s3::s3_config(s3url.to_string(), "src"))
         .open()

@@ -7,7 +7,6 @@
 #[path = "../../engine/tests/harness/mod.rs"]
 mod harness;
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,16 +52,7 @@ fn sigkill_during_an_import_then_restart() {
 
     // A Debian disk followed by 320 MiB of random data, so the import takes seconds.
     let raw = debian_disk(work.path(), MARKER, 24);
-    let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
-    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
-    let mut block = vec![0u8; 1 << 20];
-    for mib in 32..352u64 {
-        for w in block.chunks_exact_mut(8) {
-            w.copy_from_slice(&next().to_le_bytes());
-        }
-        f.write_all_at(&block, mib << 20).unwrap();
-    }
-    drop(f);
+    fill_random(&raw, 32..352, 0x9e37_79b9_7f4a_7c15);
     let qcow = qemu_convert(&raw, "qcow2", "", "big.qcow2");
     std::fs::rename(&qcow, data.join("buckets/src/big.qcow2")).unwrap();
 

@@ -245,6 +245,21 @@ pub fn debian_disk(dir: &Path, marker: &str, mib: u64) -> PathBuf {
     disk
 }
 
+/// Overwrites MiB `mibs` of the file at `path` with pseudo-random bytes from `seed`: data
+/// that neither compresses nor deduplicates, so that work on it takes measurable time.
+pub fn fill_random(path: &Path, mibs: std::ops::Range<u64>, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let mut next = common::xorshift(seed);
+    let mut block = vec![0u8; 1 << 20];
+    for mib in mibs {
+        for x in block.chunks_exact_mut(8) {
+            x.copy_from_slice(&next().to_le_bytes());
+        }
+        f.write_all_at(&block, mib << 20).unwrap();
+    }
+}
+
 /// A data disk: an ext4 filesystem with files but no operating system.
 pub fn data_disk(dir: &Path) -> PathBuf {
     let tree = dir.join("data-tree");
