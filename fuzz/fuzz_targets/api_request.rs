@@ -36,8 +36,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = api::guard::scan(&text);
     if let Ok(p) = api::query::Params::parse(body) {
-        let v = api::audit::request_parameters(&p, &|v: &str| v.len().to_string());
+        // Redaction by the table's rules of the action the request names (or none).
+        let spec = api::action::Action::spec_of(
+            api::action::Service::Ec2,
+            p.get("Action").unwrap_or_default(),
+        );
+        let fp = |v: &str| v.len().to_string();
+        let v = api::audit::request_parameters(&p, spec, &fp);
         assert!(v.to_string().len() <= 64 * body.len() + 64, "redaction stays in proportion");
+        let _ = api::audit::redact_message(&text, Some(&p), spec, &fp);
     }
     let _ = api::audit::response_elements(&text);
     let _ = api::audit::clean_message(&text);

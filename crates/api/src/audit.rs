@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::ec2::ApiError;
+use crate::action::{Kind, Spec};
+use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::query::Params;
 use crate::trail::{TrailError, TrailWriter};
@@ -29,10 +30,6 @@ use crate::trail::{TrailError, TrailWriter};
 pub const EVENT_VERSION: &str = "1.09";
 /// Longest free text (user agent, error message) kept in a record.
 const MAX_TEXT: usize = 512;
-/// Parameters recorded as present only.
-const PRESENT_ONLY: &[&str] = &["TokenCode"];
-/// Parameters fingerprinted besides the guard's free-form fields.
-const FINGERPRINTED: &[&str] = &["ClientToken", "Comment", "Value"];
 /// Response elements copied into `responseElements` (never secrets).
 const RESPONSE_ELEMENTS: &[&str] = &[
     "importTaskId",
@@ -71,8 +68,9 @@ pub struct Call<'a> {
     pub source: &'a str,
     /// The action (unknown actions are recorded as `UnknownAction`).
     pub action: &'a str,
-    /// Whether the action only reads.
-    pub read_only: bool,
+    /// The action's table entry (`None` for an unknown action): whether it only reads, and
+    /// how each parameter is recorded.
+    pub spec: Option<&'a Spec>,
     /// When the request arrived (ms).
     pub time_ms: i64,
     /// The client's address.
@@ -218,43 +216,78 @@ fn densify(v: &mut Value) {
     }
 }
 
-/// The recorded form of parameter `name`'s `value`.
-fn redact(name: &str, value: &str, fingerprint: &dyn Fn(&str) -> String) -> Value {
-    let leaf = name.rsplit('.').next().unwrap_or(name);
-    if PRESENT_ONLY.contains(&leaf) {
-        return json!("(present)");
+/// The recorded form of a value of `kind` (see [`Kind`]).
+fn redact(kind: Kind, value: &str, fingerprint: &dyn Fn(&str) -> String) -> Value {
+    let withheld = || !crate::guard::scan(value).is_empty();
+    match kind {
+        Kind::Secret => json!("(present)"),
+        Kind::Free | Kind::Token | Kind::FilterValue => {
+            json!(format!("HMAC-SHA256:{}", fingerprint(value)))
+        }
+        _ if withheld() => json!("(present; withheld: sensitive data)"),
+        Kind::Url => Value::String(text(&strip_url(value))),
+        Kind::Plain if value.contains("://") => Value::String(text(&strip_url(value))),
+        Kind::Plain | Kind::TagKey => Value::String(text(value)),
     }
-    if crate::guard::free_form(name) && leaf == "Key" && crate::guard::scan(value).is_empty() {
-        // Tag keys name a tag; their values are the free-form part.
-        return Value::String(text(value));
-    }
-    if crate::guard::free_form(name) || FINGERPRINTED.contains(&leaf) {
-        return json!(format!("HMAC-SHA256:{}", fingerprint(value)));
-    }
-    if !crate::guard::scan(value).is_empty() {
-        return json!("(present; withheld: sensitive data)");
-    }
-    if value.contains("://") {
-        return Value::String(text(&strip_url(value)));
-    }
-    Value::String(text(value))
+}
+
+/// The kind a parameter is recorded as: the table's, or — for a name the action does not
+/// take, or a request whose action is unknown — free text, so that nothing unexpected is
+/// recorded in clear.
+fn kind_of(spec: Option<&Spec>, p: &Params, name: &str) -> Kind {
+    spec.and_then(|s| s.kind_of(p, name)).unwrap_or(Kind::Free)
 }
 
 /// `requestParameters`: every parameter but `Action` and `Version`, nested as the dotted
-/// names say, each value redacted as the module documentation describes.
+/// names say, each value redacted by the kind the action table gives it.
 #[must_use]
-pub fn request_parameters(p: &Params, fingerprint: &dyn Fn(&str) -> String) -> Value {
+pub fn request_parameters(
+    p: &Params,
+    spec: Option<&Spec>,
+    fingerprint: &dyn Fn(&str) -> String,
+) -> Value {
     let mut root = Value::Object(Map::new());
     for name in p.names() {
         if matches!(name, "Action" | "Version") {
             continue;
         }
-        let v = redact(name, p.get(name).unwrap_or_default(), fingerprint);
+        let v = redact(
+            kind_of(spec, p, name),
+            p.get(name).unwrap_or_default(),
+            fingerprint,
+        );
         let segs: Vec<&str> = name.split('.').collect();
         put(&mut root, &segs, v);
     }
     densify(&mut root);
     root
+}
+
+/// An error message as it may be recorded: every value of a parameter the table says is not
+/// recorded in clear (free text, tokens, secrets, free-text filter values) replaced by its
+/// recorded form wherever the message quotes it, then cleaned as [`clean_message`] does.
+#[must_use]
+pub fn redact_message(
+    m: &str,
+    p: Option<&Params>,
+    spec: Option<&Spec>,
+    fingerprint: &dyn Fn(&str) -> String,
+) -> String {
+    let mut m = m.to_string();
+    if let Some(p) = p {
+        for name in p.names() {
+            let kind = kind_of(spec, p, name);
+            let v = p.get(name).unwrap_or_default();
+            // Values of one or two characters would match everywhere and say nothing.
+            if v.chars().count() < 3 || matches!(kind, Kind::Plain | Kind::TagKey | Kind::Url) {
+                continue;
+            }
+            if let Value::String(r) = redact(kind, v, fingerprint) {
+                m = m.replace(v, &r);
+            }
+        }
+    }
+    clean_message(&m)
 }
 
 /// `responseElements`: the ids and states an answer carries (never a secret).
@@ -325,10 +358,10 @@ fn resources(region: &str, account: &str, p: Option<&Params>, response: &Value) 
 
 /// `additionalEventData.sensitiveDataFindings`: which free-form fields held what kind of
 /// sensitive data (never the data).
-fn findings(p: Option<&Params>) -> Vec<Value> {
+fn findings(p: Option<&Params>, spec: Option<&Spec>) -> Vec<Value> {
     let Some(p) = p else { return Vec::new() };
     p.names()
-        .filter(|n| crate::guard::free_form(n))
+        .filter(|n| matches!(kind_of(spec, p, n), Kind::Free | Kind::TagKey))
         .flat_map(|n| {
             crate::guard::scan(p.get(n).unwrap_or_default())
                 .into_iter()
@@ -437,9 +470,10 @@ impl Audit {
         r.insert(
             "requestParameters".into(),
             c.params
-                .map_or(Value::Null, |p| request_parameters(p, &self.fp())),
+                .map_or(Value::Null, |p| request_parameters(p, c.spec, &self.fp())),
         );
-        let response = match (c.response, c.read_only) {
+        let read_only = c.spec.is_some_and(|s| s.read_only);
+        let response = match (c.response, read_only) {
             (Some(b), false) => response_elements(b),
             _ => Value::Null,
         };
@@ -450,14 +484,17 @@ impl Audit {
         r.insert("responseElements".into(), response);
         if let Some(e) = c.error {
             r.insert("errorCode".into(), json!(text(&e.code)));
-            r.insert("errorMessage".into(), json!(clean_message(&e.message)));
+            r.insert(
+                "errorMessage".into(),
+                json!(redact_message(&e.message, c.params, c.spec, &self.fp())),
+            );
         }
         r.insert("requestID".into(), json!(c.request_id));
-        r.insert("readOnly".into(), json!(c.read_only));
+        r.insert("readOnly".into(), json!(read_only));
         if let Some(a) = account {
             r.insert("recipientAccountId".into(), json!(a));
         }
-        let f = findings(c.params);
+        let f = findings(c.params, c.spec);
         if !f.is_empty() {
             r.insert(
                 "additionalEventData".into(),
@@ -595,7 +632,9 @@ impl Audit {
         );
         let mut p = Map::new();
         for (k, v) in params {
-            p.insert(lower_camel(k), redact(k, v, &self.fp()));
+            // Administrative commands name users, roles, policies and keys: plain values,
+            // still withheld when the guard finds something in them.
+            p.insert(lower_camel(k), redact(Kind::Plain, v, &self.fp()));
         }
         r.insert("requestParameters".into(), Value::Object(p));
         r.insert("responseElements".into(), Value::Null);
@@ -668,7 +707,8 @@ mod tests {
 &ClientToken=tok&TokenCode=123456",
         )
         .unwrap();
-        let v = request_parameters(&p, &fp);
+        let spec = crate::action::Action::spec_of(crate::action::Service::Ec2, "ImportImage");
+        let v = request_parameters(&p, spec, &fp);
         assert_eq!(v["description"], "HMAC-SHA256:fp(11)");
         assert_eq!(v["diskContainer"][0]["url"], "https://h/d.vmdk");
         assert_eq!(v["diskContainer"][0]["format"], "VMDK");
@@ -679,12 +719,43 @@ mod tests {
             "HMAC-SHA256:fp(9)"
         );
         assert_eq!(v["clientToken"], "HMAC-SHA256:fp(3)");
-        assert_eq!(v["tokenCode"], "(present)");
+        // A name ImportImage does not take is recorded as free text.
+        assert_eq!(v["tokenCode"], "HMAC-SHA256:fp(6)");
         assert!(v.get("action").is_none());
         let text = v.to_string();
         for secret in ["secret plan", "sig=x", "prod-4111", "123456"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn filter_values_and_quoted_free_text_are_redacted() {
+        use crate::action::{Action, Service};
+        let spec = Action::spec_of(Service::Ec2, "DescribeImages");
+        let p = Params::parse(
+            b"Filter.1.Name=description&Filter.1.Value.1=quarterly+secret+plan\
+&Filter.2.Name=state&Filter.2.Value.1=available",
+        )
+        .unwrap();
+        let v = request_parameters(&p, spec, &fp);
+        assert_eq!(v["filter"][0]["value"][0], "HMAC-SHA256:fp(21)");
+        assert_eq!(v["filter"][1]["value"][0], "available");
+        let m = redact_message(
+            "no image matches quarterly secret plan in state available",
+            Some(&p),
+            spec,
+            &fp,
+        );
+        assert!(!m.contains("quarterly"), "{m}");
+        assert!(
+            m.contains("HMAC-SHA256:fp(21)") && m.contains("available"),
+            "{m}"
+        );
+        // A token quoted by an error message is replaced the way its parameter is.
+        let spec = Action::spec_of(Service::Ec2, "ImportImage");
+        let p = Params::parse(b"ClientToken=my-idem-token-7").unwrap();
+        let m = redact_message("token my-idem-token-7 reused", Some(&p), spec, &fp);
+        assert!(!m.contains("my-idem-token-7"), "{m}");
     }
 
     #[test]

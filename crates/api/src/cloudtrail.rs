@@ -8,7 +8,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ec2::ApiError;
+use crate::action::{Authz, Declaration, Handler, Input, Service, Spec, Tags};
+use crate::dispatch::{Cx, Env};
+use crate::error::ApiError;
+use crate::identity::Principal;
 
 /// The `X-Amz-Target` of the one action served.
 pub const TARGET: &str = "CloudTrail_20131101.LookupEvents";
@@ -277,6 +280,63 @@ pub fn answer(l: &Lookup, account: &str, records: &[Value]) -> Value {
         out["NextToken"] = json!(format!("{t}.{}", id(r)));
     }
     out
+}
+
+/// The targets `X-Amz-Target` may name for `action`: older SDKs send
+/// `CloudTrail_20131101.<action>`, newer ones prefix the namespace.
+#[must_use]
+pub fn action_of_target(target: &str) -> Option<&str> {
+    target
+        .strip_prefix("com.amazonaws.cloudtrail.v20131101.")
+        .unwrap_or(target)
+        .strip_prefix("CloudTrail_20131101.")
+}
+
+/// A parsed `LookupEvents`.
+#[derive(Debug)]
+pub struct LookupEvents(Lookup);
+
+impl Handler for LookupEvents {
+    const SPEC: Spec = Spec {
+        service: Service::CloudTrail,
+        name: "LookupEvents",
+        iam_action: "cloudtrail:LookupEvents",
+        read_only: true,
+        authz: Authz::Policy,
+        resources: &[],
+        tags: Tags::None,
+        condition_keys: &[],
+        params: &[],
+    };
+
+    fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
+        parse(input.json()?, catalog::now_ms()).map(LookupEvents)
+    }
+
+    fn declare(&self, _env: &Env, _who: &Principal, _d: &mut Declaration) {}
+
+    /// This node's queued records are written first, so a caller sees its own calls at once
+    /// (other nodes' within their flush interval).
+    async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {
+        let Some(audit) = &cx.env.audit else {
+            return Err(ApiError::client(
+                "TrailNotFoundException",
+                "this deployment keeps no activity log",
+            ));
+        };
+        let internal = |e: crate::trail::TrailError| {
+            let mut e = ApiError::internal("activity log lookup failed", &e);
+            e.code = "InternalFailure".into();
+            e.message = "the activity log could not be read; the request may be retried".into();
+            e
+        };
+        audit.flush().await.map_err(internal)?;
+        let (store, prefix) = audit.location();
+        let records = crate::trail::records(store, prefix, Some(self.0.start_ms))
+            .await
+            .map_err(internal)?;
+        Ok(answer(&self.0, &cx.who.account, &records).to_string())
+    }
 }
 
 /// The JSON protocol's error body.

@@ -1,5 +1,7 @@
 //! # api — vmie's EC2-compatible API
 //!
+//! Start at [`action`]: the table of every action, then [`dispatch`].
+//!
 //! The pieces of the EC2 Query protocol that stand on their own:
 //! - [`sigv4`]: verification of AWS Signature Version 4 (the `Authorization` header and
 //!   presigned query forms), written against the published algorithm;
@@ -15,11 +17,18 @@
 //!   and its verification;
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
 //!   and [`cloudtrail`]: `LookupEvents` over them;
-//! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server.
+//! - [`action`]: the action table — every action served, what it touches and how it is
+//!   authorized; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
+//!   every request goes through; [`ec2`], [`sts`], [`cloudtrail`]: the actions themselves,
+//!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server.
 
+pub mod action;
 pub mod audit;
+pub mod authz;
 pub mod cloudtrail;
+pub mod dispatch;
 pub mod ec2;
+pub mod error;
 pub mod guard;
 pub mod iam;
 pub mod identity;

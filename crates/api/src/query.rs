@@ -43,11 +43,19 @@ pub struct Params {
     prefix: String,
 }
 
+/// Decodes `k=v&…` pairs the one way this endpoint does: `application/x-www-form-urlencoded`
+/// (`%XX` escapes, and `+` is a space). SigV4 verification canonicalizes the query string from
+/// these same pairs and the parameters are read from them, so a request cannot be verified
+/// under one reading and acted on under another (`%2B` and `+` are different values).
+pub fn decode_pairs(form: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(form).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
 impl Params {
     /// Parses a form-encoded body or query string.
     pub fn parse(form: &[u8]) -> Result<Params, ParamError> {
         let mut map = BTreeMap::new();
-        for (k, v) in form_urlencoded::parse(form) {
+        for (k, v) in decode_pairs(form) {
             if map.len() >= MAX_PARAMS {
                 return Err(err(
                     "MalformedQueryString",
@@ -71,7 +79,7 @@ impl Params {
                     ),
                 ));
             }
-            if map.insert(k.to_string(), v.into_owned()).is_some() {
+            if map.insert(k.clone(), v).is_some() {
                 return Err(err(
                     "InvalidParameterValue",
                     format!("the parameter {} is given more than once", shown(&k)),

@@ -19,7 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::ec2::{ApiError, Ec2, Origin};
+use crate::action::{Action, Input, Service, Spec};
+use crate::dispatch::{Env, Origin, dispatch};
+use crate::error::ApiError;
 use crate::query::Params;
 use crate::sigv4;
 use crate::xml;
@@ -58,7 +60,7 @@ pub struct Metrics {
 
 #[derive(Clone)]
 struct App {
-    ec2: Ec2,
+    env: Env,
     metrics: Arc<Metrics>,
     limiter: Arc<Limiter>,
 }
@@ -290,9 +292,10 @@ fn error_response(e: &ApiError, rid: &str) -> Response {
 
 /// What one request's activity record says; filled in as the request is answered.
 struct Rec {
-    source: &'static str,
+    service: Service,
     action: String,
-    read_only: bool,
+    /// The action's table entry, once the action is known.
+    spec: Option<&'static Spec>,
     who: Option<crate::identity::Principal>,
     key_id: Option<String>,
     params: Option<Params>,
@@ -300,20 +303,6 @@ struct Rec {
     error: Option<ApiError>,
     /// The account of a named key when authentication failed (the record goes to it).
     account: Option<String>,
-}
-
-/// The name an action is recorded under: a known one, else `UnknownAction`.
-fn event_name(source: &str, action: &str) -> String {
-    let known = match source {
-        "sts" => action == "GetSessionToken",
-        "cloudtrail" => action == "LookupEvents",
-        _ => crate::ec2::ACTIONS.contains(&action),
-    };
-    if known {
-        action.to_string()
-    } else {
-        "UnknownAction".into()
-    }
 }
 
 fn json_response(status: u16, body: String, rid: &str) -> Response {
@@ -403,9 +392,9 @@ async fn ec2_endpoint(
     let time_ms = catalog::now_ms();
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let mut rec = Rec {
-        source: "ec2",
+        service: Service::Ec2,
         action: String::new(),
-        read_only: false,
+        spec: None,
         who: None,
         key_id: None,
         params: None,
@@ -431,16 +420,16 @@ async fn ec2_endpoint(
     if rec.error.is_some() {
         app.metrics.errors.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(audit) = &app.ec2.audit {
+    if let Some(audit) = &app.env.audit {
         let ua = headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default();
-        let name = event_name(rec.source, &rec.action);
+        // An action the table does not know is recorded as `UnknownAction`.
         audit.call(&crate::audit::Call {
-            source: &format!("{}.amazonaws.com", rec.source),
-            action: &name,
-            read_only: rec.read_only,
+            source: rec.service.event_source(),
+            action: rec.spec.map_or("UnknownAction", |s| s.name),
+            spec: rec.spec,
             time_ms,
             source_ip: peer.addr,
             user_agent: &ua,
@@ -454,6 +443,39 @@ async fn ec2_endpoint(
         });
     }
     resp
+}
+
+/// The service a request is for: the SigV4 scope's service, or CloudTrail for a JSON
+/// request (`X-Amz-Target`) that did not say; EC2 otherwise.
+fn service_of(signed: Option<&sigv4::Signed>, target: Option<&str>) -> Service {
+    match signed.map(|s| s.service.as_str()) {
+        Some("sts") => Service::Sts,
+        Some("cloudtrail") => Service::CloudTrail,
+        _ if target.is_some() => Service::CloudTrail,
+        _ => Service::Ec2,
+    }
+}
+
+/// The Query parameters of a request: the query string without the presigning parameters,
+/// then the form body. Both are decoded the one way SigV4 verification decoded them
+/// ([`crate::query::decode_pairs`]).
+fn query_params(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<Params, ApiError> {
+    let mut form: Vec<u8> = Vec::new();
+    for pair in query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-"))
+    {
+        form.extend_from_slice(pair.as_bytes());
+        form.push(b'&');
+    }
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        form.extend_from_slice(body);
+    }
+    Ok(Params::parse(&form)?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -485,71 +507,47 @@ async fn answer(
         body,
     };
     let now = catalog::now_ms() / 1000;
-    // Requests signed for STS (GetSessionToken) and CloudTrail (LookupEvents) share the
-    // endpoint: with a custom endpoint URL the CLI sends them all to the same place.
+    // EC2, STS and CloudTrail share the endpoint: with a custom endpoint URL the CLI sends
+    // them all to the same place.
     let signed = sigv4::parse(&req).ok();
     rec.key_id = signed.as_ref().map(|s| s.access_key_id.clone());
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let service = match signed.as_ref().map(|s| s.service.as_str()) {
-        Some("sts") => "sts",
-        Some("cloudtrail") => "cloudtrail",
-        _ if target.is_some() => "cloudtrail",
-        _ => "ec2",
-    };
-    rec.source = service;
-    let json = service == "cloudtrail";
+    let service = service_of(signed.as_ref(), target.as_deref());
+    rec.service = service;
     let fail = |rec: &mut Rec, e: ApiError| -> Response {
-        let r = if json {
-            json_response(e.status, crate::cloudtrail::error_body(&e), rid)
-        } else if service == "sts" {
-            xml_response(e.status, crate::sts::error(&e, rid))
-        } else {
-            error_response(&e, rid)
+        let r = match service {
+            Service::CloudTrail => json_response(e.status, crate::cloudtrail::error_body(&e), rid),
+            Service::Sts => xml_response(e.status, crate::sts::error(&e, rid)),
+            Service::Ec2 => error_response(&e, rid),
         };
         rec.error = Some(e);
         r
     };
-    // Parameters: the form body, and the query string without the presigning parameters.
-    // Read before authentication only to name the action in the record.
-    if json {
+    // The action is named before authentication, so that a refused request is recorded
+    // under it (with its parameters redacted by the table's rules).
+    if service == Service::CloudTrail {
         rec.action = target
             .as_deref()
-            .and_then(|t| t.strip_suffix(".LookupEvents").map(|_| "LookupEvents"))
+            .and_then(crate::cloudtrail::action_of_target)
             .unwrap_or("")
             .to_string();
-        rec.read_only = rec.action == "LookupEvents";
     } else {
-        let mut form: Vec<u8> = Vec::new();
-        for pair in query
-            .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-"))
-        {
-            form.extend_from_slice(pair.as_bytes());
-            form.push(b'&');
-        }
-        let is_form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
-            form.extend_from_slice(body);
-        }
-        match Params::parse(&form) {
+        match query_params(query, headers, body) {
             Ok(p) => {
                 rec.action = p.get("Action").unwrap_or("").to_string();
-                rec.read_only = rec.action.starts_with("Describe") || rec.action.starts_with("Get");
                 rec.params = Some(p);
             }
-            Err(e) => rec.error = Some(e.into()),
+            Err(e) => rec.error = Some(e),
         }
     }
+    rec.spec = Action::spec_of(service, &rec.action);
     let who = match app
-        .ec2
+        .env
         .identity
-        .authenticate(&req, &app.ec2.region, service, now)
+        .authenticate(&req, &app.env.region, service.name(), now)
         .await
     {
         Ok(p) => p,
@@ -558,7 +556,7 @@ async fn answer(
             tracing::info!(code = e.code(), source = %peer.addr, "request refused at authentication");
             if let Some(k) = &rec.key_id {
                 rec.account = app
-                    .ec2
+                    .env
                     .identity
                     .catalog()
                     .access_key(k)
@@ -567,15 +565,12 @@ async fn answer(
                     .flatten()
                     .map(|k| k.account);
             }
-            let code = if json {
-                crate::cloudtrail::auth_code(e.code()).to_string()
-            } else if service == "sts"
-                && e.code() == "RequestExpired"
-                && e.to_string().contains("token")
-            {
-                "ExpiredToken".into()
-            } else {
-                e.code().into()
+            let code = match service {
+                Service::CloudTrail => crate::cloudtrail::auth_code(e.code()).to_string(),
+                Service::Sts if e.code() == "RequestExpired" && e.to_string().contains("token") => {
+                    "ExpiredToken".into()
+                }
+                _ => e.code().into(),
             };
             let err = ApiError {
                 status: if e.code() == "AuthFailure" { 401 } else { 403 },
@@ -600,97 +595,53 @@ async fn answer(
         // The parameters did not parse.
         return fail(rec, e);
     }
+    let Some(spec) = rec.spec else {
+        let shown = engine::request::shown(if rec.action.is_empty() {
+            "(none)"
+        } else {
+            &rec.action
+        });
+        let e = match service {
+            Service::CloudTrail => ApiError::client(
+                "UnknownOperationException",
+                format!("{shown} is not an operation this endpoint serves"),
+            ),
+            _ => ApiError::client(
+                "InvalidAction",
+                format!("the action {shown} is not valid for this web service"),
+            ),
+        };
+        return fail(rec, e);
+    };
     let origin = Origin {
         source_ip: peer.addr,
         secure: peer.secure,
         mfa: who.mfa,
     };
-    if json {
-        let r = lookup_events(app, &who, &origin, body, target.as_deref()).await;
-        tracing::info!(action = %engine::request::shown(&rec.action), user = %who.arn, ok = r.is_ok(), request = %rid, "cloudtrail request");
-        return match r {
-            Ok(b) => json_response(200, b, rid),
-            Err(e) => fail(rec, e),
-        };
-    }
-    let Some(p) = rec.params.as_ref() else {
-        return fail(rec, ApiError::client("MissingParameter", "no parameters"));
+    let input = match &rec.params {
+        Some(p) => Input::Query(p),
+        None => Input::Json(body),
     };
-    let r = if service == "sts" {
-        crate::sts::handle(&app.ec2.identity, &who, p, rid, now).await
-    } else {
-        app.ec2.handle(&who, &origin, p, rid).await
-    };
-    tracing::info!(action = %engine::request::shown(&rec.action), user = %who.arn, ok = r.is_ok(), request = %rid, "{service} request");
+    let r = dispatch(&app.env, &who, &origin, spec, input, rid, now).await;
+    tracing::info!(action = spec.name, user = %who.arn, ok = r.is_ok(), request = %rid, "{} request", service.name());
     match r {
         Ok(body) => {
             // Only a write action's answer goes into the record (its responseElements).
-            if app.ec2.audit.is_some() && !rec.read_only {
+            if app.env.audit.is_some() && !spec.read_only {
                 rec.ok_body = Some(body.clone());
             }
-            xml_response(200, body)
+            if service == Service::CloudTrail {
+                json_response(200, body, rid)
+            } else {
+                xml_response(200, body)
+            }
         }
         Err(e) => fail(rec, e),
     }
 }
 
-/// `LookupEvents`: authorized by `cloudtrail:LookupEvents`; this node's queued records are
-/// written first, so a caller sees its own calls at once (other nodes' within their flush
-/// interval).
-async fn lookup_events(
-    app: &App,
-    who: &crate::identity::Principal,
-    origin: &Origin,
-    body: &[u8],
-    target: Option<&str>,
-) -> Result<String, ApiError> {
-    // Older SDKs send `CloudTrail_20131101.LookupEvents`; newer ones prefix the namespace.
-    if !target.is_some_and(|t| {
-        t == crate::cloudtrail::TARGET
-            || t == format!(
-                "com.amazonaws.cloudtrail.v20131101.{}",
-                crate::cloudtrail::TARGET
-            )
-    }) {
-        return Err(ApiError::client(
-            "UnknownOperationException",
-            format!(
-                "{} is not an operation this endpoint serves; it serves {}",
-                engine::request::shown(target.unwrap_or("(no X-Amz-Target)")),
-                crate::cloudtrail::TARGET
-            ),
-        ));
-    }
-    let ctx = app.ec2.context(who, origin, "cloudtrail:LookupEvents", "*");
-    app.ec2.authorize(who, &ctx).map_err(|mut e| {
-        e.code = "AccessDeniedException".into();
-        e
-    })?;
-    let l = crate::cloudtrail::parse(body, catalog::now_ms())?;
-    let Some(audit) = &app.ec2.audit else {
-        return Err(ApiError::client(
-            "TrailNotFoundException",
-            "this deployment keeps no activity log",
-        ));
-    };
-    let internal = |e: crate::trail::TrailError| {
-        tracing::error!(error = %e, "activity log lookup failed");
-        ApiError {
-            status: 500,
-            code: "InternalFailure".into(),
-            message: "the activity log could not be read; the request may be retried".into(),
-        }
-    };
-    audit.flush().await.map_err(internal)?;
-    let (store, prefix) = audit.location();
-    let records = crate::trail::records(store, prefix, Some(l.start_ms))
-        .await
-        .map_err(internal)?;
-    Ok(crate::cloudtrail::answer(&l, &who.account, &records).to_string())
-}
-
 async fn metrics_endpoint(State(app): State<App>) -> Response {
-    let s = app.ec2.engine.stats();
+    let s = app.env.engine.stats();
     let m = &app.metrics;
     let counters = [
         ("vmie_requests_total", "API requests received", &m.requests),
@@ -740,7 +691,7 @@ async fn metrics_endpoint(State(app): State<App>) -> Response {
     out.push_str(
         "# HELP vmie_tasks Tasks in the catalog by kind and status\n# TYPE vmie_tasks gauge\n",
     );
-    match app.ec2.engine.catalog().task_counts().await {
+    match app.env.engine.catalog().task_counts().await {
         Ok(rows) => {
             for (kind, status, n) in rows {
                 out.push_str(&format!(
@@ -754,14 +705,14 @@ async fn metrics_endpoint(State(app): State<App>) -> Response {
 }
 
 /// The router (without TLS), for embedding and tests.
-fn router(ec2: Ec2, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
+fn router(env: Env, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_endpoint))
         .route("/", any(ec2_endpoint))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(App {
-            ec2,
+            env,
             metrics,
             limiter,
         })
@@ -769,7 +720,7 @@ fn router(ec2: Ec2, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(
-    ec2: Ec2,
+    env: Env,
     cfg: ServeConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -784,12 +735,12 @@ pub async fn serve(
         (None, false) => return Err(std::io::Error::other("TLS needs a certificate and a key")),
     };
     let listener = TcpListener::bind(cfg.listen).await?;
-    let limiter = if ec2.engine.catalog().backend() == catalog::Backend::Postgres {
-        Limiter::shared(cfg.rate_limit, ec2.engine.catalog().clone())
+    let limiter = if env.engine.catalog().backend() == catalog::Backend::Postgres {
+        Limiter::shared(cfg.rate_limit, env.engine.catalog().clone())
     } else {
         Limiter::new(cfg.rate_limit)
     };
-    let app = router(ec2, Arc::new(Metrics::default()), Arc::new(limiter));
+    let app = router(env, Arc::new(Metrics::default()), Arc::new(limiter));
     loop {
         let (sock, addr) = tokio::select! {
             r = listener.accept() => r?,

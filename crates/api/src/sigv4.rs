@@ -138,46 +138,9 @@ fn header<'a>(req: &Request<'a>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Decodes `k=v&…` with `%XX` escapes, keeping `+` as a literal plus (SigV4 clients encode
-/// a space as `%20`).
+/// The query's pairs, decoded as the parameters are ([`crate::query::decode_pairs`]).
 fn query_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&c| hexval(c)),
-                b.get(i + 2).and_then(|&c| hexval(c)),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hexval(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::query::decode_pairs(q.as_bytes()).collect()
 }
 
 /// SigV4 URI encoding: unreserved characters as they are, every other byte `%XX` (upper
@@ -794,6 +757,44 @@ mod tests {
             verify(&r, &parse(&r).unwrap(), "s3cr3t", "us-east-1", "ec2", now()),
             Err(AuthError::Mismatch)
         );
+    }
+
+    /// A signed query whose `%2B` is sent as `+` must not verify: the parameters read `+` as
+    /// a space, so it would act on another value than the one signed (issue 17, finding 4).
+    #[test]
+    fn a_plus_sent_for_a_signed_percent_2b_does_not_verify() {
+        let headers = h(&[("Host", "vmie.example:8443"), ("X-Amz-Date", DATE)]);
+        let signed_q = "Action=DeregisterImage&ImageId=ami-aaa%2Bbbb&Version=2016-11-15";
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: signed_q,
+            headers: &headers,
+            body: b"",
+        };
+        let names = vec!["host".to_string(), "x-amz-date".to_string()];
+        let auth = authorization(&req, KEY, SECRET, "us-east-1", "ec2", DATE, &names).unwrap();
+        let mut with_auth = headers.clone();
+        with_auth.push(("Authorization".into(), auth));
+        let at = |query: &str| {
+            let r = Request {
+                query,
+                headers: &with_auth,
+                ..req
+            };
+            let s = parse(&r).unwrap();
+            verify(&r, &s, SECRET, "us-east-1", "ec2", now())
+        };
+        at(signed_q).unwrap();
+        assert_eq!(
+            at("Action=DeregisterImage&ImageId=ami-aaa+bbb&Version=2016-11-15"),
+            Err(AuthError::Mismatch)
+        );
+        // And the parameters read the signed form as the value signed.
+        let p = crate::query::Params::parse(signed_q.as_bytes()).unwrap();
+        assert_eq!(p.get("ImageId"), Some("ami-aaa+bbb"));
+        let p = crate::query::Params::parse(b"ImageId=ami-aaa+bbb").unwrap();
+        assert_eq!(p.get("ImageId"), Some("ami-aaa bbb"));
     }
 
     #[test]

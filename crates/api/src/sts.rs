@@ -1,12 +1,15 @@
-//! The STS action vmie serves: `GetSessionToken` (query protocol, 2011-06-15), which turns
+//! The STS actions vmie serves: `GetSessionToken` (query protocol, 2011-06-15), which turns
 //! a user's long-term key — plus, optionally, a code from the user's virtual MFA device —
 //! into temporary credentials. Requests signed for the service `sts` arrive here.
 
 use quick_xml::escape::escape;
 
-use crate::ec2::ApiError;
-use crate::identity::{Identity, Principal};
-use crate::query::Params;
+use zeroize::Zeroizing;
+
+use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags, field, plain};
+use crate::dispatch::{Cx, Env};
+use crate::error::ApiError;
+use crate::identity::Principal;
 
 /// The STS namespace.
 pub const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
@@ -28,50 +31,68 @@ pub fn error(e: &ApiError, request_id: &str) -> String {
     )
 }
 
-/// Handles one authenticated STS request.
-pub async fn handle(
-    identity: &Identity,
-    who: &Principal,
-    p: &Params,
-    request_id: &str,
-    now: i64,
-) -> Result<String, ApiError> {
-    let action = p.required("Action")?;
-    if action != "GetSessionToken" {
-        return Err(ApiError::client(
-            "InvalidAction",
-            format!(
-                "the action {} is not valid for this web service",
-                engine::request::shown(action)
-            ),
-        ));
-    }
-    let duration = p.int("DurationSeconds", 900..=129_600)?.unwrap_or(43_200);
-    let mfa = match (p.get("SerialNumber"), p.get("TokenCode")) {
-        (Some(s), Some(c)) => Some((s, c)),
-        (None, None) => None,
-        _ => {
-            return Err(ApiError::client(
-                "ValidationError",
-                "SerialNumber and TokenCode go together",
-            ));
-        }
+/// A parsed `GetSessionToken`.
+#[derive(Debug)]
+pub struct GetSessionToken {
+    duration: i64,
+    mfa: Option<(String, Zeroizing<String>)>,
+}
+
+impl Handler for GetSessionToken {
+    const SPEC: Spec = Spec {
+        service: Service::Sts,
+        name: "GetSessionToken",
+        iam_action: "sts:GetSessionToken",
+        read_only: false,
+        authz: Authz::UnlessDenied,
+        resources: &[],
+        tags: Tags::None,
+        condition_keys: &[],
+        params: &[
+            plain("DurationSeconds"),
+            plain("SerialNumber"),
+            field("TokenCode", Kind::Secret),
+        ],
     };
-    let s = identity
-        .get_session_token(who, mfa, duration, now)
-        .await
-        .map_err(|(code, message)| ApiError {
-            status: if code == "AccessDenied" { 403 } else { 500 },
-            code: code.into(),
-            message,
-        })?;
-    Ok(format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>{}<GetSessionTokenResponse xmlns="{NS}"><GetSessionTokenResult><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials></GetSessionTokenResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetSessionTokenResponse>"#,
-        "\n",
-        s.access_key_id,
-        escape(s.secret_access_key.as_str()),
-        escape(s.session_token.as_str()),
-        crate::sigv4::format_iso8601(s.expires.saturating_mul(1000)),
-        request_id
-    ))
+
+    fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
+        let p = input.params()?;
+        let duration = p.int("DurationSeconds", 900..=129_600)?.unwrap_or(43_200);
+        let mfa = match (p.get("SerialNumber"), p.get("TokenCode")) {
+            (Some(s), Some(c)) => Some((s.to_string(), Zeroizing::new(c.to_string()))),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::client(
+                    "ValidationError",
+                    "SerialNumber and TokenCode go together",
+                ));
+            }
+        };
+        Ok(GetSessionToken { duration, mfa })
+    }
+
+    fn declare(&self, _env: &Env, _who: &Principal, _d: &mut Declaration) {}
+
+    async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {
+        let mfa = self.mfa.as_ref().map(|(s, c)| (s.as_str(), c.as_str()));
+        let s = cx
+            .env
+            .identity
+            .get_session_token(cx.who, mfa, self.duration, cx.now)
+            .await
+            .map_err(|(code, message)| ApiError {
+                status: if code == "AccessDenied" { 403 } else { 500 },
+                code: code.into(),
+                message,
+            })?;
+        Ok(format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>{}<GetSessionTokenResponse xmlns="{NS}"><GetSessionTokenResult><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials></GetSessionTokenResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetSessionTokenResponse>"#,
+            "\n",
+            s.access_key_id,
+            escape(s.secret_access_key.as_str()),
+            escape(s.session_token.as_str()),
+            crate::sigv4::format_iso8601(s.expires.saturating_mul(1000)),
+            cx.request_id
+        ))
+    }
 }

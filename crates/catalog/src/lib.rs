@@ -36,13 +36,12 @@ pub enum CatalogError {
     /// No such task, image or snapshot (in this account).
     #[error("{0} does not exist")]
     NotFound(String),
-    /// A client token was used before with other parameters.
+    /// A client token was used before with other parameters. The token itself is not in
+    /// the message: it is the caller's free text, and messages reach logs.
     #[error(
-        "the client token {token} was already used for {action} with different parameters (task {task})"
+        "the client token was already used for {action} with different parameters (task {task})"
     )]
     IdempotentParameterMismatch {
-        /// The token.
-        token: String,
         /// The action.
         action: String,
         /// The task it made.
@@ -193,8 +192,24 @@ pub struct NewTask {
     pub request: String,
     /// Tags.
     pub tags: Vec<Tag>,
-    /// `ClientToken`.
-    pub client_token: Option<String>,
+    /// `ClientToken`, with the hash of the request as the caller gave it.
+    pub client_token: Option<ClientToken>,
+}
+
+/// An idempotency token and what it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// The token the caller gave.
+    pub token: String,
+    /// [`token_hash`] of the request as the caller gave it.
+    pub params_hash: String,
+}
+
+/// The hash a client token is bound to: the request as the caller gave it (before the
+/// service resolved defaults into it) and its tags.
+#[must_use]
+pub fn token_hash(request: &str, tags: &[Tag]) -> String {
+    hash(&format!("{request}\n{}", tags_json(tags)))
 }
 
 /// A snapshot row.
@@ -508,39 +523,26 @@ impl Catalog {
     pub async fn create_task(&self, t: NewTask) -> Result<(Task, bool)> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        if let Some(token) = &t.client_token {
-            let h = hash(&format!("{}\n{}", t.request, tags_json(&t.tags)));
+        if let Some(ct) = &t.client_token {
             let ins = sqlx::query(
                 "INSERT INTO client_tokens (account, action, token, params_hash, task_id, created_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(&t.account)
             .bind(t.kind.as_str())
-            .bind(token)
-            .bind(&h)
+            .bind(&ct.token)
+            .bind(&ct.params_hash)
             .bind(&t.id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
             if ins.rows_affected() == 0 {
-                let row = sqlx::query(
-                    "SELECT params_hash, task_id FROM client_tokens WHERE account = $1 AND action = $2 AND token = $3",
-                )
-                .bind(&t.account)
-                .bind(t.kind.as_str())
-                .bind(token)
-                .fetch_one(&mut *tx)
-                .await?;
-                let (ph, task): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                // Another request with this token won the race: answer as a replay.
                 tx.rollback().await?;
-                if ph != h {
-                    return Err(CatalogError::IdempotentParameterMismatch {
-                        token: token.clone(),
-                        action: t.kind.as_str().into(),
-                        task,
-                    });
-                }
-                return Ok((self.task(&t.account, &task).await?, false));
+                return match self.task_of_token(&t.account, t.kind, ct).await? {
+                    Some(task) => Ok((task, false)),
+                    None => Err(CatalogError::NotFound(ct.token.clone())),
+                };
             }
         }
         sqlx::query(AssertSqlSafe(format!(
@@ -559,6 +561,35 @@ impl Catalog {
         Self::event(&mut tx, &t.id, status::ACTIVE, &t.status_message, 0, None).await?;
         tx.commit().await?;
         Ok((self.task(&t.account, &t.id).await?, true))
+    }
+
+    /// The task `token` made for `account` and `kind`, if it was used before;
+    /// [`CatalogError::IdempotentParameterMismatch`] when it was used with other parameters.
+    pub async fn task_of_token(
+        &self,
+        account: &str,
+        kind: TaskKind,
+        token: &ClientToken,
+    ) -> Result<Option<Task>> {
+        let row = sqlx::query(
+            "SELECT params_hash, task_id FROM client_tokens WHERE account = $1 AND action = $2 AND token = $3",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(&token.token)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (ph, task): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        if ph != token.params_hash {
+            return Err(CatalogError::IdempotentParameterMismatch {
+                action: kind.as_str().into(),
+                task,
+            });
+        }
+        Ok(Some(self.task(account, &task).await?))
     }
 
     async fn event(
@@ -888,15 +919,22 @@ impl Catalog {
         snapshot_of(&self.row_of("snapshots", account, id).await?)
     }
 
+    /// The image of `account` that uses the snapshot `id`, if any.
+    pub async fn image_using(&self, account: &str, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .images(account)
+            .await?
+            .into_iter()
+            .find(|img| img.block_devices.iter().any(|b| b.snapshot_id == id))
+            .map(|img| img.id))
+    }
+
     /// Deletes the snapshot `id` of `account`; refused while an image uses it.
     pub async fn delete_snapshot(&self, account: &str, id: &str) -> Result<()> {
-        for img in self.images(account).await? {
-            if img.block_devices.iter().any(|b| b.snapshot_id == id) {
-                return Err(CatalogError::Conflict(format!(
-                    "the snapshot {id} is currently in use by {}",
-                    img.id
-                )));
-            }
+        if let Some(img) = self.image_using(account, id).await? {
+            return Err(CatalogError::Conflict(format!(
+                "the snapshot {id} is currently in use by {img}"
+            )));
         }
         self.delete_row("snapshots", account, id).await
     }

@@ -7,22 +7,26 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use catalog::{
-    BlockDevice, Catalog, CatalogError, Image, NewTask, Progress, Snapshot, Tag, TaskKind, new_id,
-    now_ms, status,
+    BlockDevice, Catalog, CatalogError, ClientToken, Image, NewTask, Progress, Snapshot, Tag,
+    TaskKind, new_id, now_ms, status, token_hash,
 };
 
 fn new_task(account: &str, kind: TaskKind, request: &str, token: Option<&str>) -> NewTask {
+    let tags = vec![Tag {
+        key: "team".into(),
+        value: "blue".into(),
+    }];
     NewTask {
         id: new_id(kind.prefix()),
         account: account.into(),
         kind,
         status_message: "pending".into(),
         request: request.into(),
-        tags: vec![Tag {
-            key: "team".into(),
-            value: "blue".into(),
-        }],
-        client_token: token.map(str::to_string),
+        client_token: token.map(|t| ClientToken {
+            token: t.into(),
+            params_hash: token_hash(request, &tags),
+        }),
+        tags,
     }
 }
 
@@ -70,6 +74,31 @@ async fn lifecycle(c: &Catalog) {
         matches!(e, CatalogError::IdempotentParameterMismatch { ref task, .. } if *task == t.id),
         "{e}"
     );
+    assert!(
+        !e.to_string().contains("tok-1"),
+        "the token is the caller's free text and stays out of messages: {e}"
+    );
+    // The token is looked up before any work (the engine checks it first).
+    let probe = |req: &str, tok: &str| ClientToken {
+        token: tok.into(),
+        params_hash: token_hash(req, &new_task("111", TaskKind::ImportImage, req, None).tags),
+    };
+    let found = c
+        .task_of_token("111", TaskKind::ImportImage, &probe("{\"a\":1}", "tok-1"))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|f| f.id), Some(t.id.clone()));
+    assert!(
+        c.task_of_token("111", TaskKind::ImportImage, &probe("{\"a\":1}", "unused"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        c.task_of_token("111", TaskKind::ImportImage, &probe("{\"a\":9}", "tok-1"))
+            .await,
+        Err(CatalogError::IdempotentParameterMismatch { .. })
+    ));
     c.create_task(new_task(
         "222",
         TaskKind::ImportImage,

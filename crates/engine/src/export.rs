@@ -46,7 +46,7 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     let inner = &ctx.inner;
     let req: ExportImageRequest = serde_json::from_str(&ctx.task.request)
         .map_err(|e| Failure::Server(format!("the stored request does not parse: {e}")))?;
-    let (canon, ext, fmt) =
+    let (canon, _, fmt) =
         output_format(&req.disk_image_format).map_err(|e| Failure::Client(e.to_string()))?;
     ctx.report("validating", 2)?;
     let img = ctx
@@ -70,7 +70,9 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     let disk = Arc::new(reader).blocking(ctx.handle.clone());
     let loc = &req.s3_export_location;
     let prefix = loc.s3_prefix.clone().unwrap_or_default();
-    let key = format!("{prefix}{}.{ext}", ctx.task.id);
+    // The key the request was authorized for (the API declared the same one).
+    let key = crate::export_key(Some(&prefix), &ctx.task.id, &req.disk_image_format)
+        .map_err(|e| Failure::Client(e.to_string()))?;
     let mut detail = TaskDetail {
         image_id: Some(img.id.clone()),
         export: Some(ExportDetail {

@@ -26,6 +26,7 @@ pub mod error;
 mod export;
 mod import;
 pub mod request;
+pub mod resources;
 pub mod scratch;
 pub mod source;
 mod worker;
@@ -46,7 +47,8 @@ pub use request::{
     DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest, ImportSnapshotRequest,
     UserBucket,
 };
-pub use source::{Buckets, Sources, UrlPolicy};
+pub use resources::{ResourceKind, TagRemoval};
+pub use source::{Buckets, Location, Sources, UrlPolicy};
 
 /// Attempts after which an interrupted task fails.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -303,10 +305,30 @@ impl std::fmt::Debug for Engine {
 pub struct Submit {
     /// Account submitting.
     pub account: String,
+    /// The id the task gets when it is created (see [`new_task_id`]): chosen before the
+    /// request is authorized, so that what is authorized (the task's ARN, an export's key)
+    /// is what is made. `None`: a new one.
+    pub task_id: Option<String>,
     /// `ClientToken`.
     pub client_token: Option<String>,
     /// Tags for the task (`TagSpecification` with resource type `import-image-task`, …).
     pub tags: Vec<Tag>,
+}
+
+/// A new task id of `kind` (`import-ami-…`, `import-snap-…`, `export-ami-…`).
+#[must_use]
+pub fn new_task_id(kind: TaskKind) -> String {
+    catalog::new_id(kind.prefix())
+}
+
+/// The key an export of task `task_id` writes: `<prefix><task id>.<extension>`.
+pub fn export_key(
+    prefix: Option<&str>,
+    task_id: &str,
+    disk_image_format: &str,
+) -> Result<String, EngineError> {
+    let (_, ext, _) = request::output_format(disk_image_format)?;
+    Ok(format!("{}{task_id}.{ext}", prefix.unwrap_or_default()))
 }
 
 impl Inner {
@@ -488,34 +510,60 @@ impl Engine {
         Ok(())
     }
 
-    async fn create(
+    /// The idempotency token of a submission, checked before anything else is: when
+    /// `sub`'s `ClientToken` was used before for `kind`, the task it made (or
+    /// `IdempotentParameterMismatch` when `given`, the request as the caller gave it, differs),
+    /// so a retry costs no bucket read, detection or key lookup.
+    async fn replay(
         &self,
         kind: TaskKind,
-        sub: Submit,
-        request: &impl Serialize,
-        message: &str,
-    ) -> Result<Task, EngineError> {
-        let request =
-            serde_json::to_string(request).map_err(|e| EngineError::Internal(e.to_string()))?;
-        if let Some(t) = &sub.client_token
-            && (t.is_empty() || t.len() > 64)
-        {
+        sub: &Submit,
+        given: &impl Serialize,
+    ) -> Result<(Option<Task>, Option<catalog::ClientToken>), EngineError> {
+        let Some(token) = &sub.client_token else {
+            return Ok((None, None));
+        };
+        if token.is_empty() || token.len() > 64 {
             return Err(EngineError::Request {
                 code: "InvalidParameterValue",
                 message: "ClientToken must be 1 to 64 characters".into(),
             });
         }
+        let given =
+            serde_json::to_string(given).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let ct = catalog::ClientToken {
+            token: token.clone(),
+            params_hash: catalog::token_hash(&given, &sub.tags),
+        };
+        let existing = self
+            .inner
+            .catalog
+            .task_of_token(&sub.account, kind, &ct)
+            .await?;
+        Ok((existing, Some(ct)))
+    }
+
+    async fn create(
+        &self,
+        kind: TaskKind,
+        sub: Submit,
+        token: Option<catalog::ClientToken>,
+        request: &impl Serialize,
+        message: &str,
+    ) -> Result<Task, EngineError> {
+        let request =
+            serde_json::to_string(request).map_err(|e| EngineError::Internal(e.to_string()))?;
         let (task, created) = self
             .inner
             .catalog
             .create_task(NewTask {
-                id: catalog::new_id(kind.prefix()),
+                id: sub.task_id.unwrap_or_else(|| new_task_id(kind)),
                 account: sub.account,
                 kind,
                 status_message: message.into(),
                 request,
                 tags: sub.tags,
-                client_token: sub.client_token,
+                client_token: token,
             })
             .await?;
         if created {
@@ -524,12 +572,19 @@ impl Engine {
         Ok(task)
     }
 
+    /// Where a disk container's data comes from, parsed by the one parser the workers use
+    /// too: the API authorizes the service role on this value, and the task reads it.
+    pub fn locate(&self, dc: &DiskContainer) -> Result<Location, EngineError> {
+        source::locate(dc, self.inner.sources.allow())
+    }
+
     /// ImportImage: checks the request and creates the task.
     pub async fn import_image(
         &self,
         sub: Submit,
         mut req: ImportImageRequest,
     ) -> Result<Task, EngineError> {
+        let kind = TaskKind::ImportImage;
         if req.disk_containers.is_empty() || req.disk_containers.len() > request::MAX_DISKS {
             return Err(EngineError::Request {
                 code: "InvalidParameterValue",
@@ -540,6 +595,10 @@ impl Engine {
                 ),
             });
         }
+        let (done, token) = self.replay(kind, &sub, &req).await?;
+        if let Some(t) = done {
+            return Ok(t);
+        }
         request::check_image_options(&req)?;
         for (i, dc) in req.disk_containers.iter().enumerate() {
             self.check_container(i, dc).await?;
@@ -549,8 +608,7 @@ impl Engine {
             .await?;
         req.encrypted = Some(enc);
         req.kms_key_id = key;
-        self.create(TaskKind::ImportImage, sub, &req, "pending")
-            .await
+        self.create(kind, sub, token, &req, "pending").await
     }
 
     /// ImportSnapshot: checks the request and creates the task.
@@ -559,6 +617,11 @@ impl Engine {
         sub: Submit,
         mut req: ImportSnapshotRequest,
     ) -> Result<Task, EngineError> {
+        let kind = TaskKind::ImportSnapshot;
+        let (done, token) = self.replay(kind, &sub, &req).await?;
+        if let Some(t) = done {
+            return Ok(t);
+        }
         request::check_description("Description", req.description.as_deref())?;
         self.check_container(0, &req.disk_container).await?;
         let (enc, key) = self
@@ -566,8 +629,7 @@ impl Engine {
             .await?;
         req.encrypted = Some(enc);
         req.kms_key_id = key;
-        self.create(TaskKind::ImportSnapshot, sub, &req, "pending")
-            .await
+        self.create(kind, sub, token, &req, "pending").await
     }
 
     /// ExportImage: checks the request and creates the task.
@@ -576,6 +638,11 @@ impl Engine {
         sub: Submit,
         req: ExportImageRequest,
     ) -> Result<Task, EngineError> {
+        let kind = TaskKind::ExportImage;
+        let (done, token) = self.replay(kind, &sub, &req).await?;
+        if let Some(t) = done {
+            return Ok(t);
+        }
         request::output_format(&req.disk_image_format)?;
         request::check_description("Description", req.description.as_deref())?;
         let loc = &req.s3_export_location;
@@ -583,21 +650,7 @@ impl Engine {
         if let Some(p) = &loc.s3_prefix {
             request::check_key("S3ExportLocation.S3Prefix", p, true)?;
         }
-        let img = self
-            .inner
-            .catalog
-            .image(&sub.account, &req.image_id)
-            .await
-            .map_err(|e| match e {
-                CatalogError::NotFound(_) => EngineError::Request {
-                    code: "InvalidAMIID.NotFound",
-                    message: format!(
-                        "the image {:?} does not exist",
-                        request::shown(&req.image_id)
-                    ),
-                },
-                e => e.into(),
-            })?;
+        let img = self.image(&sub.account, &req.image_id).await?;
         if img.block_devices.is_empty() {
             return Err(EngineError::Request {
                 code: "InvalidParameterValue",
@@ -605,8 +658,7 @@ impl Engine {
             });
         }
         self.inner.sources.check_export_bucket(&loc.s3_bucket)?;
-        self.create(TaskKind::ExportImage, sub, &req, "validating")
-            .await
+        self.create(kind, sub, token, &req, "validating").await
     }
 
     /// CancelImportTask (and cancel of an export): the task becomes `deleting`; its worker

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use api::ec2::{DEFAULT_ROLE, Ec2};
+use api::dispatch::Env;
+use api::ec2::DEFAULT_ROLE;
 use api::identity::{Identity, IdentityError};
 use api::server::{ServeConfig, self_signed, serve};
 use catalog::iam::PrincipalKind;
@@ -215,7 +216,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             let n = a.workers;
             tokio::spawn(async move { e.run_workers(n, rx).await })
         };
-        let ec2 = Ec2 {
+        let env = Env {
             engine,
             identity,
             region: a.region.clone(),
@@ -228,14 +229,14 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
         let flusher =
             audit.map(|au| tokio::spawn(au.run_flusher(crate::cli_trail::FLUSH_EVERY, rx.clone())));
         let registry = tokio::spawn(register(
-            ec2.engine.catalog().clone(),
+            env.engine.catalog().clone(),
             node.clone(),
             NodeInfo {
                 listen: a.listen.to_string(),
                 tls: tls.is_some(),
                 plain_http: a.plain_http,
                 pid: std::process::id(),
-                activity_log: ec2.audit.is_some(),
+                activity_log: env.audit.is_some(),
                 started_ms: catalog::now_ms(),
                 heartbeat_ms: 0,
                 stopped: false,
@@ -248,7 +249,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             a.listen, a.region, a.workers
         );
         let server = tokio::spawn(serve(
-            ec2,
+            env,
             ServeConfig {
                 listen: a.listen,
                 tls,

@@ -283,7 +283,7 @@ pub fn run_snapshot(
 ) -> Result<(), CliError> {
     let rt = runtime()?;
     let env = attached_env(&rt, data_dir)?;
-    let r = snapshot_cmd(cmd, &rt, &env, limits);
+    let r = snapshot_cmd(cmd, &rt, &env, data_dir, limits);
     rt.block_on(crate::cli_trail::flush());
     r
 }
@@ -303,6 +303,7 @@ fn snapshot_cmd(
     cmd: SnapshotCmd,
     rt: &tokio::runtime::Runtime,
     env: &Env,
+    data_dir: &Path,
     limits: &diskfmt::Limits,
 ) -> Result<(), CliError> {
     match cmd {
@@ -402,8 +403,22 @@ fn snapshot_cmd(
             }
         }
         SnapshotCmd::Delete { snapshot } => {
-            rt.block_on(env.store.delete(&snapshot))
-                .map_err(store_err)?;
+            // The API's rule: a snapshot an image uses is not deleted.
+            rt.block_on(async {
+                let cat = open_catalog(data_dir).await?;
+                engine::resources::delete_snapshot(
+                    &cat,
+                    &env.store,
+                    &env.caller.account,
+                    &snapshot,
+                    true,
+                )
+                .await
+                .map_err(|e| CliError {
+                    message: format!("{}: {e}", e.code()),
+                    exit: EXIT_FAILED,
+                })
+            })?;
             println!("{snapshot} deleted");
             Ok(())
         }

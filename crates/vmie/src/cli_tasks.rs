@@ -430,6 +430,7 @@ async fn submitted(e: &Engine, t: Task, no_wait: bool, json: bool) -> Result<(),
 fn submit_of(o: &SubmitOpts) -> Submit {
     Submit {
         account: account(),
+        task_id: None,
         client_token: o.client_token.clone(),
         tags: Vec::new(),
     }
@@ -515,6 +516,7 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
         let e = open_engine(data_dir, &a.engine).await?;
         let sub = Submit {
             account: account(),
+            task_id: None,
             client_token: a.client_token,
             tags: Vec::new(),
         };

@@ -70,10 +70,10 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
         .iter()
         .map(|r| r["eventName"].as_str().unwrap())
         .collect();
-    for action in
-        api::ec2::ACTIONS
-            .iter()
-            .chain(&["GetSessionToken", "LookupEvents", "UnknownAction"])
+    for action in api::action::TABLE
+        .iter()
+        .map(|s| s.name)
+        .chain(["UnknownAction"])
     {
         assert!(names.contains(action), "no record of {action}");
     }

@@ -1,0 +1,169 @@
+//! One authenticated request, from its parameters to its answer, in the same steps for every
+//! action of the table: the parameters are checked against the action's [`Spec`], parsed into
+//! the typed [`Action`], its [`Declaration`](crate::action::Declaration) made and the tags of
+//! the resources it touches looked up, authorization decided ([`crate::authz`]), the
+//! sensitive-data guard run over the fields the table marks as free text, `DryRun` answered,
+//! and only then the handler run.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use engine::Engine;
+
+use crate::action::{Action, Input, Kind, Service, Spec};
+use crate::error::ApiError;
+use crate::identity::{Identity, Principal};
+use crate::query::Params;
+
+/// What every handler may use.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The task engine (and through it the catalog, store and sources).
+    pub engine: Engine,
+    /// Identities.
+    pub identity: Identity,
+    /// Our region.
+    pub region: String,
+    /// What to do with sensitive data in free-form fields.
+    pub guard: crate::guard::Policy,
+    /// The activity log (`None`: not kept, which `vmie compliance` reports).
+    pub audit: Option<Arc<crate::audit::Audit>>,
+}
+
+/// Where a request came from, for policy conditions.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address.
+    pub source_ip: IpAddr,
+    /// Whether it arrived over TLS.
+    pub secure: bool,
+    /// Whether the credentials were issued after multi-factor authentication.
+    pub mfa: bool,
+}
+
+/// One authorized request, as its handler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Cx<'a> {
+    /// The environment.
+    pub env: &'a Env,
+    /// The caller.
+    pub who: &'a Principal,
+    /// Where the request came from.
+    pub origin: &'a Origin,
+    /// Its request id.
+    pub request_id: &'a str,
+    /// Now, in seconds since the Unix epoch.
+    pub now: i64,
+}
+
+/// The API version each Query service speaks.
+fn version(service: Service) -> Option<&'static str> {
+    match service {
+        Service::Ec2 => Some("2016-11-15"),
+        Service::Sts => Some("2011-06-15"),
+        Service::CloudTrail => None,
+    }
+}
+
+/// Refuses a Query request whose version is not ours or that names a parameter the action
+/// does not take (as EC2 does: `UnknownParameter`), so nothing is silently ignored.
+fn check_params(spec: &Spec, p: &Params) -> Result<(), ApiError> {
+    if let (Some(v), Some(want)) = (p.get("Version"), version(spec.service))
+        && v != want
+    {
+        return Err(ApiError::client(
+            "InvalidParameterValue",
+            format!(
+                "API version {} is not supported; use {want}",
+                engine::request::shown(v)
+            ),
+        ));
+    }
+    for name in p.names() {
+        if matches!(name, "Action" | "Version") || spec.field(name).is_some() {
+            continue;
+        }
+        return Err(ApiError::client(
+            "UnknownParameter",
+            format!(
+                "The parameter {} is not recognized by {}",
+                engine::request::shown(name),
+                spec.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sensitive-data guard over the fields the table marks as free text or tag keys: in
+/// reject mode the request is refused naming the field; in warn mode the service log names
+/// the field (never the value).
+fn guard(env: &Env, spec: &Spec, p: &Params, who: &Principal) -> Result<(), ApiError> {
+    for name in p.names() {
+        if !spec
+            .field(name)
+            .is_some_and(|f| matches!(f.kind, Kind::Free | Kind::TagKey))
+        {
+            continue;
+        }
+        let found = crate::guard::scan(p.get(name).unwrap_or_default());
+        if let Some(f) = found.first() {
+            if env.guard == crate::guard::Policy::Reject {
+                return Err(ApiError::client(
+                    "InvalidParameterValue",
+                    format!(
+                        "{name} appears to contain {}; this deployment refuses sensitive data in descriptions and tags",
+                        f.describe()
+                    ),
+                ));
+            }
+            tracing::warn!(field = %name, found = ?found, user = %who.arn, "sensitive data in a free-form field");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one authenticated request for the action `spec`.
+pub async fn dispatch(
+    env: &Env,
+    who: &Principal,
+    origin: &Origin,
+    spec: &'static Spec,
+    input: Input<'_>,
+    request_id: &str,
+    now: i64,
+) -> Result<String, ApiError> {
+    if let Input::Query(p) = input {
+        check_params(spec, p)?;
+    }
+    let action = Action::parse(spec, input, env, who)?;
+    let mut decl = action.declare(env, who);
+    for t in &mut decl.resources {
+        if let Some(id) = &t.id {
+            t.tags = env
+                .engine
+                .tags_of(&who.account, id)
+                .await?
+                .unwrap_or_default();
+        }
+    }
+    crate::authz::authorize(env, who, origin, spec, &decl).await?;
+    if let Input::Query(p) = input {
+        guard(env, spec, p, who)?;
+        if spec.has_dry_run() && p.bool("DryRun")? == Some(true) {
+            return Err(ApiError {
+                status: 412,
+                code: "DryRunOperation".into(),
+                message: "Request would have succeeded, but DryRun flag is set.".into(),
+            });
+        }
+    }
+    let cx = Cx {
+        env,
+        who,
+        origin,
+        request_id,
+        now,
+    };
+    action.run(&cx).await
+}
