@@ -179,10 +179,25 @@ async fn every_path(url: Option<&str>) {
     assert_eq!(a.id, b.id);
     let e = env
         .engine
-        .import_image(tokened, image_request("debian.vhd"))
+        .import_image(tokened.clone(), image_request("debian.vhd"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), "IdempotentParameterMismatch");
+    assert!(
+        !e.to_string().contains("token-1"),
+        "the token stays out of messages: {e}"
+    );
+    // A retry is answered from the token before anything is read: with the object gone, the
+    // same request still gives the same task (a HEAD first would have failed it).
+    let moved = env.bucket("src").join("debian.raw.away");
+    std::fs::rename(env.bucket("src").join("debian.raw"), &moved).unwrap();
+    let c = env
+        .engine
+        .import_image(tokened.clone(), image_request("debian.raw"))
+        .await
+        .unwrap();
+    assert_eq!(c.id, a.id);
+    std::fs::rename(&moved, env.bucket("src").join("debian.raw")).unwrap();
     env.engine.cancel(ACCOUNT, &a.id).await.unwrap();
 
     // Export the image imported from the VMDK to every format.

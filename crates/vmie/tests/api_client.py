@@ -332,6 +332,42 @@ os.environ["AWS_SESSION_TOKEN"] = "x" + creds["SessionToken"][1:]
 refused("InvalidClientTokenId", "describe-images", keys=(creds["AccessKeyId"], creds["SecretAccessKey"]))
 del os.environ["AWS_SESSION_TOKEN"]
 
+# The trust boundary (issue 17), from outside.
+# The service role's bucket check follows the engine's own URL parser, whatever the spelling.
+for url in ("S3://src/debian.vmdk", "s3://src/debian%2Evmdk", " s3://src/debian.vmdk"):
+    err = aws("import-snapshot", "--role-name", "limited", "--disk-container",
+              f"Format=VMDK,Url={url}", ok=False)
+    assert "(InvalidParameter)" in err, (url, err)
+# A tag-conditioned Deny cannot be undone by untagging; a Deny on an image's ARN stops tagging it.
+kept = [i for i in images.values() if i != imgs[0]["ImageId"]][0]
+aws("create-tags", "--resources", kept, "--tags", "Key=protected,Value=true")
+guarded = new_user("guarded", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+    {"Effect": "Deny", "Action": ["ec2:DeregisterImage", "ec2:DeleteTags", "ec2:CreateTags"],
+     "Resource": "*", "Condition": {"StringEquals": {"aws:ResourceTag/protected": "true"}}}]})
+refused("UnauthorizedOperation", "delete-tags", "--resources", kept, "--tags", "Key=protected", keys=guarded)
+refused("UnauthorizedOperation", "deregister-image", "--image-id", kept, keys=guarded)
+arn_denied = new_user("arndenied", {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+    {"Effect": "Deny", "Action": "ec2:CreateTags", "Resource": f"arn:aws:ec2:us-east-1::image/{kept}"}]})
+refused("UnauthorizedOperation", "create-tags", "--resources", kept, "--tags", "Key=a,Value=b", keys=arn_denied)
+assert {"Key": "protected", "Value": "true"} in aws("describe-images", "--image-ids", kept)["Images"][0]["Tags"]
+# A signed query's %2B sent as + does not verify (it would act on another value).
+signed = botocore.awsrequest.AWSRequest(
+    method="GET", url=ENDPOINT + "/?Action=DescribeImages&Version=2016-11-15&ImageId.1=ami-aaa%2Bbbb")
+botocore.auth.SigV4Auth(botocore.credentials.Credentials(*ADMIN), "ec2", "us-east-1").add_auth(signed)
+status, body = send("GET", signed.url, None, dict(signed.headers.items()))
+assert status == 400 and "InvalidAMIID" in body and "ami-aaa+bbb" in body, (status, body)
+status, body = send("GET", signed.url.replace("%2B", "+"), None, dict(signed.headers.items()))
+assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, (status, body)
+# A parameter the action does not take is refused, not silently ignored.
+bogus = botocore.awsrequest.AWSRequest(
+    method="POST", url=ENDPOINT + "/", data="Action=DescribeImages&Version=2016-11-15&Bogus=1",
+    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+botocore.auth.SigV4Auth(botocore.credentials.Credentials(*ADMIN), "ec2", "us-east-1").add_auth(bogus)
+status, body = send("POST", bogus.url, body_of(bogus), dict(bogus.headers.items()))
+assert status == 400 and "<Code>UnknownParameter</Code>" in body, (status, body)
+
 assert task_count() == before, "a refused request made a task"
 
 # The remaining actions, so that every action of the API leaves its record.

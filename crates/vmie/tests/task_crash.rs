@@ -148,4 +148,15 @@ fn sigkill_during_an_import_then_restart() {
     assert!(volumes(&data).is_empty(), "{:?}", volumes(&data));
     let hits = files_containing(&data, MARKER.as_bytes(), &data.join("buckets"));
     assert!(hits.is_empty(), "plaintext in {hits:?}");
+
+    // The command line keeps the API's rule: a snapshot an image uses is not deleted.
+    let o = vmie(&data, &["snapshot", "delete", &snap]);
+    assert!(!o.status.success(), "deleted a snapshot in use");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("InvalidSnapshot.InUse"), "{err}");
+    assert_eq!(
+        json(&data, &["snapshot", "list", "--json"]).as_array().unwrap().len(),
+        1,
+        "the snapshot is still stored"
+    );
 }
