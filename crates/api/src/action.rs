@@ -434,9 +434,77 @@ actions! {
     LookupEvents => crate::cloudtrail::LookupEvents,
 }
 
+/// The table as Markdown rows (docs/api.md carries it between `<!-- action-table -->` marks,
+/// and a test keeps the two the same).
+#[must_use]
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "| service | action | IAM action | authorized | resources (ARN types) | tags in the decision | condition keys |\n|---|---|---|---|---|---|---|\n",
+    );
+    for s in TABLE {
+        let list = |v: &[&str]| {
+            if v.is_empty() {
+                "—".to_string()
+            } else {
+                v.iter()
+                    .map(|x| format!("`{x}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {}{} | `{}` | {} | {} | {} | {} |\n",
+            s.service.name(),
+            s.name,
+            if s.read_only { " (read)" } else { "" },
+            s.iam_action,
+            match s.authz {
+                Authz::Policy => "an Allow, no Deny",
+                Authz::UnlessDenied => "unless denied",
+            },
+            if s.resources.is_empty() {
+                "`*`".to_string()
+            } else {
+                list(s.resources)
+            },
+            match s.tags {
+                Tags::None => "—",
+                Tags::Resource => "resource",
+                Tags::Request => "request",
+                Tags::Both => "resource, request",
+            },
+            list(s.condition_keys),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_carry_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let start = doc.find("<!-- action-table -->\n").map(|i| i + 22);
+        let end = doc.find("<!-- /action-table -->");
+        let (a, b) = match (start, end) {
+            (Some(a), Some(b)) if a <= b => (a, b),
+            _ => panic!("docs/api.md has no <!-- action-table --> marks"),
+        };
+        let shown = &doc[a..b];
+        if shown != markdown() && std::env::var_os("VMIE_BLESS").is_some() {
+            let blessed = format!("{}{}{}", &doc[..a], markdown(), &doc[b..]);
+            std::fs::write(path, blessed).unwrap_or_default();
+            return;
+        }
+        assert_eq!(
+            shown,
+            markdown(),
+            "docs/api.md's action table is out of date: rerun this test with VMIE_BLESS=1"
+        );
+    }
 
     #[test]
     fn patterns_match_numbered_members_only() {

@@ -155,7 +155,10 @@ fn sigkill_during_an_import_then_restart() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("InvalidSnapshot.InUse"), "{err}");
     assert_eq!(
-        json(&data, &["snapshot", "list", "--json"]).as_array().unwrap().len(),
+        json(&data, &["snapshot", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "the snapshot is still stored"
     );
