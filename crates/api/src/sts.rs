@@ -80,10 +80,19 @@ impl Handler for GetSessionToken {
             .identity
             .get_session_token(cx.who, mfa, self.duration, cx.now)
             .await
-            .map_err(|(code, message)| ApiError {
-                status: if code == "AccessDenied" { 403 } else { 500 },
-                code: code.into(),
-                message,
+            .map_err(|(code, message)| {
+                if code == "AccessDenied" {
+                    ApiError {
+                        status: 403,
+                        code: code.into(),
+                        message,
+                    }
+                } else {
+                    // The catalog's own words stay in the service log.
+                    let mut e = ApiError::internal("GetSessionToken failed", &message);
+                    e.code = code.into();
+                    e
+                }
             })?;
         Ok(format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>{}<GetSessionTokenResponse xmlns="{NS}"><GetSessionTokenResult><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials></GetSessionTokenResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetSessionTokenResponse>"#,

@@ -45,6 +45,72 @@ pub fn admin() -> Caller {
 
 /// Starts s3s-fs serving `root` on a loopback port with SigV4 authentication; returns its URL.
 pub async fn start_s3(root: &Path, bucket: &str) -> (String, tokio::task::JoinHandle<()>) {
+    start_s3_gated(root, bucket, None).await
+}
+
+/// A gate on the test S3 server: ranged GETs of one object that start within `range` wait
+/// until the gate is opened. A test holds a reader at a known point of an object this
+/// way (a worker mid-import), rather than racing it.
+#[derive(Clone)]
+pub struct Gate {
+    key: String,
+    range: std::ops::Range<u64>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    /// A closed gate on reads starting within `range` of the object whose path ends with
+    /// `key`.
+    pub fn new(key: &str, range: std::ops::Range<u64>) -> Self {
+        Gate {
+            key: key.into(),
+            range,
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Requests held at the gate now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every held and later request through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    fn holds<B>(&self, req: &hyper::Request<B>) -> bool {
+        let start = req
+            .headers()
+            .get(hyper::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        req.method() == hyper::Method::GET
+            && req.uri().path().ends_with(&self.key)
+            && start.is_some_and(|s| self.range.contains(&s))
+    }
+
+    async fn pass<B>(&self, req: &hyper::Request<B>) {
+        if !self.holds(req) {
+            return;
+        }
+        let mut rx = self.open.subscribe();
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = rx.wait_for(|open| *open).await;
+        self.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// [`start_s3`], with requests that `gate` holds waiting until it opens.
+pub async fn start_s3_gated(
+    root: &Path,
+    bucket: &str,
+    gate: Option<Gate>,
+) -> (String, tokio::task::JoinHandle<()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     std::fs::create_dir_all(root.join(bucket)).unwrap();
     let fs = s3s_fs::FileSystem::new(root).unwrap();
@@ -62,8 +128,19 @@ pub async fn start_s3(root: &Path, bucket: &str) -> (String, tokio::task::JoinHa
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
+            let (service, gate) = (service.clone(), gate.clone());
+            let gated =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (service, gate) = (service.clone(), gate.clone());
+                    async move {
+                        if let Some(g) = &gate {
+                            g.pass(&req).await;
+                        }
+                        hyper::service::Service::call(&service, req).await
+                    }
+                });
             let conn = http
-                .serve_connection(TokioIo::new(sock), service.clone())
+                .serve_connection(TokioIo::new(sock), gated)
                 .into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;
