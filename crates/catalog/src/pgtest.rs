@@ -37,6 +37,17 @@ fn bindir() -> std::io::Result<PathBuf> {
     })
 }
 
+/// `e` naming the program that could not be started, and where the tools come from.
+fn named(program: &std::ffi::OsStr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{} could not be started ({e}); PostgreSQL's server tools, runuser and chown are needed: run scripts/test, which installs them",
+            program.to_string_lossy()
+        ),
+    )
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the process's effective user.
@@ -52,7 +63,7 @@ fn run(bin: &Path, tool: &str, args: &[&str]) -> std::io::Result<()> {
     } else {
         Command::new(&exe)
     };
-    let o = c.args(args).output()?;
+    let o = c.args(args).output().map_err(|e| named(c.get_program(), e))?;
     if o.status.success() {
         Ok(())
     } else {
@@ -73,7 +84,8 @@ impl TempPostgres {
             let o = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
-                .status()?;
+                .status()
+                .map_err(|e| named("chown".as_ref(), e))?;
             if !o.success() {
                 return Err(std::io::Error::other("chown to postgres failed"));
             }

@@ -12,6 +12,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use testkit::ToolExt;
+
 use catalog::status;
 use engine::{
     Buckets, DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest,
@@ -173,8 +175,7 @@ fn https_server(dir: &std::path::Path) -> (Server, u16, Vec<u8>) {
         .args(["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_named();
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;

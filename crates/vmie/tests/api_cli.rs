@@ -15,6 +15,8 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use testkit::ToolExt;
+
 use harness::*;
 use support::{free_port, terminate, vmie, wait_port};
 
@@ -236,11 +238,10 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
 fn the_aws_cli_and_boto3_drive_the_api() {
     let have = Command::new("python3")
         .args(["-c", "import boto3, awscli"])
-        .status()
-        .unwrap();
+        .status_named();
     assert!(
         have.success(),
-        "this test needs the aws CLI and boto3 from PyPI: pip install awscli boto3 (.ci/run does)"
+        "this test needs the aws CLI and boto3 from PyPI: run scripts/test, which installs them"
     );
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
@@ -308,8 +309,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
         ])
         .env("AWS_ACCESS_KEY_ID", &id)
         .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .status()
-        .unwrap();
+        .status_named();
     assert!(status.success(), "the API checks failed (see above)");
     // A clean stop writes the last records.
     let mut server = server;
@@ -360,8 +360,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
         .env("AWS_SECRET_ACCESS_KEY", &secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_CA_BUNDLE", &ca)
-        .output()
-        .unwrap();
+        .output_named();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()

@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::ToolExt;
+
 use catalog::Catalog;
 use harness::*;
 use object_store::ObjectStoreExt;
@@ -168,8 +170,7 @@ fn aws_ec2(node: &Node, key: &(String, String), ca: &Path, args: &[&str]) -> ser
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_CA_BUNDLE", ca)
         .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .unwrap();
+        .output_named();
     assert!(
         o.status.success(),
         "aws ec2 {args:?} on {}: {}",
@@ -548,8 +549,7 @@ fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
             .args(["compare", "-f", "raw"])
             .arg(&raw)
             .arg(&file)
-            .output()
-            .unwrap();
+            .output_named();
         assert!(
             o.status.success(),
             "{x}: {}",

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use testkit::ToolExt;
+
 mod support;
 use support::{free_port, terminate, vmie, wait_port};
 
@@ -109,8 +111,7 @@ fn compliance_fails_each_broken_control_and_passes_once_remedied() {
             .env("AWS_SECRET_ACCESS_KEY", &key.1)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_CA_BUNDLE", data.join("tls/cert.pem"))
-            .output()
-            .unwrap();
+            .output_named();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     aws(&["describe-images"]);

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use testkit::ToolExt;
+
 use blockstore::{Backend, BlockStore, StoreOptions};
 use catalog::{Catalog, Task, TaskKind};
 use engine::{
@@ -310,8 +312,7 @@ pub fn ova(raw: &Path) -> PathBuf {
     let out = std::process::Command::new("sha256sum")
         .args(["vm.ovf", "disk1.vmdk"])
         .current_dir(&dir)
-        .output()
-        .unwrap();
+        .output_named();
     let mf: String = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use testkit::ToolExt;
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 pub fn tool(name: &str, args: &[&str]) {
-    let o = Command::new(name).args(args).output().unwrap();
+    let o = Command::new(name).args(args).output_named();
     assert!(
         o.status.success(),
         "{name} {args:?}: {}",
@@ -32,8 +34,7 @@ pub fn piped(name: &str, args: &[&str], input: &str) {
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_named();
     c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     assert!(c.wait().unwrap().success(), "{name} {args:?} failed");
 }
@@ -90,7 +91,7 @@ impl Mount {
         let mut args: Vec<&str> = cmd[1..].to_vec();
         args.push(s(image));
         args.push(s(at));
-        let o = Command::new(cmd[0]).args(&args).output().unwrap();
+        let o = Command::new(cmd[0]).args(&args).output_named();
         assert!(
             o.status.success(),
             "this test mounts a filesystem image to populate it (as root, with loop devices and \
@@ -197,8 +198,7 @@ pub fn software_hive(path: &Path, values: &[(&str, &str)]) {
 pub fn pe_program(arch: &str) -> PathBuf {
     let o = Command::new("python3")
         .args(["-c", "import pip, os; print(os.path.dirname(pip.__file__))"])
-        .output()
-        .unwrap();
+        .output_named();
     let pip = String::from_utf8(o.stdout).unwrap();
     let name = if arch == "arm64" {
         "w64-arm.exe"

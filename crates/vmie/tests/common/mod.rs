@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use testkit::ToolExt;
+
 /// The `vmie` binary built for this test run.
 pub fn vmie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
@@ -18,9 +20,7 @@ pub fn vmie() -> Command {
 
 /// Runs a command; panics with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output_named();
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}): {}{}",
@@ -96,7 +96,7 @@ pub fn ext4_disk(dir: &Path) -> PathBuf {
     let mut sf = Command::new("sfdisk");
     sf.args(["-q", s(&disk)])
         .stdin(std::process::Stdio::piped());
-    let mut child = sf.spawn().unwrap();
+    let mut child = sf.spawn_named();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();

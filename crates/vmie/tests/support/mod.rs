@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
+use testkit::ToolExt;
+
 /// Runs `vmie --data-dir DATA ARGS…`.
 pub fn vmie(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
@@ -59,7 +61,6 @@ pub fn wait_serving(child: &mut Child, port: u16, log: &std::path::Path) {
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+        .status_named();
     child.wait().unwrap()
 }
