@@ -63,7 +63,10 @@ fn run(bin: &Path, tool: &str, args: &[&str]) -> std::io::Result<()> {
     } else {
         Command::new(&exe)
     };
-    let o = c.args(args).output().map_err(|e| named(c.get_program(), e))?;
+    let o = c
+        .args(args)
+        .output()
+        .map_err(|e| named(c.get_program(), e))?;
     if o.status.success() {
         Ok(())
     } else {

@@ -51,6 +51,9 @@ fn the_readme_and_ci_run_the_same_test_command() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let ci = std::fs::read_to_string(format!("{root}/.ci/run")).unwrap();
-    assert!(readme.contains("`scripts/test`"), "the README's test command");
+    assert!(
+        readme.contains("`scripts/test`"),
+        "the README's test command"
+    );
     assert!(ci.contains("scripts/test"), ".ci/run runs scripts/test");
 }

@@ -99,9 +99,11 @@ impl Gate {
             return;
         }
         let mut rx = self.open.subscribe();
-        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = rx.wait_for(|open| *open).await;
-        self.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
