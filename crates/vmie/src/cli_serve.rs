@@ -182,6 +182,9 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
                 format!("{}-{}", crate::cli_trail::hostname(), a.listen.port())
             }));
         let (engine, root) = open_deployment(data_dir, &a.engine, Some(&node)).await?;
+        // Absolute, so that what is printed can be pasted anywhere.
+        let data_dir = &std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        eprintln!("vmie: data folder {}", data_dir.display());
         let audit = crate::cli_trail::current();
         let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
@@ -265,12 +268,17 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             _ = term.recv() => Ok(()),
             r = server => r.map_err(fail).and_then(|r| r.map_err(fail)),
         };
+        eprintln!("vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log");
         let _ = tx.send(true);
         let _ = workers.await;
         if let Some(f) = flusher {
             let _ = f.await;
         }
         let _ = registry.await;
+        match &r {
+            Ok(()) => eprintln!("vmie: stopped"),
+            Err(e) => eprintln!("vmie: stopped: {}", e.message),
+        }
         r
     })
 }
