@@ -565,15 +565,21 @@ async fn answer(
                     .flatten()
                     .map(|k| k.account);
             }
-            let code = match service {
-                Service::CloudTrail => crate::cloudtrail::auth_code(e.code()).to_string(),
+            // Each service names a failed authentication its own way: EC2 says `AuthFailure`
+            // (401) for a wrong or unknown key and `RequestExpired` for a stale request; STS
+            // and CloudTrail keep their finer codes.
+            let (status, code) = match service {
+                Service::CloudTrail => (403, crate::cloudtrail::auth_code(e.code()).to_string()),
                 Service::Sts if e.code() == "RequestExpired" && e.to_string().contains("token") => {
-                    "ExpiredToken".into()
+                    (403, "ExpiredToken".into())
                 }
-                _ => e.code().into(),
+                Service::Sts if e.code() == "AuthFailure" => (401, e.code().into()),
+                Service::Sts => (403, e.code().into()),
+                Service::Ec2 if e.code() == "RequestExpired" => (400, "RequestExpired".into()),
+                Service::Ec2 => (401, "AuthFailure".into()),
             };
             let err = ApiError {
-                status: if e.code() == "AuthFailure" { 401 } else { 403 },
+                status,
                 code,
                 message: e.to_string(),
             };

@@ -76,6 +76,10 @@ pub enum TaskKind {
     ImportSnapshot,
     /// `export-ami-…`
     ExportImage,
+    /// `copy-ami-…`: CopyImage (the image is visible, `pending`, from the request on).
+    CopyImage,
+    /// `copy-snap-…`: CopySnapshot (likewise).
+    CopySnapshot,
 }
 
 impl TaskKind {
@@ -86,6 +90,8 @@ impl TaskKind {
             TaskKind::ImportImage => "import-image",
             TaskKind::ImportSnapshot => "import-snapshot",
             TaskKind::ExportImage => "export-image",
+            TaskKind::CopyImage => "copy-image",
+            TaskKind::CopySnapshot => "copy-snapshot",
         }
     }
 
@@ -96,6 +102,8 @@ impl TaskKind {
             TaskKind::ImportImage => "import-ami-",
             TaskKind::ImportSnapshot => "import-snap-",
             TaskKind::ExportImage => "export-ami-",
+            TaskKind::CopyImage => "copy-ami-",
+            TaskKind::CopySnapshot => "copy-snap-",
         }
     }
 
@@ -104,6 +112,8 @@ impl TaskKind {
             "import-image" => TaskKind::ImportImage,
             "import-snapshot" => TaskKind::ImportSnapshot,
             "export-image" => TaskKind::ExportImage,
+            "copy-image" => TaskKind::CopyImage,
+            "copy-snapshot" => TaskKind::CopySnapshot,
             o => return Err(CatalogError::Corrupt("task kind".into(), o.into())),
         })
     }
@@ -223,12 +233,11 @@ pub struct Snapshot {
     pub task_id: Option<String>,
     /// Bytes.
     pub volume_size: i64,
-    /// Encrypted under a customer key (every snapshot is encrypted at rest; this says the
-    /// caller asked for it, as EC2 reports it).
+    /// Encrypted (every snapshot is encrypted at rest, under `kms_key_id`).
     pub encrypted: bool,
     /// KMS key.
     pub kms_key_id: Option<String>,
-    /// `completed`.
+    /// `pending`, `completed` or `error`.
     pub state: String,
     /// Description.
     pub description: String,
@@ -236,6 +245,32 @@ pub struct Snapshot {
     pub tags: Vec<Tag>,
     /// Creation (ms).
     pub created_ms: i64,
+    /// What else is known of it.
+    pub extra: SnapshotExtra,
+}
+
+/// Details of a snapshot beyond its columns (kept as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SnapshotExtra {
+    /// The snapshot it was copied from (CopySnapshot).
+    pub source_snapshot_id: Option<String>,
+}
+
+/// Details of an image beyond its columns (kept as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ImageExtra {
+    /// `UsageOperation` (`RunInstances`, `RunInstances:0002` for Windows, …).
+    pub usage_operation: Option<String>,
+    /// `LicenseType` of the import (`AWS`, `BYOL`).
+    pub license_type: Option<String>,
+    /// When the image is deprecated (ms), once deprecation is enabled.
+    pub deprecation_ms: Option<i64>,
+    /// The image it was copied from (CopyImage), and that image's region.
+    pub source_image_id: Option<String>,
+    /// The region of `source_image_id`.
+    pub source_region: Option<String>,
 }
 
 /// A block device mapping of an image.
@@ -274,12 +309,14 @@ pub struct Image {
     pub encrypted: bool,
     /// KMS key.
     pub kms_key_id: Option<String>,
-    /// `available`.
+    /// `pending`, `available`, `failed` or `disabled`.
     pub state: String,
     /// Tags.
     pub tags: Vec<Tag>,
     /// Creation (ms).
     pub created_ms: i64,
+    /// What else is known of it.
+    pub extra: ImageExtra,
 }
 
 /// One entry of a task's history.
@@ -378,8 +415,17 @@ fn snapshot_of(r: &AnyRow) -> Result<Snapshot> {
         description: r.try_get("description")?,
         tags: tags_of(&r.try_get::<String, _>("tags")?, &id)?,
         created_ms: r.try_get("created_ms")?,
+        extra: extra_of(&r.try_get::<String, _>("extra")?, &id)?,
         id,
     })
+}
+
+fn extra_of<T: serde::de::DeserializeOwned>(json: &str, id: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| CatalogError::Corrupt(id.to_string(), e.to_string()))
+}
+
+fn extra_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
 fn image_of(r: &AnyRow) -> Result<Image> {
@@ -400,6 +446,7 @@ fn image_of(r: &AnyRow) -> Result<Image> {
         state: r.try_get("state")?,
         tags: tags_of(&r.try_get::<String, _>("tags")?, &id)?,
         created_ms: r.try_get("created_ms")?,
+        extra: extra_of(&r.try_get::<String, _>("extra")?, &id)?,
         id,
     })
 }
@@ -936,7 +983,8 @@ impl Catalog {
                 "the snapshot {id} is currently in use by {img}"
             )));
         }
-        self.delete_row("snapshots", account, id).await
+        self.delete_row("snapshots", account, id).await?;
+        self.revoke_all(id).await
     }
 
     /// Registers an image (one per task: a retried step finds the first).
@@ -979,9 +1027,114 @@ impl Catalog {
             .collect()
     }
 
-    /// Deregisters the image `id` of `account` (its snapshots stay).
+    /// Deregisters the image `id` of `account` (its snapshots stay); who it was shared with
+    /// goes with it.
     pub async fn delete_image(&self, account: &str, id: &str) -> Result<()> {
-        self.delete_row("images", account, id).await
+        self.delete_row("images", account, id).await?;
+        self.revoke_all(id).await
+    }
+
+    /// The image `id`, whoever owns it (for shared images; callers check who may see it).
+    pub async fn image_by_id(&self, id: &str) -> Result<Image> {
+        self.rows_by("images", "id", id)
+            .await?
+            .first()
+            .map(image_of)
+            .transpose()?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    }
+
+    /// The snapshot `id`, whoever owns it.
+    pub async fn snapshot_by_id(&self, id: &str) -> Result<Snapshot> {
+        self.rows_by("snapshots", "id", id)
+            .await?
+            .first()
+            .map(snapshot_of)
+            .transpose()?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    }
+
+    /// Updates the description, state and details of the image `i` (by its id and account).
+    pub async fn update_image(&self, i: &Image) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE images SET description = $1, state = $2, extra = $3 WHERE id = $4 AND account = $5",
+        )
+        .bind(&i.description)
+        .bind(&i.state)
+        .bind(extra_json(&i.extra))
+        .bind(&i.id)
+        .bind(&i.account)
+        .execute(&self.pool)
+        .await?;
+        found(&r, &i.id)
+    }
+
+    /// Sets the state of the snapshot `id` of `account`.
+    pub async fn set_snapshot_state(&self, account: &str, id: &str, state: &str) -> Result<()> {
+        let r = sqlx::query("UPDATE snapshots SET state = $1 WHERE id = $2 AND account = $3")
+            .bind(state)
+            .bind(id)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        found(&r, id)
+    }
+
+    /// Lets `grantee` (an account id, or `all`) use the image or snapshot `resource_id` that
+    /// `owner` owns (a launch permission, a create-volume permission).
+    pub async fn grant(&self, resource_id: &str, owner: &str, grantee: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO permissions (resource_id, owner, grantee, created_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(resource_id)
+        .bind(owner)
+        .bind(grantee)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes back `grantee`'s use of `resource_id`.
+    pub async fn revoke(&self, resource_id: &str, grantee: &str) -> Result<()> {
+        sqlx::query("DELETE FROM permissions WHERE resource_id = $1 AND grantee = $2")
+            .bind(resource_id)
+            .bind(grantee)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes back every use of `resource_id` by others.
+    pub async fn revoke_all(&self, resource_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM permissions WHERE resource_id = $1")
+            .bind(resource_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who may use `resource_id` besides its owner, sorted.
+    pub async fn grantees(&self, resource_id: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT grantee FROM permissions WHERE resource_id = $1 ORDER BY grantee")
+                .bind(resource_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The images and snapshots others shared with `account` (or with everyone), by id.
+    pub async fn shared_with(&self, account: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT resource_id FROM permissions WHERE (grantee = $1 OR grantee = 'all') \
+             AND owner <> $1 ORDER BY resource_id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     /// Tasks of every account by kind and status: `(kind, status, count)`.
@@ -1089,8 +1242,10 @@ pub(crate) fn found(r: &sqlx::any::AnyQueryResult, what: &str) -> Result<()> {
 
 async fn insert_snapshot(tx: &mut Tx<'_>, s: &Snapshot) -> Result<()> {
     sqlx::query(
-        "INSERT INTO snapshots (id, account, task_id, volume_size, encrypted, kms_key_id, state, description, tags, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        "INSERT INTO snapshots (id, account, task_id, volume_size, encrypted, kms_key_id, state, description, tags, created_ms, extra) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (id) DO UPDATE SET volume_size = excluded.volume_size, state = excluded.state, \
+         kms_key_id = excluded.kms_key_id, encrypted = excluded.encrypted",
     )
     .bind(&s.id)
     .bind(&s.account)
@@ -1102,6 +1257,7 @@ async fn insert_snapshot(tx: &mut Tx<'_>, s: &Snapshot) -> Result<()> {
     .bind(&s.description)
     .bind(tags_json(&s.tags))
     .bind(s.created_ms)
+    .bind(extra_json(&s.extra))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -1109,8 +1265,9 @@ async fn insert_snapshot(tx: &mut Tx<'_>, s: &Snapshot) -> Result<()> {
 
 async fn insert_image(tx: &mut Tx<'_>, i: &Image) -> Result<()> {
     sqlx::query(
-        "INSERT INTO images (id, account, task_id, name, description, architecture, platform, boot_mode, block_devices, encrypted, kms_key_id, state, tags, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+        "INSERT INTO images (id, account, task_id, name, description, architecture, platform, boot_mode, block_devices, encrypted, kms_key_id, state, tags, created_ms, extra) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(&i.id)
     .bind(&i.account)
@@ -1126,7 +1283,15 @@ async fn insert_image(tx: &mut Tx<'_>, i: &Image) -> Result<()> {
     .bind(&i.state)
     .bind(tags_json(&i.tags))
     .bind(i.created_ms)
+    .bind(extra_json(&i.extra))
     .execute(&mut **tx)
     .await?;
+    // A row made earlier for the same image (a copy's, `pending`) takes the new state.
+    sqlx::query("UPDATE images SET state = $1 WHERE id = $2 AND account = $3")
+        .bind(&i.state)
+        .bind(&i.id)
+        .bind(&i.account)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -165,4 +165,21 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
                 PRIMARY KEY (principal, window_start)
             )"],
     ),
+    (
+        5,
+        "image and snapshot details (usage operation, license, deprecation, copy source), and \
+         sharing: launch and create-volume permissions",
+        &[
+            "ALTER TABLE images ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE snapshots ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'",
+            "CREATE TABLE permissions (
+                resource_id TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                grantee TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                PRIMARY KEY (resource_id, grantee)
+            )",
+            "CREATE INDEX permissions_grantee ON permissions (grantee)",
+        ],
+    ),
 ];

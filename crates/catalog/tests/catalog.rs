@@ -253,6 +253,7 @@ async fn lifecycle(c: &Catalog) {
         description: "root disk".into(),
         tags: vec![],
         created_ms: now_ms(),
+        extra: catalog::SnapshotExtra::default(),
     };
     c.put_snapshot(&snap).await.unwrap();
     c.put_snapshot(&snap).await.unwrap();
@@ -277,6 +278,7 @@ async fn lifecycle(c: &Catalog) {
         state: "available".into(),
         tags: vec![],
         created_ms: now_ms(),
+        extra: catalog::ImageExtra::default(),
     };
     c.put_image(&img).await.unwrap();
     // A second image for the same task is never made.

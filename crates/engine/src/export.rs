@@ -49,15 +49,17 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     let (canon, _, fmt) =
         output_format(&req.disk_image_format).map_err(|e| Failure::Client(e.to_string()))?;
     ctx.report("validating", 2)?;
+    // The account's own image, or one shared with it (checked again: it may have been
+    // unshared since the request).
     let img = ctx
         .handle
-        .block_on(inner.catalog.image(&ctx.task.account, &req.image_id))
+        .block_on(ctx.engine().visible_image(&ctx.task.account, &req.image_id))
         .map_err(|e| match e {
-            catalog::CatalogError::NotFound(_) => Failure::Client(format!(
-                "the image {} was deregistered before it could be exported",
+            crate::EngineError::Request { .. } => Failure::Client(format!(
+                "the image {} was deregistered or unshared before it could be exported",
                 req.image_id
             )),
-            e => e.into(),
+            e => Failure::Server(e.to_string()),
         })?;
     let dev = img
         .block_devices

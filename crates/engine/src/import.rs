@@ -133,6 +133,9 @@ fn fetch(
             vol.finish()?;
             Ok((Arc::new(vol), shown))
         }
+        Location::Snapshot(_) => Err(Failure::Server(format!(
+            "disk {n} ({shown}) is a snapshot, read in place, not fetched"
+        ))),
     }
 }
 
@@ -264,6 +267,23 @@ fn decode(
     Ok(vol)
 }
 
+/// Disk `n` read from the stored snapshot `id` (ImportImage's `SnapshotId`), as the task's
+/// account: a snapshot another account shared is readable only if its key lets this one.
+fn from_snapshot(ctx: &Ctx, n: usize, id: &str, mut dd: DiskDetail) -> Result<Volume, Failure> {
+    let caller = Caller::account_root(&ctx.task.account);
+    let reader = ctx
+        .wait(async { Ok(ctx.inner.store.open(&caller, id).await?) }, None)
+        .map_err(|f| match f {
+            Failure::Server(m) => Failure::Client(format!("disk {n} (snapshot {id}): {m}")),
+            f => f,
+        })?;
+    let disk: Arc<dyn Disk> = Arc::new(Arc::new(reader).blocking(ctx.handle.clone()));
+    dd.virtual_size = Some(disk.virtual_size());
+    dd.disk_image_size = dd.disk_image_size.or(Some(disk.virtual_size()));
+    dd.snapshot_id = None;
+    Ok(Volume { disk, detail: dd })
+}
+
 /// Fetches and decodes every container; progress runs from 2 to `upto` percent.
 fn load(
     ctx: &Ctx,
@@ -277,6 +297,11 @@ fn load(
     for (i, dc) in containers.iter().enumerate() {
         let n = i + 1;
         let mut base = detail.disks.get(i).cloned().unwrap_or_default();
+        if let Some(id) = &dc.snapshot_id {
+            // Already decoded and encrypted in the store: read in place, no volume needed.
+            vols.push(from_snapshot(ctx, n, id, base)?);
+            continue;
+        }
         let (src, shown) = fetch(ctx, n, dc, stage, &mut base)?;
         let disks = open_disks(ctx, n, src, &shown, dc.format.as_deref())?;
         let lo = 10 + (upto - 10) * i64::try_from(i).unwrap_or(0) / parts;
@@ -316,7 +341,7 @@ fn commit(
     stage: &str,
     (from, to): (i64, i64),
     kms_key: Option<&str>,
-    description: &str,
+    (description, tags): (&str, &[catalog::Tag]),
     detail: &mut TaskDetail,
 ) -> Result<Vec<Snapshot>, Failure> {
     let inner = &ctx.inner;
@@ -373,12 +398,14 @@ fn commit(
             account: ctx.task.account.clone(),
             task_id: Some(ctx.task.id.clone()),
             volume_size: i64::try_from(summary.volume_size).unwrap_or(i64::MAX),
-            encrypted: detail.encrypted.unwrap_or(true),
+            // Every snapshot is encrypted at rest, under the key named beside it.
+            encrypted: true,
             kms_key_id: Some(arn),
             state: "completed".into(),
             description: description.to_string(),
-            tags: Vec::new(),
+            tags: tags.to_vec(),
             created_ms: catalog::now_ms(),
+            extra: catalog::SnapshotExtra::default(),
         });
     }
     Ok(out)
@@ -527,25 +554,21 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         "updating",
         (55, 90),
         req.kms_key_id.as_deref(),
-        &description,
+        (&description, &req.snapshot_tags),
         &mut detail,
     )?;
 
     ctx.report("preparing ami", 92)?;
     let image_id = catalog::derived_id("ami-", &[&ctx.task.id]);
-    let letters = "bcdefghijklmnopqrstuvwxyz";
     let devices: Vec<BlockDevice> = snaps
         .iter()
         .zip(&detail.disks)
         .enumerate()
         .map(|(i, (s, d))| BlockDevice {
-            device_name: d.device_name.clone().unwrap_or_else(|| {
-                if i == 0 {
-                    "/dev/sda1".into()
-                } else {
-                    format!("/dev/sd{}", letters.chars().nth(i - 1).unwrap_or('z'))
-                }
-            }),
+            device_name: d
+                .device_name
+                .clone()
+                .unwrap_or_else(|| crate::request::device_name(i)),
             snapshot_id: s.id.clone(),
             volume_size_gib: i64::try_from(
                 u64::try_from(s.volume_size)
@@ -557,6 +580,22 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         })
         .collect();
     detail.image_id = Some(image_id.clone());
+    let platform = detail.platform.clone().unwrap_or_else(|| "Linux".into());
+    // What EC2 reports of an import: the license asked for, else BYOL for Linux and AWS for
+    // Windows; the billing code asked for, else the platform's.
+    let license = req.license_type.clone().unwrap_or_else(|| {
+        if platform.eq_ignore_ascii_case("windows") {
+            "AWS".into()
+        } else {
+            "BYOL".into()
+        }
+    });
+    detail.license_type = Some(license.clone());
+    let usage = req
+        .usage_operation
+        .clone()
+        .unwrap_or_else(|| crate::request::default_usage_operation(&platform).into());
+    detail.usage_operation = Some(usage.clone());
     let image = Image {
         id: image_id,
         account: ctx.task.account.clone(),
@@ -567,14 +606,19 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
             .architecture
             .clone()
             .unwrap_or_else(|| "x86_64".into()),
-        platform: detail.platform.clone().unwrap_or_else(|| "Linux".into()),
+        platform,
         boot_mode: detail.boot_mode.clone(),
         block_devices: devices,
-        encrypted: detail.encrypted.unwrap_or(true),
+        encrypted: true,
         kms_key_id: detail.kms_key_id.clone(),
         state: "available".into(),
-        tags: Vec::new(),
+        tags: req.image_tags.clone(),
         created_ms: catalog::now_ms(),
+        extra: catalog::ImageExtra {
+            usage_operation: Some(usage),
+            license_type: Some(license),
+            ..catalog::ImageExtra::default()
+        },
     };
     Ok(Outcome {
         detail,
@@ -610,7 +654,7 @@ pub(crate) fn import_snapshot(ctx: &Ctx) -> Result<Outcome, Failure> {
         STAGE,
         (50, 98),
         req.kms_key_id.as_deref(),
-        &description,
+        (&description, &req.snapshot_tags),
         &mut detail,
     )?;
     Ok(Outcome {

@@ -22,6 +22,7 @@
 //! attempt's own snapshot ids are new, and after [`MAX_ATTEMPTS`] interrupted attempts the
 //! task fails with a server error.
 
+mod copy;
 pub mod error;
 mod export;
 mod import;
@@ -44,8 +45,8 @@ use kms::Caller;
 
 pub use error::{EngineError, Failure};
 pub use request::{
-    DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest, ImportSnapshotRequest,
-    UserBucket,
+    CopyImageRequest, CopySnapshotRequest, DiskContainer, ExportImageRequest, ExportLocation,
+    ImportImageRequest, ImportSnapshotRequest, UserBucket,
 };
 pub use resources::{ResourceKind, TagRemoval};
 pub use source::{Buckets, Location, Sources, UrlPolicy};
@@ -169,6 +170,18 @@ pub struct TaskDetail {
     pub boot_mode: Option<String>,
     /// `LicenseType`.
     pub license_type: Option<String>,
+    /// `Description` of the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `Hypervisor`, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    /// `UsageOperation`: as given, else the platform's once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_operation: Option<String>,
+    /// `LicenseSpecifications`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub license_specifications: Vec<String>,
     /// Operating system found, in words.
     pub os_name: Option<String>,
     /// `Encrypted`.
@@ -199,6 +212,7 @@ impl TaskDetail {
 pub(crate) fn initial_detail(t: &Task) -> TaskDetail {
     let disk = |dc: &DiskContainer| DiskDetail {
         device_name: dc.device_name.clone(),
+        disk_image_size: dc.disk_image_size,
         description: dc.description.clone(),
         url: dc
             .url
@@ -215,6 +229,10 @@ pub(crate) fn initial_detail(t: &Task) -> TaskDetail {
                 platform: r.platform.clone(),
                 boot_mode: r.boot_mode.clone(),
                 license_type: r.license_type.clone(),
+                description: r.description.clone(),
+                hypervisor: r.hypervisor.clone(),
+                usage_operation: r.usage_operation.clone(),
+                license_specifications: r.license_specifications.clone(),
                 encrypted: r.encrypted,
                 kms_key_id: r.kms_key_id.clone(),
                 disks: r.disk_containers.iter().map(disk).collect(),
@@ -223,6 +241,7 @@ pub(crate) fn initial_detail(t: &Task) -> TaskDetail {
             .unwrap_or_default(),
         TaskKind::ImportSnapshot => serde_json::from_str::<ImportSnapshotRequest>(&t.request)
             .map(|r| TaskDetail {
+                description: r.description.clone(),
                 encrypted: r.encrypted,
                 kms_key_id: r.kms_key_id.clone(),
                 disks: vec![disk(&r.disk_container)],
@@ -232,6 +251,21 @@ pub(crate) fn initial_detail(t: &Task) -> TaskDetail {
         TaskKind::ExportImage => serde_json::from_str::<ExportImageRequest>(&t.request)
             .map(|r| TaskDetail {
                 image_id: Some(r.image_id.clone()),
+                ..TaskDetail::default()
+            })
+            .unwrap_or_default(),
+        TaskKind::CopyImage => serde_json::from_str::<CopyImageRequest>(&t.request)
+            .map(|r| TaskDetail {
+                image_id: Some(r.image_id.clone()),
+                kms_key_id: r.kms_key_id.clone(),
+                encrypted: Some(true),
+                ..TaskDetail::default()
+            })
+            .unwrap_or_default(),
+        TaskKind::CopySnapshot => serde_json::from_str::<CopySnapshotRequest>(&t.request)
+            .map(|r| TaskDetail {
+                kms_key_id: r.kms_key_id.clone(),
+                encrypted: Some(true),
                 ..TaskDetail::default()
             })
             .unwrap_or_default(),
@@ -395,6 +429,12 @@ impl Engine {
         &self.inner.cfg
     }
 
+    /// The region the service serves (its keys' region).
+    #[must_use]
+    pub fn region(&self) -> &str {
+        &self.inner.store.kms().config().region
+    }
+
     /// Prepares the intermediate-volume folder and destroys volumes a crashed process left;
     /// returns their names. Call once before workers start.
     pub fn startup(&self) -> Result<Vec<String>, EngineError> {
@@ -407,9 +447,12 @@ impl Engine {
         Ok(gone)
     }
 
-    /// The KMS key an import of `account` uses: the one asked for, else the account's
-    /// default key, else the service default (`alias/aws/ebs`). Checked to exist and be
-    /// usable now, so that a wrong key fails the request rather than the task.
+    /// The KMS key a new snapshot of `account` is encrypted under, as an ARN: the one asked
+    /// for, else the account's default key, else the service default (`alias/aws/ebs`).
+    /// Checked to exist and be usable now, so that a wrong key fails the request rather than
+    /// the task. Every snapshot is encrypted at rest, so `Encrypted` is always true; what the
+    /// request's flag decides in EC2 (whether to encrypt) is here only the `ec2:Encrypted`
+    /// condition of its authorization.
     async fn kms_key(
         &self,
         account: &str,
@@ -417,38 +460,33 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<(bool, Option<String>), EngineError> {
         request::check_encryption(encrypted, key)?;
-        let cat = &self.inner.catalog;
-        let by_default = cat
-            .setting(account, SETTING_ENCRYPTION_BY_DEFAULT)
-            .await?
-            .is_some_and(|v| v == "true");
         let key = match key {
-            Some(k) => Some(k.to_string()),
-            None => cat
-                .setting(account, SETTING_DEFAULT_KMS_KEY)
-                .await?
-                .filter(|k| !k.is_empty()),
+            Some(k) => k.to_string(),
+            None => self.default_kms_key(account).await?,
         };
-        if let Some(k) = &key {
-            let caller = Caller::account_root(account);
-            let meta = self
-                .inner
-                .store
-                .kms()
-                .describe_key(&caller, k)
-                .await
-                .map_err(|e| EngineError::Request {
-                    code: "InvalidParameterValue",
-                    message: format!("KmsKeyId {:?} cannot be used: {e}", request::shown(k)),
-                })?;
-            return Ok((true, Some(meta.key_id)));
-        }
-        Ok((encrypted.unwrap_or(false) || by_default, None))
+        let caller = Caller::account_root(account);
+        let meta = self
+            .inner
+            .store
+            .kms()
+            .describe_key(&caller, &key)
+            .await
+            .map_err(|e| EngineError::Request {
+                code: "InvalidParameterValue",
+                message: format!("KmsKeyId {:?} cannot be used: {e}", request::shown(&key)),
+            })?;
+        Ok((true, Some(meta.arn)))
     }
 
     /// Checks one disk container now: the object exists, is not too large, and its content
-    /// is the format it is declared as.
-    async fn check_container(&self, i: usize, dc: &DiskContainer) -> Result<(), EngineError> {
+    /// is the format it is declared as (a snapshot: that the account may read it). Notes the
+    /// image file's size in the container, as `DiskImageSize` is reported from the start.
+    async fn check_container(
+        &self,
+        account: &str,
+        i: usize,
+        dc: &mut DiskContainer,
+    ) -> Result<(), EngineError> {
         let declared = dc
             .format
             .as_deref()
@@ -456,8 +494,13 @@ impl Engine {
             .transpose()?;
         request::check_description("DiskContainer Description", dc.description.as_deref())?;
         let loc = source::locate(dc, self.inner.sources.allow())?;
+        if let source::Location::Snapshot(id) = &loc {
+            let snap = self.visible_snapshot(account, id).await?;
+            dc.disk_image_size = u64::try_from(snap.volume_size).ok();
+        }
         if let source::Location::Bucket(b) = &loc {
             let size = self.inner.sources.head(b).await?;
+            dc.disk_image_size = Some(size);
             let max = self.inner.cfg.max_image_bytes;
             if size > max {
                 return Err(EngineError::Request {
@@ -600,8 +643,11 @@ impl Engine {
             return Ok(t);
         }
         request::check_image_options(&req)?;
-        for (i, dc) in req.disk_containers.iter().enumerate() {
-            self.check_container(i, dc).await?;
+        for (i, dc) in req.disk_containers.iter_mut().enumerate() {
+            self.check_container(&sub.account, i, dc).await?;
+            // Device names are known from the start: the boot disk first.
+            dc.device_name
+                .get_or_insert_with(|| request::device_name(i));
         }
         let (enc, key) = self
             .kms_key(&sub.account, req.encrypted, req.kms_key_id.as_deref())
@@ -623,7 +669,15 @@ impl Engine {
             return Ok(t);
         }
         request::check_description("Description", req.description.as_deref())?;
-        self.check_container(0, &req.disk_container).await?;
+        if req.disk_container.snapshot_id.is_some() {
+            return Err(EngineError::Request {
+                code: "InvalidParameter",
+                message: "ImportSnapshot imports an image file (Url or UserBucket); to copy a snapshot, use CopySnapshot".into(),
+            });
+        }
+        let account = sub.account.clone();
+        self.check_container(&account, 0, &mut req.disk_container)
+            .await?;
         let (enc, key) = self
             .kms_key(&sub.account, req.encrypted, req.kms_key_id.as_deref())
             .await?;
@@ -650,7 +704,17 @@ impl Engine {
         if let Some(p) = &loc.s3_prefix {
             request::check_key("S3ExportLocation.S3Prefix", p, true)?;
         }
-        let img = self.image(&sub.account, &req.image_id).await?;
+        // An image shared with the account may be exported by it too.
+        let img = self.visible_image(&sub.account, &req.image_id).await?;
+        if img.state != "available" {
+            return Err(EngineError::Request {
+                code: "IncorrectState",
+                message: format!(
+                    "the image {} is {}; only an available image can be exported",
+                    img.id, img.state
+                ),
+            });
+        }
         if img.block_devices.is_empty() {
             return Err(EngineError::Request {
                 code: "InvalidParameterValue",

@@ -28,6 +28,12 @@ pub struct DiskContainer {
     pub url: Option<String>,
     /// `UserBucket`.
     pub user_bucket: Option<UserBucket>,
+    /// `SnapshotId` (ImportImage): an image from a snapshot already stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Bytes of the image file, found when the request was checked (set by the engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_image_size: Option<u64>,
 }
 
 /// ImportImage.
@@ -52,6 +58,21 @@ pub struct ImportImageRequest {
     pub platform: Option<String>,
     /// `RoleName` (the service role whose policy decides which buckets may be read).
     pub role_name: Option<String>,
+    /// `Hypervisor` (`xen`: the only value EC2 takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    /// `UsageOperation`: the billing code the image reports (`RunInstances…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_operation: Option<String>,
+    /// `LicenseSpecifications.N.LicenseConfigurationArn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub license_specifications: Vec<String>,
+    /// Tags for the image (`TagSpecification` with resource type `image`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_tags: Vec<catalog::Tag>,
+    /// Tags for its snapshots (`TagSpecification` with resource type `snapshot`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_tags: Vec<catalog::Tag>,
 }
 
 /// ImportSnapshot.
@@ -67,6 +88,58 @@ pub struct ImportSnapshotRequest {
     pub kms_key_id: Option<String>,
     /// `RoleName`.
     pub role_name: Option<String>,
+    /// Tags for the snapshot (`TagSpecification` with resource type `snapshot`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_tags: Vec<catalog::Tag>,
+}
+
+/// CopyImage: the image and its snapshots copied, re-encrypted under the key asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CopyImageRequest {
+    /// `SourceImageId`.
+    pub source_image_id: String,
+    /// `SourceRegion` (this region: there is one).
+    pub source_region: String,
+    /// `Name` of the copy.
+    pub name: String,
+    /// `Description` of the copy.
+    pub description: Option<String>,
+    /// `Encrypted`.
+    pub encrypted: Option<bool>,
+    /// `KmsKeyId`.
+    pub kms_key_id: Option<String>,
+    /// `CopyImageTags`: the source's tags go to the copy.
+    pub copy_image_tags: bool,
+    /// Tags for the copy (`TagSpecification` with resource type `image`).
+    #[serde(default)]
+    pub image_tags: Vec<catalog::Tag>,
+    /// The copy's id (chosen when the request is made, as EC2 answers it at once).
+    #[serde(default)]
+    pub image_id: String,
+    /// Its snapshots' ids, one per volume of the source.
+    #[serde(default)]
+    pub snapshot_ids: Vec<String>,
+}
+
+/// CopySnapshot: the snapshot copied, re-encrypted under the key asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CopySnapshotRequest {
+    /// `SourceSnapshotId`.
+    pub source_snapshot_id: String,
+    /// `SourceRegion`.
+    pub source_region: String,
+    /// `Description` of the copy.
+    pub description: Option<String>,
+    /// `Encrypted`.
+    pub encrypted: Option<bool>,
+    /// `KmsKeyId`.
+    pub kms_key_id: Option<String>,
+    /// Tags for the copy.
+    #[serde(default)]
+    pub tags: Vec<catalog::Tag>,
+    /// The copy's id (chosen when the request is made).
+    #[serde(default)]
+    pub snapshot_id: String,
 }
 
 /// `S3ExportLocation`.
@@ -241,7 +314,61 @@ pub fn check_image_options(r: &ImportImageRequest) -> Result<(), EngineError> {
     if let Some(l) = &r.license_type {
         one_of("LicenseType", l, &["AWS", "BYOL"])?;
     }
+    if let Some(h) = &r.hypervisor {
+        one_of("Hypervisor", h, &["xen"])?;
+    }
+    if let Some(u) = &r.usage_operation {
+        check_usage_operation(u)?;
+    }
+    for arn in &r.license_specifications {
+        if !arn.starts_with("arn:aws:license-manager:") || arn.len() > 2048 {
+            return Err(invalid(format!(
+                "LicenseConfigurationArn must be a License Manager configuration ARN (arn:aws:license-manager:…); got {:?}",
+                shown(arn)
+            )));
+        }
+    }
     check_description("Description", r.description.as_deref())
+}
+
+/// Checks a `UsageOperation`: `RunInstances` or `RunInstances:` and four digits, as EC2's
+/// billing codes are spelled.
+pub fn check_usage_operation(u: &str) -> Result<(), EngineError> {
+    let ok = u == "RunInstances"
+        || u.strip_prefix("RunInstances:")
+            .is_some_and(|c| c.len() == 4 && c.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "UsageOperation must be RunInstances or RunInstances:NNNN (e.g. RunInstances:0002 for Windows); got {:?}",
+            shown(u)
+        )))
+    }
+}
+
+/// The billing code of an image of `platform` when the request gives none.
+#[must_use]
+pub fn default_usage_operation(platform: &str) -> &'static str {
+    if platform.eq_ignore_ascii_case("windows") {
+        "RunInstances:0002"
+    } else {
+        "RunInstances"
+    }
+}
+
+/// The device name of disk `i` (0-based) of an image: the boot disk `/dev/sda1`, then
+/// `/dev/sdb`, `/dev/sdc`, …
+#[must_use]
+pub fn device_name(i: usize) -> String {
+    const LETTERS: &[u8] = b"bcdefghijklmnopqrstuvwxyz";
+    match i {
+        0 => "/dev/sda1".into(),
+        n => format!(
+            "/dev/sd{}",
+            char::from(LETTERS.get(n - 1).copied().unwrap_or(b'z'))
+        ),
+    }
 }
 
 /// Checks `Encrypted` against `KmsKeyId` (as EC2 does: a key needs `Encrypted=true`).

@@ -79,6 +79,37 @@ pub struct TagRemoval {
     pub value: Option<String>,
 }
 
+/// Whether `id` is `prefix` and 8 or 17 lower-case hex digits, as EC2 ids are.
+#[must_use]
+pub fn well_formed(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17)
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Checks that `id` is a well-formed id of `kind`, as EC2 does before looking it up:
+/// `InvalidAMIID.Malformed`, `InvalidSnapshotID.Malformed`,
+/// `InvalidConversionTaskId.Malformed`.
+pub fn check_id(kind: ResourceKind, id: &str) -> Result<(), EngineError> {
+    let (prefix, code) = match kind {
+        ResourceKind::Image => ("ami-", "InvalidAMIID.Malformed"),
+        ResourceKind::Snapshot => ("snap-", "InvalidSnapshotID.Malformed"),
+        ResourceKind::ImportImageTask => ("import-ami-", "InvalidConversionTaskId.Malformed"),
+        ResourceKind::ImportSnapshotTask => ("import-snap-", "InvalidConversionTaskId.Malformed"),
+        ResourceKind::ExportImageTask => ("export-ami-", "InvalidConversionTaskId.Malformed"),
+    };
+    if well_formed(id, prefix) {
+        Ok(())
+    } else {
+        Err(EngineError::Request {
+            code,
+            message: format!("Invalid id: \"{}\" (expecting \"{prefix}...\")", shown(id)),
+        })
+    }
+}
+
 fn not_found(id: &str) -> EngineError {
     let code = not_found_code(id);
     let message = match ResourceKind::of(id) {
@@ -87,6 +118,32 @@ fn not_found(id: &str) -> EngineError {
         _ => format!("the task {} does not exist", shown(id)),
     };
     EngineError::Request { code, message }
+}
+
+fn kind_word(id: &str) -> &'static str {
+    match ResourceKind::of(id) {
+        Some(ResourceKind::Image) => "image",
+        Some(ResourceKind::Snapshot) => "snapshot",
+        _ => "resource",
+    }
+}
+
+fn grant_name(id: &str, grantee: &str) -> String {
+    format!("vmie-share-{id}-{grantee}")
+}
+
+fn internal_kms(e: kms::KmsError) -> EngineError {
+    tracing::error!(error = %e, "the service's default key could not be read");
+    EngineError::Internal("the service's default key could not be read".into())
+}
+
+/// Whether `id` is shared with `account` or with everyone.
+async fn shared(cat: &catalog::Catalog, id: &str, account: &str) -> Result<bool, EngineError> {
+    Ok(cat
+        .grantees(id)
+        .await?
+        .iter()
+        .any(|g| g == account || g == "all"))
 }
 
 /// Maps the catalog's `NotFound` to the EC2 error for `id`.
@@ -168,8 +225,293 @@ impl Engine {
         Ok(self.inner.catalog.snapshots(account).await?)
     }
 
-    /// DeregisterImage: the image goes; its snapshots stay (as in EC2).
+    /// The image `id` as `account` may see it: its own, or one another account shared with
+    /// it or with everyone. Anything else is `InvalidAMIID.NotFound` (whether it exists
+    /// elsewhere is not told).
+    pub async fn visible_image(&self, account: &str, id: &str) -> Result<Image, EngineError> {
+        let cat = &self.inner.catalog;
+        let img = cat.image_by_id(id).await.map_err(or_not_found(id))?;
+        if img.account == account || shared(cat, id, account).await? {
+            Ok(img)
+        } else {
+            Err(not_found(id))
+        }
+    }
+
+    /// The snapshot `id` as `account` may see it (its own, or shared with it).
+    pub async fn visible_snapshot(&self, account: &str, id: &str) -> Result<Snapshot, EngineError> {
+        let cat = &self.inner.catalog;
+        let s = cat.snapshot_by_id(id).await.map_err(or_not_found(id))?;
+        if s.account == account || shared(cat, id, account).await? {
+            Ok(s)
+        } else {
+            Err(not_found(id))
+        }
+    }
+
+    /// Images `account` may see: its own, then those others shared with it.
+    pub async fn visible_images(&self, account: &str) -> Result<Vec<Image>, EngineError> {
+        let cat = &self.inner.catalog;
+        let mut out = cat.images(account).await?;
+        for id in cat.shared_with(account).await? {
+            if ResourceKind::of(&id) == Some(ResourceKind::Image)
+                && let Ok(i) = cat.image_by_id(&id).await
+            {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Snapshots `account` may see: its own, then those others shared with it.
+    pub async fn visible_snapshots(&self, account: &str) -> Result<Vec<Snapshot>, EngineError> {
+        let cat = &self.inner.catalog;
+        let mut out = cat.snapshots(account).await?;
+        for id in cat.shared_with(account).await? {
+            if ResourceKind::of(&id) == Some(ResourceKind::Snapshot)
+                && let Ok(s) = cat.snapshot_by_id(&id).await
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who `account`'s image or snapshot `id` is shared with (account ids, or `all`).
+    pub async fn shared_with_whom(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        self.owned(account, id).await?;
+        Ok(self.inner.catalog.grantees(id).await?)
+    }
+
+    /// Refuses what `account` may see but does not own (as EC2 does: `AuthFailure`), and
+    /// what it cannot see at all (`…NotFound`).
+    async fn owned(&self, account: &str, id: &str) -> Result<(), EngineError> {
+        let owner = match ResourceKind::of(id) {
+            Some(ResourceKind::Image) => self.visible_image(account, id).await?.account,
+            Some(ResourceKind::Snapshot) => self.visible_snapshot(account, id).await?.account,
+            _ => return Err(not_found(id)),
+        };
+        if owner == account {
+            Ok(())
+        } else {
+            Err(EngineError::Request {
+                code: "AuthFailure",
+                message: format!("Not authorized for {}:{}", kind_word(id), shown(id)),
+            })
+        }
+    }
+
+    /// Shares `account`'s image (launch permission) or snapshot (create-volume permission)
+    /// `id` with the accounts in `add` and stops sharing it with those in `remove`. The
+    /// snapshots' KMS keys get a grant (`Decrypt`, `DescribeKey`) for each account added and
+    /// lose it for each removed: the other account can read what it may use, nothing more.
+    /// Snapshots under the service's own key (`alias/aws/ebs`) cannot be shared, and nothing
+    /// encrypted can be made public (`all`), as in EC2: copy the image under a customer key
+    /// first (CopyImage with `KmsKeyId`).
+    pub async fn share(
+        &self,
+        account: &str,
+        id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), EngineError> {
+        self.owned(account, id).await?;
+        let cat = &self.inner.catalog;
+        for g in add.iter().chain(remove) {
+            if g != "all" && !(g.len() == 12 && g.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(EngineError::Request {
+                    code: "InvalidUserID.Malformed",
+                    message: format!(
+                        "User ID '{}' is not valid: an account id is 12 digits (or the group all)",
+                        shown(g)
+                    ),
+                });
+            }
+        }
+        if add.iter().any(|g| g == "all") {
+            return Err(EngineError::Request {
+                code: "InvalidParameter",
+                message: format!(
+                    "{} is encrypted (every vmie snapshot is), and encrypted images and snapshots cannot be made public; share them with accounts instead",
+                    shown(id)
+                ),
+            });
+        }
+        let keys = self.keys_of(account, id).await?;
+        let kms = self.inner.store.kms();
+        let caller = kms::Caller::account_root(account);
+        if !add.is_empty() {
+            let ebs = kms.default_ebs_key().await.map_err(internal_kms)?;
+            if keys.iter().any(|k| *k == ebs.arn || *k == ebs.key_id) {
+                return Err(EngineError::Request {
+                    code: "InvalidParameter",
+                    message: format!(
+                        "{} is encrypted under the service's own key (alias/aws/ebs), which cannot be shared; copy it under a customer key (CopyImage or CopySnapshot with KmsKeyId) and share the copy",
+                        shown(id)
+                    ),
+                });
+            }
+        }
+        for g in add.iter().filter(|g| *g != account) {
+            for k in &keys {
+                kms.create_grant(
+                    &caller,
+                    k,
+                    &format!("arn:aws:iam::{g}:root"),
+                    &["Decrypt", "DescribeKey"],
+                    Some(&grant_name(id, g)),
+                )
+                .await
+                .map_err(|e| EngineError::Request {
+                    code: "InvalidParameter",
+                    message: format!("the key of {} cannot be shared: {e}", shown(id)),
+                })?;
+            }
+            cat.grant(id, account, g).await?;
+        }
+        for g in remove {
+            cat.revoke(id, g).await?;
+            self.revoke_grants(&caller, &keys, id, g).await;
+        }
+        Ok(())
+    }
+
+    /// Stops sharing `account`'s image or snapshot `id` with anyone.
+    pub async fn unshare_all(&self, account: &str, id: &str) -> Result<(), EngineError> {
+        let who = self.shared_with_whom(account, id).await?;
+        self.share(account, id, &[], &who).await
+    }
+
+    async fn revoke_grants(&self, caller: &kms::Caller, keys: &[String], id: &str, grantee: &str) {
+        let kms = self.inner.store.kms();
+        let name = grant_name(id, grantee);
+        for k in keys {
+            let Ok(grants) = kms.list_grants(caller, k).await else {
+                continue;
+            };
+            for g in grants
+                .iter()
+                .filter(|g| g.name.as_deref() == Some(name.as_str()))
+            {
+                if let Err(e) = kms.revoke_grant(caller, k, &g.grant_id).await {
+                    tracing::warn!(key = %k, error = %e, "could not revoke a sharing grant");
+                }
+            }
+        }
+    }
+
+    /// The KMS keys (ARNs) of the snapshots behind `account`'s image or snapshot `id`.
+    async fn keys_of(&self, account: &str, id: &str) -> Result<Vec<String>, EngineError> {
+        let cat = &self.inner.catalog;
+        let snaps: Vec<String> = match ResourceKind::of(id) {
+            Some(ResourceKind::Image) => cat
+                .image(account, id)
+                .await?
+                .block_devices
+                .into_iter()
+                .map(|b| b.snapshot_id)
+                .collect(),
+            _ => vec![id.to_string()],
+        };
+        let mut keys = Vec::new();
+        for s in snaps {
+            if let Ok(s) = cat.snapshot_by_id(&s).await
+                && let Some(k) = s.kms_key_id
+                && !keys.contains(&k)
+            {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Sets `account`'s image's description.
+    pub async fn set_image_description(
+        &self,
+        account: &str,
+        id: &str,
+        description: &str,
+    ) -> Result<(), EngineError> {
+        crate::request::check_description("Description", Some(description))?;
+        self.owned(account, id).await?;
+        let mut img = self.image(account, id).await?;
+        img.description = description.to_string();
+        Ok(self.inner.catalog.update_image(&img).await?)
+    }
+
+    /// Deprecates `account`'s image at `at_ms`, or with `None` stops deprecating it.
+    pub async fn set_deprecation(
+        &self,
+        account: &str,
+        id: &str,
+        at_ms: Option<i64>,
+    ) -> Result<(), EngineError> {
+        self.owned(account, id).await?;
+        let mut img = self.image(account, id).await?;
+        img.extra.deprecation_ms = at_ms;
+        Ok(self.inner.catalog.update_image(&img).await?)
+    }
+
+    /// Disables (`available` → `disabled`) or enables `account`'s image again. A disabled
+    /// image is not shared (as in EC2: disabling removes its launch permissions).
+    pub async fn set_image_enabled(
+        &self,
+        account: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<(), EngineError> {
+        self.owned(account, id).await?;
+        let mut img = self.image(account, id).await?;
+        let (from, to) = if enabled {
+            ("disabled", "available")
+        } else {
+            ("available", "disabled")
+        };
+        if img.state != from {
+            return Err(EngineError::Request {
+                code: "IncorrectState",
+                message: format!("the image {} is {}, not {from}", img.id, img.state),
+            });
+        }
+        if !enabled {
+            self.unshare_all(account, id).await?;
+        }
+        img.state = to.into();
+        Ok(self.inner.catalog.update_image(&img).await?)
+    }
+
+    /// Every tag of `account`'s images, snapshots and tasks: `(resource id, tag)`.
+    pub async fn all_tags(&self, account: &str) -> Result<Vec<(String, Tag)>, EngineError> {
+        let cat = &self.inner.catalog;
+        let mut out = Vec::new();
+        for i in cat.images(account).await? {
+            out.extend(i.tags.into_iter().map(|t| (i.id.clone(), t)));
+        }
+        for s in cat.snapshots(account).await? {
+            out.extend(s.tags.into_iter().map(|t| (s.id.clone(), t)));
+        }
+        let since = catalog::now_ms() - crate::DESCRIBE_WINDOW_MS;
+        for kind in [
+            catalog::TaskKind::ImportImage,
+            catalog::TaskKind::ImportSnapshot,
+            catalog::TaskKind::ExportImage,
+        ] {
+            for t in cat.tasks(account, kind, since).await? {
+                out.extend(t.tags.into_iter().map(|tag| (t.id.clone(), tag)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeregisterImage: the image goes; its snapshots stay (as in EC2). An image shared with
+    /// the account is not its to deregister (`AuthFailure`); sharing grants go with it.
     pub async fn deregister_image(&self, account: &str, id: &str) -> Result<(), EngineError> {
+        self.owned(account, id).await?;
+        self.unshare_all(account, id).await?;
         self.inner
             .catalog
             .delete_image(account, id)
@@ -180,6 +522,10 @@ impl Engine {
     /// DeleteSnapshot: refused while an image uses the snapshot (`InvalidSnapshot.InUse`);
     /// otherwise its row goes, then its data in the store (see [`delete_snapshot`]).
     pub async fn delete_snapshot(&self, account: &str, id: &str) -> Result<(), EngineError> {
+        self.owned(account, id).await?;
+        if self.inner.catalog.image_using(account, id).await?.is_none() {
+            self.unshare_all(account, id).await?;
+        }
         delete_snapshot(&self.inner.catalog, &self.inner.store, account, id, false).await
     }
 

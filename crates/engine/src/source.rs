@@ -60,6 +60,8 @@ pub enum Location {
     Bucket(UserBucket),
     /// An `https://` URL.
     Https(Url),
+    /// A snapshot already in the store (ImportImage's `SnapshotId`).
+    Snapshot(String),
 }
 
 impl Location {
@@ -72,6 +74,7 @@ impl Location {
                 Some(p) => format!("https://{}:{p}{}", u.host_str().unwrap_or(""), u.path()),
                 None => format!("https://{}{}", u.host_str().unwrap_or(""), u.path()),
             },
+            Location::Snapshot(id) => id.clone(),
         }
     }
 }
@@ -210,6 +213,21 @@ fn check_addr(ip: IpAddr, allow: &[IpNet]) -> Result<(), EngineError> {
 
 /// Where a disk container's data comes from, after the checks that need no network.
 pub fn locate(dc: &DiskContainer, allow: &[IpNet]) -> Result<Location, EngineError> {
+    if let Some(id) = &dc.snapshot_id {
+        if dc.url.is_some() || dc.user_bucket.is_some() {
+            return Err(EngineError::Request {
+                code: "InvalidParameterCombination",
+                message: "a disk container takes one of SnapshotId, Url or UserBucket".into(),
+            });
+        }
+        if !crate::resources::well_formed(id, "snap-") {
+            return Err(EngineError::Request {
+                code: "InvalidSnapshotID.Malformed",
+                message: format!("Invalid id: \"{}\" (expecting \"snap-...\")", shown(id)),
+            });
+        }
+        return Ok(Location::Snapshot(id.clone()));
+    }
     match (&dc.url, &dc.user_bucket) {
         (Some(_), Some(_)) => Err(EngineError::Request {
             code: "InvalidParameterCombination",
@@ -819,6 +837,7 @@ mod tests {
                 Ok(Location::Bucket(b)) => {
                     proptest::prop_assert!(check_key("k", &b.s3_key, false).is_ok());
                 }
+                Ok(Location::Snapshot(_)) => proptest::prop_assert!(false, "a URL is no snapshot"),
                 Err(e) => proptest::prop_assert!(!e.to_string().contains("zz9secret")),
             }
         }

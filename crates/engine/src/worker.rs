@@ -18,6 +18,15 @@ pub(crate) struct Outcome {
     pub(crate) image: Option<Image>,
 }
 
+impl Ctx {
+    /// The engine, for its domain operations.
+    pub(crate) fn engine(&self) -> crate::Engine {
+        crate::Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 /// A running task's view of the world: its lease, cancel state and progress reporting.
 pub(crate) struct Ctx {
     pub(crate) inner: Arc<Inner>,
@@ -273,6 +282,8 @@ impl Engine {
                 TaskKind::ImportImage => crate::import::import_image(&ctx),
                 TaskKind::ImportSnapshot => crate::import::import_snapshot(&ctx),
                 TaskKind::ExportImage => crate::export::export_image(&ctx),
+                TaskKind::CopyImage => crate::copy::copy_image(&ctx),
+                TaskKind::CopySnapshot => crate::copy::copy_snapshot(&ctx),
             };
             // A cancel that arrived while the last step ran still wins over completion.
             match (r, ctx.check()) {
@@ -357,6 +368,7 @@ impl Engine {
                     .finish(&task.id, Some(worker), status::DELETED, &msg, None)
                     .await?;
                 if ended {
+                    crate::copy::failed(&self.inner, task).await;
                     if f == Failure::Cancelled {
                         stats.cancelled.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(task = %task.id, "task cancelled");
@@ -412,7 +424,12 @@ impl Engine {
 
     /// Deletes the snapshots that attempts `1..upto` of `task` may have stored.
     async fn discard_attempts(&self, task: &Task, upto: i64) {
-        if task.kind == TaskKind::ExportImage {
+        // An export stores no snapshot; a copy's snapshots have fixed ids, replaced by each
+        // attempt and removed with the copy if it fails.
+        if matches!(
+            task.kind,
+            TaskKind::ExportImage | TaskKind::CopyImage | TaskKind::CopySnapshot
+        ) {
             return;
         }
         for attempt in 1..upto.max(1) {

@@ -128,8 +128,9 @@ async fn every_path(url: Option<&str>) {
         let snaps = cat.snapshots_of_task(&t.id).await.unwrap();
         assert_eq!(snaps.len(), 1, "{key}");
         assert_eq!(snaps[0].id, img.block_devices[0].snapshot_id);
-        // Stored encrypted either way; `Encrypted` reports what the caller asked for.
-        assert!(!snaps[0].encrypted && snaps[0].kms_key_id.is_some());
+        // Every snapshot is encrypted at rest, and says so, with the key it is under (the
+        // service default here: the request asked for none).
+        assert!(snaps[0].encrypted && snaps[0].kms_key_id.is_some());
         // VHD rounds the disk up to its CHS geometry: the rest reads as zeros.
         let got = snapshot_bytes(&env.engine, &snaps[0].id).await;
         assert!(

@@ -137,6 +137,44 @@ struct KeyRecord {
     current_version: u32,
     versions: Vec<SealedVersion>,
     policy: String,
+    /// Grants: uses of the key allowed to principals the policy does not name (the service
+    /// grants another account `Decrypt` on a key whose image was shared with it).
+    #[serde(default)]
+    grants: Vec<Grant>,
+}
+
+/// Operations a grant may allow.
+pub const GRANT_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "DescribeKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+/// Most grants one key holds.
+pub const MAX_GRANTS: usize = 500;
+
+/// A grant: `grantee` (an IAM principal ARN or an account's root ARN) may do `operations`
+/// with the key, whatever the key policy says, unless it explicitly denies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Id (64 hex digits).
+    pub grant_id: String,
+    /// Who it is for.
+    pub grantee: String,
+    /// What it allows (`Decrypt`, `DescribeKey`, …; without the `kms:` prefix, as KMS names
+    /// them).
+    pub operations: Vec<String>,
+    /// A name the creator gave it (grants are idempotent on grantee, operations and name).
+    pub name: Option<String>,
+    /// Who made it.
+    pub issuer: String,
+    /// When (seconds since the Unix epoch).
+    pub creation_date: u64,
 }
 
 /// What [`Kms::describe_key`] returns: everything but key material.
@@ -419,7 +457,14 @@ impl Kms {
 
     fn authorize(&self, rec: &KeyRecord, caller: &Caller, action: &str) -> Result<()> {
         let policy = KeyPolicy::parse(&rec.policy)?;
-        let allowed = policy.allows(caller, action);
+        // The policy's explicit Deny wins; otherwise its Allow, or a grant, allows.
+        let allowed = policy.decide(caller, action).unwrap_or_else(|| {
+            let op = action.strip_prefix("kms:").unwrap_or(action);
+            rec.grants.iter().any(|g| {
+                policy::principal_matches(&g.grantee, caller)
+                    && g.operations.iter().any(|o| o == op)
+            })
+        });
         if let Some(o) = self.observer.get() {
             (o.0)(&KeyUse {
                 action: action.to_string(),
@@ -529,6 +574,7 @@ impl Kms {
             current_version: 1,
             versions: vec![self.new_version(&id, 1)],
             policy,
+            grants: Vec::new(),
             key_id: id,
         };
         self.save(&rec, true).await?;
@@ -680,6 +726,92 @@ impl Kms {
         f(&mut rec, self.clock.now())?;
         self.save(&rec, false).await?;
         Ok(KeyMetadata::from(&rec))
+    }
+
+    /// Creates a grant on the key for `grantee` (a principal ARN or `arn:aws:iam::ACCOUNT:root`)
+    /// allowing `operations`; the same grantee, operations and name give the same grant back.
+    /// Returns its id.
+    pub async fn create_grant(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        grantee: &str,
+        operations: &[&str],
+        name: Option<&str>,
+    ) -> Result<String> {
+        if !grantee.starts_with("arn:aws:iam::") || grantee.len() > 256 {
+            return Err(KmsError::Validation(
+                "a grantee is an IAM principal ARN (arn:aws:iam::ACCOUNT:root, …:user/NAME, …:role/NAME)".into(),
+            ));
+        }
+        if operations.is_empty() || operations.iter().any(|o| !GRANT_OPERATIONS.contains(o)) {
+            return Err(KmsError::Validation(format!(
+                "grant operations are some of {}",
+                GRANT_OPERATIONS.join(", ")
+            )));
+        }
+        let mut ops: Vec<String> = operations.iter().map(|o| (*o).to_string()).collect();
+        ops.sort();
+        ops.dedup();
+        let issuer = caller.arn.clone();
+        let mut id = None;
+        self.change(caller, key_ref, "kms:CreateGrant", |r, now| {
+            Self::usable(r)?;
+            if let Some(g) = r
+                .grants
+                .iter()
+                .find(|g| g.grantee == grantee && g.operations == ops && g.name.as_deref() == name)
+            {
+                id = Some(g.grant_id.clone());
+                return Ok(());
+            }
+            if r.grants.len() >= MAX_GRANTS {
+                return Err(KmsError::Validation(format!(
+                    "key {} holds {MAX_GRANTS} grants, the most it may",
+                    r.key_id
+                )));
+            }
+            let mut b = [0u8; 32];
+            aead::random(&mut b);
+            let gid = hex::encode(b);
+            r.grants.push(Grant {
+                grant_id: gid.clone(),
+                grantee: grantee.to_string(),
+                operations: ops.clone(),
+                name: name.map(str::to_string),
+                issuer: issuer.clone(),
+                creation_date: now,
+            });
+            id = Some(gid);
+            Ok(())
+        })
+        .await?;
+        id.ok_or_else(|| KmsError::Validation("no grant was made".into()))
+    }
+
+    /// Revokes the grant `grant_id` of the key (a grant that does not exist is `NotFound`).
+    pub async fn revoke_grant(&self, caller: &Caller, key_ref: &str, grant_id: &str) -> Result<()> {
+        self.change(caller, key_ref, "kms:RevokeGrant", |r, _| {
+            let before = r.grants.len();
+            r.grants.retain(|g| g.grant_id != grant_id);
+            if r.grants.len() == before {
+                return Err(KmsError::NotFound(format!(
+                    "grant {}",
+                    grant_id.chars().take(80).collect::<String>()
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The grants of the key.
+    pub async fn list_grants(&self, caller: &Caller, key_ref: &str) -> Result<Vec<Grant>> {
+        let id = self.resolve(key_ref).await?;
+        let (rec, _) = self.load(&id).await?;
+        self.authorize(&rec, caller, "kms:ListGrants")?;
+        Ok(rec.grants)
     }
 
     /// Enables a disabled key.

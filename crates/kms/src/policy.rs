@@ -189,14 +189,22 @@ impl KeyPolicy {
     /// and none denies it.
     #[must_use]
     pub fn allows(&self, caller: &Caller, action: &str) -> bool {
-        let mut allowed = false;
+        self.decide(caller, action) == Some(true)
+    }
+
+    /// What the policy says of `caller` doing `action`: `Some(false)` for an explicit
+    /// `Deny`, `Some(true)` for an `Allow` (and no `Deny`), `None` when no statement applies
+    /// (then a grant may still allow it).
+    #[must_use]
+    pub fn decide(&self, caller: &Caller, action: &str) -> Option<bool> {
+        let mut allowed = None;
         for s in &self.statements {
             let principal_hit = s.principals.iter().any(|p| principal_matches(p, caller));
             let action_hit = s.actions.iter().any(|a| wildcard_match(a, action, true));
             if principal_hit && action_hit {
                 match s.effect {
-                    Effect::Deny => return false,
-                    Effect::Allow => allowed = true,
+                    Effect::Deny => return Some(false),
+                    Effect::Allow => allowed = Some(true),
                 }
             }
         }
@@ -220,7 +228,7 @@ fn string_or_list(v: &Value, i: usize, field: &str) -> Result<Vec<String>> {
     }
 }
 
-fn principal_matches(pattern: &str, caller: &Caller) -> bool {
+pub(crate) fn principal_matches(pattern: &str, caller: &Caller) -> bool {
     if pattern == "*" || pattern == caller.arn {
         return true;
     }

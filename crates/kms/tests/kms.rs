@@ -383,3 +383,100 @@ async fn test_other_root_key_cannot_unseal() {
         .unwrap_err();
     assert!(matches!(err, KmsError::Unseal(_)), "{err}");
 }
+
+#[tokio::test]
+async fn test_grants_let_another_account_decrypt_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, _) = setup(dir.path());
+    let other = Caller::new("arn:aws:iam::222233334444:user/bob", "222233334444");
+    let key = kms
+        .create_key(&admin(), CreateKey::default())
+        .await
+        .unwrap();
+    let blob = kms
+        .encrypt(&admin(), &key.key_id, b"shared", &Context::new())
+        .await
+        .unwrap();
+    fn denied<T>(r: Result<T, KmsError>) -> Option<&'static str> {
+        r.err().map(|e| e.code())
+    }
+    assert_eq!(
+        denied(kms.decrypt(&other, &blob, &Context::new()).await),
+        Some("AccessDeniedException")
+    );
+    // Bad grants are refused.
+    for (grantee, ops) in [
+        ("222233334444", &["Decrypt"][..]),
+        (
+            "arn:aws:iam::222233334444:root",
+            &["ScheduleKeyDeletion"][..],
+        ),
+        ("arn:aws:iam::222233334444:root", &[][..]),
+    ] {
+        assert!(
+            kms.create_grant(&admin(), &key.key_id, grantee, ops, None)
+                .await
+                .is_err(),
+            "{grantee} {ops:?}"
+        );
+    }
+    let g = kms
+        .create_grant(
+            &admin(),
+            &key.key_id,
+            "arn:aws:iam::222233334444:root",
+            &["Decrypt", "DescribeKey"],
+            Some("shared-image"),
+        )
+        .await
+        .unwrap();
+    // Idempotent on grantee, operations and name.
+    let again = kms
+        .create_grant(
+            &admin(),
+            &key.key_id,
+            "arn:aws:iam::222233334444:root",
+            &["DescribeKey", "Decrypt"],
+            Some("shared-image"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(g, again);
+    assert_eq!(
+        kms.decrypt(&other, &blob, &Context::new())
+            .await
+            .unwrap()
+            .1
+            .as_slice(),
+        b"shared"
+    );
+    // Only what was granted: the other account may not encrypt, nor grant itself more.
+    assert_eq!(
+        denied(
+            kms.encrypt(&other, &key.key_id, b"x", &Context::new())
+                .await
+        ),
+        Some("AccessDeniedException")
+    );
+    assert!(
+        kms.create_grant(
+            &other,
+            &key.key_id,
+            "arn:aws:iam::222233334444:root",
+            &["Encrypt"],
+            None
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(
+        kms.list_grants(&admin(), &key.key_id).await.unwrap().len(),
+        1
+    );
+    kms.revoke_grant(&admin(), &key.key_id, &g).await.unwrap();
+    assert_eq!(
+        denied(kms.decrypt(&other, &blob, &Context::new()).await),
+        Some("AccessDeniedException")
+    );
+    assert!(kms.revoke_grant(&admin(), &key.key_id, &g).await.is_err());
+}

@@ -268,7 +268,9 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             _ = term.recv() => Ok(()),
             r = server => r.map_err(fail).and_then(|r| r.map_err(fail)),
         };
-        eprintln!("vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log");
+        eprintln!(
+            "vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log"
+        );
         let _ = tx.send(true);
         let _ = workers.await;
         if let Some(f) = flusher {

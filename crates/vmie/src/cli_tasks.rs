@@ -449,6 +449,7 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
             license_type: a.license_type,
             platform: a.platform,
             role_name: None,
+            ..ImportImageRequest::default()
         };
         if let Some(r) = a.remote.remote()? {
             let id = r
@@ -480,6 +481,7 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
             encrypted: a.submit.encrypted.then_some(true),
             kms_key_id: a.submit.kms_key_id.clone(),
             role_name: None,
+            ..ImportSnapshotRequest::default()
         };
         if let Some(r) = a.remote.remote()? {
             let id = r

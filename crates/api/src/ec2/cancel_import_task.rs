@@ -60,6 +60,7 @@ impl Handler for CancelImportTask {
             ) => k,
             _ => return Err(unknown(&id)),
         };
+        engine::resources::check_id(kind, &id)?;
         Ok(CancelImportTask { id, kind })
     }
 

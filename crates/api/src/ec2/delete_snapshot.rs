@@ -28,9 +28,9 @@ impl Handler for DeleteSnapshot {
     };
 
     fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
-        Ok(DeleteSnapshot {
-            id: input.params()?.required("SnapshotId")?.to_string(),
-        })
+        let id = input.params()?.required("SnapshotId")?.to_string();
+        engine::resources::check_id(ResourceKind::Snapshot, &id)?;
+        Ok(DeleteSnapshot { id })
     }
 
     fn declare(&self, env: &Env, who: &Principal, d: &mut Declaration) {

@@ -2,16 +2,18 @@
 
 use engine::ResourceKind;
 
-use super::{arn, returns_true};
+use super::arn;
 use crate::action::{Authz, Declaration, Handler, Input, Service, Spec, Tags, plain};
 use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
 use crate::identity::Principal;
+use crate::xml::Xml;
 
 /// A parsed DeregisterImage.
 #[derive(Debug)]
 pub struct DeregisterImage {
     id: String,
+    delete_snapshots: bool,
 }
 
 impl Handler for DeregisterImage {
@@ -32,8 +34,12 @@ impl Handler for DeregisterImage {
     };
 
     fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
+        let p = input.params()?;
+        let id = p.required("ImageId")?.to_string();
+        engine::resources::check_id(ResourceKind::Image, &id)?;
         Ok(DeregisterImage {
-            id: input.params()?.required("ImageId")?.to_string(),
+            id,
+            delete_snapshots: p.bool("DeleteAssociatedSnapshots")?.unwrap_or(false),
         })
     }
 
@@ -41,11 +47,42 @@ impl Handler for DeregisterImage {
         d.existing(arn(env, who, ResourceKind::Image, &self.id), &self.id);
     }
 
+    /// With `DeleteAssociatedSnapshots`, the image's snapshots go too, each reported with
+    /// how its deletion went (`success`, `skipped` when another image still uses it,
+    /// `client-error`, `internal-error`).
     async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {
-        cx.env
-            .engine
-            .deregister_image(&cx.who.account, &self.id)
-            .await?;
-        Ok(returns_true(Self::SPEC.name, cx.request_id))
+        let (e, a) = (&cx.env.engine, &cx.who.account);
+        let snapshots: Vec<String> = if self.delete_snapshots {
+            e.image(a, &self.id)
+                .await?
+                .block_devices
+                .into_iter()
+                .map(|b| b.snapshot_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        e.deregister_image(a, &self.id).await?;
+        let name = Self::SPEC.name;
+        let mut x = Xml::response(name, cx.request_id);
+        x.leaf("return", "true");
+        x.open("deleteSnapshotResultSet");
+        for s in &snapshots {
+            let code = match e.delete_snapshot(a, s).await {
+                Ok(()) => "success",
+                Err(engine::EngineError::Request {
+                    code: "InvalidSnapshot.InUse",
+                    ..
+                }) => "skipped",
+                Err(err) if err.is_client() => "client-error",
+                Err(_) => "internal-error",
+            };
+            x.open("item")
+                .leaf("snapshotId", s)
+                .leaf("returnCode", code)
+                .close("item");
+        }
+        x.close("deleteSnapshotResultSet");
+        Ok(x.finish(name))
     }
 }

@@ -18,12 +18,28 @@ const IMAGE_FILTERS: &[&str] = &[
     "architecture",
     "platform",
     "description",
+    "owner-id",
+    "is-public",
+    "root-device-type",
+    "root-device-name",
+    "virtualization-type",
+    "hypervisor",
+    "image-type",
+    "block-device-mapping.device-name",
+    "block-device-mapping.snapshot-id",
+    "block-device-mapping.volume-size",
+    "block-device-mapping.volume-type",
+    "block-device-mapping.encrypted",
+    "block-device-mapping.delete-on-termination",
 ];
 
 /// A parsed DescribeImages.
 #[derive(Debug)]
 pub struct DescribeImages {
     ids: Vec<String>,
+    owners: Vec<String>,
+    executable_by: Vec<String>,
+    include_disabled: bool,
     filters: Vec<super::Filter>,
     params: Params,
 }
@@ -54,8 +70,15 @@ impl Handler for DescribeImages {
 
     fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
         let p = input.params()?;
+        let ids = p.strings("ImageId")?;
+        for id in &ids {
+            engine::resources::check_id(engine::ResourceKind::Image, id)?;
+        }
         Ok(DescribeImages {
-            ids: p.strings("ImageId")?,
+            ids,
+            owners: p.strings("Owner")?,
+            executable_by: p.strings("ExecutableBy")?,
+            include_disabled: p.bool("IncludeDisabled")?.unwrap_or(false),
             filters: filters(p, "Filter", IMAGE_FILTERS)?,
             params: p.clone(),
         })
@@ -65,7 +88,11 @@ impl Handler for DescribeImages {
 
     async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {
         let a = &cx.who.account;
-        let mut imgs = cx.env.engine.images(a).await?;
+        let engine = &cx.env.engine;
+        // Own images, and those shared with the account; then narrowed by Owner (self, an
+        // account id; amazon and aws-marketplace own nothing here) and ExecutableBy (images
+        // with an explicit launch permission for the account named, self, or all).
+        let mut imgs = engine.visible_images(a).await?;
         for id in &self.ids {
             if !imgs.iter().any(|i| &i.id == id) {
                 return Err(ApiError::client(
@@ -77,23 +104,40 @@ impl Handler for DescribeImages {
                 ));
             }
         }
+        let mut shared_with = std::collections::HashMap::new();
+        for i in &imgs {
+            if i.account == *a {
+                shared_with.insert(i.id.clone(), engine.shared_with_whom(a, &i.id).await?);
+            }
+        }
         imgs.retain(|i| {
-            let f: HashMap<&str, String> = [
-                ("image-id", i.id.clone()),
-                ("name", i.name.clone()),
-                ("state", i.state.clone()),
-                ("architecture", i.architecture.clone()),
-                ("platform", i.platform.to_ascii_lowercase()),
-                ("description", i.description.clone()),
-            ]
-            .into();
-            (self.ids.is_empty() || self.ids.contains(&i.id)) && matches(&self.filters, &f, &i.tags)
+            let grantees = shared_with.get(&i.id);
+            let owner_ok = self.owners.is_empty()
+                || self
+                    .owners
+                    .iter()
+                    .any(|o| (o == "self" && i.account == *a) || *o == i.account);
+            let exec_ok = self.executable_by.is_empty()
+                || self.executable_by.iter().any(|e| {
+                    let who = if e == "self" { a.as_str() } else { e.as_str() };
+                    // Shared with the caller (from another account), or — for the caller's
+                    // own images — an explicit permission for the account named.
+                    (i.account != *a && who == a.as_str())
+                        || grantees.is_some_and(|g| g.iter().any(|x| x == who))
+                });
+            let state_ok = self.include_disabled || i.state != "disabled";
+            let f = fields(i);
+            (self.ids.is_empty() || self.ids.contains(&i.id))
+                && owner_ok
+                && exec_ok
+                && state_ok
+                && matches(&self.filters, &f, &i.tags)
         });
         let (items, next) = page(&self.params, &imgs, 1..=1000)?;
         let mut x = Xml::response(Self::SPEC.name, cx.request_id);
         x.open("imagesSet");
         for i in &items {
-            image_xml(&mut x, a, i);
+            image_xml(&mut x, i);
         }
         x.close("imagesSet");
         x.opt("nextToken", next.as_deref());
@@ -101,7 +145,61 @@ impl Handler for DescribeImages {
     }
 }
 
-fn image_xml(x: &mut Xml, owner: &str, i: &catalog::Image) {
+/// An image's values by filter name (a filter on block devices matches any of them: their
+/// values are joined with newlines, which no filter value holds).
+fn fields(i: &catalog::Image) -> HashMap<&'static str, String> {
+    let bd = |f: &dyn Fn(&catalog::BlockDevice) -> String| -> String {
+        i.block_devices.iter().map(f).collect::<Vec<_>>().join("\n")
+    };
+    [
+        ("image-id", i.id.clone()),
+        ("name", i.name.clone()),
+        ("state", i.state.clone()),
+        ("architecture", i.architecture.clone()),
+        ("platform", i.platform.to_ascii_lowercase()),
+        ("description", i.description.clone()),
+        ("owner-id", i.account.clone()),
+        ("is-public", "false".into()),
+        ("root-device-type", "ebs".into()),
+        (
+            "root-device-name",
+            i.block_devices
+                .first()
+                .map(|b| b.device_name.clone())
+                .unwrap_or_default(),
+        ),
+        ("virtualization-type", "hvm".into()),
+        ("hypervisor", "xen".into()),
+        ("image-type", "machine".into()),
+        (
+            "block-device-mapping.device-name",
+            bd(&|b| b.device_name.clone()),
+        ),
+        (
+            "block-device-mapping.snapshot-id",
+            bd(&|b| b.snapshot_id.clone()),
+        ),
+        (
+            "block-device-mapping.volume-size",
+            bd(&|b| b.volume_size_gib.to_string()),
+        ),
+        ("block-device-mapping.volume-type", bd(&|_| "gp3".into())),
+        ("block-device-mapping.encrypted", bd(&|_| "true".into())),
+        (
+            "block-device-mapping.delete-on-termination",
+            bd(&|_| "true".into()),
+        ),
+    ]
+    .into()
+}
+
+fn image_xml(x: &mut Xml, i: &catalog::Image) {
+    let owner = &i.account;
+    let usage = i
+        .extra
+        .usage_operation
+        .clone()
+        .unwrap_or_else(|| engine::request::default_usage_operation(&i.platform).into());
     x.open("item")
         .leaf("imageId", &i.id)
         .leaf("imageLocation", &format!("{owner}/{}", i.name))
@@ -120,8 +218,12 @@ fn image_xml(x: &mut Xml, owner: &str, i: &catalog::Image) {
                 "Linux/UNIX"
             },
         )
+        .leaf("usageOperation", &usage)
         .leaf("name", &i.name)
-        .leaf("description", &i.description)
+        .opt(
+            "description",
+            Some(i.description.as_str()).filter(|d| !d.is_empty()),
+        )
         .leaf("rootDeviceType", "ebs")
         .opt(
             "rootDeviceName",
@@ -136,7 +238,8 @@ fn image_xml(x: &mut Xml, owner: &str, i: &catalog::Image) {
             .leaf("volumeSize", &b.volume_size_gib.to_string())
             .leaf("deleteOnTermination", "true")
             .leaf("volumeType", "gp3")
-            .leaf("encrypted", &i.encrypted.to_string())
+            // Every snapshot is encrypted at rest, under the key named beside it.
+            .leaf("encrypted", "true")
             .opt("kmsKeyId", i.kms_key_id.as_deref())
             .close("ebs")
             .close("item");
@@ -145,6 +248,15 @@ fn image_xml(x: &mut Xml, owner: &str, i: &catalog::Image) {
         .leaf("virtualizationType", "hvm")
         .leaf("hypervisor", "xen")
         .opt("bootMode", i.boot_mode.as_deref())
+        .opt(
+            "deprecationTime",
+            i.extra
+                .deprecation_ms
+                .map(crate::sigv4::format_iso8601)
+                .as_deref(),
+        )
+        .opt("sourceImageId", i.extra.source_image_id.as_deref())
+        .opt("sourceImageRegion", i.extra.source_region.as_deref())
         .tags(&i.tags)
         .close("item");
 }

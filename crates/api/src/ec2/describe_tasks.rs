@@ -114,7 +114,7 @@ describe_tasks!(
         filters: "Filters",
         set: "importImageTaskSet",
         max: 1..=1000,
-        item: image_task_xml,
+        item: |x, t| image_task_xml(x, t, false),
     },
     &[
         plain("DryRun"),
@@ -156,7 +156,7 @@ describe_tasks!(
         filters: "Filter",
         set: "exportImageTaskSet",
         max: 1..=500,
-        item: export_task_xml,
+        item: |x, t| export_task_xml(x, t, false),
     },
     &[
         plain("DryRun"),

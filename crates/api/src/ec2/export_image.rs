@@ -5,7 +5,7 @@
 use catalog::TaskKind;
 use engine::{ExportImageRequest, ExportLocation, ResourceKind};
 
-use super::{TAG_SPECS, arn, export_task_xml, role_name, s3_arn, submit, tag_specs};
+use super::{TAG_SPECS, arn, export_task_xml, role_name, s3_arn, submit, tag_specs, tags_for};
 use crate::action::{Authz, Declaration, Handler, Input, Kind, RoleCheck, Service, Spec, Tags};
 use crate::action::{field, plain};
 use crate::dispatch::{Cx, Env};
@@ -59,6 +59,7 @@ impl Handler for ExportImage {
 
     fn parse(input: Input<'_>, _env: &Env, _who: &Principal) -> Result<Self, ApiError> {
         let p = input.params()?;
+        engine::resources::check_id(ResourceKind::Image, p.required("ImageId")?)?;
         let loc = p.member("S3ExportLocation");
         let req = ExportImageRequest {
             image_id: p.required("ImageId")?.into(),
@@ -79,7 +80,7 @@ impl Handler for ExportImage {
         Ok(ExportImage {
             id,
             key,
-            tags: tag_specs(p, &["export-image-task"])?,
+            tags: tags_for(&tag_specs(p, &["export-image-task"])?, "export-image-task"),
             role: role_name(p),
             client_token: p.get("ClientToken").map(str::to_string),
             req,
@@ -104,7 +105,7 @@ impl Handler for ExportImage {
         let sub = submit(cx.who, self.id, self.client_token, self.tags);
         let t = cx.env.engine.export_image(sub, self.req).await?;
         let mut x = Xml::response(Self::SPEC.name, cx.request_id);
-        export_task_xml(&mut x, &t);
+        export_task_xml(&mut x, &t, true);
         Ok(x.finish(Self::SPEC.name))
     }
 }

@@ -5,7 +5,7 @@
 use catalog::TaskKind;
 use engine::{DiskContainer, ImportImageRequest, Location, ResourceKind, UserBucket};
 
-use super::{TAG_SPECS, arn, image_task_xml, role_name, s3_arn, submit, tag_specs};
+use super::{TAG_SPECS, arn, image_task_xml, role_name, s3_arn, submit, tag_specs, tags_for};
 use crate::action::{Authz, Declaration, Handler, Input, Kind, RoleCheck, Service, Spec, Tags};
 use crate::action::{field, plain};
 use crate::dispatch::{Cx, Env};
@@ -37,18 +37,29 @@ pub(crate) fn container(p: &Params) -> DiskContainer {
             s3_bucket: ub.get("S3Bucket").unwrap_or_default().into(),
             s3_key: ub.get("S3Key").unwrap_or_default().into(),
         }),
+        snapshot_id: p.get("SnapshotId").map(str::to_string),
+        disk_image_size: None,
     }
 }
 
-/// The service role's read of every bucket object among `locations`.
-pub(crate) fn role_reads(role: &str, locations: &[Location], d: &mut Declaration) {
+/// What reading `locations` touches: the service role's read of every bucket object, and
+/// every snapshot an image is made from (authorized as a resource of the request).
+pub(crate) fn role_reads(
+    env: &Env,
+    who: &Principal,
+    role: &str,
+    locations: &[Location],
+    d: &mut Declaration,
+) {
     for l in locations {
-        if let Location::Bucket(b) = l {
-            d.role.push(RoleCheck {
+        match l {
+            Location::Bucket(b) => d.role.push(RoleCheck {
                 role: role.to_string(),
                 action: "s3:GetObject",
                 arn: s3_arn(&b.s3_bucket, &b.s3_key),
-            });
+            }),
+            Location::Snapshot(id) => d.existing(arn(env, who, ResourceKind::Snapshot, id), id),
+            Location::Https(_) => {}
         }
     }
 }
@@ -99,6 +110,7 @@ impl Handler for ImportImage {
 
     fn parse(input: Input<'_>, env: &Env, _who: &Principal) -> Result<Self, ApiError> {
         let p = input.params()?;
+        let specs = tag_specs(p, &["import-image-task", "image", "snapshot"])?;
         let req = ImportImageRequest {
             architecture: p.get("Architecture").map(str::to_string),
             boot_mode: p.get("BootMode").map(str::to_string),
@@ -109,6 +121,15 @@ impl Handler for ImportImage {
             license_type: p.get("LicenseType").map(str::to_string),
             platform: p.get("Platform").map(str::to_string),
             role_name: p.get("RoleName").map(str::to_string),
+            hypervisor: p.get("Hypervisor").map(str::to_string),
+            usage_operation: p.get("UsageOperation").map(str::to_string),
+            license_specifications: p
+                .list("LicenseSpecifications")?
+                .iter()
+                .filter_map(|l| l.get("LicenseConfigurationArn").map(str::to_string))
+                .collect(),
+            image_tags: tags_for(&specs, "image"),
+            snapshot_tags: tags_for(&specs, "snapshot"),
         };
         let locations = req
             .disk_containers
@@ -117,7 +138,7 @@ impl Handler for ImportImage {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ImportImage {
             id: engine::new_task_id(TaskKind::ImportImage),
-            tags: tag_specs(p, &["import-image-task"])?,
+            tags: tags_for(&specs, "import-image-task"),
             role: role_name(p),
             client_token: p.get("ClientToken").map(str::to_string),
             locations,
@@ -131,15 +152,22 @@ impl Handler for ImportImage {
             "ec2:Encrypted",
             vec![self.req.encrypted.unwrap_or(false).to_string()],
         );
-        d.request_tags(&self.tags);
-        role_reads(&self.role, &self.locations, d);
+        d.request_tags(
+            &[
+                self.tags.as_slice(),
+                &self.req.image_tags,
+                &self.req.snapshot_tags,
+            ]
+            .concat(),
+        );
+        role_reads(env, who, &self.role, &self.locations, d);
     }
 
     async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {
         let sub = submit(cx.who, self.id, self.client_token, self.tags);
         let t = cx.env.engine.import_image(sub, self.req).await?;
         let mut x = Xml::response(Self::SPEC.name, cx.request_id);
-        image_task_xml(&mut x, &t);
+        image_task_xml(&mut x, &t, true);
         Ok(x.finish(Self::SPEC.name))
     }
 }

@@ -5,7 +5,7 @@ use catalog::TaskKind;
 use engine::{ImportSnapshotRequest, Location, ResourceKind};
 
 use super::import_image::{container, role_reads};
-use super::{TAG_SPECS, arn, role_name, snapshot_task_xml, submit, tag_specs};
+use super::{TAG_SPECS, arn, role_name, snapshot_task_xml, submit, tag_specs, tags_for};
 use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags};
 use crate::action::{field, plain};
 use crate::dispatch::{Cx, Env};
@@ -61,17 +61,19 @@ impl Handler for ImportSnapshot {
 
     fn parse(input: Input<'_>, env: &Env, _who: &Principal) -> Result<Self, ApiError> {
         let p = input.params()?;
+        let specs = tag_specs(p, &["import-snapshot-task", "snapshot"])?;
         let req = ImportSnapshotRequest {
             description: p.get("Description").map(str::to_string),
             disk_container: container(&p.member("DiskContainer")),
             encrypted: p.bool("Encrypted")?,
             kms_key_id: p.get("KmsKeyId").map(str::to_string),
             role_name: p.get("RoleName").map(str::to_string),
+            snapshot_tags: tags_for(&specs, "snapshot"),
         };
         Ok(ImportSnapshot {
             id: engine::new_task_id(TaskKind::ImportSnapshot),
             location: env.engine.locate(&req.disk_container)?,
-            tags: tag_specs(p, &["import-snapshot-task"])?,
+            tags: tags_for(&specs, "import-snapshot-task"),
             role: role_name(p),
             client_token: p.get("ClientToken").map(str::to_string),
             req,
@@ -84,8 +86,14 @@ impl Handler for ImportSnapshot {
             "ec2:Encrypted",
             vec![self.req.encrypted.unwrap_or(false).to_string()],
         );
-        d.request_tags(&self.tags);
-        role_reads(&self.role, std::slice::from_ref(&self.location), d);
+        d.request_tags(&[self.tags.as_slice(), &self.req.snapshot_tags].concat());
+        role_reads(
+            env,
+            who,
+            &self.role,
+            std::slice::from_ref(&self.location),
+            d,
+        );
     }
 
     async fn run(self, cx: &Cx<'_>) -> Result<String, ApiError> {

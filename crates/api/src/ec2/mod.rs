@@ -2,17 +2,23 @@
 //! share: tags, filters, pages, and the XML of tasks. Every action is declared in
 //! [`crate::action`]'s table; nothing here authorizes anything.
 
+pub mod attributes;
 pub mod cancel_import_task;
+pub mod copy;
 pub mod delete_snapshot;
 pub mod deregister_image;
 pub mod describe_images;
 pub mod describe_snapshots;
+pub mod describe_tags;
 pub mod describe_tasks;
 pub mod ebs_defaults;
 pub mod export_image;
+pub mod image_state;
 pub mod import_image;
 pub mod import_snapshot;
+pub mod regions;
 pub mod tags;
+pub mod unsupported;
 
 use std::collections::HashMap;
 
@@ -46,25 +52,35 @@ pub(crate) const TAG_SPECS: [Field; 3] = [
     field("TagSpecification.N.Tag.N.Value", Kind::Free),
 ];
 
-/// The tags of `TagSpecification.N` whose resource type is one of `resource_type`.
-pub(crate) fn tag_specs(p: &Params, resource_type: &[&str]) -> Result<Vec<Tag>, ApiError> {
-    let mut out = Vec::new();
+/// The tags of `TagSpecification.N`, by the resource type each is for; a resource type not
+/// in `resource_types` is refused.
+pub(crate) fn tag_specs(
+    p: &Params,
+    resource_types: &[&str],
+) -> Result<HashMap<String, Vec<Tag>>, ApiError> {
+    let mut out: HashMap<String, Vec<Tag>> = HashMap::new();
     for spec in p.list("TagSpecification")? {
-        if let Some(rt) = spec.get("ResourceType")
-            && !resource_type.contains(&rt)
-        {
+        let rt = spec.get("ResourceType").unwrap_or(resource_types[0]);
+        if !resource_types.contains(&rt) {
             return Err(ApiError::client(
                 "InvalidParameterValue",
                 format!(
                     "TagSpecification ResourceType {} is not valid here; use {}",
                     engine::request::shown(rt),
-                    resource_type.join(" or ")
+                    resource_types.join(" or ")
                 ),
             ));
         }
-        out.extend(plain_tags(&spec.list("Tag")?)?);
+        out.entry(rt.to_string())
+            .or_default()
+            .extend(plain_tags(&spec.list("Tag")?)?);
     }
     Ok(out)
+}
+
+/// The tags in `specs` for `resource_type`.
+pub(crate) fn tags_for(specs: &HashMap<String, Vec<Tag>>, resource_type: &str) -> Vec<Tag> {
+    specs.get(resource_type).cloned().unwrap_or_default()
 }
 
 /// `Tag.N.Key` / `Tag.N.Value` items, checked as EC2 checks them.
@@ -231,12 +247,16 @@ fn disk_xml(x: &mut Xml, d: &engine::DiskDetail, t: &Task) {
     }
 }
 
-/// An import-image task (`ImportImageTask`, and the body of ImportImage's answer).
-pub(crate) fn image_task_xml(x: &mut Xml, t: &Task) {
+/// An import-image task: `ImportImageTask` (Describe), or with `result` the body of
+/// ImportImage's answer (`ImportImageResult`, which has no `bootMode`).
+pub(crate) fn image_task_xml(x: &mut Xml, t: &Task, result: bool) {
     let d = TaskDetail::of(t);
     x.leaf("importTaskId", &t.id)
         .opt("architecture", d.architecture.as_deref())
-        .opt("bootMode", d.boot_mode.as_deref())
+        .opt("bootMode", d.boot_mode.as_deref().filter(|_| !result))
+        .opt("description", d.description.as_deref())
+        .opt("hypervisor", d.hypervisor.as_deref())
+        .opt("usageOperation", d.usage_operation.as_deref())
         .opt("encrypted", d.encrypted.map(|e| e.to_string()).as_deref())
         .opt(
             "imageId",
@@ -259,6 +279,15 @@ pub(crate) fn image_task_xml(x: &mut Xml, t: &Task) {
         x.close("item");
     }
     x.close("snapshotDetailSet");
+    if !d.license_specifications.is_empty() {
+        x.open("licenseSpecifications");
+        for arn in &d.license_specifications {
+            x.open("item")
+                .leaf("licenseConfigurationArn", arn)
+                .close("item");
+        }
+        x.close("licenseSpecifications");
+    }
     x.tags(&t.tags);
 }
 
@@ -283,13 +312,17 @@ pub(crate) fn snapshot_task_xml(x: &mut Xml, t: &Task) {
     x.tags(&t.tags);
 }
 
-/// An export-image task.
-pub(crate) fn export_task_xml(x: &mut Xml, t: &Task) {
+/// An export-image task: `ExportImageTask` (Describe), or with `result` the body of
+/// ExportImage's answer (`ExportImageResult`, which alone carries `diskImageFormat` and
+/// `roleName`).
+pub(crate) fn export_task_xml(x: &mut Xml, t: &Task, result: bool) {
     let r = serde_json::from_str::<engine::ExportImageRequest>(&t.request).unwrap_or_default();
     x.leaf("exportImageTaskId", &t.id)
         .opt("description", r.description.as_deref())
-        .leaf("imageId", &r.image_id)
-        .leaf("diskImageFormat", &r.disk_image_format.to_ascii_uppercase());
+        .leaf("imageId", &r.image_id);
+    if result {
+        x.leaf("diskImageFormat", &r.disk_image_format.to_ascii_uppercase());
+    }
     if !t.ended() {
         x.leaf("progress", &t.progress.to_string());
     }
@@ -297,8 +330,10 @@ pub(crate) fn export_task_xml(x: &mut Xml, t: &Task) {
         .leaf("s3Bucket", &r.s3_export_location.s3_bucket)
         .opt("s3Prefix", r.s3_export_location.s3_prefix.as_deref())
         .close("s3ExportLocation");
-    x.opt("roleName", r.role_name.as_deref())
-        .leaf("status", &t.status)
+    if result {
+        x.opt("roleName", r.role_name.as_deref());
+    }
+    x.leaf("status", &t.status)
         .leaf("statusMessage", &t.status_message);
     x.tags(&t.tags);
 }

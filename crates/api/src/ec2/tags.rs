@@ -32,7 +32,10 @@ fn resource_ids(p: &Params) -> Result<Vec<(ResourceKind, String)>, ApiError> {
     }
     ids.into_iter()
         .map(|id| match ResourceKind::of(&id) {
-            Some(k) => Ok((k, id)),
+            Some(k) => {
+                engine::resources::check_id(k, &id)?;
+                Ok((k, id))
+            }
             None => Err(ApiError::client(
                 "InvalidID",
                 format!("The ID '{}' is not valid", engine::request::shown(&id)),
