@@ -66,6 +66,10 @@ pub fn check(
     let fs = marks::probe(&*disk, root);
     let mut watch = vec![root];
     watch.extend(fs.regions());
+    let preflight = match spec.boot_mode {
+        crate::BootMode::LegacyBios => empty_boot_code(&*disk),
+        crate::BootMode::Uefi => None,
+    };
     let mut attempts: Vec<Attempt> = Vec::new();
     for &bus in &spec.buses {
         let a = loop {
@@ -79,22 +83,26 @@ pub fn check(
                 fs: &fs,
                 watch: &watch,
                 limit: limit_of(&accel),
+                preflight: preflight.as_deref(),
             };
             match b.run(stop)? {
-                Ran::Done(a) => break a,
+                Ran::Done(a, disk_level) => break (a, disk_level),
                 // KVM that runs firmware but cannot emulate what this guest's boot loader
                 // does (seen with nested virtualisation): the same boot again under TCG.
                 Ran::AcceleratorFailed(why) => {
                     tracing::warn!(task = %spec.name, why = %why, "boot check: KVM failed; again under TCG");
+                    crate::tools::kvm_failed(spec.arch, &why);
                     accel = Accel::Tcg {
                         why: format!("KVM failed to run this guest: {why}"),
                     };
                 }
             }
         };
+        let (a, disk_level) = a;
         let booted = matches!(a.outcome, Outcome::Booted { .. });
         attempts.push(a);
-        if booted {
+        // Booted; or the firmware, which drives every bus alike, found nothing to boot.
+        if booted || disk_level {
             break;
         }
     }
@@ -150,8 +158,9 @@ pub fn check(
 
 /// How one boot ended.
 enum Ran {
-    /// With a decision about the guest.
-    Done(Attempt),
+    /// With a decision about the guest; true when the firmware found nothing to boot (the
+    /// same on every bus).
+    Done(Attempt, bool),
     /// The accelerator failed; the guest was not judged.
     AcceleratorFailed(String),
 }
@@ -167,6 +176,20 @@ struct Boot<'a> {
     fs: &'a RootFs,
     watch: &'a [Region],
     limit: Duration,
+    /// A failure known before booting (legacy BIOS, no boot code), decided once the firmware
+    /// starts the boot sector; the boot runs only for the evidence.
+    preflight: Option<&'a str>,
+}
+
+/// A legacy-BIOS disk whose master boot record holds no boot code: the firmware would run
+/// zeros (its partition table's signature makes it look bootable).
+fn empty_boot_code(disk: &dyn DiskSource) -> Option<String> {
+    let mut mbr = [0u8; 512];
+    disk.read_exact_at(&mut mbr, 0).ok()?;
+    (mbr[510..] == [0x55, 0xAA] && mbr[..440].iter().all(|b| *b == 0)).then(|| {
+        "no bootable device: the disk's master boot record holds no boot code (no boot loader is installed)"
+            .to_string()
+    })
 }
 
 fn memfd(name: &str) -> Result<OwnedFd, BootError> {
@@ -330,6 +353,7 @@ impl Boot<'_> {
         let mut decided: Option<(Outcome, Instant)> = None;
         let mut exited = false;
         let mut accel_failed: Option<String> = None;
+        let mut disk_level = false;
         let stopped = loop {
             if stop() {
                 break true;
@@ -354,7 +378,16 @@ impl Boot<'_> {
                     accel_failed = Some(line);
                     decided = fail("the accelerator failed".into());
                 }
-                Ok(Event::Console(_, seen)) if decided.is_none() => decided = fail(seen.reason()),
+                Ok(Event::Console(_, Seen::BootSector)) => {
+                    if let (Some(reason), None) = (self.preflight, &decided) {
+                        disk_level = true;
+                        decided = fail(reason.to_string());
+                    }
+                }
+                Ok(Event::Console(_, seen)) if decided.is_none() => {
+                    disk_level = seen.firmware_level();
+                    decided = fail(seen.reason());
+                }
                 Ok(Event::Qmp(name, data)) => match name.as_str() {
                     "RESET" => {
                         resets += 1;
@@ -432,21 +465,24 @@ impl Boot<'_> {
             |(o, _)| o,
         );
         tracing::info!(task = %self.spec.name, bus = self.bus.name(), ?outcome, "boot check: QEMU done");
-        Ok(Ran::Done(Attempt {
-            bus: self.bus,
-            outcome,
-            elapsed_ms: ms(decided_at - start),
-            first_root_write_ms: watches
-                .first()
-                .and_then(|w| w.first)
-                .map(|t| ms(t.saturating_duration_since(start))),
-            resets,
-            bytes_written: overlay.bytes_written(),
-            console: text(&serial),
-            firmware_log: text(&firmware),
-            qemu_log: text(&qemu_err),
-            screen_png,
-        }))
+        Ok(Ran::Done(
+            Attempt {
+                bus: self.bus,
+                outcome,
+                elapsed_ms: ms(decided_at - start),
+                first_root_write_ms: watches
+                    .first()
+                    .and_then(|w| w.first)
+                    .map(|t| ms(t.saturating_duration_since(start))),
+                resets,
+                bytes_written: overlay.bytes_written(),
+                console: text(&serial),
+                firmware_log: text(&firmware),
+                qemu_log: text(&qemu_err),
+                screen_png,
+            },
+            disk_level,
+        ))
     }
 
     /// The success signal, once the overlay shows it.

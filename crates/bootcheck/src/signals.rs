@@ -29,11 +29,20 @@ pub enum Seen {
     RootMissing(String),
     /// The root filesystem has no init.
     NoInit(String),
+    /// SeaBIOS jumped to the disk's boot sector (firmware log).
+    BootSector,
     /// QEMU's accelerator failed (`KVM internal error`): not the guest's fault.
     Accelerator(String),
 }
 
 impl Seen {
+    /// Whether this failure is the disk's whatever its bus: the firmware, which drives
+    /// virtio and SATA alike, found nothing to boot (no second bus is tried).
+    #[must_use]
+    pub fn firmware_level(&self) -> bool {
+        matches!(self, Seen::NoBootableDevice(_) | Seen::UefiShell)
+    }
+
     /// The failure in words, as `FirstBootFailure: …` shows it.
     #[must_use]
     pub fn reason(&self) -> String {
@@ -48,6 +57,7 @@ impl Seen {
             Seen::RootMissing(l) => format!("the root filesystem was not found: {l:?}"),
             Seen::NoInit(l) => format!("no init on the root filesystem: {l:?}"),
             Seen::Accelerator(l) => format!("the accelerator failed: {l:?}"),
+            Seen::BootSector => "the firmware started the disk's boot sector".into(),
         }
     }
 }
@@ -82,9 +92,13 @@ pub fn classify_qemu(line: &str) -> Option<Seen> {
         .then(|| Seen::Accelerator(shorten(line)))
 }
 
-/// Recognises a console line (already cleaned of escapes) that means the boot failed.
+/// Recognises a console line (already cleaned of escapes) that means the boot failed, or
+/// SeaBIOS's line as it starts the boot sector.
 #[must_use]
 pub fn classify(line: &str) -> Option<Seen> {
+    if line.starts_with("Booting from 0000:7c00") {
+        return Some(Seen::BootSector);
+    }
     const PANIC: &str = "Kernel panic - not syncing:";
     if let Some(i) = line.find(PANIC) {
         return Some(Seen::Panic(shorten(&line[i + PANIC.len()..])));

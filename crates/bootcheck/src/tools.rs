@@ -228,13 +228,15 @@ pub fn open_kvm() -> std::io::Result<OwnedFd> {
         .map(OwnedFd::from)
 }
 
+/// The accelerator chosen per architecture, for the process.
+static ACCEL_CACHE: Mutex<Vec<(Arch, Accel)>> = Mutex::new(Vec::new());
+
 /// CPU models tried with KVM, in order.
 pub const KVM_CPUS: [&str; 3] = ["host", "host,-arch-capabilities", "qemu64"];
 
 /// The accelerator for `tools` (probed once per process and architecture; TCG for a guest
 /// of another architecture than the host's).
 pub fn accelerator(tools: &Tools, user: Option<(u32, u32)>) -> Accel {
-    static CACHE: Mutex<Vec<(Arch, Accel)>> = Mutex::new(Vec::new());
     let host_arm = cfg!(target_arch = "aarch64");
     let native = match tools.arch {
         Arch::X86_64 => cfg!(target_arch = "x86_64"),
@@ -245,17 +247,31 @@ pub fn accelerator(tools: &Tools, user: Option<(u32, u32)>) -> Accel {
             why: "the guest's architecture differs from the host's".into(),
         };
     }
-    if let Ok(c) = CACHE.lock()
+    if let Ok(c) = ACCEL_CACHE.lock()
         && let Some((_, a)) = c.iter().find(|(a, _)| *a == tools.arch)
     {
         return a.clone();
     }
     let a = probe_kvm(tools, user);
     tracing::info!(accelerator = %a.describe(), "boot check: accelerator chosen");
-    if let Ok(mut c) = CACHE.lock() {
+    if let Ok(mut c) = ACCEL_CACHE.lock() {
         c.push((tools.arch, a.clone()));
     }
     a
+}
+
+/// Records that KVM failed to run a guest of `arch` (an internal error mid-boot): later
+/// checks in this process use TCG from the start.
+pub fn kvm_failed(arch: Arch, why: &str) {
+    if let Ok(mut c) = ACCEL_CACHE.lock() {
+        c.retain(|(a, _)| *a != arch);
+        c.push((
+            arch,
+            Accel::Tcg {
+                why: format!("KVM failed to run a guest: {why}"),
+            },
+        ));
+    }
 }
 
 fn probe_kvm(tools: &Tools, user: Option<(u32, u32)>) -> Accel {
