@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 /// The `vmie` binary built for this test run.
 pub fn vmie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmie"))
+    Command::new(env!("CARGO_BIN_EXE_vmie")).env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
 }
 
 /// Runs a command; panics with its output when it fails.

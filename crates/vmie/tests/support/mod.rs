@@ -10,6 +10,7 @@ use std::time::Duration;
 /// Runs `vmie --data-dir DATA ARGS…`.
 pub fn vmie(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
         .arg("--data-dir")
         .arg(data)
         .args(args)
