@@ -3,18 +3,18 @@
 //! `sleep` in the sandbox, SIGKILLs the helper, and waits for `sleep` to be gone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const HELPER: &str = "VMIE_BOOTCHECK_DEATHSIG_HELPER";
+/// The helper writes the sandboxed child's pid into the file this names.
+const HELPER: &str = "VMIE_BOOTCHECK_DEATHSIG_PIDFILE";
 
 #[test]
 #[ignore = "run by test_sandboxed_child_dies_with_a_sigkilled_parent"]
 fn helper_starts_a_sandboxed_sleep() {
-    if std::env::var_os(HELPER).is_none() {
+    let Some(pidfile) = std::env::var_os(HELPER) else {
         return;
-    }
+    };
     let user = bootcheck::sandbox::sandbox_user(None).unwrap();
     let child = bootcheck::sandbox::spawn(
         std::path::Path::new("/bin/sleep"),
@@ -28,7 +28,9 @@ fn helper_starts_a_sandboxed_sleep() {
         },
     )
     .unwrap();
-    println!("SLEEP-PID {}", child.id());
+    let tmp = std::path::PathBuf::from(&pidfile).with_extension("tmp");
+    std::fs::write(&tmp, child.id().to_string()).unwrap();
+    std::fs::rename(&tmp, &pidfile).unwrap();
     std::thread::sleep(Duration::from_secs(1000));
 }
 
@@ -47,6 +49,8 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn test_sandboxed_child_dies_with_a_sigkilled_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -56,19 +60,23 @@ fn test_sandboxed_child_dies_with_a_sigkilled_parent() {
             "--test-threads",
             "1",
         ])
-        .env(HELPER, "1")
-        .stdout(Stdio::piped())
+        .env(HELPER, &pidfile)
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let out = BufReader::new(helper.stdout.take().unwrap());
-    let pid: u32 = out
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("SLEEP-PID ")
-                .map(|p| p.trim().parse().unwrap())
-        })
-        .expect("the helper printed no pid");
+    // Wait for the helper to have started its child (a bound on a hang only).
+    let t0 = Instant::now();
+    let pid: u32 = loop {
+        if let Ok(p) = std::fs::read_to_string(&pidfile) {
+            break p.trim().parse().unwrap();
+        }
+        assert!(
+            helper.try_wait().unwrap().is_none(),
+            "the helper exited before starting its child"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "the helper started nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(alive(pid));
     helper.kill().unwrap();
     helper.wait().unwrap();

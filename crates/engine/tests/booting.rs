@@ -11,7 +11,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catalog::{Task, TaskKind};
+use catalog::Task;
 use engine::{
     BootCheckMode, DiskContainer, Engine, ImportImageRequest, StageHook, TaskDetail, UrlPolicy,
 };
@@ -208,7 +208,6 @@ async fn test_booting_failure_is_first_boot_failure_with_evidence() {
     assert!(my_qemus().is_empty());
     // The evidence of a failed task expires with it (nothing yet: it ended just now).
     assert_eq!(env.engine.expire_boot_evidence().await.unwrap(), 0);
-    let _ = TaskKind::ImportImage;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
