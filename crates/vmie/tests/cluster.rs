@@ -643,7 +643,7 @@ fn nodes_started_together_on_an_empty_catalog_all_serve() {
     // Every process is spawned before any has had time to look at the catalog.
     for n in &mut nodes {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
-            .env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
+            .env("VMIE_BOOT_CHECK", "off")
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")

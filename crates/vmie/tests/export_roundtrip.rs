@@ -109,7 +109,6 @@ fn test_export_ova_inspects_and_converts_back_identical() {
     std::fs::write(&bad, bytes).unwrap();
     let out = dir.path().join("never.raw");
     let o = Command::new(env!("CARGO_BIN_EXE_vmie"))
-        .env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
         .args(["convert", s(&bad), s(&out)])
         .output()
         .unwrap();
@@ -133,7 +132,6 @@ fn test_export_bad_option_is_a_usage_error() {
     let src = mixed_raw(dir.path());
     for opts in ["cpus=0", "memory=lots", "os_type=a b", "compression=lz4"] {
         let o = Command::new(env!("CARGO_BIN_EXE_vmie"))
-            .env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
             .args([
                 "convert",
                 "-O",

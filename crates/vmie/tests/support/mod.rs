@@ -7,10 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-/// Runs `vmie --data-dir DATA ARGS…`.
+/// Runs `vmie --data-dir DATA ARGS…`, boot checks off (the tests' images are not bootable;
+/// crates/engine/tests/booting.rs boots real guests).
 pub fn vmie(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
-        .env("VMIE_BOOT_CHECK", "off") // test images are not bootable; see crates/engine/tests/booting.rs
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(data)
         .args(args)
