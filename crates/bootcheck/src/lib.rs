@@ -58,11 +58,12 @@ pub use tools::{Accel, Tools, find_tools};
 
 /// The guest's architecture, as QEMU needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Arch {
     /// x86_64 or i386: `qemu-system-x86_64`, machine q35.
+    #[serde(rename = "x86_64")]
     X86_64,
     /// arm64: `qemu-system-aarch64`, machine virt, UEFI only.
+    #[serde(rename = "arm64")]
     Arm64,
 }
 

@@ -65,9 +65,11 @@ fn boot(name: &str, spec: &GuestSpec) -> Report {
         "the disk image changed"
     );
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    // VMIE_BOOT_EVIDENCE_DIR=DIR keeps each guest's disk and evidence (to look at them).
     if let Ok(dir) = std::env::var("VMIE_BOOT_EVIDENCE_DIR") {
         let d = std::path::Path::new(&dir).join(name);
         std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&g.disk, d.join("disk.raw")).unwrap();
         if let Some(a) = report.deciding() {
             std::fs::write(d.join("console.log"), &a.console).unwrap();
             if let Some(p) = &a.screen_png {
