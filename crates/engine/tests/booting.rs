@@ -79,6 +79,10 @@ async fn boot_env(seen: &Seen, cancel_at_booting: bool) -> harness::Env {
     .await
 }
 
+/// One boot test at a time: each checks that no QEMU of this process is left, which another
+/// test's boot in progress would break (and two TCG boots on two cores only slow each other).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// QEMU processes that are children of this test process.
 fn my_qemus() -> Vec<u32> {
     let me = std::process::id().to_string();
@@ -101,6 +105,7 @@ fn my_qemus() -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_booting_passes_keeps_evidence_and_leaves_nothing_in_plaintext() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seen = Seen::default();
     let env = boot_env(&seen, false).await;
     let work = tempfile::tempdir().unwrap();
@@ -168,6 +173,7 @@ async fn test_booting_passes_keeps_evidence_and_leaves_nothing_in_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_booting_failure_is_first_boot_failure_with_evidence() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seen = Seen::default();
     let env = boot_env(&seen, false).await;
     let work = tempfile::tempdir().unwrap();
@@ -212,6 +218,7 @@ async fn test_booting_failure_is_first_boot_failure_with_evidence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_booting_cancel_kills_qemu_and_removes_everything() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seen = Seen::default();
     let env = boot_env(&seen, true).await;
     let work = tempfile::tempdir().unwrap();
