@@ -27,6 +27,7 @@ pub mod chunk;
 pub mod error;
 pub mod manifest;
 pub mod reader;
+pub mod sealed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

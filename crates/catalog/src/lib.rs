@@ -675,6 +675,18 @@ impl Catalog {
         task_of(&row)
     }
 
+    /// The task `id`, whatever its account (maintenance: expiring what ended tasks left).
+    pub async fn task_by_id(&self, id: &str) -> Result<Task> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(id.to_string()))?;
+        task_of(&row)
+    }
+
     /// Tasks of `account` and `kind`, active or ended after `ended_since_ms`, oldest first.
     pub async fn tasks(
         &self,

@@ -546,6 +546,16 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     resolve(&req, &report, &mut detail)?;
     ctx.save(&detail)?;
 
+    // The boot disk, booted once from its intermediate volume; nothing it writes is kept.
+    crate::boot::boot_stage(
+        ctx,
+        boot.disk.clone(),
+        &report,
+        &mut detail,
+        req.kms_key_id.as_deref(),
+    )?;
+    ctx.save(&detail)?;
+
     ctx.report("updating", 55)?;
     let description = req.description.clone().unwrap_or_default();
     let snaps = commit(

@@ -10,8 +10,9 @@
 //! task makes (snapshots, image) becomes visible in the same transaction that completes it.
 //!
 //! Stages:
-//! - import-image: `pending` → `converting` → `validating` → `updating` → `preparing ami` →
-//!   `completed`;
+//! - import-image: `pending` → `converting` → `validating` → `booting` → `updating` →
+//!   `preparing ami` → `completed` (`booting`: the boot disk booted once in a sandboxed QEMU,
+//!   see [`boot`]; a guest that does not come up fails with `FirstBootFailure`);
 //! - import-snapshot: `pending` → `downloading/converting` → `completed`;
 //! - export-image: `validating` → `converting` → `completed`;
 //! - cancel: `deleting` → `deleted`; failure: `deleted` with `ClientError: …` or
@@ -22,6 +23,7 @@
 //! attempt's own snapshot ids are new, and after [`MAX_ATTEMPTS`] interrupted attempts the
 //! task fails with a server error.
 
+pub mod boot;
 mod copy;
 pub mod error;
 mod export;
@@ -43,6 +45,7 @@ use blockstore::BlockStore;
 use catalog::{Catalog, CatalogError, NewTask, Tag, Task, TaskKind};
 use kms::Caller;
 
+pub use boot::{BootCheckConfig, BootCheckMode, BootCheckSummary, BootEvidence};
 pub use error::{EngineError, Failure};
 pub use request::{
     CopyImageRequest, CopySnapshotRequest, DiskContainer, ExportImageRequest, ExportLocation,
@@ -82,6 +85,8 @@ pub struct EngineConfig {
     /// Called on the worker's thread as a task enters each stage, once the stage is
     /// recorded (metrics, tracing, and tests that act at a given stage).
     pub on_stage: Option<StageHook>,
+    /// The boot check of imported images (the `booting` stage).
+    pub boot_check: BootCheckConfig,
 }
 
 /// See [`EngineConfig::on_stage`]: called with the task id and the stage's status message.
@@ -110,6 +115,7 @@ impl EngineConfig {
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             node: format!("{}-{}", hostname(), std::process::id()),
             on_stage: None,
+            boot_check: BootCheckConfig::default(),
         }
     }
 }
@@ -194,6 +200,9 @@ pub struct TaskDetail {
     pub export: Option<ExportDetail>,
     /// Things worth knowing that did not stop the task.
     pub warnings: Vec<String>,
+    /// The boot check (import-image), once made or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_check: Option<BootCheckSummary>,
 }
 
 impl TaskDetail {

@@ -177,6 +177,24 @@ impl Engine {
     /// Runs `n` workers until `shutdown` turns true. Each claims tasks one at a time.
     pub async fn run_workers(&self, n: usize, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut set = tokio::task::JoinSet::new();
+        {
+            // Boot evidence of tasks that left the Describe window or whose image is gone.
+            let e = self.clone();
+            let mut stop = shutdown.clone();
+            set.spawn(async move {
+                loop {
+                    match e.expire_boot_evidence().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "expired boot evidence deleted"),
+                        Err(err) => tracing::warn!(error = %err, "could not expire boot evidence"),
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    }
+                }
+            });
+        }
         for i in 0..n.max(1) {
             let e = self.clone();
             let mut stop = shutdown.clone();
@@ -369,6 +387,17 @@ impl Engine {
                     .await?;
                 if ended {
                     crate::copy::failed(&self.inner, task).await;
+                    if f == Failure::Cancelled && task.kind == TaskKind::ImportImage {
+                        // A cancelled import keeps no boot evidence.
+                        if let Err(e) = self
+                            .inner
+                            .store
+                            .delete_sealed(crate::boot::EVIDENCE_KIND, &task.id)
+                            .await
+                        {
+                            tracing::warn!(task = %task.id, error = %e, "could not delete the boot evidence of a cancelled task");
+                        }
+                    }
                     if f == Failure::Cancelled {
                         stats.cancelled.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(task = %task.id, "task cancelled");

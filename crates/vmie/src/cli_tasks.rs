@@ -45,6 +45,57 @@ pub struct EngineOpts {
     /// Folder of intermediate volumes (default DIR/scratch): local disk, one per process.
     #[arg(long, value_name = "DIR", env = "VMIE_SCRATCH_DIR")]
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// Boot-check imported images in a sandboxed QEMU (the `booting` stage): auto (when QEMU
+    /// and the firmware are installed; otherwise the task records why not), off, or
+    /// required (an import fails when the check cannot run).
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "VMIE_BOOT_CHECK",
+        default_value = "auto"
+    )]
+    pub boot_check: engine::BootCheckMode,
+    /// Boot-check time limit per disk bus with KVM, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "VMIE_BOOT_CHECK_KVM_TIMEOUT",
+        default_value_t = 180
+    )]
+    pub boot_check_kvm_timeout: u64,
+    /// Boot-check time limit per disk bus with TCG (no KVM: emulation), in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "VMIE_BOOT_CHECK_TCG_TIMEOUT",
+        default_value_t = 600
+    )]
+    pub boot_check_tcg_timeout: u64,
+    /// Guest memory of the boot check, in MiB.
+    #[arg(
+        long,
+        value_name = "MIB",
+        env = "VMIE_BOOT_CHECK_MEMORY",
+        default_value_t = 2048
+    )]
+    pub boot_check_memory: u32,
+    /// The unprivileged user QEMU runs as when vmie runs as root (default nobody).
+    #[arg(long, value_name = "USER", env = "VMIE_BOOT_CHECK_USER")]
+    pub boot_check_user: Option<String>,
+}
+
+impl EngineOpts {
+    /// The boot-check settings.
+    #[must_use]
+    pub fn boot_check(&self) -> engine::BootCheckConfig {
+        engine::BootCheckConfig {
+            mode: self.boot_check,
+            kvm_timeout: Duration::from_secs(self.boot_check_kvm_timeout.max(1)),
+            tcg_timeout: Duration::from_secs(self.boot_check_tcg_timeout.max(1)),
+            memory_mib: self.boot_check_memory.clamp(64, 1 << 20),
+            user: self.boot_check_user.clone(),
+        }
+    }
 }
 
 /// The intermediate-volume folder: the option, else the setting, else `DIR/scratch`.
@@ -316,6 +367,7 @@ pub async fn open_deployment(
     .map_err(|e| engine_err(&e))?;
     let mut cfg = EngineConfig::new(scratch_dir(data_dir, o.scratch_dir.as_deref()));
     cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
+    cfg.boot_check = o.boot_check();
     let engine = Engine::new(catalog, env.store, sources, cfg);
     crate::cli_trail::attach(
         env.objects,

@@ -123,6 +123,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "S3 secret; prefer the environment to the file",
     ),
     (
+        "boot_check",
+        "VMIE_BOOT_CHECK",
+        "boot-check imported images in a sandboxed QEMU: auto (default: when QEMU and the firmware are installed), off, or required",
+    ),
+    (
+        "boot_check_kvm_timeout",
+        "VMIE_BOOT_CHECK_KVM_TIMEOUT",
+        "boot-check time limit per disk bus with KVM, seconds (default 180)",
+    ),
+    (
+        "boot_check_tcg_timeout",
+        "VMIE_BOOT_CHECK_TCG_TIMEOUT",
+        "boot-check time limit per disk bus without KVM (TCG emulation), seconds (default 600)",
+    ),
+    (
+        "boot_check_memory",
+        "VMIE_BOOT_CHECK_MEMORY",
+        "boot-check guest memory, MiB (default 2048)",
+    ),
+    (
+        "boot_check_user",
+        "VMIE_BOOT_CHECK_USER",
+        "the unprivileged user QEMU runs as when vmie runs as root (default nobody)",
+    ),
+    (
         "root_key_file",
         "VMIE_ROOT_KEY_FILE",
         "the root key file (default DATA/root.key); or the key itself, hex, in $VMIE_ROOT_KEY (environment only)",

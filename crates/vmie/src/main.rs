@@ -6,6 +6,7 @@
 //! task engine. Start reading at [`Command`].
 
 mod cli_admin;
+mod cli_boot;
 mod cli_compliance;
 mod cli_convert;
 mod cli_info;
@@ -195,7 +196,8 @@ enum Command {
     /// The request is checked at once (object present, format as declared, size, KMS key).
     /// The task then fetches the image, checks and decodes it into an encrypted intermediate
     /// volume, inspects the guest (OS, architecture, boot mode), stores encrypted snapshots
-    /// and registers the image. Stages: pending, converting, validating, updating, preparing
+    /// and registers the image; the boot disk is booted once in a sandboxed QEMU first (see
+    /// --boot-check). Stages: pending, converting, validating, booting, updating, preparing
     /// ami, completed. Without --no-wait, workers run in this process until it ends.
     ImportImage(cli_tasks::ImportImageArgs),
     /// Import a disk image as an encrypted snapshot (snap-…), without guest checks.
@@ -258,6 +260,12 @@ enum Command {
     /// rotation, orphaned intermediate volumes); prints each with its remedy and exits 1
     /// when any fails.
     Compliance(cli_compliance::ComplianceArgs),
+    /// Write what the boot check of an import saw: console.log, screen.png, firmware.log and
+    /// evidence.json (result, bus, firmware, accelerator, timings) into a folder.
+    ///
+    /// ID is the import task (import-ami-…) or the image it made (ami-…). Evidence is kept
+    /// with the image, or with a failed task for the 7 days it stays visible.
+    BootEvidence(cli_boot::BootEvidenceArgs),
     /// List machine images.
     Images {
         /// Print JSON.
@@ -346,6 +354,7 @@ fn main() -> ExitCode {
         Command::Trail(cmd) => cli_trail::run(cmd, &cli.data_dir),
         Command::Compliance(a) => cli_compliance::run(&a, &cli.data_dir),
         Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),
+        Command::BootEvidence(a) => cli_boot::run(&a, &cli.data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -261,6 +261,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
 
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(&data)
         .args([
@@ -329,6 +330,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
     let port2 = free_port();
     let _strict = Server(
         Command::new(env!("CARGO_BIN_EXE_vmie"))
+            .env("VMIE_BOOT_CHECK", "off")
             .arg("--data-dir")
             .arg(&data)
             .args([
@@ -373,6 +375,7 @@ fn the_aws_cli_and_boto3_drive_the_api() {
 
     // Plain HTTP is served on loopback only.
     let o = Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(&data)
         .args(["serve", "--plain-http", "--listen", "0.0.0.0:0"])

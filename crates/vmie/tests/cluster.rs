@@ -96,6 +96,8 @@ impl Cluster {
     fn start(&mut self, i: usize) {
         let n = &self.nodes[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmie"));
+        // Test images are not bootable; crates/engine/tests/booting.rs boots real guests.
+        cmd.env("VMIE_BOOT_CHECK", "off");
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--data-dir")
@@ -647,6 +649,7 @@ fn nodes_started_together_on_an_empty_catalog_all_serve() {
     // Every process is spawned before any has had time to look at the catalog.
     for n in &mut nodes {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
+            .env("VMIE_BOOT_CHECK", "off")
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")

@@ -17,6 +17,7 @@ const MARKER: &str = "VMIE-CRASH-MARKER-0b6f1d7a";
 
 fn vmie(data: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(data)
         .args(args)
@@ -71,6 +72,7 @@ fn sigkill_during_an_import_then_restart() {
     let id = t["TaskId"].as_str().unwrap().to_string();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(&data)
         .args(["work", "--workers", "1", "--lease-seconds", "2"])

@@ -97,6 +97,8 @@ pub fn config(data: &Path) -> EngineConfig {
     cfg.lease = Duration::from_secs(3);
     cfg.poll = Duration::from_millis(50);
     cfg.threads = 2;
+    // The test images are not bootable; crates/engine/tests/booting.rs boots real guests.
+    cfg.boot_check.mode = engine::BootCheckMode::Off;
     cfg
 }
 

@@ -13,9 +13,12 @@ use std::process::{Command, Output};
 
 use testkit::ToolExt;
 
-/// The `vmie` binary built for this test run.
+/// The `vmie` binary built for this test run, with boot checks off (these tests' images are
+/// not bootable; crates/engine/tests/booting.rs boots real guests).
 pub fn vmie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmie"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vmie"));
+    c.env("VMIE_BOOT_CHECK", "off");
+    c
 }
 
 /// Runs a command; panics with its output when it fails.

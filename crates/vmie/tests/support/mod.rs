@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use testkit::ToolExt;
 
-/// Runs `vmie --data-dir DATA ARGS…`.
+/// Runs `vmie --data-dir DATA ARGS…`, boot checks off (the tests' images are not bootable;
+/// crates/engine/tests/booting.rs boots real guests).
 pub fn vmie(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmie"))
+        .env("VMIE_BOOT_CHECK", "off")
         .arg("--data-dir")
         .arg(data)
         .args(args)
