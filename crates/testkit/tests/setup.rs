@@ -55,15 +55,21 @@ fn the_dependency_check_names_each_missing_tool() {
 /// Whether `pattern` (a path, its last part holding at most one `*`) names a file.
 fn exists(pattern: &str) -> bool {
     let p = Path::new(pattern);
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match name.split_once('*') {
         None => p.exists(),
-        Some((pre, post)) => p.parent().and_then(|d| std::fs::read_dir(d).ok()).is_some_and(|d| {
-            d.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with(pre) && n.ends_with(post)
-            })
-        }),
+        Some((pre, post)) => p
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .is_some_and(|d| {
+                d.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(pre) && n.ends_with(post)
+                })
+            }),
     }
 }
 
