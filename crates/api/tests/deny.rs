@@ -326,6 +326,8 @@ fn sample(name: &str, fx: &Fixtures) -> Option<Vec<(String, String)>> {
             p(&[("ImageId", fx.image.as_str())])
         }
         "CancelExportTask" => p(&[("ExportTaskId", "export-i-0123456789abcdef0")]),
+        "GetImageBootEvidence" => p(&[("ImageId", fx.image.as_str())]),
+        "GetImportTaskBootEvidence" => p(&[("ImportTaskId", fx.image_task.as_str())]),
         "CreateInstanceExportTask" => p(&[
             ("InstanceId", "i-0123456789abcdef0"),
             ("TargetEnvironment", "vmware"),
@@ -546,6 +548,8 @@ async fn every_action_in_the_table_is_refused_when_denied_and_changes_nothing() 
         let expected = match spec.name {
             "LookupEvents" => Some("TrailNotFoundException"),
             "EnableImage" => Some("IncorrectState"),
+            // The fixtures were never boot-checked.
+            "GetImageBootEvidence" | "GetImportTaskBootEvidence" => Some("has no boot evidence"),
             "DescribeConversionTasks"
             | "DescribeExportTasks"
             | "CancelExportTask"

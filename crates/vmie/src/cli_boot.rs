@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::CliError;
-use crate::cli_tasks::{EngineOpts, account, engine_err, open_engine};
+use crate::cli_tasks::{EngineOpts, RemoteOpts, account, engine_err, open_engine};
 
 /// `vmie boot-evidence` arguments.
 #[derive(Debug, Args)]
@@ -20,6 +20,8 @@ pub struct BootEvidenceArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub engine: EngineOpts,
+    #[command(flatten)]
+    pub remote: RemoteOpts,
 }
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> Result<(), CliError> {
@@ -47,16 +49,24 @@ fn write_attempt(dir: &Path, prefix: &str, a: &bootcheck::Attempt) -> Result<(),
 /// `vmie boot-evidence ID --out DIR`.
 pub fn run(a: &BootEvidenceArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::block_on(async {
-        let e = open_engine(data_dir, &a.engine).await?;
-        let ev = e
-            .boot_evidence(&account(), &a.id)
-            .await
-            .map_err(|x| engine_err(&x))?;
+        // From a running server (as any caller allowed to describe the image or task), or
+        // from the data folder.
+        let (task_id, image_id, report) = match a.remote.remote()? {
+            Some(r) => r.boot_evidence(&a.id).await?,
+            None => {
+                let e = open_engine(data_dir, &a.engine).await?;
+                let ev = e
+                    .boot_evidence(&account(), &a.id)
+                    .await
+                    .map_err(|x| engine_err(&x))?;
+                (ev.task_id, ev.image_id, ev.report)
+            }
+        };
         std::fs::create_dir_all(&a.out).map_err(|x| CliError {
             message: format!("{}: {x}", a.out.display()),
             exit: crate::EXIT_FAILED,
         })?;
-        let r = &ev.report;
+        let r = &report;
         let deciding = r.deciding();
         for (i, at) in r.attempts.iter().enumerate() {
             if deciding.is_some_and(|d| std::ptr::eq(d, at)) {
@@ -70,8 +80,8 @@ pub fn run(a: &BootEvidenceArgs, data_dir: &Path) -> Result<(), CliError> {
             }
         }
         let summary = serde_json::json!({
-            "TaskId": ev.task_id,
-            "ImageId": ev.image_id,
+            "TaskId": task_id,
+            "ImageId": image_id,
             "Passed": r.passed,
             "Failure": r.failure,
             "Warning": r.warning,
@@ -104,7 +114,7 @@ pub fn run(a: &BootEvidenceArgs, data_dir: &Path) -> Result<(), CliError> {
             ),
             (None, None) => format!("passed on {}", r.bus.map_or("?", bootcheck::Bus::name)),
         };
-        println!("{}: boot check {verdict}", ev.task_id);
+        println!("{task_id}: boot check {verdict}");
         println!(
             "firmware {}, accelerator {}, {:.1} s; evidence in {}",
             r.firmware,

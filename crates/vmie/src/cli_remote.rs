@@ -301,6 +301,30 @@ impl Remote {
             .ok_or_else(|| fail("no importTaskId in the answer"))
     }
 
+    /// The boot evidence of an import task or of the image it made (vmie's own
+    /// GetImportTaskBootEvidence / GetImageBootEvidence): task id, image id, report.
+    pub async fn boot_evidence(
+        &self,
+        id: &str,
+    ) -> Result<(String, Option<String>, bootcheck::Report), CliError> {
+        let (action, param) = if id.starts_with("ami-") {
+            ("GetImageBootEvidence", "ImageId")
+        } else {
+            ("GetImportTaskBootEvidence", "ImportTaskId")
+        };
+        let d = self
+            .call(action, &[(param.to_string(), id.to_string())])
+            .await?;
+        let task = d
+            .text_of(&["importTaskId"])
+            .ok_or_else(|| fail("no importTaskId in the answer"))?
+            .to_string();
+        let image = d.text_of(&["imageId"]).map(str::to_string);
+        let report = serde_json::from_str(d.text_of(&["report"]).unwrap_or_default())
+            .map_err(|e| fail(format!("the boot evidence does not parse: {e}")))?;
+        Ok((task, image, report))
+    }
+
     /// ExportImage; returns the task id.
     pub async fn export_image(
         &self,

@@ -120,7 +120,7 @@ pub struct RemoteOpts {
 
 impl RemoteOpts {
     /// The API client, when `--endpoint-url` is given.
-    fn remote(&self) -> Result<Option<Remote>, CliError> {
+    pub(crate) fn remote(&self) -> Result<Option<Remote>, CliError> {
         let Some(ep) = &self.endpoint_url else {
             return Ok(None);
         };

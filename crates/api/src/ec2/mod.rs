@@ -3,6 +3,7 @@
 //! [`crate::action`]'s table; nothing here authorizes anything.
 
 pub mod attributes;
+pub mod boot_evidence;
 pub mod cancel_import_task;
 pub mod copy;
 pub mod delete_snapshot;
