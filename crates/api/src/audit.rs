@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::action::{Kind, Spec};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Kind, Spec};
 use crate::trail::{TrailError, TrailWriter};
 
 /// The version of the record format (CloudTrail's current one).
@@ -730,7 +730,8 @@ mod tests {
 
     #[test]
     fn filter_values_and_quoted_free_text_are_redacted() {
-        use crate::action::{Action, Service};
+        use crate::action::Action;
+        use crate::spec::Service;
         let spec = Action::spec_of(Service::Ec2, "DescribeImages");
         let p = Params::parse(
             b"Filter.1.Name=description&Filter.1.Value.1=quarterly+secret+plan\

@@ -6,11 +6,12 @@
 
 use catalog::iam::PrincipalKind;
 
-use crate::action::{Authz, Declaration, RoleCheck, Spec};
-use crate::dispatch::{Env, Origin};
 use crate::error::ApiError;
+use crate::handler::{Declaration, RoleCheck};
+use crate::handler::{Env, Origin};
 use crate::iam::{Context, Decision, evaluate};
 use crate::identity::Principal;
+use crate::spec::{Authz, Spec};
 
 /// The condition keys every request fills.
 #[must_use]
@@ -50,7 +51,7 @@ pub async fn authorize(
     for (k, v) in &decl.conditions {
         set(&mut base, k, v);
     }
-    let star = [crate::action::Target {
+    let star = [crate::handler::Target {
         arn: "*".into(),
         id: None,
         tags: Vec::new(),
@@ -83,7 +84,7 @@ pub async fn authorize(
 
 fn denied(spec: &Spec, who: &Principal, resource: &str, d: Decision) -> ApiError {
     ApiError {
-        status: if spec.service == crate::action::Service::CloudTrail {
+        status: if spec.service == crate::spec::Service::CloudTrail {
             400
         } else {
             403

@@ -8,10 +8,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::action::{Authz, Declaration, Handler, Input, Service, Spec, Tags};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Service, Spec, Tags};
 
 /// The `X-Amz-Target` of the one action served.
 pub const TARGET: &str = "CloudTrail_20131101.LookupEvents";

@@ -5,56 +5,13 @@
 //! sensitive-data guard run over the fields the table marks as free text, `DryRun` answered,
 //! and only then the handler run.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
-use engine::Engine;
-
-use crate::action::{Action, Input, Kind, Service, Spec};
+use crate::action::Action;
 use crate::error::ApiError;
-use crate::identity::{Identity, Principal};
+use crate::handler::Input;
+pub use crate::handler::{Cx, Env, Origin};
+use crate::identity::Principal;
 use crate::query::Params;
-
-/// What every handler may use.
-#[derive(Debug, Clone)]
-pub struct Env {
-    /// The task engine (and through it the catalog, store and sources).
-    pub engine: Engine,
-    /// Identities.
-    pub identity: Identity,
-    /// Our region.
-    pub region: String,
-    /// What to do with sensitive data in free-form fields.
-    pub guard: crate::guard::Policy,
-    /// The activity log (`None`: not kept, which `vmie compliance` reports).
-    pub audit: Option<Arc<crate::audit::Audit>>,
-}
-
-/// Where a request came from, for policy conditions.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// The client's address.
-    pub source_ip: IpAddr,
-    /// Whether it arrived over TLS.
-    pub secure: bool,
-    /// Whether the credentials were issued after multi-factor authentication.
-    pub mfa: bool,
-}
-
-/// One authorized request, as its handler sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Cx<'a> {
-    /// The environment.
-    pub env: &'a Env,
-    /// The caller.
-    pub who: &'a Principal,
-    /// Where the request came from.
-    pub origin: &'a Origin,
-    /// Its request id.
-    pub request_id: &'a str,
-    /// Now, in seconds since the Unix epoch.
-    pub now: i64,
-}
+use crate::spec::{Kind, Service, Spec};
 
 /// The API version each Query service speaks.
 fn version(service: Service) -> Option<&'static str> {

@@ -17,8 +17,9 @@
 //!   and its verification;
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
 //!   and [`cloudtrail`]: `LookupEvents` over them;
-//! - [`action`]: the action table — every action served, what it touches and how it is
-//!   authorized; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
+//! - [`action`]: the action table — every action served; [`spec`]: what each states about
+//!   itself (IAM action, resources, parameters); [`handler`]: what an action's handler is given
+//!   and declares; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
 //!   every request goes through; [`ec2`], [`sts`], [`cloudtrail`]: the actions themselves,
 //!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server.
 
@@ -30,11 +31,13 @@ pub mod dispatch;
 pub mod ec2;
 pub mod error;
 pub mod guard;
+pub mod handler;
 pub mod iam;
 pub mod identity;
 pub mod query;
 pub mod server;
 pub mod sigv4;
+pub mod spec;
 pub mod sts;
 pub mod totp;
 pub mod trail;

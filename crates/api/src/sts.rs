@@ -6,10 +6,11 @@ use quick_xml::escape::escape;
 
 use zeroize::Zeroizing;
 
-use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags, field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Kind, Service, Spec, Tags, field, plain};
 
 /// The STS namespace.
 pub const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";

@@ -8,12 +8,13 @@
 use engine::ResourceKind;
 
 use super::{arn, returns_true};
-use crate::action::{Authz, Declaration, Field, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Authz, Field, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 const fn spec(

@@ -8,10 +8,11 @@
 use engine::ResourceKind;
 
 use super::arn;
-use crate::action::{Authz, Declaration, Field, Handler, Input, Service, Spec, Tags, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Field, Service, Spec, Tags, plain};
 use crate::xml::Xml;
 
 const fn spec(

@@ -4,11 +4,12 @@
 use engine::ResourceKind;
 
 use super::arn;
-use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 /// A parsed CancelImportTask.

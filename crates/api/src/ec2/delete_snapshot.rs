@@ -3,10 +3,11 @@
 use engine::ResourceKind;
 
 use super::{arn, returns_true};
-use crate::action::{Authz, Declaration, Handler, Input, Service, Spec, Tags, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Service, Spec, Tags, plain};
 
 /// A parsed DeleteSnapshot.
 #[derive(Debug)]

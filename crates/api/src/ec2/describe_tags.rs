@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use engine::ResourceKind;
 
 use super::{filters, matches, page};
-use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Authz, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 const TAG_FILTERS: &[&str] = &["key", "value", "resource-id", "resource-type"];

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use catalog::{Task, TaskKind};
 
 use super::{export_task_xml, filters, image_task_xml, matches, page, snapshot_task_xml};
-use crate::action::{Authz, Declaration, Field, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Authz, Field, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 /// Filter names the task lists take (besides `tag:KEY` and `tag-key`).

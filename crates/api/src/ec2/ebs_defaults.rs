@@ -2,10 +2,11 @@
 //! (Get/Enable/DisableEbsEncryptionByDefault) and the default KMS key
 //! (Get/Modify/ResetEbsDefaultKmsKeyId). Account settings: no resource ARN.
 
-use crate::action::{Authz, Declaration, Field, Handler, Input, Service, Spec, Tags, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Field, Service, Spec, Tags, plain};
 use crate::xml::Xml;
 
 const fn setting(

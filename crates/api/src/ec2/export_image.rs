@@ -6,11 +6,12 @@ use catalog::TaskKind;
 use engine::{ExportImageRequest, ExportLocation, ResourceKind};
 
 use super::{TAG_SPECS, arn, export_task_xml, role_name, s3_arn, submit, tag_specs, tags_for};
-use crate::action::{Authz, Declaration, Handler, Input, Kind, RoleCheck, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input, RoleCheck};
 use crate::identity::Principal;
+use crate::spec::{Authz, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 /// A parsed ExportImage.

@@ -5,10 +5,11 @@
 use engine::ResourceKind;
 
 use super::{arn, returns_true};
-use crate::action::{Authz, Declaration, Field, Handler, Input, Service, Spec, Tags, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Field, Service, Spec, Tags, plain};
 
 const fn spec(name: &'static str, iam: &'static str, params: &'static [Field]) -> Spec {
     Spec {

@@ -6,12 +6,13 @@ use catalog::TaskKind;
 use engine::{DiskContainer, ImportImageRequest, Location, ResourceKind, UserBucket};
 
 use super::{TAG_SPECS, arn, image_task_xml, role_name, s3_arn, submit, tag_specs, tags_for};
-use crate::action::{Authz, Declaration, Handler, Input, Kind, RoleCheck, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input, RoleCheck};
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Authz, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 /// A parsed ImportImage.

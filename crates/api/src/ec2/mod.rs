@@ -26,25 +26,15 @@ use std::collections::HashMap;
 use catalog::{Tag, Task};
 use engine::{ResourceKind, Submit, TaskDetail};
 
-use crate::action::{Field, Kind, field, plain};
-use crate::dispatch::Env;
 use crate::error::ApiError;
+use crate::handler::Env;
 use crate::identity::Principal;
 use crate::query::Params;
+use crate::spec::{Field, Kind, field, plain};
 use crate::xml::Xml;
 
 /// The service role imports and exports act as, unless `RoleName` names another.
 pub const DEFAULT_ROLE: &str = "vmimport";
-
-/// Every EC2 action served, by name (from the action table).
-#[must_use]
-pub fn actions() -> Vec<&'static str> {
-    crate::action::TABLE
-        .iter()
-        .filter(|s| s.service == crate::action::Service::Ec2)
-        .map(|s| s.name)
-        .collect()
-}
 
 /// The `TagSpecification.N` parameters of an action that tags what it creates.
 pub(crate) const TAG_SPECS: [Field; 3] = [

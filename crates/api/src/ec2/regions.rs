@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 
 use super::{filters, matches};
-use crate::action::{Authz, Declaration, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 use crate::xml::Xml;
 
 const fn spec(
     name: &'static str,
     iam: &'static str,
-    params: &'static [crate::action::Field],
+    params: &'static [crate::spec::Field],
 ) -> Spec {
     Spec {
         service: Service::Ec2,

@@ -4,11 +4,12 @@
 //! declared and authorized like every other action (a Deny of them is honoured and recorded).
 
 use super::TAG_SPECS;
-use crate::action::{Authz, Declaration, Field, Handler, Input, Kind, Service, Spec, Tags};
-use crate::action::{field, plain};
-use crate::dispatch::{Cx, Env};
 use crate::error::ApiError;
+use crate::handler::{Cx, Env};
+use crate::handler::{Declaration, Handler, Input};
 use crate::identity::Principal;
+use crate::spec::{Authz, Field, Kind, Service, Spec, Tags};
+use crate::spec::{field, plain};
 
 const fn spec(
     name: &'static str,
