@@ -13,10 +13,6 @@ use std::os::fd::RawFd;
 use crate::tools::{Accel, Tools};
 use crate::{Arch, Bus};
 
-/// QEMU's seccomp filter: obsolete system calls, privilege changes, spawning processes and
-/// resource-control calls all denied.
-pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
-
 /// Descriptor set of the screenshot memory file.
 pub const FDSET_SCREEN: u32 = 1;
 /// Descriptor set of the UEFI variable store.
@@ -56,7 +52,7 @@ pub fn args(tools: &Tools, accel: &Accel, bus: Bus, memory_mib: u32, fds: &Fds) 
         "-nic",
         "none",
         "-sandbox",
-        SANDBOX,
+        crate::sandbox::QEMU_SECCOMP,
         "-msg",
         "timestamp=off",
         "-smp",
@@ -120,6 +116,14 @@ pub fn args(tools: &Tools, accel: &Accel, bus: Bus, memory_mib: u32, fds: &Fds) 
             crate::nbd::EXPORT
         ),
     ]);
+    a.extend(devices(tools, bus, fds));
+    a
+}
+
+/// The guest's devices: display, panic device, firmware debug port, and the disk on `bus`.
+fn devices(tools: &Tools, bus: Bus, fds: &Fds) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_string()));
     match tools.arch {
         Arch::X86_64 => {
             push(&["-device", "VGA", "-device", "pvpanic"]);

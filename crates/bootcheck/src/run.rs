@@ -106,6 +106,27 @@ pub fn check(
             break;
         }
     }
+    let (bus, warning, failure) = verdict(&attempts);
+    Ok(Report {
+        passed: failure.is_none(),
+        failure,
+        bus,
+        warning,
+        firmware: tools.firmware.describe(),
+        accelerator: accel.describe(),
+        qemu: qemu_version(&tools.qemu),
+        arch: spec.arch,
+        boot_mode: spec.boot_mode,
+        limit_secs: limit_of(&accel).as_secs(),
+        total_ms: ms(t0.elapsed()),
+        attempts,
+    })
+}
+
+/// What the attempts add up to: the bus the guest booted on, the warning when that took a
+/// second bus, and the reason when no attempt booted (one reason said once when every bus
+/// failed alike).
+fn verdict(attempts: &[Attempt]) -> (Option<Bus>, Option<String>, Option<String>) {
     let booted = attempts
         .iter()
         .find(|a| matches!(a.outcome, Outcome::Booted { .. }));
@@ -140,20 +161,7 @@ pub fn check(
                 .join("; "),
         })
     };
-    Ok(Report {
-        passed: booted.is_some(),
-        failure,
-        bus,
-        warning,
-        firmware: tools.firmware.describe(),
-        accelerator: accel.describe(),
-        qemu: qemu_version(&tools.qemu),
-        arch: spec.arch,
-        boot_mode: spec.boot_mode,
-        limit_secs: limit_of(&accel).as_secs(),
-        total_ms: ms(t0.elapsed()),
-        attempts,
-    })
+    (bus, warning, failure)
 }
 
 /// How one boot ended.
@@ -213,36 +221,139 @@ fn last_error(text: &str) -> String {
         .collect()
 }
 
-impl Boot<'_> {
-    fn run(&self, stop: &dyn Fn() -> bool) -> Result<Ran, BootError> {
-        let x86 = self.tools.arch == Arch::X86_64;
-        let overlay = Arc::new(
-            Overlay::create(
-                &self.spec.work_dir,
-                &format!("{}-boot-{}", self.spec.name, self.bus.name().to_lowercase()),
-                self.disk.clone(),
-                self.spec.limits.overlay_max,
-                self.watch,
-            )
-            .map_err(BootError::io("creating the boot overlay"))?,
-        );
-        let (nbd_mine, nbd_theirs) = pair("NBD")?;
-        let (qmp_mine, qmp_theirs) = pair("QMP")?;
-        let (ser_mine, ser_theirs) = pair("the serial console")?;
-        let dbg = if x86 {
-            Some(pair("the firmware log")?)
-        } else {
-            None
+/// The descriptors of one boot: this side's ends, and what QEMU inherits.
+struct Channels {
+    nbd: (UnixStream, UnixStream),
+    qmp: (UnixStream, UnixStream),
+    serial: (UnixStream, UnixStream),
+    /// The firmware log (x86 only: I/O port 0x402).
+    debugcon: Option<(UnixStream, UnixStream)>,
+    screen: OwnedFd,
+    screen_w: File,
+    vars: Option<File>,
+    kvm: Option<OwnedFd>,
+}
+
+/// A running QEMU and the threads that read what it says and serve its disk.
+struct Running {
+    child: std::process::Child,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    nbd: std::thread::JoinHandle<()>,
+    serial: Arc<Mutex<Capture>>,
+    firmware: Arc<Mutex<Capture>>,
+    qemu_err: Arc<Mutex<Capture>>,
+}
+
+impl Running {
+    fn text(c: &Arc<Mutex<Capture>>) -> String {
+        c.lock().map(|c| c.text()).unwrap_or_default()
+    }
+
+    /// Kills QEMU and waits for every thread (QEMU's exit ends them).
+    fn stop(mut self) -> (String, String, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers {
+            let _ = r.join();
+        }
+        let _ = self.nbd.join();
+        (
+            Self::text(&self.serial),
+            Self::text(&self.firmware),
+            Self::text(&self.qemu_err),
+        )
+    }
+}
+
+/// What the boot has shown so far: the deciding signal, once there is one.
+#[derive(Default)]
+struct Watch {
+    decided: Option<(Outcome, Instant)>,
+    resets: u32,
+    exited: bool,
+    accel_failed: Option<String>,
+    /// The firmware found nothing to boot (the same on every bus).
+    disk_level: bool,
+}
+
+impl Watch {
+    fn fail(&mut self, reason: String, now: Instant) {
+        if self.decided.is_none() {
+            self.decided = Some((Outcome::Failed { reason }, now));
+        }
+    }
+
+    /// Whether the boot may stop: decided, and the screen given time to catch up.
+    fn settled(&self) -> bool {
+        let Some((outcome, at)) = &self.decided else {
+            return false;
         };
+        let settle = if matches!(outcome, Outcome::Booted { .. }) {
+            SETTLE_OK
+        } else {
+            SETTLE_FAIL
+        };
+        self.exited || at.elapsed() >= settle
+    }
+
+    /// What one event from QEMU, its console or the firmware says about the guest.
+    fn on_event(&mut self, boot: &Boot<'_>, ev: Event, now: Instant) {
+        match ev {
+            Event::Console(_, Seen::Accelerator(line))
+                if self.decided.is_none() && matches!(boot.accel, Accel::Kvm { .. }) =>
+            {
+                self.accel_failed = Some(line);
+                self.fail("the accelerator failed".into(), now);
+            }
+            Event::Console(_, Seen::BootSector) => {
+                if let (Some(reason), None) = (boot.preflight, &self.decided) {
+                    self.disk_level = true;
+                    self.fail(reason.to_string(), now);
+                }
+            }
+            Event::Console(_, seen) if self.decided.is_none() => {
+                self.disk_level = seen.firmware_level();
+                self.fail(seen.reason(), now);
+            }
+            Event::Qmp(name, data) => match name.as_str() {
+                "RESET" => {
+                    self.resets += 1;
+                    if self.resets >= MAX_RESETS {
+                        self.fail(
+                            format!(
+                                "reset loop: the guest restarted {} times without mounting its root filesystem",
+                                self.resets
+                            ),
+                            now,
+                        );
+                    }
+                }
+                "GUEST_PANICKED" => {
+                    self.fail("the guest panicked (reported through pvpanic)".into(), now);
+                }
+                "SHUTDOWN" if data["guest"].as_bool() == Some(true) => self.fail(
+                    "the guest powered off without mounting its root filesystem".into(),
+                    now,
+                ),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+impl Boot<'_> {
+    /// The socket pairs, memory files and devices of one boot.
+    fn channels(&self) -> Result<Channels, BootError> {
         let screen = memfd("vmie-screen")?;
         let screen_w = File::options()
             .write(true)
             .open(format!("/proc/self/fd/{}", screen.as_raw_fd()))
             .map_err(BootError::io("opening the screenshot memory file"))?;
+        // UEFI keeps its variables in a writable copy of the template, in memory.
         let vars = match &self.tools.firmware.vars {
             Some(template) => {
-                let fd = memfd("vmie-uefi-vars")?;
-                let mut f = File::from(fd);
+                let mut f = File::from(memfd("vmie-uefi-vars")?);
                 let mut t = File::open(template)
                     .map_err(BootError::io(format!("reading {}", template.display())))?;
                 std::io::copy(&mut t, &mut f)
@@ -255,14 +366,33 @@ impl Boot<'_> {
             Accel::Kvm { .. } => Some(open_kvm().map_err(BootError::io("opening /dev/kvm"))?),
             Accel::Tcg { .. } => None,
         };
+        Ok(Channels {
+            nbd: pair("NBD")?,
+            qmp: pair("QMP")?,
+            serial: pair("the serial console")?,
+            debugcon: if self.tools.arch == Arch::X86_64 {
+                Some(pair("the firmware log")?)
+            } else {
+                None
+            },
+            screen,
+            screen_w,
+            vars,
+            kvm,
+        })
+    }
+
+    /// Starts QEMU in its sandbox with the descriptors of `ch` (QEMU names no path it could
+    /// write: everything it touches is inherited).
+    fn launch(&self, ch: &Channels) -> Result<std::process::Child, BootError> {
         let fds = Fds {
-            nbd: nbd_theirs.as_raw_fd(),
-            qmp: qmp_theirs.as_raw_fd(),
-            serial: ser_theirs.as_raw_fd(),
-            debugcon: dbg.as_ref().map(|(_, t)| t.as_raw_fd()),
-            screen: screen_w.as_raw_fd(),
-            vars: vars.as_ref().map(AsRawFd::as_raw_fd),
-            kvm: kvm.as_ref().map(AsRawFd::as_raw_fd),
+            nbd: ch.nbd.1.as_raw_fd(),
+            qmp: ch.qmp.1.as_raw_fd(),
+            serial: ch.serial.1.as_raw_fd(),
+            debugcon: ch.debugcon.as_ref().map(|(_, t)| t.as_raw_fd()),
+            screen: ch.screen_w.as_raw_fd(),
+            vars: ch.vars.as_ref().map(AsRawFd::as_raw_fd),
+            kvm: ch.kvm.as_ref().map(AsRawFd::as_raw_fd),
         };
         let args = crate::qemu::args(
             self.tools,
@@ -272,47 +402,45 @@ impl Boot<'_> {
             &fds,
         );
         let mut pass: Vec<BorrowedFd<'_>> = vec![
-            nbd_theirs.as_fd(),
-            qmp_theirs.as_fd(),
-            ser_theirs.as_fd(),
-            screen_w.as_fd(),
+            ch.nbd.1.as_fd(),
+            ch.qmp.1.as_fd(),
+            ch.serial.1.as_fd(),
+            ch.screen_w.as_fd(),
         ];
-        if let Some((_, t)) = &dbg {
-            pass.push(t.as_fd());
-        }
-        if let Some(v) = &vars {
-            pass.push(v.as_fd());
-        }
-        if let Some(k) = &kvm {
-            pass.push(k.as_fd());
-        }
-        let limit_secs = self.limit.as_secs();
+        pass.extend(ch.debugcon.as_ref().map(|(_, t)| t.as_fd()));
+        pass.extend(ch.vars.as_ref().map(AsFd::as_fd));
+        pass.extend(ch.kvm.as_ref().map(AsFd::as_fd));
         let limits = ProcLimits {
             // The guest's one vCPU thread plus QEMU's own threads, with room to spare.
-            cpu_secs: 2 * limit_secs + 60,
+            cpu_secs: 2 * self.limit.as_secs() + 60,
             // Guest memory, TCG's 1 GiB translation cache, libraries and thread stacks.
             address_space: (u64::from(self.spec.limits.memory_mib) << 20) + (6 << 30),
             open_files: 1024,
         };
         tracing::info!(task = %self.spec.name, bus = self.bus.name(), accel = %self.accel.describe(), "boot check: starting QEMU");
-        let start = Instant::now();
-        let mut child = spawn(&self.tools.qemu, &args, &pass, self.user, limits)?;
-        drop(pass);
-        drop((nbd_theirs, qmp_theirs, ser_theirs, kvm, vars));
-        let dbg_mine = dbg.map(|(m, _)| m);
-        let (tx, rx) = channel::<Event>();
+        spawn(&self.tools.qemu, &args, &pass, self.user, limits)
+    }
+
+    /// The threads that capture the console, the firmware log and QEMU's messages (each
+    /// sending what it recognizes on `tx`), and the one that serves the disk.
+    fn start_io(
+        mut child: std::process::Child,
+        ch: Channels,
+        overlay: &Arc<Overlay>,
+        tx: &std::sync::mpsc::Sender<Event>,
+    ) -> (Running, UnixStream, OwnedFd, File) {
         let serial = Arc::new(Mutex::new(Capture::new(256 << 10, 768 << 10)));
         let firmware = Arc::new(Mutex::new(Capture::new(64 << 10, 192 << 10)));
         let qemu_err = Arc::new(Mutex::new(Capture::new(16 << 10, 16 << 10)));
         let mut readers = vec![spawn_reader(
-            ser_mine,
+            ch.serial.0,
             Stream::Serial,
             serial.clone(),
             tx.clone(),
         )];
-        if let Some(d) = dbg_mine {
+        if let Some((mine, _)) = ch.debugcon {
             readers.push(spawn_reader(
-                d,
+                mine,
                 Stream::Firmware,
                 firmware.clone(),
                 tx.clone(),
@@ -322,143 +450,135 @@ impl Boot<'_> {
             readers.push(spawn_reader(e, Stream::Qemu, qemu_err.clone(), tx.clone()));
         }
         let ov = overlay.clone();
+        let nbd_mine = ch.nbd.0;
         let nbd = std::thread::spawn(move || {
             if let Err(e) = crate::nbd::serve(nbd_mine, &ov) {
                 tracing::warn!(error = %e, "boot check: NBD connection ended");
             }
         });
-        let text = |c: &Arc<Mutex<Capture>>| c.lock().map(|c| c.text()).unwrap_or_default();
-        let kill = |child: &mut std::process::Child| {
-            let _ = child.kill();
-            let _ = child.wait();
+        // QEMU holds its ends now; ours of them close here.
+        drop((ch.qmp.1, ch.kvm, ch.vars));
+        let running = Running {
+            child,
+            readers,
+            nbd,
+            serial,
+            firmware,
+            qemu_err,
         };
+        (running, ch.qmp.0, ch.screen, ch.screen_w)
+    }
 
+    /// Watches the boot until it is decided and settled, `stop` says so (true), or QEMU
+    /// exits; the time limit decides a boot that showed nothing.
+    fn watch(
+        &self,
+        run: &mut Running,
+        overlay: &Overlay,
+        rx: &std::sync::mpsc::Receiver<Event>,
+        start: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> (Watch, bool) {
+        let deadline = start + self.limit;
+        let limit_secs = self.limit.as_secs();
+        let mut w = Watch::default();
+        loop {
+            if stop() {
+                return (w, true);
+            }
+            if w.settled() {
+                return (w, false);
+            }
+            let ev = rx.recv_timeout(TICK);
+            let now = Instant::now();
+            match ev {
+                Ok(ev) => w.on_event(self, ev, now),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+            if w.decided.is_none()
+                && let Some(signal) = self.booted(overlay)
+            {
+                w.decided = Some((Outcome::Booted { signal }, now));
+            }
+            if let Ok(Some(status)) = run.child.try_wait() {
+                w.exited = true;
+                if w.decided.is_none() {
+                    // Give the stderr reader a moment to collect QEMU's last words.
+                    std::thread::sleep(Duration::from_millis(200));
+                    w.fail(
+                        format!(
+                            "QEMU exited ({status}) before the guest mounted its root filesystem: {}",
+                            last_error(&Running::text(&run.qemu_err))
+                        ),
+                        now,
+                    );
+                }
+            }
+            if w.decided.is_none() && now >= deadline {
+                let root_writes = overlay.watches().first().map_or(0, |x| x.writes);
+                w.fail(
+                    if root_writes > 0 {
+                        format!(
+                            "the guest wrote its root partition but did not mount its root filesystem read-write within {limit_secs} s"
+                        )
+                    } else {
+                        format!("no filesystem write within {limit_secs} s")
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn run(&self, stop: &dyn Fn() -> bool) -> Result<Ran, BootError> {
+        let overlay = Arc::new(
+            Overlay::create(
+                &self.spec.work_dir,
+                &format!("{}-boot-{}", self.spec.name, self.bus.name().to_lowercase()),
+                self.disk.clone(),
+                self.spec.limits.overlay_max,
+                self.watch,
+            )
+            .map_err(BootError::io("creating the boot overlay"))?,
+        );
+        let ch = self.channels()?;
+        let start = Instant::now();
+        let child = self.launch(&ch)?;
+        let (tx, rx) = channel::<Event>();
+        let (mut run, qmp_mine, screen, screen_w) = Self::start_io(child, ch, &overlay, &tx);
         let mut qmp = match Qmp::connect(qmp_mine, tx.clone(), Duration::from_secs(60)) {
             Ok(q) => q,
             Err(e) => {
-                kill(&mut child);
-                for r in readers {
-                    let _ = r.join();
-                }
+                let (_, _, qemu_log) = run.stop();
                 return Err(BootError::Qemu(format!(
                     "{e}; QEMU said: {}",
-                    last_error(&text(&qemu_err))
+                    last_error(&qemu_log)
                 )));
             }
         };
         drop(tx);
-
-        let deadline = start + self.limit;
-        let mut resets = 0u32;
-        let mut decided: Option<(Outcome, Instant)> = None;
-        let mut exited = false;
-        let mut accel_failed: Option<String> = None;
-        let mut disk_level = false;
-        let stopped = loop {
-            if stop() {
-                break true;
-            }
-            if let Some((_, at)) = &decided {
-                let settle = if matches!(decided, Some((Outcome::Booted { .. }, _))) {
-                    SETTLE_OK
-                } else {
-                    SETTLE_FAIL
-                };
-                if exited || at.elapsed() >= settle {
-                    break false;
-                }
-            }
-            let ev = rx.recv_timeout(TICK);
-            let now = Instant::now();
-            let fail = |reason: String| Some((Outcome::Failed { reason }, now));
-            match ev {
-                Ok(Event::Console(_, Seen::Accelerator(line)))
-                    if decided.is_none() && matches!(self.accel, Accel::Kvm { .. }) =>
-                {
-                    accel_failed = Some(line);
-                    decided = fail("the accelerator failed".into());
-                }
-                Ok(Event::Console(_, Seen::BootSector)) => {
-                    if let (Some(reason), None) = (self.preflight, &decided) {
-                        disk_level = true;
-                        decided = fail(reason.to_string());
-                    }
-                }
-                Ok(Event::Console(_, seen)) if decided.is_none() => {
-                    disk_level = seen.firmware_level();
-                    decided = fail(seen.reason());
-                }
-                Ok(Event::Qmp(name, data)) => match name.as_str() {
-                    "RESET" => {
-                        resets += 1;
-                        if resets >= MAX_RESETS && decided.is_none() {
-                            decided = fail(format!(
-                                "reset loop: the guest restarted {resets} times without mounting its root filesystem"
-                            ));
-                        }
-                    }
-                    "GUEST_PANICKED" if decided.is_none() => {
-                        decided = fail("the guest panicked (reported through pvpanic)".into());
-                    }
-                    "SHUTDOWN" if data["guest"].as_bool() == Some(true) && decided.is_none() => {
-                        decided = fail(
-                            "the guest powered off without mounting its root filesystem".into(),
-                        );
-                    }
-                    _ => {}
-                },
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
-            }
-            if decided.is_none()
-                && let Some(signal) = self.booted(&overlay)
-            {
-                decided = Some((Outcome::Booted { signal }, now));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                exited = true;
-                if decided.is_none() {
-                    // Give the stderr reader a moment to collect QEMU's last words.
-                    std::thread::sleep(Duration::from_millis(200));
-                    decided = fail(format!(
-                        "QEMU exited ({status}) before the guest mounted its root filesystem: {}",
-                        last_error(&text(&qemu_err))
-                    ));
-                }
-            }
-            if decided.is_none() && now >= deadline {
-                let root_writes = overlay.watches().first().map_or(0, |w| w.writes);
-                decided = fail(if root_writes > 0 {
-                    format!(
-                        "the guest wrote its root partition but did not mount its root filesystem read-write within {limit_secs} s"
-                    )
-                } else {
-                    format!("no filesystem write within {limit_secs} s")
-                });
-            }
-        };
-        let decided_at = decided.as_ref().map_or_else(Instant::now, |(_, at)| *at);
-        let screen_png = if stopped || exited || accel_failed.is_some() {
+        let (w, stopped) = self.watch(&mut run, &overlay, &rx, start, stop);
+        let decided_at = w.decided.as_ref().map_or_else(Instant::now, |(_, at)| *at);
+        // The screen as the guest left it (not after it stopped, exited, or the accelerator
+        // failed: there is nothing to see then).
+        let screen_png = if stopped || w.exited || w.accel_failed.is_some() {
             None
         } else {
             self.screenshot(&mut qmp, &screen, &screen_w)
         };
-        if !stopped && !exited {
+        if !stopped && !w.exited {
             let _ = qmp.call("quit", None, Duration::from_secs(5));
         }
-        kill(&mut child);
-        for r in readers {
-            let _ = r.join();
-        }
-        let _ = nbd.join();
+        let (console, firmware_log, qemu_log) = run.stop();
         if stopped {
             return Err(BootError::Stopped);
         }
-        if let Some(why) = accel_failed {
+        if let Some(why) = w.accel_failed {
             return Ok(Ran::AcceleratorFailed(why));
         }
         let watches = overlay.watches();
-        let outcome = decided.map_or_else(
+        let outcome = w.decided.map_or_else(
             || Outcome::Failed {
                 reason: "the boot ended without a decision".into(),
             },
@@ -472,16 +592,16 @@ impl Boot<'_> {
                 elapsed_ms: ms(decided_at - start),
                 first_root_write_ms: watches
                     .first()
-                    .and_then(|w| w.first)
+                    .and_then(|x| x.first)
                     .map(|t| ms(t.saturating_duration_since(start))),
-                resets,
+                resets: w.resets,
                 bytes_written: overlay.bytes_written(),
-                console: text(&serial),
-                firmware_log: text(&firmware),
-                qemu_log: text(&qemu_err),
+                console,
+                firmware_log,
+                qemu_log,
                 screen_png,
             },
-            disk_level,
+            w.disk_level,
         ))
     }
 

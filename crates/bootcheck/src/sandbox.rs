@@ -19,6 +19,11 @@ use rustix::process::{Resource, Rlimit};
 
 use crate::error::BootError;
 
+/// QEMU's seccomp filter (`-sandbox`): obsolete system calls, privilege changes, spawning
+/// processes and resource-control calls all denied.
+pub const QEMU_SECCOMP: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// Resource limits of the sandboxed process.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcLimits {

@@ -330,7 +330,7 @@ fn probe_once(tools: &Tools, cpu: &str, user: Option<(u32, u32)>) -> Result<(), 
         "-device",
         "isa-debugcon,iobase=0x402,chardev=dbg",
         "-sandbox",
-        crate::qemu::SANDBOX,
+        crate::sandbox::QEMU_SECCOMP,
     ]
     .iter()
     .map(|s| (*s).to_string())

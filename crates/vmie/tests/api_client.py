@@ -136,6 +136,15 @@ p = subprocess.run([VMIE, "tasks", "--endpoint-url", ENDPOINT, "--ca-bundle", CA
                    capture_output=True, text=True, env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0],
                                                             AWS_SECRET_ACCESS_KEY=ADMIN[1]))
 assert p.returncode == 0 and r["TaskId"] in p.stdout, p.stderr
+# Boot evidence through the API, by image (GetImageBootEvidence) and by task
+# (GetImportTaskBootEvidence). This server runs with the boot check off, so each answers
+# why there is none, naming the image's task.
+for ident in (images["debian.vmdk"], aws("describe-import-image-tasks")["ImportImageTasks"][0]["ImportTaskId"]):
+    p = subprocess.run([VMIE, "boot-evidence", ident, "--out", os.path.join(WORK, "evidence"),
+                        "--endpoint-url", ENDPOINT, "--ca-bundle", CA],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0], AWS_SECRET_ACCESS_KEY=ADMIN[1]))
+    assert p.returncode != 0 and "has no boot evidence" in p.stderr, (ident, p.returncode, p.stderr)
 
 # Describe with ids, filters and pages.
 all_images = aws("describe-import-image-tasks")["ImportImageTasks"]
