@@ -334,20 +334,23 @@ pub(crate) fn ordered_grains(
             };
             pending.insert(seq, (bytes, buf, grains));
             while let Some((bytes, buf, grains)) = pending.remove(&next) {
-                for (gi, g) in grains {
-                    let data = match &g {
+                let sent = grains.iter().try_for_each(|(gi, g)| {
+                    let data = match g {
                         Grain::Same(r) => &buf[r.clone()],
                         Grain::Owned(v) => v.as_slice(),
                     };
-                    if let Err(e) = sink(gi, data) {
-                        stop.store(true, Ordering::Relaxed);
-                        outcome = Err(e);
-                        break;
-                    }
-                }
+                    sink(*gi, data)
+                });
                 pool.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(buf);
+                if let Err(e) = sent {
+                    // The output is broken from here on: no later grain, already finished
+                    // or not, may reach the sink.
+                    stop.store(true, Ordering::Relaxed);
+                    outcome = Err(e);
+                    break;
+                }
                 progress.fetch_add(bytes, Ordering::Relaxed);
                 next += 1;
                 let _ = give_token.send(());

@@ -276,3 +276,74 @@ fn test_write_vhdx_checks_clean_keeps_size_and_data() {
         assert_reads_as(&out, src);
     }
 }
+
+/// A disk of non-zero bytes whose first 2 MiB job is read only once the third job is being
+/// read: by then the worker that read the second job has handed it on, so a finished later
+/// job is waiting when the first reaches the sink.
+struct FirstJobLast {
+    size: u64,
+    later_read: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl crate::Disk for FirstJobLast {
+    fn info(&self) -> crate::ImageInfo {
+        crate::ImageInfo {
+            format: crate::Format::Raw,
+            subformat: None,
+            virtual_size: self.size,
+            cluster_size: None,
+            details: Vec::new(),
+        }
+    }
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::Result<()> {
+        let mut done = self.later_read.lock().unwrap();
+        if offset == 0 {
+            while !*done {
+                done = self.cond.wait(done).unwrap();
+            }
+        } else if offset >= 4 << 20 {
+            *done = true;
+            self.cond.notify_all();
+        }
+        buf.fill(0x5a);
+        Ok(())
+    }
+    fn extents(&self, offset: u64, length: u64) -> crate::Result<Vec<crate::Extent>> {
+        let end = crate::disk::clip_end(offset, length, self.size);
+        Ok(vec![crate::Extent {
+            offset,
+            length: end - offset,
+            kind: crate::ExtentKind::Data,
+        }])
+    }
+}
+
+#[test]
+fn test_ordered_grains_sink_error_stops_later_grains() {
+    let disk = FirstJobLast {
+        size: 8 << 20,
+        later_read: std::sync::Mutex::new(false),
+        cond: std::sync::Condvar::new(),
+    };
+    let mut calls = Vec::new();
+    let out = super::ordered_grains(
+        &disk,
+        64 << 10,
+        2,
+        &AtomicU64::new(0),
+        &|_| Ok(None),
+        &mut |g, _| {
+            calls.push(g);
+            Err(crate::DiskError::invalid(
+                crate::Format::Raw,
+                "the sink broke",
+            ))
+        },
+    );
+    assert!(out.is_err());
+    assert_eq!(calls, [0], "the sink was called again after it failed");
+}
