@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use crate::detect::Format;
+use crate::format::Format;
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, DiskError>;
@@ -47,10 +47,10 @@ pub enum Refusal {
     },
     /// The content is valid as two formats at once.
     MultipleFormats {
-        /// First format that matched.
-        first: Format,
-        /// Second format that matched.
-        second: Format,
+        /// Name of the first format that matched.
+        first: &'static str,
+        /// Name of the second.
+        second: &'static str,
     },
     /// Virtual size above the configured maximum.
     VirtualSizeTooLarge {

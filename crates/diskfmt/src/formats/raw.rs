@@ -1,10 +1,21 @@
 //! Raw disks and ISO 9660 images: the file is the disk.
 
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_exact_at};
 use crate::limits::Limits;
+use crate::text::printable;
+
+/// Opens a raw disk (the registry's reader for raw).
+pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
+    Ok(Box::new(RawDisk::open(src, limits)?))
+}
+
+/// Opens an ISO 9660 image (the registry's reader for ISO).
+pub fn open_iso(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
+    Ok(Box::new(RawDisk::open_iso(src, limits)?))
+}
 
 /// A raw (or ISO 9660) image.
 pub struct RawDisk {
@@ -34,16 +45,7 @@ impl RawDisk {
         let mut disk = Self::open_as(src, Format::Iso, limits)?;
         // ECMA-119 8.4.6: volume identifier, 32 d-characters at byte 40 of the PVD.
         if pvd[0] == 1 {
-            let label: String = pvd[40..72]
-                .iter()
-                .map(|&c| {
-                    if c.is_ascii_graphic() || c == b' ' {
-                        c as char
-                    } else {
-                        '?'
-                    }
-                })
-                .collect();
+            let label = printable(&pvd[40..72]);
             disk.details
                 .push(("volume_id".into(), label.trim_end().to_string()));
         }

@@ -13,27 +13,25 @@
 //!   manifest lists but the archive lacks, or a file the manifest leaves out.
 //!
 //! Disks are read in place through a window of the archive ([`crate::io::SubSource`]): no
-//! member is extracted to disk. Writing an OVA is [`write`]: descriptor first, then the
-//! stream-optimized VMDK, then a SHA-256 manifest.
+//! member is extracted to disk. Writing an OVA is [`crate::write::ova`].
 
 pub mod ovf;
 pub mod tar;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest;
 
-use crate::detect::Format;
 use crate::disk::Disk;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
+use crate::image::open;
 use crate::io::{ReadAt, Source, SubSource, read_checked};
 use crate::limits::Limits;
-use crate::write::{WriteOptions, WriteStats};
+use crate::text::hex;
 
 pub use ovf::Ovf;
 pub use tar::{Kind, Member};
@@ -411,7 +409,7 @@ impl Appliance {
             )
         })?;
         let window: Source = Arc::new(SubSource::new(self.src.clone(), d.offset, d.size)?);
-        let disk = crate::open(window, limits)?;
+        let disk = open(window, limits)?;
         Ok(disk)
     }
 }
@@ -452,141 +450,4 @@ fn digest(
         H::S256(h) => hex(&h.finalize()),
         H::S512(h) => hex(&h.finalize()),
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-fn io(e: std::io::Error) -> DiskError {
-    DiskError::io("writing the OVA", e)
-}
-
-/// Writes `disk` as an OVA: the OVF descriptor first, then the disk as a stream-optimized
-/// VMDK, then a SHA-256 manifest. The VMDK is made first in an unnamed temporary file in
-/// `opts.temp_dir` (deleted by the system even if we crash), since the descriptor that
-/// precedes it must state its size. `opts.name` names the appliance (`NAME.ova` → `NAME`).
-pub fn write(
-    disk: &dyn Disk,
-    out: &File,
-    opts: &WriteOptions,
-    progress: &AtomicU64,
-) -> Result<WriteStats> {
-    if let Some(s) = opts.subformat.as_deref() {
-        return Err(DiskError::unsupported(
-            F,
-            format!("subformat {s:?}: an OVA always holds a stream-optimized VMDK"),
-        ));
-    }
-    let base = opts
-        .name
-        .as_deref()
-        .map(|n| n.strip_suffix(".ova").unwrap_or(n))
-        .filter(|n| !n.is_empty())
-        .unwrap_or("vm");
-    let base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let vmdk_name = format!("{base}-disk1.vmdk");
-    let adapter = opts
-        .adapter_type
-        .clone()
-        .unwrap_or_else(|| "lsilogic".into());
-    let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let mut tmp = tempfile::tempfile_in(&dir)
-        .map_err(|e| DiskError::io(format!("creating a temporary file in {}", dir.display()), e))?;
-    let vopts = WriteOptions {
-        name: Some(vmdk_name.clone()),
-        adapter_type: Some(adapter.clone()),
-        ..opts.clone()
-    };
-    crate::write::vmdk::write(disk, &tmp, &vopts, progress)?;
-    let vmdk_size = tmp.seek(SeekFrom::End(0)).map_err(io)?;
-    let populated = crate::allocated_bytes(disk)?;
-    let spec = ovf::MachineSpec {
-        name: base.clone(),
-        cpus: opts.cpus.unwrap_or(1),
-        memory_mib: opts.memory_mib.unwrap_or(1024),
-        os_type: opts
-            .os_type
-            .clone()
-            .unwrap_or_else(|| "otherGuest64".into()),
-        os_id: 1,
-        adapter,
-    };
-    let descriptor = ovf::write(
-        &spec,
-        &[ovf::DiskSpec {
-            href: vmdk_name.clone(),
-            file_size: vmdk_size,
-            capacity: disk.virtual_size(),
-            populated,
-        }],
-    );
-    let ovf_name = format!("{base}.ovf");
-    let mf_name = format!("{base}.mf");
-
-    let mut b = ::tar::Builder::new(out);
-    let header = |size: u64| {
-        let mut h = ::tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-        h.set_entry_type(::tar::EntryType::Regular);
-        h
-    };
-    let mut h = header(descriptor.len() as u64);
-    b.append_data(&mut h, &ovf_name, descriptor.as_bytes())
-        .map_err(io)?;
-    tmp.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut hashing = HashingReader {
-        inner: std::io::BufReader::with_capacity(1 << 20, tmp),
-        hash: sha2::Sha256::new(),
-    };
-    let mut h = header(vmdk_size);
-    b.append_data(&mut h, &vmdk_name, &mut hashing)
-        .map_err(io)?;
-    let manifest = format!(
-        "SHA256({ovf_name})= {}\nSHA256({vmdk_name})= {}\n",
-        hex(&sha2::Sha256::digest(descriptor.as_bytes())),
-        hex(&hashing.hash.finalize())
-    );
-    let mut h = header(manifest.len() as u64);
-    b.append_data(&mut h, &mf_name, manifest.as_bytes())
-        .map_err(io)?;
-    let mut out = b.into_inner().map_err(io)?;
-    out.flush().map_err(io)?;
-    let file_size = out.stream_position().map_err(io)?;
-    Ok(WriteStats {
-        virtual_size: disk.virtual_size(),
-        file_size,
-    })
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hash: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
 }

@@ -4,15 +4,13 @@
 //! section and the virtual hardware (CPUs, memory, disk controllers, disks). Elements and
 //! attributes are matched by local name, whatever namespace prefixes the producer chose. The
 //! descriptor is bounded in size before it is parsed; entities other than XML's predefined
-//! ones and character references are refused (no DTD, no external entities).
-//!
-//! Written: a descriptor for one virtual machine with its disks, in the structure VMware's and
-//! VirtualBox's importers accept (OVF 1.0 namespaces, RASD items in schema order).
+//! ones and character references are refused (no DTD, no external entities). Descriptors are
+//! written by [`crate::write::ova`].
 
 use quick_xml::events::Event;
 
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 
 const F: Format = Format::Ova;
 /// Most elements of one kind (files, disks, hardware items) a descriptor may list.
@@ -21,10 +19,6 @@ const MAX_ITEMS: usize = 1024;
 const MAX_DEPTH: usize = 64;
 /// Longest text or attribute value kept.
 const MAX_TEXT: usize = 4096;
-
-/// The VMware URL naming stream-optimized VMDK disks in `ovf:format`.
-pub const VMDK_STREAM_URL: &str =
-    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 
 /// A file the descriptor references.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -405,128 +399,4 @@ fn add_item(ovf: &mut Ovf, it: &Item) -> Result<()> {
         _ => {}
     }
     Ok(())
-}
-
-/// What to say about the machine in a descriptor we write.
-#[derive(Debug, Clone)]
-pub struct MachineSpec {
-    /// Name of the virtual system.
-    pub name: String,
-    /// Virtual CPUs.
-    pub cpus: u32,
-    /// Memory in MiB.
-    pub memory_mib: u64,
-    /// VMware guest OS type (`vmw:osType`), e.g. `otherGuest64`, `ubuntu64Guest`.
-    pub os_type: String,
-    /// CIM operating system id for `OperatingSystemSection ovf:id` (1 = Other, 101/102 =
-    /// Linux 32/64-bit, 103 = Windows 64-bit…).
-    pub os_id: u32,
-    /// Disk controller: `lsilogic` (SCSI), `ide`, `buslogic`.
-    pub adapter: String,
-}
-
-/// One disk to describe: member name, its size in the archive, capacity, populated bytes.
-#[derive(Debug, Clone)]
-pub struct DiskSpec {
-    /// Member name of the VMDK.
-    pub href: String,
-    /// Size of the VMDK file.
-    pub file_size: u64,
-    /// Virtual size in bytes.
-    pub capacity: u64,
-    /// Bytes of data the disk holds.
-    pub populated: u64,
-}
-
-fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
-
-/// Writes an OVF 1.0 descriptor for one virtual machine with `disks` (stream-optimized VMDK).
-#[must_use]
-pub fn write(m: &MachineSpec, disks: &[DiskSpec]) -> String {
-    use std::fmt::Write as _;
-    let mut x = String::new();
-    let name = esc(&m.name);
-    x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    x.push_str(concat!(
-        "<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\"",
-        " xmlns:cim=\"http://schemas.dmtf.org/wbem/wscim/1/common\"",
-        " xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\"",
-        " xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\"",
-        " xmlns:vmw=\"http://www.vmware.com/schema/ovf\"",
-        " xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\"",
-        " xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n"
-    ));
-    x.push_str("  <References>\n");
-    for (i, d) in disks.iter().enumerate() {
-        let _ = writeln!(
-            x,
-            "    <File ovf:href=\"{}\" ovf:id=\"file{}\" ovf:size=\"{}\"/>",
-            esc(&d.href),
-            i + 1,
-            d.file_size
-        );
-    }
-    x.push_str("  </References>\n  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
-    for (i, d) in disks.iter().enumerate() {
-        let _ = writeln!(
-            x,
-            "    <Disk ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte\" ovf:diskId=\"vmdisk{n}\" ovf:fileRef=\"file{n}\" ovf:format=\"{VMDK_STREAM_URL}\" ovf:populatedSize=\"{}\"/>",
-            d.capacity,
-            d.populated,
-            n = i + 1
-        );
-    }
-    x.push_str("  </DiskSection>\n");
-    let _ = writeln!(x, "  <VirtualSystem ovf:id=\"{name}\">");
-    x.push_str("    <Info>A virtual machine</Info>\n");
-    let _ = writeln!(x, "    <Name>{name}</Name>");
-    let _ = writeln!(
-        x,
-        "    <OperatingSystemSection ovf:id=\"{}\" vmw:osType=\"{}\">\n      <Info>The kind of installed guest operating system</Info>\n    </OperatingSystemSection>",
-        m.os_id,
-        esc(&m.os_type)
-    );
-    x.push_str("    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n");
-    let _ = writeln!(
-        x,
-        "      <System>\n        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        <vssd:InstanceID>0</vssd:InstanceID>\n        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>\n        <vssd:VirtualSystemType>vmx-10</vssd:VirtualSystemType>\n      </System>"
-    );
-    // RASD elements in schema (alphabetical) order.
-    let _ = writeln!(
-        x,
-        "      <Item>\n        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>\n        <rasd:Description>Number of Virtual CPUs</rasd:Description>\n        <rasd:ElementName>{c} virtual CPU(s)</rasd:ElementName>\n        <rasd:InstanceID>1</rasd:InstanceID>\n        <rasd:ResourceType>3</rasd:ResourceType>\n        <rasd:VirtualQuantity>{c}</rasd:VirtualQuantity>\n      </Item>",
-        c = m.cpus
-    );
-    let _ = writeln!(
-        x,
-        "      <Item>\n        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>\n        <rasd:Description>Memory Size</rasd:Description>\n        <rasd:ElementName>{mem}MB of memory</rasd:ElementName>\n        <rasd:InstanceID>2</rasd:InstanceID>\n        <rasd:ResourceType>4</rasd:ResourceType>\n        <rasd:VirtualQuantity>{mem}</rasd:VirtualQuantity>\n      </Item>",
-        mem = m.memory_mib
-    );
-    let (ctl_name, ctl_sub, ctl_type) = if m.adapter == "ide" {
-        ("IDE Controller 0", None, 5)
-    } else {
-        ("SCSI Controller 0", Some(m.adapter.as_str()), 6)
-    };
-    let sub = ctl_sub.map_or(String::new(), |s| {
-        format!(
-            "\n        <rasd:ResourceSubType>{}</rasd:ResourceSubType>",
-            esc(s)
-        )
-    });
-    let _ = writeln!(
-        x,
-        "      <Item>\n        <rasd:Address>0</rasd:Address>\n        <rasd:Description>{ctl_name}</rasd:Description>\n        <rasd:ElementName>{ctl_name}</rasd:ElementName>\n        <rasd:InstanceID>3</rasd:InstanceID>{sub}\n        <rasd:ResourceType>{ctl_type}</rasd:ResourceType>\n      </Item>"
-    );
-    for i in 0..disks.len() {
-        let _ = writeln!(
-            x,
-            "      <Item>\n        <rasd:AddressOnParent>{i}</rasd:AddressOnParent>\n        <rasd:ElementName>Hard Disk {n}</rasd:ElementName>\n        <rasd:HostResource>ovf:/disk/vmdisk{n}</rasd:HostResource>\n        <rasd:InstanceID>{id}</rasd:InstanceID>\n        <rasd:Parent>3</rasd:Parent>\n        <rasd:ResourceType>17</rasd:ResourceType>\n      </Item>",
-            n = i + 1,
-            id = 4 + i
-        );
-    }
-    x.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
-    x
 }

@@ -6,8 +6,8 @@
 //! make it allocate as much as the file holds. Here every record is bounded and every header
 //! checksum verified.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, read_checked};
 
 const F: Format = Format::Ova;

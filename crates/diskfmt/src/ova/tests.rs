@@ -411,14 +411,7 @@ fn test_ova_written_by_vmie_is_ordered_verified_and_round_trips() {
         memory_mib: Some(4096),
         ..Default::default()
     };
-    crate::write::write_image(
-        &*disk,
-        &f,
-        crate::write::OutputFormat::Ova,
-        &opts,
-        &AtomicU64::new(0),
-    )
-    .unwrap();
+    crate::write_image(&*disk, &f, crate::Format::Ova, &opts, &AtomicU64::new(0)).unwrap();
     drop(f);
     // GNU tar lists the OVF first, then the disk, then the manifest.
     let o = Command::new("tar").args(["-tf", p(&ova)]).output().unwrap();

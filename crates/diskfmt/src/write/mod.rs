@@ -1,7 +1,13 @@
-//! Writers: any [`Disk`] out as raw, VMDK (stream-optimized), VHD, VHDX or qcow2, streaming
-//! from the source's extent map (holes are never written as data).
+//! Writers: any [`Disk`] out as raw, VMDK (stream-optimized), VHD, VHDX, qcow2 or OVA,
+//! streaming from the source's extent map (holes are never written as data).
+//!
+//! Each format's writer is a unit struct implementing [`Writer`], named in the format's row of
+//! [`crate::registry::FORMATS`]; [`crate::write_image`] picks it from there. The grain-based
+//! writers share one ordered, parallel pipeline, [`ordered_grains`].
 
+pub mod ova;
 pub mod qcow2;
+pub mod raw;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
@@ -12,26 +18,9 @@ mod tests;
 use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
-use crate::convert::{ConvertOptions, convert_to_raw};
 use crate::disk::Disk;
-use crate::error::Result;
-
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Raw, sparse.
-    Raw,
-    /// VMDK; stream-optimized by default.
-    Vmdk,
-    /// VHD (`vpc`); dynamic by default.
-    Vhd,
-    /// VHDX, dynamic.
-    Vhdx,
-    /// qcow2 version 3.
-    Qcow2,
-    /// OVA: OVF descriptor, stream-optimized VMDK, SHA-256 manifest.
-    Ova,
-}
+use crate::error::{DiskError, Result};
+use crate::format::Format;
 
 /// Options of a writer (`-o key=value,…` on the command line).
 #[derive(Debug, Clone)]
@@ -83,58 +72,27 @@ pub struct WriteStats {
     pub file_size: u64,
 }
 
-/// Writes `disk` to `out` (a new, empty file) in `format`. `progress` grows to the virtual
-/// size.
-pub fn write_image(
-    disk: &dyn Disk,
-    out: &File,
-    format: OutputFormat,
-    opts: &WriteOptions,
-    progress: &AtomicU64,
-) -> Result<WriteStats> {
-    let deflate_only = matches!(format, OutputFormat::Vmdk | OutputFormat::Ova);
-    match opts.compression.as_deref() {
-        None | Some("none") => {}
-        Some("zlib" | "deflate") if deflate_only => {}
-        Some(_) if format == OutputFormat::Qcow2 => {}
-        Some(c) => {
-            let (f, hint) = match format {
-                OutputFormat::Vmdk => (
-                    crate::Format::Vmdk,
-                    "stream-optimized VMDK is always deflate-compressed",
-                ),
-                OutputFormat::Ova => (
-                    crate::Format::Ova,
-                    "an OVA's stream-optimized VMDK is always deflate-compressed",
-                ),
-                OutputFormat::Vhd => (crate::Format::Vhd, "VHD has no compression"),
-                OutputFormat::Vhdx => (crate::Format::Vhdx, "VHDX has no compression"),
-                _ => (crate::Format::Raw, "raw has no compression"),
-            };
-            return Err(crate::error::DiskError::unsupported(
-                f,
-                format!("compression {c:?}: {hint}"),
-            ));
-        }
-    }
-    match format {
-        OutputFormat::Raw => {
-            let c = ConvertOptions {
-                threads: opts.threads,
-                ..ConvertOptions::default()
-            };
-            let s = convert_to_raw(disk, out, &c, progress)?;
-            Ok(WriteStats {
-                virtual_size: s.virtual_size,
-                file_size: s.virtual_size,
-            })
-        }
-        OutputFormat::Vmdk => vmdk::write(disk, out, opts, progress),
-        OutputFormat::Vhd => vhd::write(disk, out, opts, progress),
-        OutputFormat::Vhdx => vhdx::write(disk, out, opts, progress),
-        OutputFormat::Qcow2 => qcow2::write(disk, out, opts, progress),
-        OutputFormat::Ova => crate::ova::write(disk, out, opts, progress),
-    }
+/// A format's writer. Implementations are unit structs listed in the registry.
+pub trait Writer: Sync {
+    /// One line describing the output, for `vmie convert --help`.
+    fn description(&self) -> &'static str;
+
+    /// Refuses a compression this writer cannot produce (`none` never reaches it).
+    fn check_compression(&self, compression: &str) -> Result<()>;
+
+    /// Writes `disk` to `out` (a new, empty file). `progress` grows to the virtual size.
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats>;
+}
+
+/// The refusal of a compression a format cannot hold, with why.
+pub(crate) fn no_compression(format: Format, compression: &str, why: &str) -> DiskError {
+    DiskError::unsupported(format, format!("compression {compression:?}: {why}"))
 }
 
 /// A disk identifier that differs between images (not a secret).
@@ -189,7 +147,6 @@ pub(crate) fn ordered_grains(
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::disk::ExtentKind;
-    use crate::error::DiskError;
 
     const WINDOW: u64 = 1 << 30;
     let size = disk.virtual_size();

@@ -22,10 +22,10 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, ordered_grains};
-use crate::detect::Format;
+use super::{WriteOptions, WriteStats, Writer, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::formats::qcow2::header::{INCOMPAT_COMPRESSION, MAGIC};
 
 const F: Format = Format::Qcow2;
@@ -178,6 +178,43 @@ impl Out<'_> {
     }
 }
 
+/// The compression asked for (`-o compression=`).
+fn compression_of(asked: Option<&str>) -> Result<Compression> {
+    match asked {
+        None | Some("none") => Ok(Compression::None),
+        Some("zlib" | "deflate") => Ok(Compression::Zlib),
+        Some("zstd") => Ok(Compression::Zstd),
+        Some(other) => Err(DiskError::unsupported(
+            F,
+            format!("compression {other:?}; use zlib, zstd or none"),
+        )),
+    }
+}
+
+/// The qcow2 version 3 writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Qcow2Writer;
+
+impl Writer for Qcow2Writer {
+    fn description(&self) -> &'static str {
+        "QEMU qcow2 v3 (`-o compression=zlib|zstd` to compress)"
+    }
+
+    fn check_compression(&self, compression: &str) -> Result<()> {
+        compression_of(Some(compression)).map(|_| ())
+    }
+
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats> {
+        write(disk, out, opts, progress)
+    }
+}
+
 /// Writes `disk` as a qcow2 v3 image.
 pub fn write(
     disk: &dyn Disk,
@@ -185,17 +222,7 @@ pub fn write(
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
-    let kind = match opts.compression.as_deref() {
-        None | Some("none") => Compression::None,
-        Some("zlib" | "deflate") => Compression::Zlib,
-        Some("zstd") => Compression::Zstd,
-        Some(other) => {
-            return Err(DiskError::unsupported(
-                F,
-                format!("compression {other:?}; use zlib, zstd or none"),
-            ));
-        }
-    };
+    let kind = compression_of(opts.compression.as_deref())?;
     if let Some(s) = opts.subformat.as_deref() {
         return Err(DiskError::unsupported(
             F,

@@ -19,8 +19,8 @@
 //! `type: u32, length: u32, data` padded to 8 bytes, until type 0, all inside the first
 //! cluster.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::be;
 use crate::limits::Limits;
 

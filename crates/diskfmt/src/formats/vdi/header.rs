@@ -1,8 +1,8 @@
 //! The VDI header (VirtualBox "VDI" image format, header version 1.1). All numbers are
 //! little-endian; offsets are from the start of the file.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::le;
 use crate::limits::MIB;
 

@@ -1,8 +1,8 @@
 //! The VHD hard disk footer and the dynamic disk header ("Virtual Hard Disk Image Format
 //! Specification", Microsoft, 2006). All fields are big-endian.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::be;
 use crate::limits::MIB;
 

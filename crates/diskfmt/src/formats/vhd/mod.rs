@@ -23,11 +23,11 @@ pub mod header;
 mod tests;
 
 use crate::cache::TableCache;
-use crate::detect::Format;
 use crate::disk::{
     Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
 };
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
 

@@ -3,8 +3,8 @@
 
 use super::metadata::Metadata;
 use super::region::Region;
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::{Limits, MIB, add, check_in_file, mul, to_usize};
 

@@ -1,8 +1,8 @@
 //! The header section ([MS-VHDX] 2.2): file type identifier at 0 and two 4 KiB headers at
 //! 64 KiB and 128 KiB, of which the valid one with the highest sequence number is current.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::MIB;
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 
 use super::header::{Guid, Header, crc_with_zeroed, guid_at};
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, Source, le, read_checked, read_exact_at};
 use crate::limits::{Limits, MIB, add, check_in_file, to_usize};
 

@@ -2,8 +2,8 @@
 
 use super::header::{Guid, guid, guid_at};
 use super::region::Region;
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::{Limits, MIB, add};
 

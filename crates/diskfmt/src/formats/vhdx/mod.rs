@@ -25,9 +25,9 @@ pub mod region;
 
 use std::sync::Arc;
 
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_exact_at};
 use crate::limits::Limits;
 

@@ -2,8 +2,8 @@
 //! BAT and metadata regions.
 
 use super::header::{Guid, crc_with_zeroed, guid, guid_at};
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::{Limits, MIB, add, check_in_file};
 

@@ -6,8 +6,8 @@
 //! whole file for every multi-file layout. vmie reads only self-contained images: any
 //! descriptor that names another file is refused, and no path taken from it is ever opened.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::limits::Limits;
 
 const F: Format = Format::Vmdk;

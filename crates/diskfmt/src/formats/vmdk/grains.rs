@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use crate::cache::TableCache;
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, le, read_checked};
 use crate::limits::{Limits, add, check_in_file, mul, to_usize};
 

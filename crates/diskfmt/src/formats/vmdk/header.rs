@@ -20,8 +20,8 @@
 //! |     73 |    4 | newline-detection characters `'\n' ' ' '\r' '\n'`        |
 //! |     77 |    2 | compressAlgorithm (0 none, 1 deflate)                    |
 
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::le;
 
 const F: Format = Format::Vmdk;

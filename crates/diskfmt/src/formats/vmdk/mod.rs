@@ -24,9 +24,9 @@ pub mod grains;
 pub mod header;
 
 use crate::codec::inflate_zlib;
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{Limits, mul, to_usize};
 
