@@ -95,6 +95,10 @@ pub enum Verdict {
     Refused {
         /// Stable reason code (`backing-file`, `pointer-out-of-bounds`, `corrupt`, …).
         reason: String,
+        /// The rule broken or the container recognized (`refcount-table-unaligned`,
+        /// `parallels`), when the reason has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         /// EC2-style error code.
         code: String,
         /// A message for people.
@@ -106,6 +110,7 @@ impl Verdict {
     fn refused(e: &DiskError) -> Verdict {
         Verdict::Refused {
             reason: e.reason_code().to_string(),
+            name: e.name().map(str::to_string),
             code: e.ec2_code().to_string(),
             message: e.to_string(),
         }

@@ -6,7 +6,8 @@
 //! seeks or loops, and nothing inside an image can make us open another file.
 //!
 //! Where to start:
-//! - [`registry`]: one row per format (names, EC2 name, signatures, reader, writer);
+//! - [`registry`]: one row per format (names, EC2 name, signatures, reader, writer) and one
+//!   per container recognized but refused (Parallels, LUKS, gzip, …);
 //! - [`detect()`]: the format of a file from its content;
 //! - [`open`] / [`open_as`]: detect, inspect and return a [`Disk`]; [`write_image`];
 //! - [`Disk`]: virtual size, positioned reads and the extent map;
@@ -41,7 +42,7 @@ pub mod write;
 pub use detect::{Detection, detect};
 pub use disk::{Disk, Extent, ExtentKind, ImageInfo, allocated_bytes};
 pub use error::{DiskError, Refusal, Result};
-pub use format::Format;
+pub use format::{Format, Unread, UnreadKind};
 pub use image::{Inspection, Verdict, inspect, open, open_as, open_with, write_image};
 pub use io::{FileSource, ReadAt, Source};
 pub use limits::Limits;

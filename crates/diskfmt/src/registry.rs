@@ -1,4 +1,5 @@
-//! The registry: one row per format vmie reads ([`FORMATS`]). Everything that names a format (the command line's
+//! The registry: one row per format vmie reads ([`FORMATS`]) and one per container it
+//! recognizes but refuses ([`UNREAD`]). Everything that names a format (the command line's
 //! `-f`/`-O` values, the EC2 API's `Format` and `DiskImageFormat`), detects it, opens it or
 //! writes it is derived from these rows; adding a format is one folder under `formats/` (and
 //! `write/`) plus one row here, and one variant of [`Format`].
@@ -11,7 +12,7 @@ use std::fmt;
 
 use crate::disk::Disk;
 use crate::error::Result;
-use crate::format::Format;
+use crate::format::{Format, Unread, UnreadKind};
 use crate::formats::{qcow2, raw, vdi, vhd, vhdx, vmdk};
 use crate::io::Source;
 use crate::limits::Limits;
@@ -93,6 +94,46 @@ impl fmt::Debug for Entry {
     }
 }
 
+/// qcow2 (qemu `docs/interop/qcow2.txt`): "QFI\xfb" at 0, then a version that is not 1
+/// (version 1 is the older qcow, a row of [`UNREAD`]).
+fn is_qcow2(head: &[u8], _: &[u8]) -> bool {
+    head.starts_with(b"QFI\xfb") && head.get(4..8) != Some(&[0, 0, 0, 1][..])
+}
+
+/// qcow version 1 (qemu `block/qcow.c`): the qcow2 magic with version 1.
+fn is_qcow1(head: &[u8], _: &[u8]) -> bool {
+    head.starts_with(b"QFI\xfb") && head.get(4..8) == Some(&[0, 0, 0, 1][..])
+}
+
+/// cloop (qemu `block/cloop.c`): a shell script that loads the cloop module, at offset 0.
+fn is_cloop(head: &[u8], _: &[u8]) -> bool {
+    const MODULE: &[u8] = b"modprobe cloop";
+    let script = &head[..head.len().min(128)];
+    head.starts_with(b"#!/bin/sh\n") && script.windows(MODULE.len()).any(|w| w == MODULE)
+}
+
+/// bzip2: "BZh", a block size digit, then the magic of a block (the digits of pi) or of the
+/// end of the stream (those of the square root of pi).
+fn is_bzip2(head: &[u8], _: &[u8]) -> bool {
+    const BLOCK: [u8; 6] = [0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
+    const END: [u8; 6] = [0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
+    head.starts_with(b"BZh")
+        && head.get(3).is_some_and(|d| (b'1'..=b'9').contains(d))
+        && head
+            .get(4..10)
+            .is_some_and(|m| m == BLOCK.as_slice() || m == END.as_slice())
+}
+
+/// An OVF descriptor on its own: XML whose root element is an OVF `Envelope` (DSP0243).
+fn is_ovf(head: &[u8], _: &[u8]) -> bool {
+    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let start = text.iter().position(|b| !b.is_ascii_whitespace());
+    let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    start.is_some_and(|i| text[i] == b'<')
+        && has(b"Envelope")
+        && has(b"schemas.dmtf.org/ovf/envelope")
+}
+
 /// Every format vmie reads, indexed by [`Format`] (`FORMATS[f as usize].format == f`).
 pub static FORMATS: [Entry; 8] = [
     Entry {
@@ -158,8 +199,7 @@ pub static FORMATS: [Entry; 8] = [
         ec2_name: Some("QCOW2"),
         extension: "qcow2",
         description: "QEMU qcow2",
-        // qemu docs/interop/qcow2.txt: "QFI\xfb" at 0.
-        signatures: &[Signature::Bytes(Anchor::Start(0), b"QFI\xfb")],
+        signatures: &[Signature::Test(is_qcow2)],
         open: Some(qcow2::open),
         writer: Some(&write::qcow2::Qcow2Writer),
     },
@@ -203,6 +243,202 @@ pub static FORMATS: [Entry; 8] = [
         open: Some(raw::open_iso),
         writer: None,
     },
+];
+
+/// One container vmie recognizes and refuses by name.
+#[derive(Debug)]
+pub struct UnreadEntry {
+    /// What it is and what to do instead.
+    pub what: Unread,
+    /// How it is recognized.
+    pub signatures: &'static [Signature],
+}
+
+const CONVERT: &str = "convert it to qcow2, VMDK, VHD, VHDX or raw first (for example `qemu-img convert -O qcow2 IN OUT.qcow2`)";
+const DECOMPRESS: &str = "decompress it first and upload the disk image it holds";
+const EXTRACT: &str = "extract the disk image from the archive first and upload that";
+const DECRYPT: &str =
+    "decrypt it first and upload the plain disk (vmie encrypts what it stores itself)";
+
+const fn unread(
+    name: &'static str,
+    kind: UnreadKind,
+    title: &'static str,
+    advice: &'static str,
+    signatures: &'static [Signature],
+) -> UnreadEntry {
+    UnreadEntry {
+        what: Unread {
+            name,
+            kind,
+            title,
+            advice,
+        },
+        signatures,
+    }
+}
+
+/// Containers vmie recognizes but does not read: disk formats of other hypervisors,
+/// encrypted volumes, compressed files and archives, a bare OVF descriptor. A file one of
+/// these matches is refused with its name, never taken for raw.
+pub const UNREAD: &[UnreadEntry] = &[
+    // qemu block/qcow.c: "QFI\xfb", version 1.
+    unread(
+        "qcow",
+        UnreadKind::UnsupportedFormat,
+        "a QEMU qcow (version 1) image",
+        CONVERT,
+        &[Signature::Test(is_qcow1)],
+    ),
+    // qemu docs/interop/qed_spec.txt: magic "QED\0" at 0.
+    unread(
+        "qed",
+        UnreadKind::UnsupportedFormat,
+        "a QEMU QED image",
+        CONVERT,
+        &[Signature::Bytes(Anchor::Start(0), b"QED\0")],
+    ),
+    // qemu docs/interop/parallels.txt: "WithoutFreeSpace" (version 1) or "WithouFreSpacExt"
+    // (version 2, which may carry a format extension such as a dirty bitmap) at 0.
+    unread(
+        "parallels",
+        UnreadKind::UnsupportedFormat,
+        "a Parallels disk image",
+        CONVERT,
+        &[
+            Signature::Bytes(Anchor::Start(0), b"WithoutFreeSpace"),
+            Signature::Bytes(Anchor::Start(0), b"WithouFreSpacExt"),
+        ],
+    ),
+    // Bochs (qemu block/bochs.c): "Bochs Virtual HD Image" at 0.
+    unread(
+        "bochs",
+        UnreadKind::UnsupportedFormat,
+        "a Bochs disk image",
+        CONVERT,
+        &[Signature::Bytes(
+            Anchor::Start(0),
+            b"Bochs Virtual HD Image",
+        )],
+    ),
+    // cloop (qemu block/cloop.c): a shell script header that loads the cloop module.
+    unread(
+        "cloop",
+        UnreadKind::UnsupportedFormat,
+        "a compressed loop (cloop) image",
+        CONVERT,
+        &[Signature::Test(is_cloop)],
+    ),
+    // Apple UDIF (qemu block/dmg.c): the "koly" trailer in the last 512 bytes.
+    unread(
+        "dmg",
+        UnreadKind::UnsupportedFormat,
+        "an Apple disk image (DMG)",
+        CONVERT,
+        &[Signature::Bytes(Anchor::End(512), b"koly")],
+    ),
+    // LUKS1 and LUKS2 on-disk format: "LUKS\xba\xbe" at 0.
+    unread(
+        "luks",
+        UnreadKind::Encrypted,
+        "a LUKS encrypted volume",
+        DECRYPT,
+        &[Signature::Bytes(Anchor::Start(0), b"LUKS\xba\xbe")],
+    ),
+    // BitLocker: "-FVE-FS-" as the OEM name of the volume boot record (a volume image; a
+    // whole disk starts with a partition table instead).
+    unread(
+        "bitlocker",
+        UnreadKind::Encrypted,
+        "a BitLocker encrypted volume",
+        DECRYPT,
+        &[Signature::Bytes(Anchor::Start(3), b"-FVE-FS-")],
+    ),
+    // RFC 1952: 1f 8b, method 8 (deflate).
+    unread(
+        "gzip",
+        UnreadKind::Compressed,
+        "a gzip-compressed file",
+        DECOMPRESS,
+        &[Signature::Bytes(Anchor::Start(0), &[0x1f, 0x8b, 0x08])],
+    ),
+    // xz file format: stream header magic fd "7zXZ" 00.
+    unread(
+        "xz",
+        UnreadKind::Compressed,
+        "an xz-compressed file",
+        DECOMPRESS,
+        &[Signature::Bytes(
+            Anchor::Start(0),
+            &[0xfd, b'7', b'z', b'X', b'Z', 0x00],
+        )],
+    ),
+    // RFC 8878: zstd frame magic 0xFD2FB528, little-endian.
+    unread(
+        "zstd",
+        UnreadKind::Compressed,
+        "a zstd-compressed file",
+        DECOMPRESS,
+        &[Signature::Bytes(
+            Anchor::Start(0),
+            &[0x28, 0xb5, 0x2f, 0xfd],
+        )],
+    ),
+    unread(
+        "bzip2",
+        UnreadKind::Compressed,
+        "a bzip2-compressed file",
+        DECOMPRESS,
+        &[Signature::Test(is_bzip2)],
+    ),
+    // LZ4 frame format: magic 0x184D2204, little-endian.
+    unread(
+        "lz4",
+        UnreadKind::Compressed,
+        "an lz4-compressed file",
+        DECOMPRESS,
+        &[Signature::Bytes(
+            Anchor::Start(0),
+            &[0x04, 0x22, 0x4d, 0x18],
+        )],
+    ),
+    // PKWARE APPNOTE: local file header "PK\3\4", or the end record of an empty archive.
+    unread(
+        "zip",
+        UnreadKind::Compressed,
+        "a zip archive",
+        EXTRACT,
+        &[
+            Signature::Bytes(Anchor::Start(0), b"PK\x03\x04"),
+            Signature::Bytes(Anchor::Start(0), b"PK\x05\x06"),
+        ],
+    ),
+    // 7z format: signature "7z\xbc\xaf\x27\x1c".
+    unread(
+        "7z",
+        UnreadKind::Compressed,
+        "a 7z archive",
+        EXTRACT,
+        &[Signature::Bytes(
+            Anchor::Start(0),
+            &[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c],
+        )],
+    ),
+    // RAR 4 and 5: "Rar!\x1a\x07".
+    unread(
+        "rar",
+        UnreadKind::Compressed,
+        "a RAR archive",
+        EXTRACT,
+        &[Signature::Bytes(Anchor::Start(0), b"Rar!\x1a\x07")],
+    ),
+    unread(
+        "ovf",
+        UnreadKind::UnsupportedFormat,
+        "an OVF descriptor without its disks",
+        "upload the OVA (one tar archive holding the descriptor and its disks), or each disk image on its own",
+        &[Signature::Test(is_ovf)],
+    ),
 ];
 
 /// The row of `format`.
@@ -305,6 +541,7 @@ mod tests {
         let mut names: Vec<&str> = FORMATS
             .iter()
             .flat_map(|e| std::iter::once(e.name).chain(e.aliases.iter().copied()))
+            .chain(UNREAD.iter().map(|u| u.what.name))
             .collect();
         let n = names.len();
         names.sort_unstable();

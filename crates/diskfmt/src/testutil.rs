@@ -17,14 +17,24 @@ pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Runs `qemu-img` with `args`; panics with its stderr on failure.
-pub fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
+/// Runs the tool `name` (from the Debian package `package`) with `args`; panics naming the
+/// tool and its package when it is missing, and with its output when it fails.
+pub fn tool(name: &str, package: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("this test needs `{name}` (Debian package {package}), which cannot be run: {e}; install it or run .ci/run")
+    });
     assert!(
         out.status.success(),
-        "qemu-img {args:?} failed: {}",
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `qemu-img` with `args`; panics with its stderr on failure.
+pub fn qemu_img(args: &[&str]) {
+    tool("qemu-img", "qemu-utils", args);
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).

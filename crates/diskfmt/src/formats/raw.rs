@@ -42,7 +42,21 @@ impl RawDisk {
                 "no CD001 volume descriptor at sector 16",
             ));
         }
+        // An ISO hybrid (isohybrid, xorriso --protective-msdos-label or an appended GPT)
+        // also carries a partition table in the 32 KiB system area, so that it boots from a
+        // disk too: it is still read as raw data, and reported.
+        let mut lba01 = [0u8; 1024];
+        read_exact_at(&*src, &mut lba01, 0)
+            .map_err(|e| DiskError::io("reading the ISO 9660 system area", e))?;
+        let hybrid = match (&lba01[510..512], &lba01[512..520]) {
+            ([0x55, 0xaa], b"EFI PART") => Some("gpt"),
+            ([0x55, 0xaa], _) => Some("mbr"),
+            _ => None,
+        };
         let mut disk = Self::open_as(src, Format::Iso, limits)?;
+        if let Some(table) = hybrid {
+            disk.details.push(("hybrid".into(), table.into()));
+        }
         // ECMA-119 8.4.6: volume identifier, 32 d-characters at byte 40 of the PVD.
         if pvd[0] == 1 {
             let label = printable(&pvd[40..72]);

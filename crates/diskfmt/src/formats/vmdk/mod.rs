@@ -25,8 +25,8 @@ pub mod header;
 
 use crate::codec::inflate_zlib;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
-use crate::error::{DiskError, Result};
-use crate::format::Format;
+use crate::error::{DiskError, Refusal, Result};
+use crate::format::{Format, Unread, UnreadKind};
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{Limits, mul, to_usize};
 
@@ -38,6 +38,14 @@ use header::{
 };
 
 const F: Format = Format::Vmdk;
+
+/// A sparse extent without a descriptor: one extent of a multi-file VMDK.
+pub const SPLIT_EXTENT: Unread = Unread {
+    name: "vmdk-extent",
+    kind: UnreadKind::UnsupportedFormat,
+    title: "one extent of a split (multi-file) VMDK, with no descriptor of its own",
+    advice: "join the descriptor and all its extents into one file first (for example `qemu-img convert -O vmdk -o subformat=streamOptimized DISK.vmdk OUT.vmdk`) and upload that",
+};
 
 /// Largest span of the file read at once for a run of adjacent compressed grains.
 const MAX_COMPRESSED_RUN: u64 = 8 << 20;
@@ -107,8 +115,13 @@ impl VmdkDisk {
             let off = mul(F, "descriptor offset", h.descriptor_offset, SECTOR)?;
             let text = read_checked(&*src, F, "embedded descriptor", off, len)?;
             desc = descriptor::parse(&text, limits)?;
-            desc.check_embedded()?;
         }
+        // The extents of a split (twoGbMaxExtentSparse) or snapshot VMDK are sparse extents
+        // with no descriptor of their own: one of them is a piece of a disk, not a disk.
+        if desc == Descriptor::default() {
+            return Err(Refusal::Unread(SPLIT_EXTENT).into());
+        }
+        desc.check_embedded()?;
 
         let map = GrainMap::open(&src, &h, virtual_size, limits)?;
 
