@@ -223,10 +223,12 @@ pub enum DiskError {
         reason: String,
     },
     /// A valid feature of the format that vmie does not implement.
-    #[error("Unsupported {format} image: {what}")]
+    #[error("Unsupported {format} image{}: {what}", tag(*.rule))]
     Unsupported {
         /// Format being parsed.
         format: Format,
+        /// The named rule, as for [`DiskError::InvalidFormat`].
+        rule: Option<&'static str>,
         /// The feature.
         what: String,
     },
@@ -284,6 +286,16 @@ impl DiskError {
     pub fn unsupported(format: Format, what: impl Into<String>) -> Self {
         DiskError::Unsupported {
             format,
+            rule: None,
+            what: what.into(),
+        }
+    }
+
+    /// [`DiskError::Unsupported`] for the named rule `rule`.
+    pub fn unsupported_rule(format: Format, rule: &'static str, what: impl Into<String>) -> Self {
+        DiskError::Unsupported {
+            format,
+            rule: Some(rule),
             what: what.into(),
         }
     }
@@ -317,7 +329,9 @@ impl DiskError {
     #[must_use]
     pub fn name(&self) -> Option<&'static str> {
         match self {
-            DiskError::InvalidFormat { rule, .. } | DiskError::Corrupt { rule, .. } => *rule,
+            DiskError::InvalidFormat { rule, .. }
+            | DiskError::Corrupt { rule, .. }
+            | DiskError::Unsupported { rule, .. } => *rule,
             DiskError::Refused(Refusal::Unread(u)) => Some(u.name),
             _ => None,
         }

@@ -1,6 +1,10 @@
 //! Every named qcow2 rule broken once, on an image built byte by byte from the specification
 //! that `qemu-img check` finds clean and that vmie reads as qemu-img does.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, clippy::precedence)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::precedence
+)]
 
 use std::sync::Arc;
 
