@@ -1,6 +1,7 @@
 //! The VDI header (VirtualBox "VDI" image format, header version 1.1). All numbers are
 //! little-endian; offsets are from the start of the file.
 
+use super::rules;
 use crate::error::{DiskError, Refusal, Result};
 use crate::format::Format;
 use crate::io::le;
@@ -70,8 +71,9 @@ impl Header {
         }
         let version = le::u32(b, 0x44);
         if version != VERSION_1_1 {
-            return Err(DiskError::unsupported(
+            return Err(DiskError::unsupported_rule(
                 F,
+                rules::VERSION,
                 format!(
                     "header version {}.{} (only 1.1 is read)",
                     version >> 16,
@@ -81,8 +83,9 @@ impl Header {
         }
         let header_size = le::u32(b, 0x48);
         if header_size < MIN_HEADER_SIZE {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::HEADER_SIZE,
                 format!("header size {header_size:#x} is below the v1.1 size {MIN_HEADER_SIZE:#x}"),
             ));
         }
@@ -91,8 +94,9 @@ impl Header {
             TYPE_NORMAL | TYPE_FIXED => {}
             TYPE_UNDO | TYPE_DIFF => return Err(Refusal::DifferencingDisk { format: F }.into()),
             t => {
-                return Err(DiskError::invalid(
+                return Err(DiskError::invalid_rule(
                     F,
+                    rules::IMAGE_TYPE,
                     format!("image type {t} (expected 1 normal or 2 fixed)"),
                 ));
             }
@@ -127,14 +131,16 @@ impl Header {
         };
         let sector_size = le::u32(b, 0x168);
         if u64::from(sector_size) != SECTOR {
-            return Err(DiskError::unsupported(
+            return Err(DiskError::unsupported_rule(
                 F,
+                rules::SECTOR_SIZE,
                 format!("sector size {sector_size} (only 512 is defined)"),
             ));
         }
         if !h.offset_bmap.is_multiple_of(SECTOR) || !h.offset_data.is_multiple_of(SECTOR) {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::UNALIGNED,
                 format!(
                     "block map offset {} or data offset {} is not sector-aligned",
                     h.offset_bmap, h.offset_data
@@ -142,8 +148,9 @@ impl Header {
             ));
         }
         if !h.block_size.is_power_of_two() || !(SECTOR..=MAX_BLOCK_SIZE).contains(&h.block_size) {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::BLOCK_SIZE,
                 format!(
                     "block size {} is not a power of two between 512 bytes and {} MiB",
                     h.block_size,
@@ -152,14 +159,39 @@ impl Header {
             ));
         }
         if h.block_extra > MAX_BLOCK_EXTRA || !h.block_extra.is_multiple_of(SECTOR) {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::BLOCK_EXTRA,
                 format!("block extra data size {} is not supported", h.block_extra),
             ));
         }
-        if h.allocated > h.blocks {
-            return Err(DiskError::corrupt(
+        // The header ends at 0x48 + header size; the block map follows it, the data the map.
+        let header_end = 0x48 + u64::from(header_size);
+        if h.offset_bmap < header_end {
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::MAP_OVER_HEADER,
+                format!(
+                    "the block map at {:#x} starts inside the header (which ends at {header_end:#x})",
+                    h.offset_bmap
+                ),
+            ));
+        }
+        let map_end = h.offset_bmap + u64::from(h.blocks) * 4;
+        if h.offset_data < map_end {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::DATA_OVER_MAP,
+                format!(
+                    "the data at {:#x} starts inside the block map (which ends at {map_end:#x})",
+                    h.offset_data
+                ),
+            ));
+        }
+        if h.allocated > h.blocks {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::ALLOCATED_COUNT,
                 format!(
                     "{} blocks allocated out of {} blocks",
                     h.allocated, h.blocks
