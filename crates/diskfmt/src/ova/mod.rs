@@ -156,64 +156,213 @@ fn parse_manifest(text: &str) -> Result<Vec<ManifestEntry>> {
     Ok(out)
 }
 
+/// Whether member `m`'s name ends in `.ext`, in any case.
+fn has_ext(m: &Member, ext: &str) -> bool {
+    m.name
+        .rsplit_once('.')
+        .is_some_and(|(_, x)| x.eq_ignore_ascii_case(ext))
+}
+
+/// The archive's regular files, with safe names: links, devices, FIFOs and sparse files are
+/// refused (a link could point anywhere on the host), directories skipped, a name used twice
+/// refused (which of the two would be read is up to the reader).
+fn list_members(src: &dyn ReadAt) -> Result<Vec<Member>> {
+    let raw = tar::members(src)?;
+    let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+    for m in raw {
+        let name = safe_name(&m.name)?;
+        match m.kind {
+            Kind::Link => {
+                return Err(refuse(
+                    "ova-link",
+                    format!("member {} is a link", tar::shown(&name)),
+                ));
+            }
+            Kind::Special | Kind::Sparse => {
+                return Err(refuse(
+                    "ova-special-file",
+                    format!(
+                        "member {} is a device, FIFO or sparse file",
+                        tar::shown(&name)
+                    ),
+                ));
+            }
+            Kind::Directory => continue,
+            Kind::File => {}
+        }
+        if members.iter().any(|x| x.name == name) {
+            return Err(refuse(
+                "ova-duplicate-member",
+                format!("member {} appears twice", tar::shown(&name)),
+            ));
+        }
+        members.push(Member { name, ..m });
+    }
+    Ok(members)
+}
+
+/// The one `.ovf` member: none or several make the appliance ambiguous.
+fn the_descriptor(members: &[Member]) -> Result<Member> {
+    let descriptors: Vec<&Member> = members.iter().filter(|m| has_ext(m, "ovf")).collect();
+    match descriptors.as_slice() {
+        [] => Err(refuse(
+            "ova-no-descriptor",
+            "the archive holds no .ovf descriptor".into(),
+        )),
+        [one] => Ok((*one).clone()),
+        _ => Err(refuse(
+            "ova-several-descriptors",
+            format!("the archive holds {} .ovf descriptors", descriptors.len()),
+        )),
+    }
+}
+
+/// The `.mf` manifest, if any (bounded like the descriptor); two are refused.
+fn read_manifest(
+    src: &dyn ReadAt,
+    members: &[Member],
+    limits: &Limits,
+) -> Result<Option<Vec<ManifestEntry>>> {
+    match members
+        .iter()
+        .filter(|m| has_ext(m, "mf"))
+        .collect::<Vec<_>>()[..]
+    {
+        [] => Ok(None),
+        [m] => {
+            let len = limits.check_descriptor(F, m.size)?;
+            let text = read_checked(src, F, "manifest", m.offset, len)?;
+            let text = String::from_utf8(text).map_err(|_| {
+                refuse(
+                    "ova-manifest-mismatch",
+                    "the manifest is not UTF-8 text".into(),
+                )
+            })?;
+            Ok(Some(parse_manifest(&text)?))
+        }
+        _ => Err(refuse(
+            "ova-duplicate-member",
+            "the archive holds more than one .mf manifest".into(),
+        )),
+    }
+}
+
+/// Every file the OVF references is a member, stored as is (a compressed or chunked file
+/// would need unpacking we do not do); a size that disagrees with the archive is a warning.
+fn check_references(ovf: &Ovf, members: &[Member], warnings: &mut Vec<String>) -> Result<()> {
+    for f in &ovf.files {
+        let href = safe_name(&f.href)?;
+        let Some(m) = members.iter().find(|m| m.name == href) else {
+            return Err(refuse(
+                "ova-missing-file",
+                format!(
+                    "the OVF references {} but the archive does not hold it",
+                    tar::shown(&href)
+                ),
+            ));
+        };
+        if f.compression.is_some() || f.chunk_size.is_some() {
+            return Err(DiskError::unsupported(
+                F,
+                format!(
+                    "file {} is compressed or chunked inside the OVA; repackage it uncompressed",
+                    tar::shown(&href)
+                ),
+            ));
+        }
+        if f.size.is_some_and(|s| s != m.size) {
+            warnings.push(format!(
+                "the OVF gives {} a size of {} bytes; the archive holds {}",
+                tar::shown(&href),
+                f.size.unwrap_or(0),
+                m.size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every member is the descriptor, the manifest, a certificate or a file the OVF references:
+/// anything else is something we were not told about.
+fn check_nothing_unreferenced(ovf: &Ovf, members: &[Member], desc: &Member) -> Result<()> {
+    for m in members {
+        let known = m.name == desc.name
+            || has_ext(m, "mf")
+            || has_ext(m, "cert")
+            || ovf
+                .files
+                .iter()
+                .any(|f| safe_name(&f.href).is_ok_and(|h| h == m.name));
+        if !known {
+            return Err(refuse(
+                "ova-unreferenced-file",
+                format!(
+                    "member {} is not referenced by the OVF descriptor",
+                    tar::shown(&m.name)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The disks of the disk section that have a file, in order (a blank disk is a warning); an
+/// OVF without any is refused.
+fn disks_with_files(
+    ovf: &Ovf,
+    members: &[Member],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ApplianceDisk>> {
+    let mut disks = Vec::new();
+    for d in &ovf.disks {
+        let Some(fref) = &d.file_ref else {
+            warnings.push(format!(
+                "disk {} has no file (a blank disk); it is not imported",
+                tar::shown(&d.disk_id)
+            ));
+            continue;
+        };
+        let file = ovf.files.iter().find(|f| &f.id == fref).ok_or_else(|| {
+            refuse(
+                "ova-missing-file",
+                format!(
+                    "disk {} names file id {} that References does not list",
+                    tar::shown(&d.disk_id),
+                    tar::shown(fref)
+                ),
+            )
+        })?;
+        let href = safe_name(&file.href)?;
+        let m = members
+            .iter()
+            .find(|m| m.name == href)
+            .ok_or_else(|| refuse("ova-missing-file", tar::shown(&href)))?;
+        disks.push(ApplianceDisk {
+            disk_id: d.disk_id.clone(),
+            file: href,
+            capacity: d.capacity,
+            format: d.format.clone(),
+            offset: m.offset,
+            size: m.size,
+        });
+    }
+    if disks.is_empty() {
+        return Err(refuse(
+            "ova-missing-file",
+            "the OVF describes no disk with a file".into(),
+        ));
+    }
+    Ok(disks)
+}
+
 impl Appliance {
     /// Lists and checks the archive, parses the descriptor and the manifest; refuses the
     /// appliance by reason code (see the module documentation). Digests are checked by
     /// [`Appliance::verify`].
     pub fn open(src: Source, limits: &Limits) -> Result<Appliance> {
-        let raw = tar::members(&*src)?;
-        let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+        let members = list_members(&*src)?;
+        let desc = the_descriptor(&members)?;
         let mut warnings = Vec::new();
-        for m in raw {
-            let name = safe_name(&m.name)?;
-            match m.kind {
-                Kind::Link => {
-                    return Err(refuse(
-                        "ova-link",
-                        format!("member {} is a link", tar::shown(&name)),
-                    ));
-                }
-                Kind::Special | Kind::Sparse => {
-                    return Err(refuse(
-                        "ova-special-file",
-                        format!(
-                            "member {} is a device, FIFO or sparse file",
-                            tar::shown(&name)
-                        ),
-                    ));
-                }
-                Kind::Directory => continue,
-                Kind::File => {}
-            }
-            if members.iter().any(|x| x.name == name) {
-                return Err(refuse(
-                    "ova-duplicate-member",
-                    format!("member {} appears twice", tar::shown(&name)),
-                ));
-            }
-            members.push(Member { name, ..m });
-        }
-        let ext = |m: &Member, e: &str| {
-            m.name
-                .rsplit_once('.')
-                .is_some_and(|(_, x)| x.eq_ignore_ascii_case(e))
-        };
-        let descriptors: Vec<&Member> = members.iter().filter(|m| ext(m, "ovf")).collect();
-        let desc = match descriptors.as_slice() {
-            [] => {
-                return Err(refuse(
-                    "ova-no-descriptor",
-                    "the archive holds no .ovf descriptor".into(),
-                ));
-            }
-            [one] => (*one).clone(),
-            _ => {
-                return Err(refuse(
-                    "ova-several-descriptors",
-                    format!("the archive holds {} .ovf descriptors", descriptors.len()),
-                ));
-            }
-        };
         if members.first().map(|m| &m.name) != Some(&desc.name) {
             warnings.push(
                 "the OVF descriptor is not the first member (the OVF standard puts it first)"
@@ -223,114 +372,10 @@ impl Appliance {
         let len = limits.check_descriptor(F, desc.size)?;
         let xml = read_checked(&*src, F, "OVF descriptor", desc.offset, len)?;
         let ovf = ovf::parse(&xml)?;
-
-        let manifest = match members.iter().filter(|m| ext(m, "mf")).collect::<Vec<_>>()[..] {
-            [] => None,
-            [m] => {
-                let len = limits.check_descriptor(F, m.size)?;
-                let text = read_checked(&*src, F, "manifest", m.offset, len)?;
-                let text = String::from_utf8(text).map_err(|_| {
-                    refuse(
-                        "ova-manifest-mismatch",
-                        "the manifest is not UTF-8 text".into(),
-                    )
-                })?;
-                Some(parse_manifest(&text)?)
-            }
-            _ => {
-                return Err(refuse(
-                    "ova-duplicate-member",
-                    "the archive holds more than one .mf manifest".into(),
-                ));
-            }
-        };
-
-        for f in &ovf.files {
-            let href = safe_name(&f.href)?;
-            let Some(m) = members.iter().find(|m| m.name == href) else {
-                return Err(refuse(
-                    "ova-missing-file",
-                    format!(
-                        "the OVF references {} but the archive does not hold it",
-                        tar::shown(&href)
-                    ),
-                ));
-            };
-            if f.compression.is_some() || f.chunk_size.is_some() {
-                return Err(DiskError::unsupported(
-                    F,
-                    format!(
-                        "file {} is compressed or chunked inside the OVA; repackage it uncompressed",
-                        tar::shown(&href)
-                    ),
-                ));
-            }
-            if f.size.is_some_and(|s| s != m.size) {
-                warnings.push(format!(
-                    "the OVF gives {} a size of {} bytes; the archive holds {}",
-                    tar::shown(&href),
-                    f.size.unwrap_or(0),
-                    m.size
-                ));
-            }
-        }
-        for m in &members {
-            let known = m.name == desc.name
-                || ext(m, "mf")
-                || ext(m, "cert")
-                || ovf
-                    .files
-                    .iter()
-                    .any(|f| safe_name(&f.href).is_ok_and(|h| h == m.name));
-            if !known {
-                return Err(refuse(
-                    "ova-unreferenced-file",
-                    format!(
-                        "member {} is not referenced by the OVF descriptor",
-                        tar::shown(&m.name)
-                    ),
-                ));
-            }
-        }
-        let mut disks = Vec::new();
-        for d in &ovf.disks {
-            let Some(fref) = &d.file_ref else {
-                warnings.push(format!(
-                    "disk {} has no file (a blank disk); it is not imported",
-                    tar::shown(&d.disk_id)
-                ));
-                continue;
-            };
-            let file = ovf.files.iter().find(|f| &f.id == fref).ok_or_else(|| {
-                refuse(
-                    "ova-missing-file",
-                    format!(
-                        "disk {} names file id {} that References does not list",
-                        tar::shown(&d.disk_id),
-                        tar::shown(fref)
-                    ),
-                )
-            })?;
-            let href = safe_name(&file.href)?;
-            let m = members
-                .iter()
-                .find(|m| m.name == href)
-                .ok_or_else(|| refuse("ova-missing-file", tar::shown(&href)))?;
-            disks.push(ApplianceDisk {
-                disk_id: d.disk_id.clone(),
-                file: href,
-                capacity: d.capacity,
-                format: d.format.clone(),
-                offset: m.offset,
-                size: m.size,
-            });
-        }
-        if disks.is_empty() {
-            return Err(refuse(
-                "ova-missing-file",
-                "the OVF describes no disk with a file".into(),
-            ));
-        }
+        let manifest = read_manifest(&*src, &members, limits)?;
+        check_references(&ovf, &members, &mut warnings)?;
+        check_nothing_unreferenced(&ovf, &members, &desc)?;
+        let disks = disks_with_files(&ovf, &members, &mut warnings)?;
         if ovf.virtual_systems > 1 {
             warnings.push(format!(
                 "the OVF holds {} virtual systems; only the first is described",

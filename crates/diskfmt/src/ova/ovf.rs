@@ -171,186 +171,230 @@ fn resolve_entity(name: &str) -> Result<char> {
     })
 }
 
+/// The value of attribute `name` (matched by local name) of element `e`, unescaped and
+/// bounded in length.
+fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> Result<Option<String>> {
+    for a in e.attributes() {
+        let a = a.map_err(|e| bad(format!("attribute: {e}")))?;
+        if a.key.local_name().as_ref() == name.as_bytes() {
+            let v = a
+                .unescape_value()
+                .map_err(|e| bad(format!("attribute {name}: {e}")))?;
+            if v.len() > MAX_TEXT {
+                return Err(bad(format!("attribute {name} is too long")));
+            }
+            return Ok(Some(v.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// A `File` of `References`.
+fn file_ref(e: &quick_xml::events::BytesStart<'_>) -> Result<FileRef> {
+    let num = |v: Option<String>, w: &str| -> Result<Option<u64>> {
+        v.map(|s| number(&s, w)).transpose()
+    };
+    Ok(FileRef {
+        id: attr(e, "id")?.ok_or_else(|| bad("File without ovf:id"))?,
+        href: attr(e, "href")?.ok_or_else(|| bad("File without ovf:href"))?,
+        size: num(attr(e, "size")?, "file size")?,
+        compression: attr(e, "compression")?,
+        chunk_size: num(attr(e, "chunkSize")?, "chunk size")?,
+    })
+}
+
+/// A `Disk` of the disk section: its capacity is `capacity` times its allocation units.
+fn disk_ref(e: &quick_xml::events::BytesStart<'_>) -> Result<DiskRef> {
+    let cap = attr(e, "capacity")?.ok_or_else(|| bad("Disk without capacity"))?;
+    let unit = units(&attr(e, "capacityAllocationUnits")?.unwrap_or_default())?;
+    let capacity = number(&cap, "disk capacity")?
+        .checked_mul(unit)
+        .ok_or_else(|| bad("disk capacity overflows"))?;
+    Ok(DiskRef {
+        disk_id: attr(e, "diskId")?.ok_or_else(|| bad("Disk without diskId"))?,
+        file_ref: attr(e, "fileRef")?,
+        capacity,
+        format: attr(e, "format")?,
+        populated_size: attr(e, "populatedSize")?
+            .map(|s| number(&s, "populated size"))
+            .transpose()?,
+    })
+}
+
+/// Whether `name` is a virtual hardware item element.
+fn is_item(name: &str) -> bool {
+    matches!(name, "Item" | "StorageItem" | "EthernetPortItem")
+}
+
+/// The state of a parse: what has been read, where we are.
+#[derive(Default)]
+struct Parser {
+    ovf: Ovf,
+    /// Local names of the open elements.
+    stack: Vec<String>,
+    /// Text of the innermost element so far (trimmed at its end, not per event: an entity
+    /// splits the events), bounded.
+    text: String,
+    /// The hardware item being read.
+    item: Option<Item>,
+    /// Inside the first virtual system (the one described).
+    in_first_vs: bool,
+    seen_envelope: bool,
+}
+
+impl Parser {
+    /// An element opens (`empty`: and closes at once).
+    fn start(&mut self, e: &quick_xml::events::BytesStart<'_>, empty: bool) -> Result<()> {
+        let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+        if self.stack.is_empty() {
+            self.root(e, &name)?;
+        }
+        self.element(e, &name)?;
+        if !empty {
+            if self.stack.len() >= MAX_DEPTH {
+                return Err(bad("elements nested too deeply"));
+            }
+            self.stack.push(name);
+            self.text.clear();
+        } else if is_item(&name) {
+            self.item = None;
+        }
+        Ok(())
+    }
+
+    /// The root must be an `Envelope`; its namespace gives the OVF version.
+    fn root(&mut self, e: &quick_xml::events::BytesStart<'_>, name: &str) -> Result<()> {
+        if name != "Envelope" {
+            return Err(bad(format!(
+                "root element is {:?}, not Envelope",
+                cut(name)
+            )));
+        }
+        self.seen_envelope = true;
+        for a in e.attributes().flatten() {
+            let v = String::from_utf8_lossy(&a.value).into_owned();
+            if let Some(version) = v.strip_prefix("http://schemas.dmtf.org/ovf/envelope/") {
+                self.ovf.version = version.to_string();
+            }
+        }
+        Ok(())
+    }
+
+    /// What an opening element means where it is.
+    fn element(&mut self, e: &quick_xml::events::BytesStart<'_>, name: &str) -> Result<()> {
+        let parent = self.stack.last().map(String::as_str);
+        match (parent, name) {
+            (Some("References"), "File") => {
+                if self.ovf.files.len() >= MAX_ITEMS {
+                    return Err(bad("too many files"));
+                }
+                self.ovf.files.push(file_ref(e)?);
+            }
+            (Some("DiskSection" | "VirtualDiskDescSection"), "Disk") => {
+                if self.ovf.disks.len() >= MAX_ITEMS {
+                    return Err(bad("too many disks"));
+                }
+                self.ovf.disks.push(disk_ref(e)?);
+            }
+            (_, "VirtualSystem") => {
+                self.ovf.virtual_systems += 1;
+                self.in_first_vs = self.ovf.virtual_systems == 1;
+                if self.in_first_vs && self.ovf.name.is_none() {
+                    self.ovf.name = attr(e, "id")?;
+                }
+            }
+            (_, "OperatingSystemSection") if self.in_first_vs => {
+                self.ovf.os_id = attr(e, "id")?.and_then(|s| s.trim().parse().ok());
+                self.ovf.os_type = attr(e, "osType")?;
+            }
+            (Some("VirtualHardwareSection"), n) if self.in_first_vs && is_item(n) => {
+                self.item = Some(Item::default());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Text (or a CDATA section, or a resolved entity) inside the current element.
+    fn push_text(&mut self, s: &str) {
+        if self.text.len() + s.len() <= MAX_TEXT {
+            self.text.push_str(s);
+        }
+    }
+
+    /// An element closes: its text is stored where it belongs.
+    fn end(&mut self, name: &str) -> Result<()> {
+        if self.stack.pop().as_deref() != Some(name) {
+            return Err(bad("mismatched end tag"));
+        }
+        let parent = self.stack.last().map(String::as_str);
+        let value = self.text.trim().to_string();
+        match (parent, name) {
+            (Some("VirtualSystem"), "Name") if self.in_first_vs && !value.is_empty() => {
+                self.ovf.name = Some(value);
+            }
+            (Some("OperatingSystemSection"), "Description") if self.in_first_vs => {
+                self.ovf.os_description = Some(value);
+            }
+            (Some(p), field) if is_item(p) => {
+                if let Some(it) = self.item.as_mut()
+                    && it.fields.len() < 64
+                {
+                    it.fields.push((field.to_string(), value));
+                }
+            }
+            (_, n) if is_item(n) => {
+                if let Some(it) = self.item.take() {
+                    add_item(&mut self.ovf, &it)?;
+                }
+            }
+            (_, "VirtualSystem") => self.in_first_vs = false,
+            _ => {}
+        }
+        self.text.clear();
+        Ok(())
+    }
+
+    /// The document ended: it must have been one whole `Envelope`.
+    fn finish(self) -> Result<Ovf> {
+        if !self.seen_envelope {
+            return Err(bad("no Envelope element"));
+        }
+        if !self.stack.is_empty() {
+            return Err(bad("the document ends inside an element"));
+        }
+        Ok(self.ovf)
+    }
+}
+
 /// Parses a descriptor (already bounded in size by the caller).
 pub fn parse(xml: &[u8]) -> Result<Ovf> {
     let text = std::str::from_utf8(xml).map_err(|_| bad("not UTF-8"))?;
     let mut r = quick_xml::Reader::from_str(text);
-    // Text is trimmed per element at its end, not per event (an entity splits the events).
-    let mut ovf = Ovf::default();
-    let mut stack: Vec<String> = Vec::new();
-    let mut buf_text = String::new();
-    let mut item: Option<Item> = None;
-    let mut in_first_vs = false;
-    let mut seen_envelope = false;
-
-    let attr = |e: &quick_xml::events::BytesStart<'_>, name: &str| -> Result<Option<String>> {
-        for a in e.attributes() {
-            let a = a.map_err(|e| bad(format!("attribute: {e}")))?;
-            if a.key.local_name().as_ref() == name.as_bytes() {
-                let v = a
-                    .unescape_value()
-                    .map_err(|e| bad(format!("attribute {name}: {e}")))?;
-                if v.len() > MAX_TEXT {
-                    return Err(bad(format!("attribute {name} is too long")));
-                }
-                return Ok(Some(v.into_owned()));
-            }
-        }
-        Ok(None)
-    };
-
+    let mut p = Parser::default();
     loop {
-        let ev = r.read_event().map_err(|e| bad(format!("{e}")))?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let empty = matches!(ev, Event::Empty(_));
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if stack.is_empty() {
-                    if name != "Envelope" {
-                        return Err(bad(format!(
-                            "root element is {:?}, not Envelope",
-                            cut(&name)
-                        )));
-                    }
-                    seen_envelope = true;
-                    for a in e.attributes().flatten() {
-                        let v = String::from_utf8_lossy(&a.value).into_owned();
-                        if v.starts_with("http://schemas.dmtf.org/ovf/envelope/") {
-                            ovf.version = v
-                                .trim_start_matches("http://schemas.dmtf.org/ovf/envelope/")
-                                .to_string();
-                        }
-                    }
-                }
-                let parent = stack.last().map(String::as_str);
-                match (parent, name.as_str()) {
-                    (Some("References"), "File") => {
-                        if ovf.files.len() >= MAX_ITEMS {
-                            return Err(bad("too many files"));
-                        }
-                        let num = |v: Option<String>, w: &str| -> Result<Option<u64>> {
-                            v.map(|s| number(&s, w)).transpose()
-                        };
-                        ovf.files.push(FileRef {
-                            id: attr(e, "id")?.ok_or_else(|| bad("File without ovf:id"))?,
-                            href: attr(e, "href")?.ok_or_else(|| bad("File without ovf:href"))?,
-                            size: num(attr(e, "size")?, "file size")?,
-                            compression: attr(e, "compression")?,
-                            chunk_size: num(attr(e, "chunkSize")?, "chunk size")?,
-                        });
-                    }
-                    (Some("DiskSection" | "VirtualDiskDescSection"), "Disk") => {
-                        if ovf.disks.len() >= MAX_ITEMS {
-                            return Err(bad("too many disks"));
-                        }
-                        let cap =
-                            attr(e, "capacity")?.ok_or_else(|| bad("Disk without capacity"))?;
-                        let unit = units(&attr(e, "capacityAllocationUnits")?.unwrap_or_default())?;
-                        let capacity = number(&cap, "disk capacity")?
-                            .checked_mul(unit)
-                            .ok_or_else(|| bad("disk capacity overflows"))?;
-                        ovf.disks.push(DiskRef {
-                            disk_id: attr(e, "diskId")?
-                                .ok_or_else(|| bad("Disk without diskId"))?,
-                            file_ref: attr(e, "fileRef")?,
-                            capacity,
-                            format: attr(e, "format")?,
-                            populated_size: attr(e, "populatedSize")?
-                                .map(|s| number(&s, "populated size"))
-                                .transpose()?,
-                        });
-                    }
-                    (_, "VirtualSystem") => {
-                        ovf.virtual_systems += 1;
-                        in_first_vs = ovf.virtual_systems == 1;
-                        if in_first_vs && ovf.name.is_none() {
-                            ovf.name = attr(e, "id")?;
-                        }
-                    }
-                    (_, "OperatingSystemSection") if in_first_vs => {
-                        ovf.os_id = attr(e, "id")?.and_then(|s| s.trim().parse().ok());
-                        ovf.os_type = attr(e, "osType")?;
-                    }
-                    (
-                        Some("VirtualHardwareSection"),
-                        "Item" | "StorageItem" | "EthernetPortItem",
-                    ) if in_first_vs => {
-                        item = Some(Item::default());
-                    }
-                    _ => {}
-                }
-                if !empty {
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(bad("elements nested too deeply"));
-                    }
-                    stack.push(name);
-                    buf_text.clear();
-                } else if matches!(name.as_str(), "Item" | "StorageItem" | "EthernetPortItem") {
-                    item = None;
-                }
-            }
-            Event::Text(t) => {
-                let s = t.decode().map_err(|e| bad(format!("{e}")))?;
-                if buf_text.len() + s.len() <= MAX_TEXT {
-                    buf_text.push_str(&s);
-                }
-            }
-            Event::CData(t) => {
-                let s = t.decode().map_err(|e| bad(format!("{e}")))?;
-                if buf_text.len() + s.len() <= MAX_TEXT {
-                    buf_text.push_str(&s);
-                }
-            }
+        match r.read_event().map_err(|e| bad(format!("{e}")))? {
+            Event::Start(ref e) => p.start(e, false)?,
+            Event::Empty(ref e) => p.start(e, true)?,
+            Event::Text(t) => p.push_text(&t.decode().map_err(|e| bad(format!("{e}")))?),
+            Event::CData(t) => p.push_text(&t.decode().map_err(|e| bad(format!("{e}")))?),
             Event::GeneralRef(g) => {
                 let name = g.decode().map_err(|e| bad(format!("{e}")))?;
                 let c = resolve_entity(&name)?;
-                if buf_text.len() < MAX_TEXT {
-                    buf_text.push(c);
+                if p.text.len() < MAX_TEXT {
+                    p.text.push(c);
                 }
             }
             Event::End(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if stack.pop().as_deref() != Some(name.as_str()) {
-                    return Err(bad("mismatched end tag"));
-                }
-                let parent = stack.last().map(String::as_str);
-                let value = buf_text.trim().to_string();
-                match (parent, name.as_str()) {
-                    (Some("VirtualSystem"), "Name") if in_first_vs && !value.is_empty() => {
-                        ovf.name = Some(value.clone());
-                    }
-                    (Some("OperatingSystemSection"), "Description") if in_first_vs => {
-                        ovf.os_description = Some(value.clone());
-                    }
-                    (Some("Item" | "StorageItem" | "EthernetPortItem"), field) => {
-                        if let Some(it) = item.as_mut()
-                            && it.fields.len() < 64
-                        {
-                            it.fields.push((field.to_string(), value.clone()));
-                        }
-                    }
-                    (_, "Item" | "StorageItem" | "EthernetPortItem") => {
-                        if let Some(it) = item.take() {
-                            add_item(&mut ovf, &it)?;
-                        }
-                    }
-                    (_, "VirtualSystem") => in_first_vs = false,
-                    _ => {}
-                }
-                buf_text.clear();
+                p.end(&name)?;
             }
             Event::DocType(_) => return Err(bad("a DOCTYPE is not allowed")),
             Event::Eof => break,
             _ => {}
         }
     }
-    if !seen_envelope {
-        return Err(bad("no Envelope element"));
-    }
-    if !stack.is_empty() {
-        return Err(bad("the document ends inside an element"));
-    }
-    Ok(ovf)
+    p.finish()
 }
 
 fn add_item(ovf: &mut Ovf, it: &Item) -> Result<()> {

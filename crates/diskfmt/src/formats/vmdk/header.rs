@@ -116,6 +116,13 @@ impl SparseHeader {
             unclean_shutdown: b[72] != 0,
             compress_algorithm: le::u16(b, 77),
         };
+        h.check(b, what)?;
+        Ok(h)
+    }
+
+    /// Checks every field of the header sector `b` (named `what` in errors).
+    fn check(&self, b: &[u8], what: &str) -> Result<()> {
+        let h = self;
         if !(1..=3).contains(&h.version) {
             return Err(DiskError::unsupported(
                 F,
@@ -198,7 +205,7 @@ impl SparseHeader {
                 format!("{what}: flag bit 1 announces a redundant grain directory at sector 0"),
             ));
         }
-        Ok(h)
+        Ok(())
     }
 
     /// Whether `footer` (the header copy at the end of a stream-optimized file) describes the
