@@ -17,6 +17,17 @@ pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Runs `cmd` and returns its output; panics naming the program when it cannot be started
+/// (not installed: `.ci/run` installs every tool the tests use).
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "this test needs `{}`, which cannot be run: {e}; install it or run .ci/run",
+            cmd.get_program().to_string_lossy()
+        )
+    })
+}
+
 /// Runs the tool `name` (from the Debian package `package`) with `args`; panics naming the
 /// tool and its package when it is missing, and with its output when it fails.
 pub fn tool(name: &str, package: &str, args: &[&str]) -> std::process::Output {
@@ -112,16 +123,13 @@ pub fn qemu_raw_as(path: &Path, format: Option<&str>) -> Vec<u8> {
 
 /// `qemu-img info -f FORMAT`'s virtual size of `path`.
 pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
-    let out = std::process::Command::new("qemu-img")
-        .args([
-            "info",
-            "-f",
-            format,
-            "--output=json",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = output(Command::new("qemu-img").args([
+        "info",
+        "-f",
+        format,
+        "--output=json",
+        path.to_str().unwrap(),
+    ]));
     assert!(
         out.status.success(),
         "{}",

@@ -20,7 +20,7 @@ fn write(src: &Path, out: &Path, format: Format, opts: &WriteOptions) -> crate::
 }
 
 fn qemu_ok(args: &[&str]) -> String {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
+    let o = crate::testutil::output(Command::new("qemu-img").args(args));
     assert!(
         o.status.success(),
         "qemu-img {args:?}: {}{}",

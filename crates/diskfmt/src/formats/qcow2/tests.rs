@@ -14,10 +14,8 @@ fn p(path: &Path) -> &str {
 }
 
 fn qemu_io(img: &Path, cmd: &str) {
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", cmd, p(img)])
-        .output()
-        .unwrap();
+    let out =
+        crate::testutil::output(Command::new("qemu-io").args(["-f", "qcow2", "-c", cmd, p(img)]));
     assert!(
         out.status.success(),
         "qemu-io {cmd}: {}",

@@ -65,10 +65,13 @@ fn test_adapter_type_lsilogic_same_as_qemu() {
 fn test_zeroed_grain_same_as_qemu() {
     let d = tmp();
     let p = make(d.path(), "z.vmdk", &["-o", "zeroed_grain=on"]);
-    let out = std::process::Command::new("qemu-io")
-        .args(["-f", "vmdk", "-c", "write -z 0 128k", p.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = crate::testutil::output(std::process::Command::new("qemu-io").args([
+        "-f",
+        "vmdk",
+        "-c",
+        "write -z 0 128k",
+        p.to_str().unwrap(),
+    ]));
     assert!(
         out.status.success(),
         "{}",
