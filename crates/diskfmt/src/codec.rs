@@ -5,8 +5,8 @@
 
 use std::cell::RefCell;
 
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 
 thread_local! {
     static INFLATER: RefCell<libdeflater::Decompressor> =

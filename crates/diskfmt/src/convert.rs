@@ -109,10 +109,112 @@ pub(crate) fn is_zero(b: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
+/// What the readers of a conversion share.
+struct Readers<'a> {
+    disk: &'a dyn Disk,
+    plan: Mutex<Plan<'a>>,
+    /// Empty chunk buffers; their number bounds the memory in use.
+    from_pool: Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+    chunk: usize,
+    zero_block: usize,
+    progress: &'a AtomicU64,
+    /// Bytes the extent map lists as data.
+    data: AtomicU64,
+    stop: AtomicBool,
+    first_error: Mutex<Option<DiskError>>,
+}
+
+impl Readers<'_> {
+    /// Records the first error and stops every thread.
+    fn fail(&self, e: DiskError) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut g = self
+            .first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    /// A reader: takes the next data range of the plan and a free buffer, reads (and so
+    /// decompresses) the range into it, finds its non-zero runs and hands it to the writer.
+    fn read_loop(&self, to_writer: &std::sync::mpsc::SyncSender<Filled>) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = self
+                .plan
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next(self.progress, &self.data);
+            let (off, len) = match next {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return self.fail(e),
+            };
+            let Ok(mut buf) = self
+                .from_pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recv()
+            else {
+                return;
+            };
+            // `len` is at most one chunk, so it fits in usize.
+            let len = usize::try_from(len).unwrap_or(self.chunk).min(self.chunk);
+            if let Err(e) = self.disk.read_at(&mut buf[..len], off) {
+                return self.fail(e);
+            }
+            let runs = nonzero_runs(&buf[..len], self.zero_block);
+            if to_writer
+                .send(Filled {
+                    off,
+                    len,
+                    buf,
+                    runs,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The one writer: writes the non-zero runs of each filled buffer at their offsets (in
+    /// any order: `pwrite` to a preallocated, sparse file) and returns the buffer to the pool.
+    /// Returns the bytes written.
+    fn write_loop(
+        &self,
+        out: &File,
+        from_readers: std::sync::mpsc::Receiver<Filled>,
+        to_pool: &std::sync::mpsc::Sender<Vec<u8>>,
+    ) -> u64 {
+        let mut written = 0u64;
+        for f in from_readers {
+            if !self.stop.load(Ordering::Relaxed) {
+                for &(a, b) in &f.runs {
+                    let at = f.off + a as u64;
+                    if let Err(e) = out.write_all_at(&f.buf[a..b], at) {
+                        self.fail(DiskError::io(
+                            format!("writing the output at offset {at}"),
+                            e,
+                        ));
+                        break;
+                    }
+                    written += (b - a) as u64;
+                }
+                self.progress.fetch_add(f.len as u64, Ordering::Relaxed);
+            }
+            let _ = to_pool.send(f.buf);
+        }
+        written
+    }
+}
+
 /// Writes the virtual disk to `out` (a new, empty file) as raw bytes. Data extents are read
 /// (and decompressed) by `opts.threads` workers into pooled buffers and written at their
-/// offsets by the calling thread; zero extents and all-zero blocks are never written. `progress` grows to the virtual size. On error the
-/// output is incomplete and the caller removes it.
+/// offsets by the calling thread; zero extents and all-zero blocks are never written.
+/// `progress` grows to the virtual size. On error the output is incomplete and the caller
+/// removes it.
 pub fn convert_to_raw(
     disk: &dyn Disk,
     out: &File,
@@ -123,26 +225,6 @@ pub fn convert_to_raw(
     out.set_len(size)
         .map_err(|e| DiskError::io("setting the output size", e))?;
     let chunk = opts.chunk_size.max(opts.zero_block).max(512);
-    let zero_block = opts.zero_block.max(512);
-    let plan = Mutex::new(Plan {
-        disk,
-        next: 0,
-        pending: VecDeque::new(),
-        chunk: chunk as u64,
-    });
-    let written = AtomicU64::new(0);
-    let data = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let first_error: Mutex<Option<DiskError>> = Mutex::new(None);
-    let fail = |e: DiskError| {
-        stop.store(true, Ordering::Relaxed);
-        let mut g = first_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.is_none() {
-            *g = Some(e);
-        }
-    };
     // Readers (one per thread: decompression runs there) hand filled buffers to this thread,
     // the one writer: parallel writes to one file only contend on its inode lock.
     let threads = opts.threads.max(1);
@@ -151,69 +233,33 @@ pub fn convert_to_raw(
     for _ in 0..threads * 2 + 1 {
         let _ = to_pool.send(vec![0u8; chunk]);
     }
-    let from_pool = Mutex::new(from_pool);
-    std::thread::scope(|s| {
+    let r = Readers {
+        disk,
+        plan: Mutex::new(Plan {
+            disk,
+            next: 0,
+            pending: VecDeque::new(),
+            chunk: chunk as u64,
+        }),
+        from_pool: Mutex::new(from_pool),
+        chunk,
+        zero_block: opts.zero_block.max(512),
+        progress,
+        data: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+    };
+    let written = std::thread::scope(|s| {
         for _ in 0..threads {
             let to_writer = to_writer.clone();
-            let (plan, from_pool, stop, data, fail) = (&plan, &from_pool, &stop, &data, &fail);
-            s.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let next = plan
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .next(progress, data);
-                    let (off, len) = match next {
-                        Ok(Some(p)) => p,
-                        Ok(None) => break,
-                        Err(e) => return fail(e),
-                    };
-                    let Ok(mut buf) = from_pool
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .recv()
-                    else {
-                        return;
-                    };
-                    // `len` is at most one chunk, so it fits in usize.
-                    let len = usize::try_from(len).unwrap_or(chunk).min(chunk);
-                    if let Err(e) = disk.read_at(&mut buf[..len], off) {
-                        return fail(e);
-                    }
-                    let runs = nonzero_runs(&buf[..len], zero_block);
-                    if to_writer
-                        .send(Filled {
-                            off,
-                            len,
-                            buf,
-                            runs,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            let r = &r;
+            s.spawn(move || r.read_loop(&to_writer));
         }
         drop(to_writer);
-        for f in from_readers {
-            if !stop.load(Ordering::Relaxed) {
-                for &(a, b) in &f.runs {
-                    let at = f.off + a as u64;
-                    if let Err(e) = out.write_all_at(&f.buf[a..b], at) {
-                        fail(DiskError::io(
-                            format!("writing the output at offset {at}"),
-                            e,
-                        ));
-                        break;
-                    }
-                    written.fetch_add((b - a) as u64, Ordering::Relaxed);
-                }
-                progress.fetch_add(f.len as u64, Ordering::Relaxed);
-            }
-            let _ = to_pool.send(f.buf);
-        }
+        r.write_loop(out, from_readers, &to_pool)
     });
-    if let Some(e) = first_error
+    if let Some(e) = r
+        .first_error
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
@@ -221,8 +267,8 @@ pub fn convert_to_raw(
     }
     Ok(ConvertStats {
         virtual_size: size,
-        written: written.into_inner(),
-        data: data.into_inner(),
+        written,
+        data: r.data.into_inner(),
     })
 }
 

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::detect::Format;
 use crate::error::Result;
+use crate::format::Format;
 
 /// What a range of the virtual disk holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use crate::detect::Format;
+use crate::format::{Format, Unread};
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, DiskError>;
@@ -47,10 +47,19 @@ pub enum Refusal {
     },
     /// The content is valid as two formats at once.
     MultipleFormats {
-        /// First format that matched.
-        first: Format,
-        /// Second format that matched.
-        second: Format,
+        /// Name of the first format (or container) that matched.
+        first: &'static str,
+        /// Name of the second.
+        second: &'static str,
+    },
+    /// A container vmie recognizes but does not read (Parallels, QED, LUKS, gzip, …); the
+    /// reason code comes from its kind (`unsupported-format`, `encrypted`, `compressed`).
+    Unread(Unread),
+    /// No format was recognized and the file cannot be a raw disk either: it is empty or not
+    /// a whole number of 512-byte sectors.
+    NotADisk {
+        /// Size of the file.
+        size: u64,
     },
     /// Virtual size above the configured maximum.
     VirtualSizeTooLarge {
@@ -103,6 +112,8 @@ impl Refusal {
             Refusal::ExternalExtent { .. } => "external-extent",
             Refusal::DifferencingDisk { .. } => "differencing-disk",
             Refusal::MultipleFormats { .. } => "multiple-formats",
+            Refusal::Unread(u) => u.kind.code(),
+            Refusal::NotADisk { .. } => "not-a-disk",
             Refusal::VirtualSizeTooLarge { .. } => "virtual-size-too-large",
             Refusal::PointerOutOfBounds { .. } => "pointer-out-of-bounds",
             Refusal::LimitExceeded { .. } => "limit-exceeded",
@@ -142,6 +153,18 @@ impl fmt::Display for Refusal {
                 f,
                 "the file is valid as both {first} and {second}; ambiguous images are refused"
             ),
+            Refusal::Unread(u) => write!(
+                f,
+                "{}: the file is {}, which vmie does not read; {}",
+                u.name, u.title, u.advice
+            ),
+            Refusal::NotADisk { size: 0 } => {
+                write!(f, "the file is empty: there is no disk image in it")
+            }
+            Refusal::NotADisk { size } => write!(
+                f,
+                "the file is {size} bytes, not a whole number of 512-byte sectors, and no disk image format was recognized: it is not a disk image (a text file, a truncated upload, or a format vmie does not know)"
+            ),
             Refusal::VirtualSizeTooLarge { size, max } => write!(
                 f,
                 "virtual size {size} bytes is above the maximum of {max} bytes"
@@ -179,26 +202,33 @@ pub enum DiskError {
         source: io::Error,
     },
     /// The content is not a valid image of the format.
-    #[error("Invalid {format} image: {reason}")]
+    #[error("Invalid {format} image{}: {reason}", tag(*.rule))]
     InvalidFormat {
         /// Format being parsed.
         format: Format,
+        /// The named rule of the format's specification that the image breaks, if the check
+        /// is one of those listed in docs/formats.md.
+        rule: Option<&'static str>,
         /// What is wrong.
         reason: String,
     },
     /// The header is valid but the content is inconsistent.
-    #[error("Corrupt {format} image: {reason}")]
+    #[error("Corrupt {format} image{}: {reason}", tag(*.rule))]
     Corrupt {
         /// Format being parsed.
         format: Format,
+        /// The named rule broken, as for [`DiskError::InvalidFormat`].
+        rule: Option<&'static str>,
         /// What is wrong.
         reason: String,
     },
     /// A valid feature of the format that vmie does not implement.
-    #[error("Unsupported {format} image: {what}")]
+    #[error("Unsupported {format} image{}: {what}", tag(*.rule))]
     Unsupported {
         /// Format being parsed.
         format: Format,
+        /// The named rule, as for [`DiskError::InvalidFormat`].
+        rule: Option<&'static str>,
         /// The feature.
         what: String,
     },
@@ -220,6 +250,16 @@ impl DiskError {
     pub fn invalid(format: Format, reason: impl Into<String>) -> Self {
         DiskError::InvalidFormat {
             format,
+            rule: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`DiskError::InvalidFormat`] for the named rule `rule` of the format's specification.
+    pub fn invalid_rule(format: Format, rule: &'static str, reason: impl Into<String>) -> Self {
+        DiskError::InvalidFormat {
+            format,
+            rule: Some(rule),
             reason: reason.into(),
         }
     }
@@ -228,6 +268,16 @@ impl DiskError {
     pub fn corrupt(format: Format, reason: impl Into<String>) -> Self {
         DiskError::Corrupt {
             format,
+            rule: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`DiskError::Corrupt`] for the named rule `rule` of the format's specification.
+    pub fn corrupt_rule(format: Format, rule: &'static str, reason: impl Into<String>) -> Self {
+        DiskError::Corrupt {
+            format,
+            rule: Some(rule),
             reason: reason.into(),
         }
     }
@@ -236,6 +286,16 @@ impl DiskError {
     pub fn unsupported(format: Format, what: impl Into<String>) -> Self {
         DiskError::Unsupported {
             format,
+            rule: None,
+            what: what.into(),
+        }
+    }
+
+    /// [`DiskError::Unsupported`] for the named rule `rule`.
+    pub fn unsupported_rule(format: Format, rule: &'static str, what: impl Into<String>) -> Self {
+        DiskError::Unsupported {
+            format,
+            rule: Some(rule),
             what: what.into(),
         }
     }
@@ -263,6 +323,20 @@ impl DiskError {
         }
     }
 
+    /// The name of what was found, when there is one beyond the reason code: the rule of the
+    /// format's specification that the image breaks (`refcount-table-unaligned`), or the
+    /// container recognized but not read (`parallels`, `luks`).
+    #[must_use]
+    pub fn name(&self) -> Option<&'static str> {
+        match self {
+            DiskError::InvalidFormat { rule, .. }
+            | DiskError::Corrupt { rule, .. }
+            | DiskError::Unsupported { rule, .. } => *rule,
+            DiskError::Refused(Refusal::Unread(u)) => Some(u.name),
+            _ => None,
+        }
+    }
+
     /// The refusal, if this error is one.
     #[must_use]
     pub fn refusal(&self) -> Option<&Refusal> {
@@ -271,6 +345,11 @@ impl DiskError {
             _ => None,
         }
     }
+}
+
+/// ` (rule)` after the format in a message, when the error names a rule.
+fn tag(rule: Option<&'static str>) -> String {
+    rule.map_or_else(String::new, |r| format!(" ({r})"))
 }
 
 impl From<Refusal> for DiskError {

@@ -1,8 +1,8 @@
 //! Every size, count and offset taken from an untrusted image passes through one [`Limits`]
 //! value before it is used to allocate, seek or loop.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 
 /// 1 KiB.
 pub const KIB: u64 = 1024;

@@ -17,14 +17,35 @@ pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Runs `qemu-img` with `args`; panics with its stderr on failure.
-pub fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
+/// Runs `cmd` and returns its output; panics naming the program when it cannot be started
+/// (not installed: `.ci/run` installs every tool the tests use).
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "this test needs `{}`, which cannot be run: {e}; install it or run .ci/run",
+            cmd.get_program().to_string_lossy()
+        )
+    })
+}
+
+/// Runs the tool `name` (from the Debian package `package`) with `args`; panics naming the
+/// tool and its package when it is missing, and with its output when it fails.
+pub fn tool(name: &str, package: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("this test needs `{name}` (Debian package {package}), which cannot be run: {e}; install it or run .ci/run")
+    });
     assert!(
         out.status.success(),
-        "qemu-img {args:?} failed: {}",
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `qemu-img` with `args`; panics with its stderr on failure.
+pub fn qemu_img(args: &[&str]) {
+    tool("qemu-img", "qemu-utils", args);
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -102,16 +123,13 @@ pub fn qemu_raw_as(path: &Path, format: Option<&str>) -> Vec<u8> {
 
 /// `qemu-img info -f FORMAT`'s virtual size of `path`.
 pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
-    let out = std::process::Command::new("qemu-img")
-        .args([
-            "info",
-            "-f",
-            format,
-            "--output=json",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = output(Command::new("qemu-img").args([
+        "info",
+        "-f",
+        format,
+        "--output=json",
+        path.to_str().unwrap(),
+    ]));
     assert!(
         out.status.success(),
         "{}",

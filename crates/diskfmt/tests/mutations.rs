@@ -64,7 +64,11 @@ fn qemu_convert(src: &Path, out: &Path, fmt: &str, opts: &[&str]) {
         .arg(src)
         .arg(out)
         .status()
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs `qemu-img` (Debian package qemu-utils), which cannot be run: {e}"
+            )
+        });
     assert!(st.success());
 }
 

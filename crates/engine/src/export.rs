@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use diskfmt::write::{WriteOptions, write_image};
+use diskfmt::write::WriteOptions;
+use diskfmt::write_image;
 use diskfmt::{Disk, DiskError, Extent, ImageInfo};
 use kms::Caller;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use blockstore::PutRequest;
 use catalog::{BlockDevice, Image, Snapshot};
-use diskfmt::{Disk, DiskError, ExtentKind, Format, Source};
+use diskfmt::{Disk, DiskError, ExtentKind, Format, Refusal, Source};
 use kms::Caller;
 
 use crate::error::Failure;
@@ -42,6 +42,10 @@ fn disk_failure(n: usize, shown: &str, format: Option<Format>, e: &DiskError) ->
         DiskError::Io { .. } => {
             return Failure::Server(format!("reading disk {n} ({shown}) failed: {e}"));
         }
+        DiskError::Refused(Refusal::Unread(_) | Refusal::NotADisk { .. }) => (
+            "Unsupported Disk Image Format".to_string(),
+            "upload the disk image itself, in a format vmie reads (OVA, VMDK, VHD, VHDX, qcow2, VDI or raw)",
+        ),
         DiskError::Refused(_) => (
             format!("Unsafe {f} File"),
             "vmie refuses images that refer to other files or break its safety rules; export the disk again as one self-contained file",

@@ -22,7 +22,8 @@ pub struct DiskContainer {
     pub description: Option<String>,
     /// `DeviceName`.
     pub device_name: Option<String>,
-    /// `Format`: OVA, VMDK, VHD, VHDX, RAW (and qcow2, VDI beyond the EC2 set).
+    /// `Format`: OVA, VMDK, VHD, VHDX, RAW (and QCOW2, VDI beyond the EC2 set): the formats
+    /// of `diskfmt::registry` with an EC2 name.
     pub format: Option<String>,
     /// `Url`: `s3://bucket/key` or `https://…` (a presigned URL, say).
     pub url: Option<String>,
@@ -156,7 +157,8 @@ pub struct ExportLocation {
 pub struct ExportImageRequest {
     /// `ImageId`.
     pub image_id: String,
-    /// `DiskImageFormat`: VMDK, RAW, VHD (and VHDX, QCOW2, OVA beyond the EC2 set).
+    /// `DiskImageFormat`: VMDK, RAW, VHD (and VHDX, QCOW2, OVA beyond the EC2 set): the
+    /// formats of `diskfmt::registry` vmie writes.
     pub disk_image_format: String,
     /// `S3ExportLocation`.
     pub s3_export_location: ExportLocation,
@@ -188,13 +190,16 @@ pub fn one_of(
         .iter()
         .find(|a| a.eq_ignore_ascii_case(value))
         .copied()
-        .ok_or_else(|| {
-            invalid(format!(
-                "{field} must be one of {}; got {:?}",
-                allowed.join(", "),
-                shown(value)
-            ))
-        })
+        .ok_or_else(|| not_one_of(field, value, allowed))
+}
+
+/// The refusal of a value outside an enumeration.
+fn not_one_of(field: &str, value: &str, allowed: &[&str]) -> EngineError {
+    invalid(format!(
+        "{field} must be one of {}; got {:?}",
+        allowed.join(", "),
+        shown(value)
+    ))
 }
 
 /// A caller's value, shortened and without control characters, for an error message.
@@ -262,42 +267,34 @@ pub fn check_key(field: &str, k: &str, allow_empty: bool) -> Result<(), EngineEr
     Ok(())
 }
 
-/// Input formats and the `diskfmt` format each names.
+/// The `diskfmt` format an import's `Format` names (`DiskContainer.N.Format`): any format of
+/// the registry that has an EC2 name, in any case.
 pub fn input_format(field: &str, f: &str) -> Result<diskfmt::Format, EngineError> {
-    let canon = one_of(
-        field,
-        f,
-        &["OVA", "VMDK", "VHD", "VHDX", "RAW", "QCOW2", "VDI"],
-    )?;
-    Ok(match canon {
-        "OVA" => diskfmt::Format::Ova,
-        "VMDK" => diskfmt::Format::Vmdk,
-        "VHD" => diskfmt::Format::Vhd,
-        "VHDX" => diskfmt::Format::Vhdx,
-        "QCOW2" => diskfmt::Format::Qcow2,
-        "VDI" => diskfmt::Format::Vdi,
-        _ => diskfmt::Format::Raw,
+    diskfmt::Format::from_ec2_name(f).ok_or_else(|| {
+        let names: Vec<&str> = diskfmt::registry::importable()
+            .filter_map(|e| e.ec2_name)
+            .collect();
+        not_one_of(field, f, &names)
     })
 }
 
-/// Export formats: (canonical name, file extension, writer).
+/// An export's `DiskImageFormat`: (canonical name, file extension, format); any format of the
+/// registry that vmie writes.
 pub fn output_format(
     f: &str,
-) -> Result<(&'static str, &'static str, diskfmt::write::OutputFormat), EngineError> {
-    use diskfmt::write::OutputFormat as O;
-    let canon = one_of(
-        "DiskImageFormat",
-        f,
-        &["VMDK", "RAW", "VHD", "VHDX", "QCOW2", "OVA"],
-    )?;
-    Ok(match canon {
-        "VMDK" => ("VMDK", "vmdk", O::Vmdk),
-        "VHD" => ("VHD", "vhd", O::Vhd),
-        "VHDX" => ("VHDX", "vhdx", O::Vhdx),
-        "QCOW2" => ("QCOW2", "qcow2", O::Qcow2),
-        "OVA" => ("OVA", "ova", O::Ova),
-        _ => ("RAW", "raw", O::Raw),
-    })
+) -> Result<(&'static str, &'static str, diskfmt::Format), EngineError> {
+    diskfmt::registry::writable()
+        .find_map(|e| {
+            e.ec2_name
+                .filter(|n| n.eq_ignore_ascii_case(f))
+                .map(|n| (n, e.extension, e.format))
+        })
+        .ok_or_else(|| {
+            let names: Vec<&str> = diskfmt::registry::writable()
+                .filter_map(|e| e.ec2_name)
+                .collect();
+            not_one_of("DiskImageFormat", f, &names)
+        })
 }
 
 /// Checks the optional enumerations of ImportImage.

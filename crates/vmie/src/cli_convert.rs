@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use diskfmt::write::{OutputFormat, WriteOptions, write_image};
+use diskfmt::write::WriteOptions;
+use diskfmt::write_image;
 use diskfmt::{FileSource, Format, Limits};
 
 use crate::progress::Progress;
@@ -27,7 +28,7 @@ pub struct Args<'a> {
     /// Flush the output to stable storage before renaming it into place.
     pub sync: bool,
     /// Output format.
-    pub output_format: OutputFormat,
+    pub output_format: Format,
     /// `-o key=value,…` options of the output format.
     pub options: Option<&'a str>,
     /// Limits on untrusted numbers.
@@ -196,7 +197,7 @@ pub fn write_raw(
     if let Some(t) = threads {
         opts.threads = t.max(1);
     }
-    write_output(disk, output, OutputFormat::Raw, &opts, progress, sync)
+    write_output(disk, output, Format::Raw, &opts, progress, sync)
 }
 
 /// Writes `disk` in `format` at `output`: into a private temporary file beside it, renamed
@@ -204,7 +205,7 @@ pub fn write_raw(
 pub fn write_output(
     disk: &dyn diskfmt::Disk,
     output: &Path,
-    format: OutputFormat,
+    format: Format,
     opts: &WriteOptions,
     progress: bool,
     sync: bool,

@@ -62,20 +62,33 @@ pub fn run(file: &Path, json: bool, limits: &Limits) -> Result<(), CliError> {
         match &insp.verdict {
             Verdict::Ok => println!("safety: ok"),
             Verdict::Refused {
-                reason, message, ..
+                reason,
+                name,
+                message,
+                ..
             } => {
-                println!("safety: refused ({reason})");
+                println!("safety: refused ({})", named(reason, name.as_deref()));
                 println!("reason: {message}");
             }
         }
     }
     match insp.verdict {
         Verdict::Ok => Ok(()),
-        Verdict::Refused { reason, .. } => Err(CliError {
-            message: format!("{}: image refused ({reason})", file.display()),
+        Verdict::Refused { reason, name, .. } => Err(CliError {
+            message: format!(
+                "{}: image refused ({})",
+                file.display(),
+                named(&reason, name.as_deref())
+            ),
             exit: EXIT_REFUSED,
         }),
     }
+}
+
+/// `reason: name` (`unsupported-format: parallels`, `invalid-format: l1-too-small`), or the
+/// reason alone.
+fn named(reason: &str, name: Option<&str>) -> String {
+    name.map_or_else(|| reason.to_string(), |n| format!("{reason}: {n}"))
 }
 
 /// `vmie info` of an OVA: the appliance, then each disk's format and size.
@@ -115,7 +128,7 @@ fn ova(file: &Path, src: diskfmt::Source, json: bool, limits: &Limits) -> Result
         let (info, verdict) = match a.open_disk(i, limits) {
             Ok(disk) => (Some(disk.info()), serde_json::json!({"verdict": "ok"})),
             Err(e) => {
-                let v = serde_json::json!({"verdict": "refused", "reason": e.reason_code(), "message": e.to_string()});
+                let v = serde_json::json!({"verdict": "refused", "reason": e.reason_code(), "name": e.name(), "message": e.to_string()});
                 first_refusal.get_or_insert(e);
                 (None, v)
             }

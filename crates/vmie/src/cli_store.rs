@@ -18,7 +18,7 @@ use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
 
 use crate::config;
 use crate::progress::Progress;
-use crate::{CliError, EXIT_FAILED, InputFormat};
+use crate::{CliError, EXIT_FAILED, input_format};
 
 /// `vmie snapshot` subcommands.
 #[derive(Debug, Subcommand)]
@@ -33,8 +33,8 @@ pub enum SnapshotCmd {
         #[arg(short = 'p', long)]
         progress: bool,
         /// Input format, checked against the content.
-        #[arg(short = 'f', long = "format", value_enum)]
-        input_format: Option<InputFormat>,
+        #[arg(short = 'f', long = "format", value_parser = input_format())]
+        input_format: Option<diskfmt::Format>,
         /// KMS key id, ARN or alias (default alias/aws/ebs).
         #[arg(long)]
         kms_key_id: Option<String>,
@@ -317,11 +317,8 @@ fn snapshot_cmd(
             image,
         } => {
             let src = Arc::new(diskfmt::FileSource::open(&image)?);
-            let disk: Arc<dyn diskfmt::Disk> = Arc::from(diskfmt::open_with(
-                src,
-                input_format.map(InputFormat::to_format),
-                limits,
-            )?);
+            let disk: Arc<dyn diskfmt::Disk> =
+                Arc::from(diskfmt::open_with(src, input_format, limits)?);
             let total = diskfmt::allocated_bytes(disk.as_ref())?;
             let done = Arc::new(AtomicU64::new(0));
             let ticker = Progress::start(progress, total, done.clone());

@@ -23,7 +23,8 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 
 /// Exit code: the image was refused by the safety inspection or is not a valid image.
 pub const EXIT_REFUSED: u8 = 3;
@@ -51,70 +52,32 @@ struct Cli {
     command: Command,
 }
 
-/// Disk image formats accepted with `-f`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum InputFormat {
-    /// Raw disk.
-    Raw,
-    /// VMware VMDK.
-    Vmdk,
-    /// Microsoft VHD (`vpc` in qemu-img).
-    #[value(alias = "vpc")]
-    Vhd,
-    /// Microsoft VHDX.
-    Vhdx,
-    /// QEMU qcow2.
-    Qcow2,
-    /// VirtualBox VDI.
-    Vdi,
-    /// ISO 9660.
-    Iso,
+/// `-f`: the formats the registry reads as one disk, with their aliases (`vpc` for vhd).
+pub fn input_format() -> impl TypedValueParser<Value = diskfmt::Format> {
+    format_parser(diskfmt::registry::readable().map(|e| (e, e.description)))
 }
 
-impl InputFormat {
-    fn to_format(self) -> diskfmt::Format {
-        match self {
-            InputFormat::Raw => diskfmt::Format::Raw,
-            InputFormat::Vmdk => diskfmt::Format::Vmdk,
-            InputFormat::Vhd => diskfmt::Format::Vhd,
-            InputFormat::Vhdx => diskfmt::Format::Vhdx,
-            InputFormat::Qcow2 => diskfmt::Format::Qcow2,
-            InputFormat::Vdi => diskfmt::Format::Vdi,
-            InputFormat::Iso => diskfmt::Format::Iso,
-        }
-    }
+/// `-O`: the formats the registry writes.
+fn output_format() -> impl TypedValueParser<Value = diskfmt::Format> {
+    format_parser(
+        diskfmt::registry::writable().filter_map(|e| e.writer.map(|w| (e, w.description()))),
+    )
 }
 
-/// Output formats of `vmie convert`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum OutputFormat {
-    /// Raw disk, sparse (holes stay holes).
-    Raw,
-    /// VMware VMDK, stream-optimized (what VMware and the EC2 export produce).
-    Vmdk,
-    /// Microsoft VHD, dynamic (`-o subformat=fixed` for fixed).
-    #[value(alias = "vpc")]
-    Vhd,
-    /// Microsoft VHDX, dynamic.
-    Vhdx,
-    /// QEMU qcow2 v3 (`-o compression=zlib|zstd` to compress).
-    Qcow2,
-    /// OVA appliance: OVF descriptor, stream-optimized VMDK, SHA-256 manifest.
-    Ova,
-}
-
-impl OutputFormat {
-    fn to_writer(self) -> diskfmt::write::OutputFormat {
-        use diskfmt::write::OutputFormat as W;
-        match self {
-            OutputFormat::Raw => W::Raw,
-            OutputFormat::Vmdk => W::Vmdk,
-            OutputFormat::Vhd => W::Vhd,
-            OutputFormat::Vhdx => W::Vhdx,
-            OutputFormat::Qcow2 => W::Qcow2,
-            OutputFormat::Ova => W::Ova,
-        }
-    }
+/// A value parser over registry rows: each row's name (and aliases) with its help line.
+fn format_parser<'a>(
+    rows: impl Iterator<Item = (&'a diskfmt::registry::Entry, &'static str)>,
+) -> impl TypedValueParser<Value = diskfmt::Format> {
+    let values: Vec<PossibleValue> = rows
+        .map(|(e, help)| {
+            PossibleValue::new(e.name)
+                .help(help)
+                .aliases(e.aliases.iter().copied())
+        })
+        .collect();
+    PossibleValuesParser::new(values).try_map(|name: String| {
+        diskfmt::Format::from_name(&name).ok_or_else(|| format!("unknown format {name:?}"))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,11 +122,11 @@ enum Command {
         #[arg(short = 'p', long)]
         progress: bool,
         /// Input format. Checked against the content: naming the wrong format is an error.
-        #[arg(short = 'f', long = "format", value_enum)]
-        input_format: Option<InputFormat>,
+        #[arg(short = 'f', long = "format", value_parser = input_format())]
+        input_format: Option<diskfmt::Format>,
         /// Output format.
-        #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
-        output_format: OutputFormat,
+        #[arg(short = 'O', long = "output-format", value_parser = output_format(), default_value = "raw")]
+        output_format: diskfmt::Format,
         /// Output options, `key=value,…`: `subformat=` (vhd: dynamic|fixed), `compression=`
         /// (qcow2: zlib|zstd), `adapter_type=` (vmdk, ova: ide|lsilogic|buslogic|legacyESX),
         /// `cpus=`, `memory=` (MiB), `os_type=` (ova: what the OVF declares).
@@ -319,11 +282,11 @@ fn main() -> ExitCode {
             disk,
             input: &input,
             output: &output,
-            input_format: input_format.map(InputFormat::to_format),
+            input_format,
             progress,
             threads,
             sync,
-            output_format: output_format.to_writer(),
+            output_format,
             options: options.as_deref(),
             limits: &limits,
         }),

@@ -365,3 +365,50 @@ fn test_refuse_vdi_differencing_image() {
     patch(&img, 0x4c, &4u32.to_le_bytes()); // image type 4: differencing
     assert_refused(&img, "differencing-disk");
 }
+
+#[test]
+fn test_refuse_containers_vmie_does_not_read_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let parallels = dir.path().join("disk.hdd");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "parallels", s(&parallels), "4M"],
+    );
+    let luks = dir.path().join("disk.luks");
+    std::fs::write(&luks, vec![0u8; 20 << 20]).unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"hunter2").unwrap();
+    tool(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            s(&key),
+            s(&luks),
+        ],
+    );
+    std::fs::remove_file(&key).unwrap();
+    let gz = qcow2_of_mixed(dir.path(), "disk.qcow2");
+    tool("gzip", &["-f", s(&gz)]);
+    let gz = dir.path().join("disk.qcow2.gz");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, b"hello, vm\n").unwrap();
+    for (img, reason, name) in [
+        (&parallels, "unsupported-format", Some("parallels")),
+        (&luks, "encrypted", Some("luks")),
+        (&gz, "compressed", Some("gzip")),
+        (&text, "not-a-disk", None),
+    ] {
+        assert_refused(img, reason);
+        let r = vmie().args(["info", "--json", s(img)]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(v["safety"]["name"].as_str(), name, "{v}");
+    }
+}

@@ -1,10 +1,21 @@
 //! Raw disks and ISO 9660 images: the file is the disk.
 
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_exact_at};
 use crate::limits::Limits;
+use crate::text::printable;
+
+/// Opens a raw disk (the registry's reader for raw).
+pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
+    Ok(Box::new(RawDisk::open(src, limits)?))
+}
+
+/// Opens an ISO 9660 image (the registry's reader for ISO).
+pub fn open_iso(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
+    Ok(Box::new(RawDisk::open_iso(src, limits)?))
+}
 
 /// A raw (or ISO 9660) image.
 pub struct RawDisk {
@@ -31,19 +42,24 @@ impl RawDisk {
                 "no CD001 volume descriptor at sector 16",
             ));
         }
+        // An ISO hybrid (isohybrid, xorriso --protective-msdos-label or an appended GPT)
+        // also carries a partition table in the 32 KiB system area, so that it boots from a
+        // disk too: it is still read as raw data, and reported.
+        let mut lba01 = [0u8; 1024];
+        read_exact_at(&*src, &mut lba01, 0)
+            .map_err(|e| DiskError::io("reading the ISO 9660 system area", e))?;
+        let hybrid = match (&lba01[510..512], &lba01[512..520]) {
+            ([0x55, 0xaa], b"EFI PART") => Some("gpt"),
+            ([0x55, 0xaa], _) => Some("mbr"),
+            _ => None,
+        };
         let mut disk = Self::open_as(src, Format::Iso, limits)?;
+        if let Some(table) = hybrid {
+            disk.details.push(("hybrid".into(), table.into()));
+        }
         // ECMA-119 8.4.6: volume identifier, 32 d-characters at byte 40 of the PVD.
         if pvd[0] == 1 {
-            let label: String = pvd[40..72]
-                .iter()
-                .map(|&c| {
-                    if c.is_ascii_graphic() || c == b' ' {
-                        c as char
-                    } else {
-                        '?'
-                    }
-                })
-                .collect();
+            let label = printable(&pvd[40..72]);
             disk.details
                 .push(("volume_id".into(), label.trim_end().to_string()));
         }

@@ -13,27 +13,25 @@
 //!   manifest lists but the archive lacks, or a file the manifest leaves out.
 //!
 //! Disks are read in place through a window of the archive ([`crate::io::SubSource`]): no
-//! member is extracted to disk. Writing an OVA is [`write`]: descriptor first, then the
-//! stream-optimized VMDK, then a SHA-256 manifest.
+//! member is extracted to disk. Writing an OVA is [`crate::write::ova`].
 
 pub mod ovf;
 pub mod tar;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest;
 
-use crate::detect::Format;
 use crate::disk::Disk;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
+use crate::image::open;
 use crate::io::{ReadAt, Source, SubSource, read_checked};
 use crate::limits::Limits;
-use crate::write::{WriteOptions, WriteStats};
+use crate::text::hex;
 
 pub use ovf::Ovf;
 pub use tar::{Kind, Member};
@@ -158,64 +156,213 @@ fn parse_manifest(text: &str) -> Result<Vec<ManifestEntry>> {
     Ok(out)
 }
 
+/// Whether member `m`'s name ends in `.ext`, in any case.
+fn has_ext(m: &Member, ext: &str) -> bool {
+    m.name
+        .rsplit_once('.')
+        .is_some_and(|(_, x)| x.eq_ignore_ascii_case(ext))
+}
+
+/// The archive's regular files, with safe names: links, devices, FIFOs and sparse files are
+/// refused (a link could point anywhere on the host), directories skipped, a name used twice
+/// refused (which of the two would be read is up to the reader).
+fn list_members(src: &dyn ReadAt) -> Result<Vec<Member>> {
+    let raw = tar::members(src)?;
+    let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+    for m in raw {
+        let name = safe_name(&m.name)?;
+        match m.kind {
+            Kind::Link => {
+                return Err(refuse(
+                    "ova-link",
+                    format!("member {} is a link", tar::shown(&name)),
+                ));
+            }
+            Kind::Special | Kind::Sparse => {
+                return Err(refuse(
+                    "ova-special-file",
+                    format!(
+                        "member {} is a device, FIFO or sparse file",
+                        tar::shown(&name)
+                    ),
+                ));
+            }
+            Kind::Directory => continue,
+            Kind::File => {}
+        }
+        if members.iter().any(|x| x.name == name) {
+            return Err(refuse(
+                "ova-duplicate-member",
+                format!("member {} appears twice", tar::shown(&name)),
+            ));
+        }
+        members.push(Member { name, ..m });
+    }
+    Ok(members)
+}
+
+/// The one `.ovf` member: none or several make the appliance ambiguous.
+fn the_descriptor(members: &[Member]) -> Result<Member> {
+    let descriptors: Vec<&Member> = members.iter().filter(|m| has_ext(m, "ovf")).collect();
+    match descriptors.as_slice() {
+        [] => Err(refuse(
+            "ova-no-descriptor",
+            "the archive holds no .ovf descriptor".into(),
+        )),
+        [one] => Ok((*one).clone()),
+        _ => Err(refuse(
+            "ova-several-descriptors",
+            format!("the archive holds {} .ovf descriptors", descriptors.len()),
+        )),
+    }
+}
+
+/// The `.mf` manifest, if any (bounded like the descriptor); two are refused.
+fn read_manifest(
+    src: &dyn ReadAt,
+    members: &[Member],
+    limits: &Limits,
+) -> Result<Option<Vec<ManifestEntry>>> {
+    match members
+        .iter()
+        .filter(|m| has_ext(m, "mf"))
+        .collect::<Vec<_>>()[..]
+    {
+        [] => Ok(None),
+        [m] => {
+            let len = limits.check_descriptor(F, m.size)?;
+            let text = read_checked(src, F, "manifest", m.offset, len)?;
+            let text = String::from_utf8(text).map_err(|_| {
+                refuse(
+                    "ova-manifest-mismatch",
+                    "the manifest is not UTF-8 text".into(),
+                )
+            })?;
+            Ok(Some(parse_manifest(&text)?))
+        }
+        _ => Err(refuse(
+            "ova-duplicate-member",
+            "the archive holds more than one .mf manifest".into(),
+        )),
+    }
+}
+
+/// Every file the OVF references is a member, stored as is (a compressed or chunked file
+/// would need unpacking we do not do); a size that disagrees with the archive is a warning.
+fn check_references(ovf: &Ovf, members: &[Member], warnings: &mut Vec<String>) -> Result<()> {
+    for f in &ovf.files {
+        let href = safe_name(&f.href)?;
+        let Some(m) = members.iter().find(|m| m.name == href) else {
+            return Err(refuse(
+                "ova-missing-file",
+                format!(
+                    "the OVF references {} but the archive does not hold it",
+                    tar::shown(&href)
+                ),
+            ));
+        };
+        if f.compression.is_some() || f.chunk_size.is_some() {
+            return Err(DiskError::unsupported(
+                F,
+                format!(
+                    "file {} is compressed or chunked inside the OVA; repackage it uncompressed",
+                    tar::shown(&href)
+                ),
+            ));
+        }
+        if f.size.is_some_and(|s| s != m.size) {
+            warnings.push(format!(
+                "the OVF gives {} a size of {} bytes; the archive holds {}",
+                tar::shown(&href),
+                f.size.unwrap_or(0),
+                m.size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every member is the descriptor, the manifest, a certificate or a file the OVF references:
+/// anything else is something we were not told about.
+fn check_nothing_unreferenced(ovf: &Ovf, members: &[Member], desc: &Member) -> Result<()> {
+    for m in members {
+        let known = m.name == desc.name
+            || has_ext(m, "mf")
+            || has_ext(m, "cert")
+            || ovf
+                .files
+                .iter()
+                .any(|f| safe_name(&f.href).is_ok_and(|h| h == m.name));
+        if !known {
+            return Err(refuse(
+                "ova-unreferenced-file",
+                format!(
+                    "member {} is not referenced by the OVF descriptor",
+                    tar::shown(&m.name)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The disks of the disk section that have a file, in order (a blank disk is a warning); an
+/// OVF without any is refused.
+fn disks_with_files(
+    ovf: &Ovf,
+    members: &[Member],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ApplianceDisk>> {
+    let mut disks = Vec::new();
+    for d in &ovf.disks {
+        let Some(fref) = &d.file_ref else {
+            warnings.push(format!(
+                "disk {} has no file (a blank disk); it is not imported",
+                tar::shown(&d.disk_id)
+            ));
+            continue;
+        };
+        let file = ovf.files.iter().find(|f| &f.id == fref).ok_or_else(|| {
+            refuse(
+                "ova-missing-file",
+                format!(
+                    "disk {} names file id {} that References does not list",
+                    tar::shown(&d.disk_id),
+                    tar::shown(fref)
+                ),
+            )
+        })?;
+        let href = safe_name(&file.href)?;
+        let m = members
+            .iter()
+            .find(|m| m.name == href)
+            .ok_or_else(|| refuse("ova-missing-file", tar::shown(&href)))?;
+        disks.push(ApplianceDisk {
+            disk_id: d.disk_id.clone(),
+            file: href,
+            capacity: d.capacity,
+            format: d.format.clone(),
+            offset: m.offset,
+            size: m.size,
+        });
+    }
+    if disks.is_empty() {
+        return Err(refuse(
+            "ova-missing-file",
+            "the OVF describes no disk with a file".into(),
+        ));
+    }
+    Ok(disks)
+}
+
 impl Appliance {
     /// Lists and checks the archive, parses the descriptor and the manifest; refuses the
     /// appliance by reason code (see the module documentation). Digests are checked by
     /// [`Appliance::verify`].
     pub fn open(src: Source, limits: &Limits) -> Result<Appliance> {
-        let raw = tar::members(&*src)?;
-        let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+        let members = list_members(&*src)?;
+        let desc = the_descriptor(&members)?;
         let mut warnings = Vec::new();
-        for m in raw {
-            let name = safe_name(&m.name)?;
-            match m.kind {
-                Kind::Link => {
-                    return Err(refuse(
-                        "ova-link",
-                        format!("member {} is a link", tar::shown(&name)),
-                    ));
-                }
-                Kind::Special | Kind::Sparse => {
-                    return Err(refuse(
-                        "ova-special-file",
-                        format!(
-                            "member {} is a device, FIFO or sparse file",
-                            tar::shown(&name)
-                        ),
-                    ));
-                }
-                Kind::Directory => continue,
-                Kind::File => {}
-            }
-            if members.iter().any(|x| x.name == name) {
-                return Err(refuse(
-                    "ova-duplicate-member",
-                    format!("member {} appears twice", tar::shown(&name)),
-                ));
-            }
-            members.push(Member { name, ..m });
-        }
-        let ext = |m: &Member, e: &str| {
-            m.name
-                .rsplit_once('.')
-                .is_some_and(|(_, x)| x.eq_ignore_ascii_case(e))
-        };
-        let descriptors: Vec<&Member> = members.iter().filter(|m| ext(m, "ovf")).collect();
-        let desc = match descriptors.as_slice() {
-            [] => {
-                return Err(refuse(
-                    "ova-no-descriptor",
-                    "the archive holds no .ovf descriptor".into(),
-                ));
-            }
-            [one] => (*one).clone(),
-            _ => {
-                return Err(refuse(
-                    "ova-several-descriptors",
-                    format!("the archive holds {} .ovf descriptors", descriptors.len()),
-                ));
-            }
-        };
         if members.first().map(|m| &m.name) != Some(&desc.name) {
             warnings.push(
                 "the OVF descriptor is not the first member (the OVF standard puts it first)"
@@ -225,114 +372,10 @@ impl Appliance {
         let len = limits.check_descriptor(F, desc.size)?;
         let xml = read_checked(&*src, F, "OVF descriptor", desc.offset, len)?;
         let ovf = ovf::parse(&xml)?;
-
-        let manifest = match members.iter().filter(|m| ext(m, "mf")).collect::<Vec<_>>()[..] {
-            [] => None,
-            [m] => {
-                let len = limits.check_descriptor(F, m.size)?;
-                let text = read_checked(&*src, F, "manifest", m.offset, len)?;
-                let text = String::from_utf8(text).map_err(|_| {
-                    refuse(
-                        "ova-manifest-mismatch",
-                        "the manifest is not UTF-8 text".into(),
-                    )
-                })?;
-                Some(parse_manifest(&text)?)
-            }
-            _ => {
-                return Err(refuse(
-                    "ova-duplicate-member",
-                    "the archive holds more than one .mf manifest".into(),
-                ));
-            }
-        };
-
-        for f in &ovf.files {
-            let href = safe_name(&f.href)?;
-            let Some(m) = members.iter().find(|m| m.name == href) else {
-                return Err(refuse(
-                    "ova-missing-file",
-                    format!(
-                        "the OVF references {} but the archive does not hold it",
-                        tar::shown(&href)
-                    ),
-                ));
-            };
-            if f.compression.is_some() || f.chunk_size.is_some() {
-                return Err(DiskError::unsupported(
-                    F,
-                    format!(
-                        "file {} is compressed or chunked inside the OVA; repackage it uncompressed",
-                        tar::shown(&href)
-                    ),
-                ));
-            }
-            if f.size.is_some_and(|s| s != m.size) {
-                warnings.push(format!(
-                    "the OVF gives {} a size of {} bytes; the archive holds {}",
-                    tar::shown(&href),
-                    f.size.unwrap_or(0),
-                    m.size
-                ));
-            }
-        }
-        for m in &members {
-            let known = m.name == desc.name
-                || ext(m, "mf")
-                || ext(m, "cert")
-                || ovf
-                    .files
-                    .iter()
-                    .any(|f| safe_name(&f.href).is_ok_and(|h| h == m.name));
-            if !known {
-                return Err(refuse(
-                    "ova-unreferenced-file",
-                    format!(
-                        "member {} is not referenced by the OVF descriptor",
-                        tar::shown(&m.name)
-                    ),
-                ));
-            }
-        }
-        let mut disks = Vec::new();
-        for d in &ovf.disks {
-            let Some(fref) = &d.file_ref else {
-                warnings.push(format!(
-                    "disk {} has no file (a blank disk); it is not imported",
-                    tar::shown(&d.disk_id)
-                ));
-                continue;
-            };
-            let file = ovf.files.iter().find(|f| &f.id == fref).ok_or_else(|| {
-                refuse(
-                    "ova-missing-file",
-                    format!(
-                        "disk {} names file id {} that References does not list",
-                        tar::shown(&d.disk_id),
-                        tar::shown(fref)
-                    ),
-                )
-            })?;
-            let href = safe_name(&file.href)?;
-            let m = members
-                .iter()
-                .find(|m| m.name == href)
-                .ok_or_else(|| refuse("ova-missing-file", tar::shown(&href)))?;
-            disks.push(ApplianceDisk {
-                disk_id: d.disk_id.clone(),
-                file: href,
-                capacity: d.capacity,
-                format: d.format.clone(),
-                offset: m.offset,
-                size: m.size,
-            });
-        }
-        if disks.is_empty() {
-            return Err(refuse(
-                "ova-missing-file",
-                "the OVF describes no disk with a file".into(),
-            ));
-        }
+        let manifest = read_manifest(&*src, &members, limits)?;
+        check_references(&ovf, &members, &mut warnings)?;
+        check_nothing_unreferenced(&ovf, &members, &desc)?;
+        let disks = disks_with_files(&ovf, &members, &mut warnings)?;
         if ovf.virtual_systems > 1 {
             warnings.push(format!(
                 "the OVF holds {} virtual systems; only the first is described",
@@ -411,7 +454,7 @@ impl Appliance {
             )
         })?;
         let window: Source = Arc::new(SubSource::new(self.src.clone(), d.offset, d.size)?);
-        let disk = crate::open(window, limits)?;
+        let disk = open(window, limits)?;
         Ok(disk)
     }
 }
@@ -452,141 +495,4 @@ fn digest(
         H::S256(h) => hex(&h.finalize()),
         H::S512(h) => hex(&h.finalize()),
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-fn io(e: std::io::Error) -> DiskError {
-    DiskError::io("writing the OVA", e)
-}
-
-/// Writes `disk` as an OVA: the OVF descriptor first, then the disk as a stream-optimized
-/// VMDK, then a SHA-256 manifest. The VMDK is made first in an unnamed temporary file in
-/// `opts.temp_dir` (deleted by the system even if we crash), since the descriptor that
-/// precedes it must state its size. `opts.name` names the appliance (`NAME.ova` → `NAME`).
-pub fn write(
-    disk: &dyn Disk,
-    out: &File,
-    opts: &WriteOptions,
-    progress: &AtomicU64,
-) -> Result<WriteStats> {
-    if let Some(s) = opts.subformat.as_deref() {
-        return Err(DiskError::unsupported(
-            F,
-            format!("subformat {s:?}: an OVA always holds a stream-optimized VMDK"),
-        ));
-    }
-    let base = opts
-        .name
-        .as_deref()
-        .map(|n| n.strip_suffix(".ova").unwrap_or(n))
-        .filter(|n| !n.is_empty())
-        .unwrap_or("vm");
-    let base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let vmdk_name = format!("{base}-disk1.vmdk");
-    let adapter = opts
-        .adapter_type
-        .clone()
-        .unwrap_or_else(|| "lsilogic".into());
-    let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let mut tmp = tempfile::tempfile_in(&dir)
-        .map_err(|e| DiskError::io(format!("creating a temporary file in {}", dir.display()), e))?;
-    let vopts = WriteOptions {
-        name: Some(vmdk_name.clone()),
-        adapter_type: Some(adapter.clone()),
-        ..opts.clone()
-    };
-    crate::write::vmdk::write(disk, &tmp, &vopts, progress)?;
-    let vmdk_size = tmp.seek(SeekFrom::End(0)).map_err(io)?;
-    let populated = crate::allocated_bytes(disk)?;
-    let spec = ovf::MachineSpec {
-        name: base.clone(),
-        cpus: opts.cpus.unwrap_or(1),
-        memory_mib: opts.memory_mib.unwrap_or(1024),
-        os_type: opts
-            .os_type
-            .clone()
-            .unwrap_or_else(|| "otherGuest64".into()),
-        os_id: 1,
-        adapter,
-    };
-    let descriptor = ovf::write(
-        &spec,
-        &[ovf::DiskSpec {
-            href: vmdk_name.clone(),
-            file_size: vmdk_size,
-            capacity: disk.virtual_size(),
-            populated,
-        }],
-    );
-    let ovf_name = format!("{base}.ovf");
-    let mf_name = format!("{base}.mf");
-
-    let mut b = ::tar::Builder::new(out);
-    let header = |size: u64| {
-        let mut h = ::tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-        h.set_entry_type(::tar::EntryType::Regular);
-        h
-    };
-    let mut h = header(descriptor.len() as u64);
-    b.append_data(&mut h, &ovf_name, descriptor.as_bytes())
-        .map_err(io)?;
-    tmp.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut hashing = HashingReader {
-        inner: std::io::BufReader::with_capacity(1 << 20, tmp),
-        hash: sha2::Sha256::new(),
-    };
-    let mut h = header(vmdk_size);
-    b.append_data(&mut h, &vmdk_name, &mut hashing)
-        .map_err(io)?;
-    let manifest = format!(
-        "SHA256({ovf_name})= {}\nSHA256({vmdk_name})= {}\n",
-        hex(&sha2::Sha256::digest(descriptor.as_bytes())),
-        hex(&hashing.hash.finalize())
-    );
-    let mut h = header(manifest.len() as u64);
-    b.append_data(&mut h, &mf_name, manifest.as_bytes())
-        .map_err(io)?;
-    let mut out = b.into_inner().map_err(io)?;
-    out.flush().map_err(io)?;
-    let file_size = out.stream_position().map_err(io)?;
-    Ok(WriteStats {
-        virtual_size: disk.virtual_size(),
-        file_size,
-    })
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hash: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
 }

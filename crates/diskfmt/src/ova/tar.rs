@@ -6,8 +6,8 @@
 //! make it allocate as much as the file holds. Here every record is bounded and every header
 //! checksum verified.
 
-use crate::detect::Format;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, read_checked};
 
 const F: Format = Format::Ova;
@@ -157,18 +157,82 @@ fn pax(data: &[u8]) -> Result<(Option<String>, Option<u64>)> {
     Ok((path, size))
 }
 
+/// What extension headers (GNU long names, pax records) said about the next member.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<String>,
+    pax_path: Option<String>,
+    pax_size: Option<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.long_name.is_none() && self.pax_path.is_none()
+    }
+}
+
+/// Checks the header block at `pos`: its checksum is the sum of its bytes with the checksum
+/// field counted as spaces.
+fn check_header(h: &[u8], pos: u64) -> Result<()> {
+    let stored = octal(&h[148..156], "checksum")?;
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    if stored != sum {
+        return Err(DiskError::invalid(
+            F,
+            format!("tar header at offset {pos} has a bad checksum"),
+        ));
+    }
+    Ok(())
+}
+
+/// The name of the member whose header is `h`: a pax path, else a GNU long name, else the
+/// ustar prefix and name.
+fn member_name(h: &[u8], pending: &mut Pending) -> Result<String> {
+    let ustar = &h[257..263] == b"ustar\0";
+    let mut name = cstr(&h[0..100]).to_vec();
+    if ustar && h[345] != 0 {
+        let mut full = cstr(&h[345..500]).to_vec();
+        full.push(b'/');
+        full.extend_from_slice(&name);
+        name = full;
+    }
+    match (pending.pax_path.take(), pending.long_name.take()) {
+        (Some(p), _) | (None, Some(p)) => Ok(p),
+        (None, None) => text(&name),
+    }
+}
+
+/// The kind of a member from its type flag.
+fn kind_of(flag: u8) -> Kind {
+    match flag {
+        b'0' | 0 | b'7' => Kind::File,
+        b'5' => Kind::Directory,
+        b'1' | b'2' => Kind::Link,
+        b'S' => Kind::Sparse,
+        _ => Kind::Special,
+    }
+}
+
 /// Lists the members of the tar archive in `src`, in archive order.
 pub fn members(src: &dyn ReadAt) -> Result<Vec<Member>> {
     let file_size = src.size();
     let mut out = Vec::new();
     let mut pos = 0u64;
-    let mut long_name: Option<String> = None;
-    let mut pax_path: Option<String> = None;
-    let mut pax_size: Option<u64> = None;
+    let mut pending = Pending::default();
     loop {
         if pos.checked_add(BLOCK).is_none_or(|end| end > file_size) {
             // No end-of-archive blocks: tolerated as GNU tar does, if nothing is pending.
-            if long_name.is_some() || pax_path.is_some() {
+            if !pending.is_empty() {
                 return Err(DiskError::invalid(
                     F,
                     "archive ends after an extended header",
@@ -180,28 +244,12 @@ pub fn members(src: &dyn ReadAt) -> Result<Vec<Member>> {
         if h.iter().all(|&b| b == 0) {
             break;
         }
-        let stored = octal(&h[148..156], "checksum")?;
-        let sum: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        if stored != sum {
-            return Err(DiskError::invalid(
-                F,
-                format!("tar header at offset {pos} has a bad checksum"),
-            ));
-        }
-        let mut size = octal(&h[124..136], "size")?;
+        check_header(&h, pos)?;
+        let size = octal(&h[124..136], "size")?;
         let flag = h[156];
         let data = pos + BLOCK;
-        if matches!(flag, b'x' | b'g' | b'L' | b'K') && size > MAX_EXTENSION {
+        let is_extension = matches!(flag, b'L' | b'K' | b'x' | b'g');
+        if is_extension && size > MAX_EXTENSION {
             return Err(DiskError::Refused(Refusal::LimitExceeded {
                 format: F,
                 what: "tar extended header",
@@ -209,9 +257,9 @@ pub fn members(src: &dyn ReadAt) -> Result<Vec<Member>> {
                 limit: MAX_EXTENSION,
             }));
         }
-        let padded = size.div_ceil(BLOCK) * BLOCK;
+        // Whatever the member, the size its header states must stay inside the archive.
         let next = data
-            .checked_add(padded)
+            .checked_add(size.div_ceil(BLOCK) * BLOCK)
             .filter(|&n| n <= file_size.div_ceil(BLOCK) * BLOCK)
             .ok_or(DiskError::Refused(Refusal::PointerOutOfBounds {
                 format: F,
@@ -219,53 +267,15 @@ pub fn members(src: &dyn ReadAt) -> Result<Vec<Member>> {
                 offset: data,
                 file_size,
             }))?;
-        let read_ext = |n: u64| -> Result<Vec<u8>> {
-            let len = usize::try_from(n).map_err(|_| DiskError::invalid(F, "extension"))?;
-            read_checked(src, F, "tar extended header", data, len)
-        };
-        match flag {
-            b'L' => {
-                let v = read_ext(size)?;
-                long_name = Some(text(cstr(&v))?);
+        pos = match flag {
+            _ if is_extension => {
+                extension(src, flag, data, size, &mut pending)?;
+                next
             }
-            b'K' => {} // GNU long link name: the link itself is refused below
-            b'x' => {
-                let (p, s) = pax(&read_ext(size)?)?;
-                pax_path = p.or(pax_path);
-                pax_size = s.or(pax_size);
-            }
-            b'g' => {} // global pax records: nothing an OVA needs
             _ => {
-                let ustar = &h[257..263] == b"ustar\0";
-                let mut name = cstr(&h[0..100]).to_vec();
-                if ustar && h[345] != 0 {
-                    let mut full = cstr(&h[345..500]).to_vec();
-                    full.push(b'/');
-                    full.extend_from_slice(&name);
-                    name = full;
-                }
-                let name = match (pax_path.take(), long_name.take()) {
-                    (Some(p), _) | (None, Some(p)) => p,
-                    (None, None) => text(&name)?,
-                };
-                if let Some(s) = pax_size.take() {
-                    size = s;
-                }
-                let kind = match flag {
-                    b'0' | 0 | b'7' => Kind::File,
-                    b'5' => Kind::Directory,
-                    b'1' | b'2' => Kind::Link,
-                    b'S' => Kind::Sparse,
-                    _ => Kind::Special,
-                };
-                if kind == Kind::File && data.checked_add(size).is_none_or(|end| end > file_size) {
-                    return Err(DiskError::Refused(Refusal::PointerOutOfBounds {
-                        format: F,
-                        what: "tar member data",
-                        offset: data,
-                        file_size,
-                    }));
-                }
+                let name = member_name(&h, &mut pending)?;
+                let size = pending.pax_size.take().unwrap_or(size);
+                let m = member(name, kind_of(flag), data, size, file_size)?;
                 if out.len() >= MAX_MEMBERS {
                     return Err(DiskError::Refused(Refusal::LimitExceeded {
                         format: F,
@@ -274,20 +284,56 @@ pub fn members(src: &dyn ReadAt) -> Result<Vec<Member>> {
                         limit: MAX_MEMBERS as u64,
                     }));
                 }
-                out.push(Member {
-                    name,
-                    kind,
-                    offset: data,
-                    size: if kind == Kind::File { size } else { 0 },
-                });
-                let padded = size.div_ceil(BLOCK) * BLOCK;
-                pos = data
-                    .checked_add(padded)
-                    .ok_or_else(|| DiskError::invalid(F, "tar member size overflows"))?;
-                continue;
+                out.push(m);
+                data.checked_add(size.div_ceil(BLOCK) * BLOCK)
+                    .ok_or_else(|| DiskError::invalid(F, "tar member size overflows"))?
             }
-        }
-        pos = next;
+        };
     }
     Ok(out)
+}
+
+/// Reads an extension header's data (`size` bytes at `data`, already bounded) into
+/// `pending`.
+fn extension(
+    src: &dyn ReadAt,
+    flag: u8,
+    data: u64,
+    size: u64,
+    pending: &mut Pending,
+) -> Result<()> {
+    let read = || -> Result<Vec<u8>> {
+        let len = usize::try_from(size).map_err(|_| DiskError::invalid(F, "extension"))?;
+        read_checked(src, F, "tar extended header", data, len)
+    };
+    match flag {
+        b'L' => pending.long_name = Some(text(cstr(&read()?))?),
+        b'x' => {
+            let (p, s) = pax(&read()?)?;
+            pending.pax_path = p.or(pending.pax_path.take());
+            pending.pax_size = s.or(pending.pax_size);
+        }
+        // 'K': a GNU long link name (the link itself is refused); 'g': global pax records,
+        // nothing an OVA needs.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A member at `data` of `size` bytes; a regular file's data must lie inside the archive.
+fn member(name: String, kind: Kind, data: u64, size: u64, file_size: u64) -> Result<Member> {
+    if kind == Kind::File && data.checked_add(size).is_none_or(|end| end > file_size) {
+        return Err(DiskError::Refused(Refusal::PointerOutOfBounds {
+            format: F,
+            what: "tar member data",
+            offset: data,
+            file_size,
+        }));
+    }
+    Ok(Member {
+        name,
+        kind,
+        offset: data,
+        size: if kind == Kind::File { size } else { 0 },
+    })
 }

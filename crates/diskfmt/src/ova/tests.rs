@@ -77,7 +77,7 @@ fn ovf_text(href: &str, size: u64, capacity_gib_units: bool, capacity: u64) -> S
 }
 
 fn digest_of(tool: &str, path: &Path) -> String {
-    let o = Command::new(tool).arg(path).output().unwrap();
+    let o = crate::testutil::output(Command::new(tool).arg(path));
     assert!(o.status.success());
     String::from_utf8(o.stdout)
         .unwrap()
@@ -131,15 +131,15 @@ fn write_manifest(parts: &Path, files: &[&str]) {
 }
 
 fn pack(parts: &Path, out: &Path, members: &[&str]) {
-    let o = Command::new("tar")
-        .arg("--format=ustar")
-        .arg("-cf")
-        .arg(out)
-        .arg("-C")
-        .arg(parts)
-        .args(members)
-        .output()
-        .unwrap();
+    let o = crate::testutil::output(
+        Command::new("tar")
+            .arg("--format=ustar")
+            .arg("-cf")
+            .arg(out)
+            .arg("-C")
+            .arg(parts)
+            .args(members),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -201,19 +201,16 @@ fn test_ova_pax_and_gnu_long_names_are_read() {
     write_manifest(&parts, &["vm.ovf", &long]);
     for format in ["--format=pax", "--format=gnu"] {
         let ova = dir.path().join("long.ova");
-        let o = Command::new("tar")
-            .args([
-                format,
-                "-cf",
-                p(&ova),
-                "-C",
-                p(&parts),
-                "vm.ovf",
-                &long,
-                "vm.mf",
-            ])
-            .output()
-            .unwrap();
+        let o = crate::testutil::output(Command::new("tar").args([
+            format,
+            "-cf",
+            p(&ova),
+            "-C",
+            p(&parts),
+            "vm.ovf",
+            &long,
+            "vm.mf",
+        ]));
         assert!(o.status.success());
         let a = open_verified(&ova).unwrap();
         assert_eq!(a.disks[0].file, long, "{format}");
@@ -279,10 +276,7 @@ fn pack_py(out: &Path, members: &[(&str, &str, &Path)]) {
         }
     }
     script.push_str("t.close()\n");
-    let o = Command::new("python3")
-        .args(["-c", &script, p(out)])
-        .output()
-        .unwrap();
+    let o = crate::testutil::output(Command::new("python3").args(["-c", &script, p(out)]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -411,17 +405,10 @@ fn test_ova_written_by_vmie_is_ordered_verified_and_round_trips() {
         memory_mib: Some(4096),
         ..Default::default()
     };
-    crate::write::write_image(
-        &*disk,
-        &f,
-        crate::write::OutputFormat::Ova,
-        &opts,
-        &AtomicU64::new(0),
-    )
-    .unwrap();
+    crate::write_image(&*disk, &f, crate::Format::Ova, &opts, &AtomicU64::new(0)).unwrap();
     drop(f);
     // GNU tar lists the OVF first, then the disk, then the manifest.
-    let o = Command::new("tar").args(["-tf", p(&ova)]).output().unwrap();
+    let o = crate::testutil::output(Command::new("tar").args(["-tf", p(&ova)]));
     let list = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         list.lines().collect::<Vec<_>>(),
@@ -430,10 +417,7 @@ fn test_ova_written_by_vmie_is_ordered_verified_and_round_trips() {
     // Extracted by tar, the disk compares equal and the manifest matches sha256sum.
     let x = dir.path().join("x");
     std::fs::create_dir(&x).unwrap();
-    let o = Command::new("tar")
-        .args(["-xf", p(&ova), "-C", p(&x)])
-        .output()
-        .unwrap();
+    let o = crate::testutil::output(Command::new("tar").args(["-xf", p(&ova), "-C", p(&x)]));
     assert!(o.status.success());
     let vmdk = x.join("my_vm-disk1.vmdk");
     qemu_img(&["compare", "-f", "raw", "-F", "vmdk", p(&raw), p(&vmdk)]);
@@ -449,10 +433,7 @@ fn test_ova_written_by_vmie_is_ordered_verified_and_round_trips() {
     // Well-formed XML by an independent parser, with the structure importers expect.
     let ovf = x.join("my_vm.ovf");
     let check = "import sys,xml.etree.ElementTree as E\nr=E.parse(sys.argv[1]).getroot()\nns={'o':'http://schemas.dmtf.org/ovf/envelope/1'}\nassert r.tag=='{http://schemas.dmtf.org/ovf/envelope/1}Envelope'\nfor s in ['o:References/o:File','o:DiskSection/o:Disk','o:VirtualSystem/o:VirtualHardwareSection/o:Item']:\n    assert r.findall(s,ns), s\n";
-    let o = Command::new("python3")
-        .args(["-c", check, p(&ovf)])
-        .output()
-        .unwrap();
+    let o = crate::testutil::output(Command::new("python3").args(["-c", check, p(&ovf)]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // And our own reader takes it back.
     let a = open_verified(&ova).unwrap();

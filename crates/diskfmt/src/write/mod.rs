@@ -1,7 +1,14 @@
-//! Writers: any [`Disk`] out as raw, VMDK (stream-optimized), VHD, VHDX or qcow2, streaming
-//! from the source's extent map (holes are never written as data).
+//! Writers: any [`Disk`] out as raw, VMDK (stream-optimized), VHD, VHDX, qcow2 or OVA,
+//! streaming from the source's extent map (holes are never written as data).
+//!
+//! Each format's writer is a unit struct implementing [`Writer`], named in the format's row of
+//! [`crate::registry::FORMATS`]; [`crate::write_image`] picks it from there. The grain-based
+//! writers share one ordered, parallel pipeline, [`ordered_grains`].
 
+pub mod ova;
+mod pipeline;
 pub mod qcow2;
+pub mod raw;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
@@ -12,26 +19,11 @@ mod tests;
 use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
-use crate::convert::{ConvertOptions, convert_to_raw};
 use crate::disk::Disk;
-use crate::error::Result;
+use crate::error::{DiskError, Result};
+use crate::format::Format;
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Raw, sparse.
-    Raw,
-    /// VMDK; stream-optimized by default.
-    Vmdk,
-    /// VHD (`vpc`); dynamic by default.
-    Vhd,
-    /// VHDX, dynamic.
-    Vhdx,
-    /// qcow2 version 3.
-    Qcow2,
-    /// OVA: OVF descriptor, stream-optimized VMDK, SHA-256 manifest.
-    Ova,
-}
+pub(crate) use pipeline::ordered_grains;
 
 /// Options of a writer (`-o key=value,…` on the command line).
 #[derive(Debug, Clone)]
@@ -83,58 +75,27 @@ pub struct WriteStats {
     pub file_size: u64,
 }
 
-/// Writes `disk` to `out` (a new, empty file) in `format`. `progress` grows to the virtual
-/// size.
-pub fn write_image(
-    disk: &dyn Disk,
-    out: &File,
-    format: OutputFormat,
-    opts: &WriteOptions,
-    progress: &AtomicU64,
-) -> Result<WriteStats> {
-    let deflate_only = matches!(format, OutputFormat::Vmdk | OutputFormat::Ova);
-    match opts.compression.as_deref() {
-        None | Some("none") => {}
-        Some("zlib" | "deflate") if deflate_only => {}
-        Some(_) if format == OutputFormat::Qcow2 => {}
-        Some(c) => {
-            let (f, hint) = match format {
-                OutputFormat::Vmdk => (
-                    crate::Format::Vmdk,
-                    "stream-optimized VMDK is always deflate-compressed",
-                ),
-                OutputFormat::Ova => (
-                    crate::Format::Ova,
-                    "an OVA's stream-optimized VMDK is always deflate-compressed",
-                ),
-                OutputFormat::Vhd => (crate::Format::Vhd, "VHD has no compression"),
-                OutputFormat::Vhdx => (crate::Format::Vhdx, "VHDX has no compression"),
-                _ => (crate::Format::Raw, "raw has no compression"),
-            };
-            return Err(crate::error::DiskError::unsupported(
-                f,
-                format!("compression {c:?}: {hint}"),
-            ));
-        }
-    }
-    match format {
-        OutputFormat::Raw => {
-            let c = ConvertOptions {
-                threads: opts.threads,
-                ..ConvertOptions::default()
-            };
-            let s = convert_to_raw(disk, out, &c, progress)?;
-            Ok(WriteStats {
-                virtual_size: s.virtual_size,
-                file_size: s.virtual_size,
-            })
-        }
-        OutputFormat::Vmdk => vmdk::write(disk, out, opts, progress),
-        OutputFormat::Vhd => vhd::write(disk, out, opts, progress),
-        OutputFormat::Vhdx => vhdx::write(disk, out, opts, progress),
-        OutputFormat::Qcow2 => qcow2::write(disk, out, opts, progress),
-        OutputFormat::Ova => crate::ova::write(disk, out, opts, progress),
-    }
+/// A format's writer. Implementations are unit structs listed in the registry.
+pub trait Writer: Sync {
+    /// One line describing the output, for `vmie convert --help`.
+    fn description(&self) -> &'static str;
+
+    /// Refuses a compression this writer cannot produce (`none` never reaches it).
+    fn check_compression(&self, compression: &str) -> Result<()>;
+
+    /// Writes `disk` to `out` (a new, empty file). `progress` grows to the virtual size.
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats>;
+}
+
+/// The refusal of a compression a format cannot hold, with why.
+pub(crate) fn no_compression(format: Format, compression: &str, why: &str) -> DiskError {
+    DiskError::unsupported(format, format!("compression {compression:?}: {why}"))
 }
 
 /// A disk identifier that differs between images (not a secret).
@@ -152,213 +113,4 @@ pub(crate) fn random_id(out: &mut [u8; 16]) {
     }
     out[6] = (out[6] & 0x0f) | 0x40; // version 4
     out[8] = (out[8] & 0x3f) | 0x80; // variant
-}
-
-/// Bytes of grains one worker processes at a time (at least one grain).
-const JOB_BYTES: u64 = 2 << 20;
-
-/// What a writer does to each grain on a worker: `Some(new bytes)`, or `None` to store it as
-/// it is.
-type GrainWork = dyn Fn(&[u8]) -> Result<Option<Vec<u8>>> + Sync;
-
-/// What a worker made of one grain.
-enum Grain {
-    /// The grain's own bytes: this range of the job's buffer.
-    Same(std::ops::Range<usize>),
-    /// New bytes (compressed, or the zero-padded last grain).
-    Owned(Vec<u8>),
-}
-
-/// Walks the non-zero grains of `disk` (grain size `grain` bytes) in order, with `threads`
-/// workers running `work` on each grain's bytes (zero-padded to a full grain at the end of the
-/// disk) and `sink` receiving `(grain index, bytes)` in grain order on the calling thread, where
-/// the bytes are what `work` returned, or the grain itself when it returned `None` (pass-through
-/// writers copy nothing: the sink reads the job's buffer). All-zero grains and zero extents are
-/// skipped (zero extents are never read). Memory is bounded: at most `2 * threads + 2` jobs of
-/// about [`JOB_BYTES`] are in flight, their buffers reused.
-pub(crate) fn ordered_grains(
-    disk: &dyn Disk,
-    grain: u64,
-    threads: usize,
-    progress: &AtomicU64,
-    work: &GrainWork,
-    sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use crate::disk::ExtentKind;
-    use crate::error::DiskError;
-
-    const WINDOW: u64 = 1 << 30;
-    let size = disk.virtual_size();
-    let grain_len = usize::try_from(grain)
-        .map_err(|_| DiskError::invalid(disk.info().format, "grain too large"))?;
-    let per_job = (JOB_BYTES / grain.max(1)).max(1);
-    let per_job_usize = usize::try_from(per_job).unwrap_or(1);
-    // The plan: jobs (sequence, first grain, grain count) over data extents, in order.
-    struct Plan {
-        next_window: u64,
-        last_grain: Option<u64>,
-        jobs: std::collections::VecDeque<(u64, u64)>,
-        seq: u64,
-    }
-    let plan = Mutex::new(Plan {
-        next_window: 0,
-        last_grain: None,
-        jobs: Default::default(),
-        seq: 0,
-    });
-    let next_job = |plan: &Mutex<Plan>| -> Result<Option<(u64, u64, u64)>> {
-        let mut p = plan
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            if let Some((g, n)) = p.jobs.pop_front() {
-                let seq = p.seq;
-                p.seq += 1;
-                return Ok(Some((seq, g, n)));
-            }
-            if p.next_window >= size {
-                return Ok(None);
-            }
-            let w = p.next_window;
-            let len = WINDOW.min(size - w);
-            for e in disk.extents(w, len)? {
-                if e.kind == ExtentKind::Zero {
-                    progress.fetch_add(e.length, Ordering::Relaxed);
-                    continue;
-                }
-                let mut g = e.offset / grain;
-                if p.last_grain == Some(g) {
-                    g += 1;
-                }
-                let last = (e.end() - 1) / grain;
-                while g <= last {
-                    let n = per_job.min(last - g + 1);
-                    p.jobs.push_back((g, n));
-                    g += n;
-                }
-                p.last_grain = Some(last);
-            }
-            p.next_window = w + len;
-        }
-    };
-
-    type Grains = Vec<(u64, Grain)>;
-    /// (sequence, bytes covered, the job's buffer, its grains)
-    type Done = (u64, u64, Vec<u8>, Grains);
-    let job_len = grain_len * per_job_usize;
-    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    let threads = threads.max(1);
-    let (to_sink, results) = std::sync::mpsc::sync_channel::<Result<Done>>(threads * 2 + 2);
-    let (give_token, tokens) = std::sync::mpsc::channel::<()>();
-    for _ in 0..threads * 2 + 2 {
-        let _ = give_token.send(());
-    }
-    let tokens = Mutex::new(tokens);
-    let stop = AtomicBool::new(false);
-    let mut outcome: Result<()> = Ok(());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let to_sink = to_sink.clone();
-            let (plan, tokens, stop, pool) = (&plan, &tokens, &stop, &pool);
-            s.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    // A token first, then the job: jobs in flight stay bounded and in order.
-                    if tokens
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .recv()
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let job = match next_job(plan) {
-                        Ok(Some(j)) => j,
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = to_sink.send(Err(e));
-                            return;
-                        }
-                    };
-                    let (seq, g0, n) = job;
-                    let run = || -> Result<Done> {
-                        let start = g0 * grain;
-                        let end = ((g0 + n) * grain).min(size);
-                        let len = usize::try_from(end - start).unwrap_or(0);
-                        let mut buf = pool
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .pop()
-                            .unwrap_or_else(|| vec![0u8; job_len]);
-                        let b = &mut buf[..len];
-                        disk.read_at(b, start)?;
-                        let mut out = Vec::new();
-                        for i in 0..n {
-                            let lo = usize::try_from(i * grain).unwrap_or(usize::MAX).min(len);
-                            let hi = (lo + grain_len).min(len);
-                            let chunk = &b[lo..hi];
-                            if crate::convert::is_zero(chunk) {
-                                continue;
-                            }
-                            let r = if chunk.len() == grain_len {
-                                work(chunk)?.map_or(Grain::Same(lo..hi), Grain::Owned)
-                            } else {
-                                let mut padded = vec![0u8; grain_len];
-                                padded[..chunk.len()].copy_from_slice(chunk);
-                                Grain::Owned(work(&padded)?.unwrap_or(padded))
-                            };
-                            out.push((g0 + i, r));
-                        }
-                        Ok((seq, end - start, buf, out))
-                    };
-                    if to_sink.send(run()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(to_sink);
-        let mut pending: BTreeMap<u64, (u64, Vec<u8>, Grains)> = BTreeMap::new();
-        let mut next = 0u64;
-        for r in results {
-            let (seq, bytes, buf, grains) = match r {
-                Ok(d) => d,
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    outcome = Err(e);
-                    break;
-                }
-            };
-            pending.insert(seq, (bytes, buf, grains));
-            while let Some((bytes, buf, grains)) = pending.remove(&next) {
-                for (gi, g) in grains {
-                    let data = match &g {
-                        Grain::Same(r) => &buf[r.clone()],
-                        Grain::Owned(v) => v.as_slice(),
-                    };
-                    if let Err(e) = sink(gi, data) {
-                        stop.store(true, Ordering::Relaxed);
-                        outcome = Err(e);
-                        break;
-                    }
-                }
-                pool.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(buf);
-                progress.fetch_add(bytes, Ordering::Relaxed);
-                next += 1;
-                let _ = give_token.send(());
-            }
-            if outcome.is_err() {
-                break;
-            }
-        }
-        // Unblock workers waiting for a token so the scope can end.
-        stop.store(true, Ordering::Relaxed);
-        drop(give_token);
-    });
-    outcome
 }

@@ -22,10 +22,10 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, ordered_grains};
-use crate::detect::Format;
+use super::{WriteOptions, WriteStats, Writer, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::formats::qcow2::header::{INCOMPAT_COMPRESSION, MAGIC};
 
 const F: Format = Format::Qcow2;
@@ -88,6 +88,53 @@ fn io(e: std::io::Error) -> DiskError {
     DiskError::io("writing the qcow2 image", e)
 }
 
+/// The header cluster: version 3, 64 KiB clusters, the L1 table in cluster 1, the refcount
+/// table of `table` clusters at `table_at`, 16-bit refcounts, the compression type.
+fn header(
+    size: u64,
+    l1_size: u32,
+    table_at: u64,
+    table: u64,
+    kind: Compression,
+) -> Result<Vec<u8>> {
+    let mut h = vec![0u8; usize_of(CLUSTER)?];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
+    h[24..32].copy_from_slice(&size.to_be_bytes());
+    h[36..40].copy_from_slice(&l1_size.to_be_bytes());
+    h[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
+    h[48..56].copy_from_slice(&table_at.to_be_bytes());
+    let table_u32 = u32::try_from(table).map_err(|_| DiskError::invalid(F, "refcount table"))?;
+    h[56..60].copy_from_slice(&table_u32.to_be_bytes());
+    let incompat = if kind == Compression::Zstd {
+        INCOMPAT_COMPRESSION
+    } else {
+        0
+    };
+    h[72..80].copy_from_slice(&incompat.to_be_bytes());
+    h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount order: 16-bit
+    h[100..104].copy_from_slice(&HEADER_LEN.to_be_bytes());
+    h[104] = u8::from(kind == Compression::Zstd); // compression type
+    // Header extensions end right after the header (type 0, length 0: already zero).
+    Ok(h)
+}
+
+/// Refcount blocks and table clusters needed to cover `used` clusters and themselves.
+fn refcount_sizes(used: u64) -> (u64, u64) {
+    let (mut blocks, mut table) = (1u64, 1u64);
+    loop {
+        let total = used + blocks + table;
+        let b = total.div_ceil(REFS_PER_BLOCK);
+        let t = (b * 8).div_ceil(CLUSTER);
+        if b <= blocks && t <= table {
+            return (blocks, table);
+        }
+        blocks = blocks.max(b);
+        table = table.max(t);
+    }
+}
+
 fn usize_of(v: u64) -> Result<usize> {
     usize::try_from(v).map_err(|_| DiskError::invalid(F, "table too large for memory"))
 }
@@ -103,6 +150,34 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// Appends the refcount blocks, then the refcount table, covering every cluster written
+    /// and themselves; returns the table's offset and size in clusters.
+    fn write_refcounts(&mut self) -> Result<(u64, u64)> {
+        let used = self.pos / CLUSTER;
+        let (blocks, table) = refcount_sizes(used);
+        let blocks_at = self.pos;
+        let table_at = blocks_at + blocks * CLUSTER;
+        for c in used..used + blocks + table {
+            self.add_ref(c)?;
+        }
+        let mut refs = self.refs.iter();
+        let mut block = Vec::with_capacity(usize_of(CLUSTER)?);
+        for _ in 0..blocks {
+            block.clear();
+            for _ in 0..REFS_PER_BLOCK {
+                block.extend_from_slice(&refs.next().copied().unwrap_or(0).to_be_bytes());
+            }
+            self.w.write_all(&block).map_err(io)?;
+        }
+        let mut t = Vec::with_capacity(usize_of(table * CLUSTER)?);
+        for i in 0..blocks {
+            t.extend_from_slice(&(blocks_at + i * CLUSTER).to_be_bytes());
+        }
+        t.resize(usize_of(table * CLUSTER)?, 0);
+        self.w.write_all(&t).map_err(io)?;
+        Ok((table_at, table))
+    }
+
     fn add_ref(&mut self, cluster: u64) -> Result<()> {
         let i = usize_of(cluster)?;
         if self.refs.len() <= i {
@@ -178,6 +253,43 @@ impl Out<'_> {
     }
 }
 
+/// The compression asked for (`-o compression=`).
+fn compression_of(asked: Option<&str>) -> Result<Compression> {
+    match asked {
+        None | Some("none") => Ok(Compression::None),
+        Some("zlib" | "deflate") => Ok(Compression::Zlib),
+        Some("zstd") => Ok(Compression::Zstd),
+        Some(other) => Err(DiskError::unsupported(
+            F,
+            format!("compression {other:?}; use zlib, zstd or none"),
+        )),
+    }
+}
+
+/// The qcow2 version 3 writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Qcow2Writer;
+
+impl Writer for Qcow2Writer {
+    fn description(&self) -> &'static str {
+        "QEMU qcow2 v3 (`-o compression=zlib|zstd` to compress)"
+    }
+
+    fn check_compression(&self, compression: &str) -> Result<()> {
+        compression_of(Some(compression)).map(|_| ())
+    }
+
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats> {
+        write(disk, out, opts, progress)
+    }
+}
+
 /// Writes `disk` as a qcow2 v3 image.
 pub fn write(
     disk: &dyn Disk,
@@ -185,17 +297,7 @@ pub fn write(
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
-    let kind = match opts.compression.as_deref() {
-        None | Some("none") => Compression::None,
-        Some("zlib" | "deflate") => Compression::Zlib,
-        Some("zstd") => Compression::Zstd,
-        Some(other) => {
-            return Err(DiskError::unsupported(
-                F,
-                format!("compression {other:?}; use zlib, zstd or none"),
-            ));
-        }
-    };
+    let kind = compression_of(opts.compression.as_deref())?;
     if let Some(s) = opts.subformat.as_deref() {
         return Err(DiskError::unsupported(
             F,
@@ -237,39 +339,7 @@ pub fn write(
     o.flush_l2()?;
     o.align()?;
 
-    // Refcount blocks and table sized to cover every cluster, themselves included.
-    let used = o.pos / CLUSTER;
-    let (mut blocks, mut table) = (1u64, 1u64);
-    loop {
-        let total = used + blocks + table;
-        let b = total.div_ceil(REFS_PER_BLOCK);
-        let t = (b * 8).div_ceil(CLUSTER);
-        if b <= blocks && t <= table {
-            break;
-        }
-        blocks = blocks.max(b);
-        table = table.max(t);
-    }
-    let blocks_at = o.pos;
-    let table_at = blocks_at + blocks * CLUSTER;
-    for c in used..used + blocks + table {
-        o.add_ref(c)?;
-    }
-    let mut refs = o.refs.iter();
-    let mut block = Vec::with_capacity(usize_of(CLUSTER)?);
-    for _ in 0..blocks {
-        block.clear();
-        for _ in 0..REFS_PER_BLOCK {
-            block.extend_from_slice(&refs.next().copied().unwrap_or(0).to_be_bytes());
-        }
-        o.w.write_all(&block).map_err(io)?;
-    }
-    let mut t = Vec::with_capacity(usize_of(table * CLUSTER)?);
-    for i in 0..blocks {
-        t.extend_from_slice(&(blocks_at + i * CLUSTER).to_be_bytes());
-    }
-    t.resize(usize_of(table * CLUSTER)?, 0);
-    o.w.write_all(&t).map_err(io)?;
+    let (table_at, table) = o.write_refcounts()?;
     let end = table_at + table * CLUSTER;
     let l1 =
         o.l1.iter()
@@ -277,27 +347,8 @@ pub fn write(
             .collect::<Vec<u8>>();
     o.w.flush().map_err(io)?;
     drop(o.w);
-
-    let mut h = vec![0u8; usize_of(CLUSTER)?];
-    h[0..4].copy_from_slice(&MAGIC);
-    h[4..8].copy_from_slice(&3u32.to_be_bytes());
-    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-    h[24..32].copy_from_slice(&size.to_be_bytes());
-    h[36..40].copy_from_slice(&l1_size.to_be_bytes());
-    h[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
-    h[48..56].copy_from_slice(&table_at.to_be_bytes());
-    let table_u32 = u32::try_from(table).map_err(|_| DiskError::invalid(F, "refcount table"))?;
-    h[56..60].copy_from_slice(&table_u32.to_be_bytes());
-    let incompat = if kind == Compression::Zstd {
-        INCOMPAT_COMPRESSION
-    } else {
-        0
-    };
-    h[72..80].copy_from_slice(&incompat.to_be_bytes());
-    h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount order: 16-bit
-    h[100..104].copy_from_slice(&HEADER_LEN.to_be_bytes());
-    h[104] = u8::from(kind == Compression::Zstd); // compression type
-    // Header extensions end right after the header (type 0, length 0: already zero).
+    // The header and the L1 table last: a file cut short before here is not a valid image.
+    let h = header(size, l1_size, table_at, table, kind)?;
     out.write_all_at(&l1, CLUSTER).map_err(io)?;
     out.write_all_at(&h, 0).map_err(io)?;
     out.set_len(end).map_err(io)?;

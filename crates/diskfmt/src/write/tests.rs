@@ -5,21 +5,22 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
 
-use super::{OutputFormat, WriteOptions, write_image};
+use super::WriteOptions;
 use crate::testutil::{open_path, qemu_img, read_all, tmp, write_sample_raw};
+use crate::{Format, write_image};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn write(src: &Path, out: &Path, format: OutputFormat, opts: &WriteOptions) -> crate::Result<()> {
+fn write(src: &Path, out: &Path, format: Format, opts: &WriteOptions) -> crate::Result<()> {
     let disk = open_path(src).unwrap();
     let f = std::fs::File::create(out).unwrap();
     write_image(&*disk, &f, format, opts, &AtomicU64::new(0)).map(|_| ())
 }
 
 fn qemu_ok(args: &[&str]) -> String {
-    let o = Command::new("qemu-img").args(args).output().unwrap();
+    let o = crate::testutil::output(Command::new("qemu-img").args(args));
     assert!(
         o.status.success(),
         "qemu-img {args:?}: {}{}",
@@ -40,7 +41,7 @@ fn test_write_vmdk_stream_checks_clean_and_reads_back_identical() {
             name: Some("out.vmdk".into()),
             ..WriteOptions::default()
         };
-        write(&src, &out, OutputFormat::Vmdk, &opts).unwrap();
+        write(&src, &out, Format::Vmdk, &opts).unwrap();
         qemu_ok(&["compare", "-f", "raw", "-F", "vmdk", p(&src), p(&out)]);
         assert!(qemu_ok(&["check", "-f", "vmdk", p(&out)]).contains("No errors"));
         let info: serde_json::Value =
@@ -86,7 +87,7 @@ fn test_write_vmdk_empty_and_scsi_disks_are_valid() {
         adapter_type: Some("lsilogic".into()),
         ..WriteOptions::default()
     };
-    write(&src, &out, OutputFormat::Vmdk, &opts).unwrap();
+    write(&src, &out, Format::Vmdk, &opts).unwrap();
     qemu_ok(&["compare", "-f", "raw", "-F", "vmdk", p(&src), p(&out)]);
     assert!(
         std::fs::metadata(&out).unwrap().len() < 200 << 10,
@@ -110,12 +111,12 @@ fn test_write_vmdk_other_subformat_or_adapter_refused() {
         subformat: Some("monolithicFlat".into()),
         ..WriteOptions::default()
     };
-    assert!(write(&src, &out, OutputFormat::Vmdk, &flat).is_err());
+    assert!(write(&src, &out, Format::Vmdk, &flat).is_err());
     let bad = WriteOptions {
         adapter_type: Some("nvme\"; rm".into()),
         ..WriteOptions::default()
     };
-    assert!(write(&src, &out, OutputFormat::Vmdk, &bad).is_err());
+    assert!(write(&src, &out, Format::Vmdk, &bad).is_err());
 }
 
 #[test]
@@ -130,7 +131,7 @@ fn test_write_vhd_dynamic_and_fixed_keep_size_and_data() {
                 subformat: Some(sub.into()),
                 ..WriteOptions::default()
             };
-            write(&src, &out, OutputFormat::Vhd, &opts).unwrap();
+            write(&src, &out, Format::Vhd, &opts).unwrap();
             qemu_ok(&["compare", "-f", "raw", "-F", "vpc", p(&src), p(&out)]);
             let info: serde_json::Value =
                 serde_json::from_str(&qemu_ok(&["info", "-f", "vpc", "--output=json", p(&out)]))
@@ -210,7 +211,7 @@ fn test_write_qcow2_plain_and_compressed_check_clean_and_read_back() {
                 compression: comp.map(Into::into),
                 ..WriteOptions::default()
             };
-            write(src, &out, OutputFormat::Qcow2, &opts).unwrap();
+            write(src, &out, Format::Qcow2, &opts).unwrap();
             qemu_ok(&["compare", "-f", "raw", "-F", "qcow2", p(src), p(&out)]);
             let check = qemu_ok(&["check", "-f", "qcow2", p(&out)]);
             assert!(check.contains("No errors"), "{comp:?}: {check}");
@@ -245,7 +246,7 @@ fn test_write_qcow2_unknown_compression_refused() {
         compression: Some("lz4".into()),
         ..WriteOptions::default()
     };
-    let e = write(&src, &out, OutputFormat::Qcow2, &bad).unwrap_err();
+    let e = write(&src, &out, Format::Qcow2, &bad).unwrap_err();
     assert!(e.to_string().contains("zlib, zstd"), "{e}");
 }
 
@@ -264,7 +265,7 @@ fn test_write_vhdx_checks_clean_keeps_size_and_data() {
     );
     for src in [&small, &wide] {
         let out = dir.path().join("out.vhdx");
-        write(src, &out, OutputFormat::Vhdx, &WriteOptions::default()).unwrap();
+        write(src, &out, Format::Vhdx, &WriteOptions::default()).unwrap();
         qemu_ok(&["compare", "-f", "raw", "-F", "vhdx", p(src), p(&out)]);
         let check = qemu_ok(&["check", "-f", "vhdx", p(&out)]);
         assert!(check.contains("No errors"), "{check}");
@@ -275,4 +276,75 @@ fn test_write_vhdx_checks_clean_keeps_size_and_data() {
         assert_eq!(open_path(&out).unwrap().info().format, crate::Format::Vhdx);
         assert_reads_as(&out, src);
     }
+}
+
+/// A disk of non-zero bytes whose first 2 MiB job is read only once the third job is being
+/// read: by then the worker that read the second job has handed it on, so a finished later
+/// job is waiting when the first reaches the sink.
+struct FirstJobLast {
+    size: u64,
+    later_read: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl crate::Disk for FirstJobLast {
+    fn info(&self) -> crate::ImageInfo {
+        crate::ImageInfo {
+            format: crate::Format::Raw,
+            subformat: None,
+            virtual_size: self.size,
+            cluster_size: None,
+            details: Vec::new(),
+        }
+    }
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::Result<()> {
+        let mut done = self.later_read.lock().unwrap();
+        if offset == 0 {
+            while !*done {
+                done = self.cond.wait(done).unwrap();
+            }
+        } else if offset >= 4 << 20 {
+            *done = true;
+            self.cond.notify_all();
+        }
+        buf.fill(0x5a);
+        Ok(())
+    }
+    fn extents(&self, offset: u64, length: u64) -> crate::Result<Vec<crate::Extent>> {
+        let end = crate::disk::clip_end(offset, length, self.size);
+        Ok(vec![crate::Extent {
+            offset,
+            length: end - offset,
+            kind: crate::ExtentKind::Data,
+        }])
+    }
+}
+
+#[test]
+fn test_ordered_grains_sink_error_stops_later_grains() {
+    let disk = FirstJobLast {
+        size: 8 << 20,
+        later_read: std::sync::Mutex::new(false),
+        cond: std::sync::Condvar::new(),
+    };
+    let mut calls = Vec::new();
+    let out = super::ordered_grains(
+        &disk,
+        64 << 10,
+        2,
+        &AtomicU64::new(0),
+        &|_| Ok(None),
+        &mut |g, _| {
+            calls.push(g);
+            Err(crate::DiskError::invalid(
+                crate::Format::Raw,
+                "the sink broke",
+            ))
+        },
+    );
+    assert!(out.is_err());
+    assert_eq!(calls, [0], "the sink was called again after it failed");
 }

@@ -12,11 +12,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, ordered_grains};
+use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
 use crate::convert::{ConvertOptions, convert_to_raw};
-use crate::detect::Format;
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::formats::vhd::header::{
     DYN_COOKIE, DYN_HEADER_SIZE, FOOTER_COOKIE, FOOTER_SIZE, MAX_GEOMETRY_SECTORS, MAX_SECTORS,
     SECTOR, TYPE_DYNAMIC, TYPE_FIXED, checksum,
@@ -93,6 +93,30 @@ fn footer(size: u64, disk_type: u32, data_offset: u64) -> [u8; FOOTER_SIZE] {
 
 fn io(e: std::io::Error) -> DiskError {
     DiskError::io("writing the VHD", e)
+}
+
+/// The VHD writer (dynamic, or fixed with `subformat=fixed`).
+#[derive(Debug, Clone, Copy)]
+pub struct VhdWriter;
+
+impl Writer for VhdWriter {
+    fn description(&self) -> &'static str {
+        "Microsoft VHD, dynamic (`-o subformat=fixed` for fixed)"
+    }
+
+    fn check_compression(&self, compression: &str) -> Result<()> {
+        Err(no_compression(F, compression, "VHD has no compression"))
+    }
+
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats> {
+        write(disk, out, opts, progress)
+    }
 }
 
 /// Writes `disk` as a VHD.

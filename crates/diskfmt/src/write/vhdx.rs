@@ -18,10 +18,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, ordered_grains, random_id};
-use crate::detect::Format;
+use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains, random_id};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::formats::vhdx::bat::FULLY_PRESENT;
 use crate::formats::vhdx::header::{HEADER_OFFSETS, HEADER_SIZE, crc_with_zeroed};
 use crate::formats::vhdx::metadata::{
@@ -164,6 +164,30 @@ fn metadata(size: u64, block: u32) -> Vec<u8> {
         at += len.next_multiple_of(8);
     }
     m
+}
+
+/// The dynamic VHDX writer.
+#[derive(Debug, Clone, Copy)]
+pub struct VhdxWriter;
+
+impl Writer for VhdxWriter {
+    fn description(&self) -> &'static str {
+        "Microsoft VHDX, dynamic"
+    }
+
+    fn check_compression(&self, compression: &str) -> Result<()> {
+        Err(no_compression(F, compression, "VHDX has no compression"))
+    }
+
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats> {
+        write(disk, out, opts, progress)
+    }
 }
 
 /// Writes `disk` as a dynamic VHDX.

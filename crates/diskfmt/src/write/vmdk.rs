@@ -18,10 +18,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, ordered_grains};
-use crate::detect::Format;
+use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 
 const F: Format = Format::Vmdk;
 const SECTOR: u64 = 512;
@@ -175,6 +175,37 @@ fn sector_u32(sector: u64) -> Result<u32> {
             "the stream-optimized VMDK would exceed 2 TiB of compressed data",
         )
     })
+}
+
+/// The stream-optimized VMDK writer.
+#[derive(Debug, Clone, Copy)]
+pub struct VmdkWriter;
+
+impl Writer for VmdkWriter {
+    fn description(&self) -> &'static str {
+        "VMware VMDK, stream-optimized (what VMware and the EC2 export produce)"
+    }
+
+    fn check_compression(&self, compression: &str) -> Result<()> {
+        match compression {
+            "zlib" | "deflate" => Ok(()),
+            c => Err(no_compression(
+                F,
+                c,
+                "stream-optimized VMDK is always deflate-compressed",
+            )),
+        }
+    }
+
+    fn write(
+        &self,
+        disk: &dyn Disk,
+        out: &File,
+        opts: &WriteOptions,
+        progress: &AtomicU64,
+    ) -> Result<WriteStats> {
+        write(disk, out, opts, progress)
+    }
 }
 
 /// Writes `disk` as a stream-optimized VMDK.

@@ -21,6 +21,11 @@
 //! any guest data is read. L2 tables are then kept in a byte-budgeted cache.
 
 pub mod header;
+pub mod refcount;
+#[cfg(test)]
+mod rule_tests;
+pub mod rules;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -28,12 +33,12 @@ use std::sync::Arc;
 
 use crate::cache::TableCache;
 use crate::codec;
-use crate::detect::Format;
 use crate::disk::{
     Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
 };
 use crate::error::{DiskError, Result};
-use crate::io::{Source, be, read_checked, read_checked_into};
+use crate::format::Format;
+use crate::io::{ReadAt, Source, be, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
 
 use header::{Compression, Header};
@@ -43,12 +48,72 @@ const F: Format = Format::Qcow2;
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// L2 entry bit 62: compressed cluster.
 const COMPRESSED: u64 = 1 << 62;
+/// L1 and L2 entry bit 63: refcount exactly one (never set for a compressed cluster).
+const COPIED: u64 = 1 << 63;
+/// Reserved bits of an L1 entry: 0..=8 and 56..=62 (qemu `L1E_RESERVED_MASK`).
+const L1_RESERVED: u64 = 0x7f00_0000_0000_01ff;
+/// Reserved bits of a standard L2 entry: 1..=8 and 56..=61 (qemu `L2E_STD_RESERVED_MASK`).
+const L2_RESERVED: u64 = 0x3f00_0000_0000_01fe;
 /// L2 entry bit 0: reads as zero.
 const ZERO: u64 = 1;
 /// Subclusters per cluster with extended L2 entries.
 const SUBCLUSTERS: u64 = 32;
 /// Compressed clusters fetched with one read at most (bytes of compressed data).
 const MAX_COMPRESSED_RUN: u64 = 4 << 20;
+
+/// Reads the first cluster (at most 2 MiB: the header and its extensions live there) and
+/// parses the header.
+fn read_header(src: &dyn ReadAt, limits: &Limits) -> Result<Header> {
+    let file_size = src.size();
+    let first = file_size.min(1 << header::MAX_CLUSTER_BITS);
+    let head_len = limits::to_usize(F, "header", first.min(4096))?;
+    let mut b = read_checked(src, F, "header", 0, head_len)?;
+    if b.len() >= 24 {
+        let cb = be::u32(&b, 20);
+        if (header::MIN_CLUSTER_BITS..=header::MAX_CLUSTER_BITS).contains(&cb) {
+            let want = limits::to_usize(F, "header cluster", (1u64 << cb).min(file_size))?;
+            if want > b.len() {
+                b = read_checked(src, F, "header", 0, want)?;
+            }
+        }
+    }
+    Header::parse(&b, limits)
+}
+
+/// Reads the whole L1 table and checks every entry (reserved bits clear, L2 table aligned and
+/// inside the file); returns the L2 table offsets of the entries that map the virtual disk.
+fn read_l1(src: &dyn ReadAt, h: &Header, limits: &Limits) -> Result<Vec<u64>> {
+    let cs = h.cluster_size();
+    let bytes = limits.check_table(F, "L1 table", u64::from(h.l1_size) * 8)?;
+    let raw = read_checked(src, F, "L1 table", h.l1_table_offset, bytes)?;
+    let needed = limits::to_usize(F, "L1 entries", h.l1_entries_needed())?;
+    let mut l1 = Vec::with_capacity(needed);
+    for (i, e) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+        if e & L1_RESERVED != 0 {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::L1_ENTRY_RESERVED,
+                format!("L1 entry {i} ({e:#x}) has reserved bits set"),
+            ));
+        }
+        let off = e & OFFSET_MASK;
+        if off != 0 {
+            if !off.is_multiple_of(cs) {
+                return Err(DiskError::corrupt_rule(
+                    F,
+                    rules::L2_UNALIGNED,
+                    format!("L1 entry {i} points at an unaligned L2 table"),
+                ));
+            }
+            check_in_file(F, "L2 table", off, cs, src.size())?;
+        }
+        if i < needed {
+            l1.push(off);
+        }
+    }
+    Ok(l1)
+}
 
 /// Opens a qcow2 image.
 pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
@@ -89,70 +154,26 @@ impl std::fmt::Debug for Qcow2Disk {
 }
 
 impl Qcow2Disk {
-    /// Opens and inspects `src`.
+    /// Opens and inspects `src`: the header and its extensions, the place of every table,
+    /// the refcount and snapshot tables, the L1 table and every L2 table it points at, in
+    /// that order, before any guest data is read.
     pub fn open(src: Source, limits: &Limits) -> Result<Self> {
         let file_size = src.size();
-        // The header and its extensions live in the first cluster (at most 2 MiB).
-        let first = file_size.min(1 << header::MAX_CLUSTER_BITS);
-        let head_len = limits::to_usize(F, "header", first.min(4096))?;
-        let mut b = read_checked(&*src, F, "header", 0, head_len)?;
-        if b.len() >= 24 {
-            let cb = be::u32(&b, 20);
-            if (header::MIN_CLUSTER_BITS..=header::MAX_CLUSTER_BITS).contains(&cb) {
-                let want = limits::to_usize(F, "header cluster", (1u64 << cb).min(file_size))?;
-                if want > b.len() {
-                    b = read_checked(&*src, F, "header", 0, want)?;
-                }
-            }
-        }
-        let h = Header::parse(&b, limits)?;
-        let cs = h.cluster_size();
+        let h = read_header(&*src, limits)?;
+        h.check_in_file(file_size)?;
+        refcount::check_table(&*src, &h, limits)?;
+        snapshot::check_table(&*src, &h)?;
+        let l1 = read_l1(&*src, &h, limits)?;
         let entry_size: u64 = if h.extended_l2() { 16 } else { 8 };
-        let l2_entries = cs / entry_size;
-        let covered_per_l1 = limits::mul(F, "L1 coverage", l2_entries, cs)?;
-        let needed = h.size.div_ceil(covered_per_l1);
-        if u64::from(h.l1_size) < needed {
-            return Err(DiskError::invalid(
-                F,
-                format!(
-                    "the L1 table has {} entries; {needed} are needed for the virtual size",
-                    h.l1_size
-                ),
-            ));
-        }
-        let l1_bytes = limits.check_table(F, "L1 table", limits::mul(F, "L1 table", needed, 8)?)?;
-        if !h.l1_table_offset.is_multiple_of(cs) {
-            return Err(DiskError::corrupt(
-                F,
-                "the L1 table offset is not cluster aligned",
-            ));
-        }
-        let raw = read_checked(&*src, F, "L1 table", h.l1_table_offset, l1_bytes)?;
-        let mut l1 = Vec::with_capacity(raw.len() / 8);
-        for (i, e) in raw.chunks_exact(8).enumerate() {
-            let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-            let off = e & OFFSET_MASK;
-            if off != 0 {
-                if !off.is_multiple_of(cs) {
-                    return Err(DiskError::corrupt(
-                        F,
-                        format!("L1 entry {i} points at an unaligned L2 table"),
-                    ));
-                }
-                check_in_file(F, "L2 table", off, cs, file_size)?;
-            }
-            l1.push(off);
-        }
         let disk = Qcow2Disk {
             cache: TableCache::new(limits::to_usize(F, "cache", limits.max_cache_size)?),
+            l2_entries: h.cluster_size() / entry_size,
             src,
             h,
             file_size,
             l1,
-            l2_entries,
         };
-        // The inspection: every L2 table once, every entry checked, nothing kept but what
-        // fits the cache.
+        // Every L2 table once, every entry checked, nothing kept but what fits the cache.
         for i in 0..disk.l1.len() {
             if disk.l1[i] != 0 {
                 let t = disk.load_l2(disk.l1[i])?;
@@ -177,7 +198,7 @@ impl Qcow2Disk {
         })
     }
 
-    /// Checks every entry of the L2 table of L1 index `l1_index`.
+    /// Checks every entry of the L2 table of L1 index `l1_index` that maps the virtual disk.
     fn validate_l2(&self, l1_index: u64, t: &L2Table) -> Result<()> {
         let cs = self.h.cluster_size();
         for (j, &(e, bitmap)) in t.iter().enumerate() {
@@ -185,47 +206,72 @@ impl Qcow2Disk {
             if guest >= self.h.size {
                 break;
             }
-            let mut need = cs.min(self.h.size - guest);
             if e & COMPRESSED != 0 {
-                self.compressed_range(e)?;
-                continue;
-            }
-            let host = e & OFFSET_MASK;
-            if self.h.extended_l2() {
-                let (alloc, zero) = (bitmap & 0xffff_ffff, bitmap >> 32);
-                if alloc & zero != 0 {
-                    return Err(DiskError::corrupt(
+                if e & COPIED != 0 {
+                    return Err(DiskError::corrupt_rule(
                         F,
-                        format!("guest offset {guest}: a subcluster is both allocated and zero"),
-                    ));
-                }
-                if alloc != 0 && host == 0 {
-                    return Err(DiskError::corrupt(
-                        F,
+                        rules::COMPRESSED_COPIED,
                         format!(
-                            "guest offset {guest}: allocated subclusters without a host cluster"
+                            "guest offset {guest}: a compressed cluster has the copied bit set"
                         ),
                     ));
                 }
-                if alloc == 0 {
-                    continue;
-                }
-                // Only allocated subclusters are written: the file may end inside the cluster.
-                need = need.min((64 - u64::from(alloc.leading_zeros())) * (cs / SUBCLUSTERS));
-            } else if host == 0 {
+                self.compressed_range(e)?;
                 continue;
             }
-            if host != 0 {
-                if !host.is_multiple_of(cs) {
-                    return Err(DiskError::corrupt(
-                        F,
-                        format!("guest offset {guest}: host cluster {host:#x} is not aligned"),
-                    ));
-                }
-                check_in_file(F, "data cluster", host, need, self.file_size)?;
+            if e & L2_RESERVED != 0 {
+                return Err(DiskError::corrupt_rule(
+                    F,
+                    rules::L2_ENTRY_RESERVED,
+                    format!("guest offset {guest}: the L2 entry {e:#x} has reserved bits set"),
+                ));
             }
+            let host = e & OFFSET_MASK;
+            let Some(need) = self.host_bytes_needed(guest, host, bitmap)? else {
+                continue;
+            };
+            if !host.is_multiple_of(cs) {
+                return Err(DiskError::corrupt_rule(
+                    F,
+                    rules::DATA_CLUSTER_UNALIGNED,
+                    format!("guest offset {guest}: host cluster {host:#x} is not aligned"),
+                ));
+            }
+            check_in_file(F, "data cluster", host, need, self.file_size)?;
         }
         Ok(())
+    }
+
+    /// How many bytes of the host cluster `host` of the guest cluster at `guest` must be in
+    /// the file: none (`None`) for a cluster that reads as zeros, the part up to the last
+    /// allocated subcluster with extended L2 (only allocated subclusters are written: the
+    /// file may end inside the cluster), else the cluster, clipped to the virtual size.
+    fn host_bytes_needed(&self, guest: u64, host: u64, bitmap: u64) -> Result<Option<u64>> {
+        let cs = self.h.cluster_size();
+        let need = cs.min(self.h.size - guest);
+        if !self.h.extended_l2() {
+            return Ok((host != 0).then_some(need));
+        }
+        let (alloc, zero) = (bitmap & 0xffff_ffff, bitmap >> 32);
+        if alloc & zero != 0 {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::SUBCLUSTER_ALLOCATED_AND_ZERO,
+                format!("guest offset {guest}: a subcluster is both allocated and zero"),
+            ));
+        }
+        if alloc != 0 && host == 0 {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::SUBCLUSTERS_WITHOUT_HOST,
+                format!("guest offset {guest}: allocated subclusters without a host cluster"),
+            ));
+        }
+        if alloc == 0 {
+            return Ok(None);
+        }
+        let last = 64 - u64::from(alloc.leading_zeros());
+        Ok(Some(need.min(last * (cs / SUBCLUSTERS))))
     }
 
     /// The host byte range of a compressed cluster, its start checked against the file.

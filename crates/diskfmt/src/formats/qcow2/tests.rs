@@ -14,10 +14,8 @@ fn p(path: &Path) -> &str {
 }
 
 fn qemu_io(img: &Path, cmd: &str) {
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", cmd, p(img)])
-        .output()
-        .unwrap();
+    let out =
+        crate::testutil::output(Command::new("qemu-io").args(["-f", "qcow2", "-c", cmd, p(img)]));
     assert!(
         out.status.success(),
         "qemu-io {cmd}: {}",
@@ -233,6 +231,9 @@ fn test_qcow2_header_fields_by_hand() {
     h[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes()); // size: 1 GiB
     h[36..40].copy_from_slice(&2u32.to_be_bytes()); // l1_size
     h[40..48].copy_from_slice(&0x30000u64.to_be_bytes()); // l1_table_offset
+    h[48..56].copy_from_slice(&0x10000u64.to_be_bytes()); // refcount_table_offset
+    h[56..60].copy_from_slice(&1u32.to_be_bytes()); // refcount_table_clusters
+    h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount_order: 16-bit refcounts
     h[100..104].copy_from_slice(&112u32.to_be_bytes()); // header_length
     let parsed = super::header::Header::parse(&h, &limits).unwrap();
     assert_eq!((parsed.cluster_size(), parsed.size), (65536, 1 << 30));
@@ -253,4 +254,44 @@ fn test_qcow2_header_fields_by_hand() {
             .reason_code(),
         "virtual-size-too-large"
     );
+}
+
+/// The metadata rules must not refuse what qemu-img writes: internal snapshots (taken, then
+/// written over), persistent bitmaps, version 2, every refcount width, lazy refcounts,
+/// preallocation, the smallest and largest clusters, a shrunk image.
+#[test]
+fn test_qcow2_qemu_made_metadata_variants_open_same_as_qemu() {
+    let dir = tmp();
+    let make = |name: &str, opts: &[&str]| variant(dir.path(), name, 4 << 20, opts);
+    let mut images = vec![
+        make("rc1", &["-o", "refcount_bits=1"]),
+        make("rc64", &["-o", "refcount_bits=64"]),
+        make("lazy", &["-o", "lazy_refcounts=on"]),
+        make("falloc", &["-o", "preallocation=falloc"]),
+        make("c512", &["-o", "cluster_size=512"]),
+        make("c2m-v2", &["-o", "cluster_size=2M,compat=0.10"]),
+    ];
+    for (name, opts) in [("snap", &[][..]), ("snap-v2", &["-o", "compat=0.10"][..])] {
+        let img = make(name, opts);
+        qemu_img(&["snapshot", "-c", "first", p(&img)]);
+        qemu_io(&img, "write -P 0x33 1M 64k");
+        qemu_img(&["snapshot", "-c", "second", p(&img)]);
+        qemu_io(&img, "write -z 0 128k");
+        images.push(img);
+    }
+    let img = make("bitmap", &[]);
+    qemu_img(&["bitmap", "--add", p(&img), "b0"]);
+    qemu_img(&["bitmap", "--add", "-g", "512k", p(&img), "b1"]);
+    images.push(img);
+    let img = make("shrunk", &[]);
+    qemu_img(&["resize", "-f", "qcow2", "--shrink", p(&img), "3M"]);
+    images.push(img);
+    let img = make("deleted-snap", &[]);
+    qemu_img(&["snapshot", "-c", "gone", p(&img)]);
+    qemu_img(&["snapshot", "-d", "gone", p(&img)]);
+    images.push(img);
+    for img in &images {
+        qemu_img(&["check", p(img)]);
+        assert_same_as_qemu(img);
+    }
 }

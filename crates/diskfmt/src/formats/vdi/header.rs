@@ -1,10 +1,12 @@
 //! The VDI header (VirtualBox "VDI" image format, header version 1.1). All numbers are
 //! little-endian; offsets are from the start of the file.
 
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::le;
 use crate::limits::MIB;
+use crate::text::printable;
 
 const F: Format = Format::Vdi;
 
@@ -58,64 +60,72 @@ pub struct Header {
     pub allocated: u32,
 }
 
+/// The fields that say what the file is: signature, version 1.1, a header size that holds
+/// the 1.1 fields, a normal or fixed image with no link or parent UUID. Returns the header
+/// size.
+fn check_identity(b: &[u8; HEADER_SIZE]) -> Result<u32> {
+    let sig = le::u32(b, 0x40);
+    if sig != SIGNATURE {
+        return Err(DiskError::invalid(
+            F,
+            format!("signature {sig:#010x} at 0x40 is not {SIGNATURE:#010x}"),
+        ));
+    }
+    let version = le::u32(b, 0x44);
+    if version != VERSION_1_1 {
+        return Err(DiskError::unsupported_rule(
+            F,
+            rules::VERSION,
+            format!(
+                "header version {}.{} (only 1.1 is read)",
+                version >> 16,
+                version & 0xffff
+            ),
+        ));
+    }
+    let header_size = le::u32(b, 0x48);
+    if header_size < MIN_HEADER_SIZE {
+        return Err(DiskError::invalid_rule(
+            F,
+            rules::HEADER_SIZE,
+            format!("header size {header_size:#x} is below the v1.1 size {MIN_HEADER_SIZE:#x}"),
+        ));
+    }
+    match le::u32(b, 0x4c) {
+        TYPE_NORMAL | TYPE_FIXED => {}
+        TYPE_UNDO | TYPE_DIFF => return Err(Refusal::DifferencingDisk { format: F }.into()),
+        t => {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::IMAGE_TYPE,
+                format!("image type {t} (expected 1 normal or 2 fixed)"),
+            ));
+        }
+    }
+    // UUIDs: image 0x188, last snapshot 0x198, link 0x1a8, parent 0x1b8. A link or parent
+    // UUID ties the image to another one.
+    if b[0x1a8..0x1c8].iter().any(|&x| x != 0) {
+        return Err(Refusal::DifferencingDisk { format: F }.into());
+    }
+    Ok(header_size)
+}
+
 impl Header {
-    /// Parses and checks the first [`HEADER_SIZE`] bytes of a VDI file.
+    /// Parses and checks the first [`HEADER_SIZE`] bytes of a VDI file: the identity fields
+    /// (signature, version, header size, type, no parent), then the sizes, then the layout of
+    /// header, block map and data.
     pub fn parse(b: &[u8; HEADER_SIZE]) -> Result<Header> {
-        let sig = le::u32(b, 0x40);
-        if sig != SIGNATURE {
-            return Err(DiskError::invalid(
-                F,
-                format!("signature {sig:#010x} at 0x40 is not {SIGNATURE:#010x}"),
-            ));
-        }
-        let version = le::u32(b, 0x44);
-        if version != VERSION_1_1 {
-            return Err(DiskError::unsupported(
-                F,
-                format!(
-                    "header version {}.{} (only 1.1 is read)",
-                    version >> 16,
-                    version & 0xffff
-                ),
-            ));
-        }
-        let header_size = le::u32(b, 0x48);
-        if header_size < MIN_HEADER_SIZE {
-            return Err(DiskError::invalid(
-                F,
-                format!("header size {header_size:#x} is below the v1.1 size {MIN_HEADER_SIZE:#x}"),
-            ));
-        }
-        let image_type = le::u32(b, 0x4c);
-        match image_type {
-            TYPE_NORMAL | TYPE_FIXED => {}
-            TYPE_UNDO | TYPE_DIFF => return Err(Refusal::DifferencingDisk { format: F }.into()),
-            t => {
-                return Err(DiskError::invalid(
-                    F,
-                    format!("image type {t} (expected 1 normal or 2 fixed)"),
-                ));
-            }
-        }
-        // UUIDs: image 0x188, last snapshot 0x198, link 0x1a8, parent 0x1b8. A link or parent
-        // UUID ties the image to another one.
-        if b[0x1a8..0x1c8].iter().any(|&x| x != 0) {
-            return Err(Refusal::DifferencingDisk { format: F }.into());
-        }
-        let text: String = b[..0x40]
-            .iter()
-            .take_while(|&&c| c != 0 && c != b'\n')
-            .map(|&c| {
-                if c.is_ascii_graphic() || c == b' ' {
-                    c as char
-                } else {
-                    '?'
-                }
-            })
-            .collect();
+        let header_size = check_identity(b)?;
         let h = Header {
-            text: text.trim().to_string(),
-            image_type,
+            text: printable(
+                b[..0x40]
+                    .split(|&c| c == 0 || c == b'\n')
+                    .next()
+                    .unwrap_or(&[]),
+            )
+            .trim()
+            .to_string(),
+            image_type: le::u32(b, 0x4c),
             flags: le::u32(b, 0x50),
             offset_bmap: u64::from(le::u32(b, 0x154)),
             offset_data: u64::from(le::u32(b, 0x158)),
@@ -125,48 +135,86 @@ impl Header {
             blocks: le::u32(b, 0x180),
             allocated: le::u32(b, 0x184),
         };
-        let sector_size = le::u32(b, 0x168);
+        h.check_sizes(le::u32(b, 0x168))?;
+        h.check_layout(header_size)?;
+        Ok(h)
+    }
+
+    /// Sector size, block size, block extra data, allocated count.
+    fn check_sizes(&self, sector_size: u32) -> Result<()> {
         if u64::from(sector_size) != SECTOR {
-            return Err(DiskError::unsupported(
+            return Err(DiskError::unsupported_rule(
                 F,
+                rules::SECTOR_SIZE,
                 format!("sector size {sector_size} (only 512 is defined)"),
             ));
         }
-        if !h.offset_bmap.is_multiple_of(SECTOR) || !h.offset_data.is_multiple_of(SECTOR) {
-            return Err(DiskError::invalid(
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(SECTOR..=MAX_BLOCK_SIZE).contains(&bs) {
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::BLOCK_SIZE,
                 format!(
-                    "block map offset {} or data offset {} is not sector-aligned",
-                    h.offset_bmap, h.offset_data
-                ),
-            ));
-        }
-        if !h.block_size.is_power_of_two() || !(SECTOR..=MAX_BLOCK_SIZE).contains(&h.block_size) {
-            return Err(DiskError::invalid(
-                F,
-                format!(
-                    "block size {} is not a power of two between 512 bytes and {} MiB",
-                    h.block_size,
+                    "block size {bs} is not a power of two between 512 bytes and {} MiB",
                     MAX_BLOCK_SIZE / MIB
                 ),
             ));
         }
-        if h.block_extra > MAX_BLOCK_EXTRA || !h.block_extra.is_multiple_of(SECTOR) {
-            return Err(DiskError::invalid(
+        if self.block_extra > MAX_BLOCK_EXTRA || !self.block_extra.is_multiple_of(SECTOR) {
+            return Err(DiskError::invalid_rule(
                 F,
-                format!("block extra data size {} is not supported", h.block_extra),
-            ));
-        }
-        if h.allocated > h.blocks {
-            return Err(DiskError::corrupt(
-                F,
+                rules::BLOCK_EXTRA,
                 format!(
-                    "{} blocks allocated out of {} blocks",
-                    h.allocated, h.blocks
+                    "block extra data size {} is not supported",
+                    self.block_extra
                 ),
             ));
         }
-        Ok(h)
+        if self.allocated > self.blocks {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::ALLOCATED_COUNT,
+                format!(
+                    "{} blocks allocated out of {} blocks",
+                    self.allocated, self.blocks
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The header (0x48 + `header_size` bytes), then the block map, then the data, each
+    /// sector aligned.
+    fn check_layout(&self, header_size: u32) -> Result<()> {
+        let (bmap, data) = (self.offset_bmap, self.offset_data);
+        if !bmap.is_multiple_of(SECTOR) || !data.is_multiple_of(SECTOR) {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::UNALIGNED,
+                format!("block map offset {bmap} or data offset {data} is not sector-aligned"),
+            ));
+        }
+        let header_end = 0x48 + u64::from(header_size);
+        if bmap < header_end {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::MAP_OVER_HEADER,
+                format!(
+                    "the block map at {bmap:#x} starts inside the header (which ends at {header_end:#x})"
+                ),
+            ));
+        }
+        let map_end = bmap + u64::from(self.blocks) * 4;
+        if data < map_end {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::DATA_OVER_MAP,
+                format!(
+                    "the data at {data:#x} starts inside the block map (which ends at {map_end:#x})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The virtual size as qemu-img reports it: the disk size rounded up to a sector

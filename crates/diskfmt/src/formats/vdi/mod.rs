@@ -17,13 +17,16 @@
 
 pub mod header;
 #[cfg(test)]
+mod rule_tests;
+pub mod rules;
+#[cfg(test)]
 mod tests;
 
-use crate::detect::Format;
 use crate::disk::{
     Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
 };
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
 
@@ -34,6 +37,47 @@ const F: Format = Format::Vdi;
 const BLOCK_FREE: u32 = 0xFFFF_FFFF;
 /// Block map entry of a zeroed block (VirtualBox `VDI_IMAGE_BLOCK_ZERO`).
 const BLOCK_ZERO: u32 = 0xFFFF_FFFE;
+
+/// Checks the block map as `qemu-img check` does: every data block index inside the image's
+/// blocks, none used twice, and no more in use than the header counts (fewer is accepted: a
+/// block discarded to a zero entry may stay counted, and qemu reads such images).
+fn check_block_map(entries: &[u32], h: &Header) -> Result<()> {
+    let mut used: Vec<u32> = entries
+        .iter()
+        .copied()
+        .filter(|&e| e != BLOCK_FREE && e != BLOCK_ZERO)
+        .collect();
+    if let Some(&e) = used.iter().find(|&&e| e >= h.blocks) {
+        return Err(DiskError::corrupt_rule(
+            F,
+            rules::INDEX_OUT_OF_RANGE,
+            format!(
+                "a block map entry names data block {e}; the image has {}",
+                h.blocks
+            ),
+        ));
+    }
+    used.sort_unstable();
+    if let Some(w) = used.windows(2).find(|w| w[0] == w[1]) {
+        return Err(DiskError::corrupt_rule(
+            F,
+            rules::BLOCK_USED_TWICE,
+            format!("data block {} is used by two block map entries", w[0]),
+        ));
+    }
+    if used.len() as u64 > u64::from(h.allocated) {
+        return Err(DiskError::corrupt_rule(
+            F,
+            rules::ALLOCATED_MISMATCH,
+            format!(
+                "the header counts {} allocated blocks, the block map {}",
+                h.allocated,
+                used.len()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Opens a VDI image.
 pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
@@ -59,8 +103,9 @@ impl VdiDisk {
         let blocks = u64::from(header.blocks);
         let covered = limits::mul(F, "block map coverage", blocks, header.block_size)?;
         if covered < size {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::MAP_TOO_SMALL,
                 format!(
                     "the block map's {blocks} blocks of {} bytes cover {covered} bytes, less than the disk size {size}",
                     header.block_size
@@ -69,11 +114,14 @@ impl VdiDisk {
         }
         let map_bytes = limits.check_table(F, "block map size", blocks * 4)?;
         let raw = read_checked(&*src, F, "block map", header.offset_bmap, map_bytes)?;
+        let entries: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let stride = header.block_size + header.block_extra;
         let file_size = src.size();
-        let mut map = Vec::with_capacity(raw.len() / 4);
-        for c in raw.chunks_exact(4) {
-            let e = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let mut map = Vec::with_capacity(entries.len());
+        for &e in &entries {
             if e == BLOCK_FREE || e == BLOCK_ZERO {
                 map.push(None);
                 continue;
@@ -88,6 +136,7 @@ impl VdiDisk {
             check_in_file(F, "data block", at, header.block_size, file_size)?;
             map.push(Some(at));
         }
+        check_block_map(&entries, &header)?;
         Ok(VdiDisk {
             src,
             header,

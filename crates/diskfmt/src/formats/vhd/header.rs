@@ -1,8 +1,9 @@
 //! The VHD hard disk footer and the dynamic disk header ("Virtual Hard Disk Image Format
 //! Specification", Microsoft, 2006). All fields are big-endian.
 
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::be;
 use crate::limits::MIB;
 
@@ -18,6 +19,8 @@ pub const DYN_HEADER_SIZE: usize = 1024;
 pub const FOOTER_COOKIE: &[u8; 8] = b"conectix";
 /// Dynamic header cookie (spec: "cxsparse").
 pub const DYN_COOKIE: &[u8; 8] = b"cxsparse";
+/// Feature bits the specification defines: 0 (temporary) and 1 (reserved, always set).
+pub const FEATURES_KNOWN: u32 = 0b11;
 /// Fixed hard disk (spec, "Disk Type" field: 2).
 pub const TYPE_FIXED: u32 = 2;
 /// Dynamic hard disk (spec, "Disk Type" field: 3).
@@ -74,6 +77,10 @@ pub struct Footer {
     pub sectors: u8,
     /// Disk type (offset 60): 2 fixed, 3 dynamic, 4 differencing.
     pub disk_type: u32,
+    /// Unique id (offset 68).
+    pub unique_id: [u8; 16],
+    /// Saved state (offset 84): 1 when the disk is in a saved state.
+    pub saved_state: u8,
 }
 
 impl Footer {
@@ -91,8 +98,9 @@ impl Footer {
         let stored = be::u32(b, 64);
         let computed = checksum(b, 64);
         if stored != computed {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::FOOTER_CHECKSUM,
                 format!("footer checksum is {stored:#010x}, the footer sums to {computed:#010x}"),
             ));
         }
@@ -109,10 +117,34 @@ impl Footer {
             heads: b[58],
             sectors: b[59],
             disk_type: be::u32(b, 60),
+            unique_id: {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&b[68..84]);
+                id
+            },
+            saved_state: b[84],
         };
-        if f.version >> 16 != 1 {
-            return Err(DiskError::unsupported(
+        if f.features & !FEATURES_KNOWN != 0 {
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::FEATURES,
+                format!(
+                    "footer features {:#010x} set reserved bits (only bit 0, temporary, and bit 1 are defined)",
+                    f.features
+                ),
+            ));
+        }
+        if f.saved_state > 1 {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::SAVED_STATE,
+                format!("saved state {} is neither 0 nor 1", f.saved_state),
+            ));
+        }
+        if f.version >> 16 != 1 {
+            return Err(DiskError::unsupported_rule(
+                F,
+                rules::VERSION,
                 format!(
                     "file format version {:#010x} (only 1.x is defined)",
                     f.version
@@ -123,13 +155,27 @@ impl Footer {
             TYPE_FIXED | TYPE_DYNAMIC => {}
             TYPE_DIFFERENCING => return Err(Refusal::DifferencingDisk { format: F }.into()),
             t => {
-                return Err(DiskError::invalid(
+                return Err(DiskError::invalid_rule(
                     F,
+                    rules::DISK_TYPE,
                     format!("disk type {t} (expected 2 fixed or 3 dynamic)"),
                 ));
             }
         }
         Ok(f)
+    }
+
+    /// Whether `other` (the copy at the start of a dynamic disk) describes the same disk: type,
+    /// sizes, geometry, creator (which decides the size source), header offset and id.
+    #[must_use]
+    pub fn same_disk_as(&self, other: &Footer) -> bool {
+        self.disk_type == other.disk_type
+            && self.current_size == other.current_size
+            && (self.cylinders, self.heads, self.sectors)
+                == (other.cylinders, other.heads, other.sectors)
+            && self.creator_app == other.creator_app
+            && self.data_offset == other.data_offset
+            && self.unique_id == other.unique_id
     }
 
     /// Sectors given by the CHS geometry.
@@ -197,16 +243,18 @@ impl DynHeader {
     /// Parses and checks a 1024-byte dynamic disk header.
     pub fn parse(b: &[u8; DYN_HEADER_SIZE]) -> Result<DynHeader> {
         if &b[..8] != DYN_COOKIE {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::DYNAMIC_COOKIE,
                 "no \"cxsparse\" cookie in the dynamic disk header",
             ));
         }
         let stored = be::u32(b, 36);
         let computed = checksum(b, 36);
         if stored != computed {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::DYNAMIC_CHECKSUM,
                 format!(
                     "dynamic disk header checksum is {stored:#010x}, the header sums to {computed:#010x}"
                 ),
@@ -219,25 +267,36 @@ impl DynHeader {
             block_size: be::u32(b, 32),
         };
         if h.version >> 16 != 1 {
-            return Err(DiskError::unsupported(
+            return Err(DiskError::unsupported_rule(
                 F,
+                rules::DYNAMIC_VERSION,
                 format!("dynamic disk header version {:#010x}", h.version),
             ));
         }
-        // Parent locator entries: 8 entries of 24 bytes at offset 576, platform code first.
-        // Any entry in use means the disk needs a parent, whatever its type says.
+        // Parent locator entries: 8 entries of 24 bytes at offset 576, platform code first;
+        // the parent's name, UTF-16, at 64. Any of them in use means the disk needs a parent,
+        // whatever its type says.
         let has_locator = (0..8).any(|i| be::u32(b, 576 + 24 * i) != 0);
-        if has_locator {
+        let has_parent_name = b[64..576].iter().any(|&x| x != 0);
+        if has_locator || has_parent_name {
             return Err(Refusal::DifferencingDisk { format: F }.into());
         }
         let bs = u64::from(h.block_size);
         if !bs.is_power_of_two() || !(SECTOR..=MAX_BLOCK_SIZE).contains(&bs) {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::BLOCK_SIZE,
                 format!(
                     "block size {bs} is not a power of two between 512 bytes and {} MiB",
                     MAX_BLOCK_SIZE / MIB
                 ),
+            ));
+        }
+        if !h.table_offset.is_multiple_of(SECTOR) {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::BAT_UNALIGNED,
+                format!("the BAT offset {} is not sector aligned", h.table_offset),
             ));
         }
         Ok(h)

@@ -20,15 +20,18 @@
 
 pub mod header;
 #[cfg(test)]
+mod rule_tests;
+pub mod rules;
+#[cfg(test)]
 mod tests;
 
 use crate::cache::TableCache;
-use crate::detect::Format;
 use crate::disk::{
     Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end, run_slice,
 };
 use crate::error::{DiskError, Result};
-use crate::io::{Source, read_checked, read_checked_into};
+use crate::format::Format;
+use crate::io::{ReadAt, Source, read_checked, read_checked_into};
 use crate::limits::{self, Limits, check_in_file};
 
 use header::{DYN_HEADER_SIZE, DynHeader, FOOTER_SIZE, Footer, SECTOR, TYPE_FIXED};
@@ -88,54 +91,117 @@ pub struct VhdDisk {
     layout: Layout,
 }
 
+/// The footer that describes the disk, and whether it is the one at the end of the file. The
+/// footer at the end is preferred; the copy at the start of a dynamic disk is used when the end
+/// is damaged (a checksum error), and must otherwise agree with it.
+fn read_footer(src: &dyn ReadAt) -> Result<(Footer, bool)> {
+    let file_size = src.size();
+    let footer_len = FOOTER_SIZE as u64;
+    let mut tail = [0u8; FOOTER_SIZE];
+    let tail_ok = file_size >= footer_len && {
+        read_checked_into(src, F, "footer", file_size - footer_len, &mut tail)?;
+        Footer::has_cookie(&tail)
+    };
+    let mut head = [0u8; FOOTER_SIZE];
+    let head_ok = file_size >= footer_len && {
+        read_checked_into(src, F, "footer copy", 0, &mut head)?;
+        Footer::has_cookie(&head)
+    };
+    match (tail_ok, head_ok) {
+        (true, true) => match (Footer::parse(&tail), Footer::parse(&head)) {
+            (Ok(t), Ok(h)) if t.disk_type != TYPE_FIXED && !t.same_disk_as(&h) => {
+                Err(DiskError::invalid_rule(
+                    F,
+                    rules::FOOTER_COPY,
+                    "the footer copy at the start describes another disk than the footer at the end (type, size, geometry, creator, header offset or id differ)",
+                ))
+            }
+            (Ok(t), _) => Ok((t, true)),
+            // Only a damaged (bad checksum) end footer gives way to a dynamic disk's copy; a
+            // sound footer that refuses the image (differencing, …) is final.
+            (Err(DiskError::Corrupt { .. }), Ok(h)) if h.disk_type != TYPE_FIXED => Ok((h, false)),
+            (Err(e), _) => Err(e),
+        },
+        (true, false) => Ok((Footer::parse(&tail)?, true)),
+        (false, true) => Ok((Footer::parse(&head)?, false)),
+        (false, false) => Err(DiskError::invalid(
+            F,
+            "no \"conectix\" footer at the end or the start of the file",
+        )),
+    }
+}
+
+/// Checks no block (`span` bytes from its BAT entry's sector) overlaps another or one of the
+/// `metadata` ranges (`(offset, length)`: the footer copy, the dynamic header, the BAT).
+fn check_no_overlap(bat: &[u32], span: u64, metadata: &[(u64, u64)]) -> Result<()> {
+    let mut blocks: Vec<u64> = bat
+        .iter()
+        .filter(|&&e| e != UNALLOCATED)
+        .map(|&e| u64::from(e) * SECTOR)
+        .collect();
+    blocks.sort_unstable();
+    for &(m, len) in metadata {
+        // The first block ending after the metadata starts is the only one that can overlap.
+        let i = blocks.partition_point(|&b| b + span <= m);
+        if blocks.get(i).is_some_and(|&b| b < m.saturating_add(len)) {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::BLOCK_OVER_METADATA,
+                format!("a block overlaps the metadata at offset {m}"),
+            ));
+        }
+    }
+    for w in blocks.windows(2) {
+        if w[1] < w[0] + span {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::BLOCKS_OVERLAP,
+                format!("the blocks at offsets {} and {} overlap", w[0], w[1]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A fixed disk is its data followed by the footer: the data before the footer holds the
+/// virtual disk and is exactly the footer's current size.
+fn check_fixed_data(footer: &Footer, size: u64, data_limit: u64) -> Result<()> {
+    check_in_file(F, "fixed disk data", 0, size, data_limit)?;
+    check_in_file(F, "fixed disk data", 0, footer.current_size, data_limit)?;
+    if data_limit > footer.current_size {
+        return Err(DiskError::invalid_rule(
+            F,
+            rules::FIXED_SIZE,
+            format!(
+                "{data_limit} bytes of data precede the footer, which gives a current size of {}",
+                footer.current_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl VhdDisk {
-    /// Parses and validates the footer, the dynamic header and the whole BAT.
+    /// Parses and validates the footer (and its copy), then the fixed disk's data or the
+    /// dynamic disk's header and whole BAT.
     pub fn open(src: Source, limits: &Limits) -> Result<Self> {
         let file_size = src.size();
-        let footer_len = FOOTER_SIZE as u64;
-        let mut tail = [0u8; FOOTER_SIZE];
-        let tail_ok = file_size >= footer_len && {
-            read_checked_into(&*src, F, "footer", file_size - footer_len, &mut tail)?;
-            Footer::has_cookie(&tail)
-        };
-        let mut head = [0u8; FOOTER_SIZE];
-        let head_ok = file_size >= footer_len && {
-            read_checked_into(&*src, F, "footer copy", 0, &mut head)?;
-            Footer::has_cookie(&head)
-        };
-        // Prefer the footer at the end; fall back to the copy at the start of a dynamic disk
-        // whose end was damaged. A checksum error is reported when neither copy is sound.
-        let footer = match (tail_ok, head_ok) {
-            (true, true) => Footer::parse(&tail).or_else(|e| match (&e, Footer::parse(&head)) {
-                // Only a damaged (bad checksum) end footer gives way to a dynamic disk's copy;
-                // a sound footer that refuses the image (differencing, …) is final.
-                (DiskError::Corrupt { .. }, Ok(f)) if f.disk_type != TYPE_FIXED => Ok(f),
-                _ => Err(e),
-            })?,
-            (true, false) => Footer::parse(&tail)?,
-            (false, true) => Footer::parse(&head)?,
-            (false, false) => {
-                return Err(DiskError::invalid(
-                    F,
-                    "no \"conectix\" footer at the end or the start of the file",
-                ));
-            }
-        };
+        let (footer, at_end) = read_footer(&*src)?;
         let size = limits.check_virtual_size(footer.virtual_size()?)?;
         // Data and blocks must end before the footer (when it is at the end).
-        let data_limit = if tail_ok {
-            file_size - footer_len
+        let data_limit = if at_end {
+            file_size - FOOTER_SIZE as u64
         } else {
             file_size
         };
         let layout = if footer.disk_type == TYPE_FIXED {
-            if !tail_ok {
+            if !at_end {
                 return Err(DiskError::invalid(
                     F,
                     "fixed disk without a footer at the end of the file",
                 ));
             }
-            check_in_file(F, "fixed disk data", 0, size, data_limit)?;
+            check_fixed_data(&footer, size, data_limit)?;
             Layout::Fixed
         } else {
             Layout::Dynamic(Self::open_dynamic(&src, &footer, size, data_limit, limits)?)
@@ -168,8 +234,9 @@ impl VhdDisk {
         let entries = u64::from(h.max_table_entries);
         let covered = limits::mul(F, "BAT coverage", entries, block_size)?;
         if covered < size {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::BAT_TOO_SMALL,
                 format!(
                     "the BAT's {entries} blocks of {block_size} bytes cover {covered} bytes, less than the virtual size {size}"
                 ),
@@ -188,6 +255,12 @@ impl VhdDisk {
                 check_in_file(F, "data block", u64::from(e) * SECTOR, span, data_limit)?;
             }
         }
+        let metadata = [
+            (0, FOOTER_SIZE as u64),
+            (footer.data_offset, DYN_HEADER_SIZE as u64),
+            (h.table_offset, entries * 4),
+        ];
+        check_no_overlap(&bat, span, &metadata)?;
         let budget = usize::try_from(limits.max_cache_size).unwrap_or(usize::MAX);
         Ok(Dynamic {
             bat,

@@ -304,3 +304,30 @@ fn test_vhd_mutations_do_not_panic() {
         assert_mutations_do_not_panic(&b, 300, 4 << 20);
     }
 }
+
+/// The metadata rules must not refuse what qemu-img writes: empty dynamic disks of several
+/// sizes (one BAT sector or many), an empty fixed disk, force_size.
+#[test]
+fn test_vhd_qemu_made_empty_variants_open() {
+    let dir = tmp();
+    for (name, opts, size) in [
+        ("e1.vhd", "subformat=dynamic", "1M"),
+        ("e2.vhd", "subformat=dynamic", "3G"),
+        ("e3.vhd", "subformat=fixed", "3M"),
+        ("e4.vhd", "subformat=dynamic,force_size=on", "100M"),
+    ] {
+        let p = dir.path().join(name);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            opts,
+            p.to_str().unwrap(),
+            size,
+        ]);
+        let d = crate::testutil::open_path(&p).unwrap();
+        assert_eq!(d.virtual_size(), qemu_virtual_size(&p), "{name}");
+    }
+}

@@ -1,10 +1,11 @@
 //! The header section ([MS-VHDX] 2.2): file type identifier at 0 and two 4 KiB headers at
 //! 64 KiB and 128 KiB, of which the valid one with the highest sequence number is current.
 
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
-use crate::limits::MIB;
+use crate::limits::{MIB, check_in_file};
 
 const F: Format = Format::Vhdx;
 
@@ -113,7 +114,9 @@ pub fn parse_header(b: &[u8]) -> std::result::Result<Header, String> {
     })
 }
 
-/// Checks the file type identifier and returns the current header.
+/// Checks the file type identifier and returns the current header: the valid one with the
+/// highest sequence number. Two valid headers with one sequence number must be identical (as
+/// Disk2VHD writes them); the log must lie past the header section.
 pub fn read_current(src: &dyn ReadAt) -> Result<Header> {
     let id = read_checked(src, F, "file type identifier", 0, 8)?;
     if &id[..] != b"vhdxfile" {
@@ -122,18 +125,51 @@ pub fn read_current(src: &dyn ReadAt) -> Result<Header> {
             "no \"vhdxfile\" identifier at offset 0",
         ));
     }
-    let mut best: Option<Header> = None;
+    let mut valid: Vec<(Header, Vec<u8>)> = Vec::new();
     let mut why = Vec::new();
     for (i, &off) in HEADER_OFFSETS.iter().enumerate() {
         let b = read_checked(src, F, "header", off, HEADER_SIZE)?;
         match parse_header(&b) {
-            Ok(h) => {
-                if best.as_ref().is_none_or(|c| h.sequence > c.sequence) {
-                    best = Some(h);
-                }
-            }
+            Ok(h) => valid.push((h, b)),
             Err(e) => why.push(format!("header {} at {off}: {e}", i + 1)),
         }
     }
-    best.ok_or_else(|| DiskError::corrupt(F, format!("no valid header ({})", why.join("; "))))
+    let mut valid = valid.into_iter();
+    let current = match (valid.next(), valid.next()) {
+        (None, _) => {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::HEADERS_INVALID,
+                format!("no valid header ({})", why.join("; ")),
+            ));
+        }
+        (Some((h, _)), None) => h,
+        (Some((a, ab)), Some((b, bb))) => {
+            if a.sequence == b.sequence && ab != bb {
+                return Err(DiskError::corrupt_rule(
+                    F,
+                    rules::HEADERS_SAME_SEQUENCE,
+                    format!(
+                        "both headers have sequence number {} but differ: which is current cannot be told",
+                        a.sequence
+                    ),
+                ));
+            }
+            if b.sequence > a.sequence { b } else { a }
+        }
+    };
+    if current.log_length > 0 {
+        if current.log_offset < MIB {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::LOG_LOCATION,
+                format!(
+                    "the log at offset {} lies in the header section",
+                    current.log_offset
+                ),
+            ));
+        }
+        check_in_file(F, "log", current.log_offset, current.log_length, src.size())?;
+    }
+    Ok(current)
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 
 use super::header::{Guid, Header, crc_with_zeroed, guid_at};
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, Source, le, read_checked, read_exact_at};
 use crate::limits::{Limits, MIB, add, check_in_file, to_usize};
 
@@ -284,6 +284,16 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
     if !header.log_active() {
         return Ok(None);
     }
+    let log = read_log(src, header, limits)?;
+    let mut entries = scan_entries(&log, header, limits)?;
+    let Some(chain) = active_sequence(&entries, header.log_length) else {
+        return Ok(None);
+    };
+    overlay(src, &mut entries, &chain).map(Some)
+}
+
+/// The whole log, bounded by the log size limit.
+fn read_log(src: &Source, header: &Header, limits: &Limits) -> Result<Vec<u8>> {
     let log_len = header.log_length;
     if log_len == 0 || header.log_offset < MIB {
         return Err(DiskError::corrupt(
@@ -293,15 +303,20 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
     }
     let len = limits.check(F, "log size", log_len, limits.max_log_size)?;
     check_in_file(F, "log", header.log_offset, log_len, src.size())?;
-    let log = read_checked(&**src, F, "log", header.log_offset, len)?;
+    read_checked(&**src, F, "log", header.log_offset, len)
+}
+
+/// Every valid entry of the log, found by scanning it sector by sector and skipping over
+/// each entry found. The checksumming work is bounded: a hostile log full of overlapping
+/// entry headers cannot make the scan quadratic.
+fn scan_entries(log: &[u8], header: &Header, limits: &Limits) -> Result<Vec<Entry>> {
+    let log_len = header.log_length;
     let work_limit = log_len.saturating_mul(SCAN_WORK_FACTOR);
     let mut work = 0u64;
-
-    // Scan the log for valid entries, skipping over each one found.
     let mut entries: Vec<Entry> = Vec::new();
     let mut pos = 0u64;
     while pos < log_len {
-        match entry_at(&log, pos, &header.log_guid, &mut work, work_limit, limits)? {
+        match entry_at(log, pos, &header.log_guid, &mut work, work_limit, limits)? {
             Some(e) => {
                 let next = pos + e.len;
                 entries.push(e);
@@ -310,51 +325,40 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
             None => pos += SECTOR,
         }
     }
+    Ok(entries)
+}
+
+/// The active sequence ([MS-VHDX] 2.3.2): the valid sequence with the highest head sequence
+/// number whose entries, from the head's tail to the head, follow each other (wrapping
+/// around the log's end) with consecutive numbers. At most [`MAX_HEAD_TRIES`] heads are tried.
+fn active_sequence(entries: &[Entry], log_len: u64) -> Option<Vec<usize>> {
     let by_pos: HashMap<u64, usize> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| (e.pos, i))
         .collect();
-
-    // The active sequence: the valid sequence with the highest head sequence number whose
-    // entries, from the head's tail to the head, follow each other with consecutive numbers.
     let mut heads: Vec<usize> = (0..entries.len()).collect();
     heads.sort_by_key(|&i| std::cmp::Reverse(entries[i].seq));
-    let mut active: Option<Vec<usize>> = None;
-    for &h in heads.iter().take(MAX_HEAD_TRIES) {
-        let head = &entries[h];
-        let Some(&t) = by_pos.get(&head.tail) else {
-            continue;
-        };
-        let mut chain = vec![t];
-        let mut cur = t;
-        let mut ok = true;
+    heads.into_iter().take(MAX_HEAD_TRIES).find_map(|h| {
+        let mut cur = *by_pos.get(&entries[h].tail)?;
+        let mut chain = vec![cur];
         while cur != h {
             let c = &entries[cur];
-            let next = (c.pos + c.len) % log_len;
-            match by_pos.get(&next) {
-                Some(&n)
-                    if entries[n].seq == c.seq.wrapping_add(1) && chain.len() <= entries.len() =>
-                {
-                    chain.push(n);
-                    cur = n;
-                }
-                _ => {
-                    ok = false;
-                    break;
-                }
+            let next = *by_pos.get(&((c.pos + c.len) % log_len))?;
+            if entries[next].seq != c.seq.wrapping_add(1) || chain.len() > entries.len() {
+                return None;
             }
+            chain.push(next);
+            cur = next;
         }
-        if ok {
-            active = Some(chain);
-            break;
-        }
-    }
-    let Some(chain) = active else {
-        return Ok(None);
-    };
+        Some(chain)
+    })
+}
+
+/// The file as the `chain` of entries leaves it: their writes, in order, over the file.
+fn overlay(src: &Source, entries: &mut [Entry], chain: &[usize]) -> Result<Overlay> {
     let Some(&head_i) = chain.last() else {
-        return Ok(None);
+        return Err(DiskError::corrupt(F, "an empty log sequence"));
     };
     let (head_flushed, head_last) = (entries[head_i].flushed, entries[head_i].last);
     if head_flushed > src.size() {
@@ -372,7 +376,7 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
         size: src.size().max(head_last),
         map: BTreeMap::new(),
     };
-    for &i in &chain {
+    for &i in chain {
         for op in std::mem::take(&mut entries[i].ops) {
             match op {
                 Op::Zero { off, len } => {
@@ -388,5 +392,5 @@ pub fn replay(src: &Source, header: &Header, limits: &Limits) -> Result<Option<O
             }
         }
     }
-    Ok(Some(ov))
+    Ok(ov)
 }

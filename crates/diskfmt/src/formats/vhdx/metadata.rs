@@ -2,8 +2,9 @@
 
 use super::header::{Guid, guid, guid_at};
 use super::region::Region;
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::{Limits, MIB, add};
 
@@ -76,91 +77,44 @@ pub struct Metadata {
     pub physical_sector_size: u64,
 }
 
+/// One entry of the metadata table: item, offset and length in the region, flags.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: Guid,
+    offset: u64,
+    length: u64,
+    user: bool,
+    required: bool,
+}
+
+/// Known system items and their exact lengths ([MS-VHDX] 2.6.2).
+const KNOWN: [(Guid, &str, u64); 5] = [
+    (FILE_PARAMETERS, "File Parameters", 8),
+    (VIRTUAL_DISK_SIZE, "Virtual Disk Size", 8),
+    (PAGE_83, "Page 83 Data", 16),
+    (LOGICAL_SECTOR_SIZE, "Logical Sector Size", 4),
+    (PHYSICAL_SECTOR_SIZE, "Physical Sector Size", 4),
+];
+
+fn corrupt(rule: &'static str, reason: impl Into<String>) -> DiskError {
+    DiskError::corrupt_rule(F, rule, reason)
+}
+
 /// Reads and validates the metadata table and the items the reader needs.
 pub fn read_metadata(src: &dyn ReadAt, region: Region, limits: &Limits) -> Result<Metadata> {
-    if region.length < TABLE_SIZE {
-        return Err(DiskError::corrupt(
-            F,
-            "metadata region is smaller than its table",
-        ));
-    }
-    let t = read_checked(src, F, "metadata table", region.offset, 64 * 1024)?;
-    // 0: signature "metadata"; 8: reserved u16; 10: entry count u16; 12: reserved.
-    if &t[0..8] != b"metadata" {
-        return Err(DiskError::corrupt(
-            F,
-            "no \"metadata\" signature on the metadata table",
-        ));
-    }
-    let count = u64::from(le::u16(&t, 10));
-    if count > MAX_ENTRIES {
-        return Err(DiskError::corrupt(
-            F,
-            format!("metadata table has {count} entries, above {MAX_ENTRIES}"),
-        ));
-    }
-    let count = limits.check_entries(F, "metadata entry count", count)?;
-    let mut items: Vec<(Guid, u64, u64)> = Vec::with_capacity(count);
-    for i in 0..count {
-        // Entries of 32 bytes from 32: item GUID, offset u32, length u32, flags u32.
-        let e = &t[32 + i * 32..32 + (i + 1) * 32];
-        let id = guid_at(e, 0);
-        let offset = u64::from(le::u32(e, 16));
-        let length = u64::from(le::u32(e, 20));
-        let flags = le::u32(e, 24);
-        let is_user = flags & 1 != 0;
-        let required = flags & 4 != 0;
-        if items.iter().any(|(g, _, _)| *g == id) && !is_user {
-            return Err(DiskError::corrupt(F, "a metadata item is listed twice"));
-        }
-        if length != 0
-            && (offset < TABLE_SIZE || add(F, "metadata item end", offset, length)? > region.length)
-        {
-            return Err(DiskError::corrupt(
-                F,
-                format!(
-                    "metadata item {i} at {offset} of {length} bytes lies outside the metadata region"
-                ),
-            ));
-        }
-        let known = [
-            FILE_PARAMETERS,
-            VIRTUAL_DISK_SIZE,
-            PAGE_83,
-            LOGICAL_SECTOR_SIZE,
-            PHYSICAL_SECTOR_SIZE,
-        ];
-        if id == PARENT_LOCATOR && !is_user {
-            return Err(Refusal::DifferencingDisk { format: F }.into());
-        }
-        if is_user || !known.contains(&id) {
-            if required {
-                return Err(DiskError::unsupported(
-                    F,
-                    format!("metadata item {i} is required but unknown to this reader"),
-                ));
-            }
-            continue;
-        }
-        items.push((id, offset, length));
-    }
-    let item = |id: Guid, what: &'static str, need: usize| -> Result<Vec<u8>> {
-        let Some(&(_, off, len)) = items.iter().find(|(g, _, _)| *g == id) else {
-            return Err(DiskError::corrupt(
-                F,
-                format!("the {what} metadata item is missing"),
-            ));
-        };
-        if len < need as u64 {
-            return Err(DiskError::corrupt(
-                F,
-                format!("the {what} metadata item is {len} bytes, expected {need}"),
-            ));
-        }
-        let at = add(F, "metadata item offset", region.offset, off)?;
-        read_checked(src, F, "metadata item", at, need)
+    let entries = read_table(src, region, limits)?;
+    let items = check_entries(&entries, region)?;
+    let item = |id: Guid| -> Result<Vec<u8>> {
+        let (e, name, len) = items
+            .iter()
+            .find(|(e, _, _)| e.id == id)
+            .copied()
+            .ok_or_else(|| corrupt(rules::METADATA_MISSING, "a metadata item is missing"))?;
+        let at = add(F, "metadata item offset", region.offset, e.offset)?;
+        let len = usize::try_from(len).unwrap_or(0);
+        read_checked(src, F, name, at, len)
     };
-    let fp = item(FILE_PARAMETERS, "File Parameters", 8)?;
+    let fp = item(FILE_PARAMETERS)?;
     // File Parameters: 0 block size u32; 4 bit 0 LeaveBlocksAllocated, bit 1 HasParent.
     let block_size = u64::from(le::u32(&fp, 0));
     let fp_flags = le::u32(&fp, 4);
@@ -168,31 +122,28 @@ pub fn read_metadata(src: &dyn ReadAt, region: Region, limits: &Limits) -> Resul
         return Err(Refusal::DifferencingDisk { format: F }.into());
     }
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
-        return Err(DiskError::corrupt(
-            F,
+        return Err(corrupt(
+            rules::BLOCK_SIZE,
             format!("block size {block_size} is not a power of two from 1 MiB to 256 MiB"),
         ));
     }
-    let vs = item(VIRTUAL_DISK_SIZE, "Virtual Disk Size", 8)?;
-    let virtual_size = limits.check_virtual_size(le::u64(&vs, 0))?;
-    let ls = item(LOGICAL_SECTOR_SIZE, "Logical Sector Size", 4)?;
-    let logical_sector_size = u64::from(le::u32(&ls, 0));
-    let ps = item(PHYSICAL_SECTOR_SIZE, "Physical Sector Size", 4)?;
-    let physical_sector_size = u64::from(le::u32(&ps, 0));
+    let virtual_size = limits.check_virtual_size(le::u64(&item(VIRTUAL_DISK_SIZE)?, 0))?;
+    let logical_sector_size = u64::from(le::u32(&item(LOGICAL_SECTOR_SIZE)?, 0));
+    let physical_sector_size = u64::from(le::u32(&item(PHYSICAL_SECTOR_SIZE)?, 0));
     for (what, v) in [
         ("logical", logical_sector_size),
         ("physical", physical_sector_size),
     ] {
         if v != 512 && v != 4096 {
-            return Err(DiskError::corrupt(
-                F,
+            return Err(corrupt(
+                rules::SECTOR_SIZE,
                 format!("{what} sector size {v} is neither 512 nor 4096"),
             ));
         }
     }
     if !virtual_size.is_multiple_of(logical_sector_size) {
-        return Err(DiskError::corrupt(
-            F,
+        return Err(corrupt(
+            rules::VIRTUAL_SIZE_UNALIGNED,
             format!(
                 "virtual size {virtual_size} is not a multiple of the logical sector size {logical_sector_size}"
             ),
@@ -205,4 +156,112 @@ pub fn read_metadata(src: &dyn ReadAt, region: Region, limits: &Limits) -> Resul
         logical_sector_size,
         physical_sector_size,
     })
+}
+
+/// Reads the 64 KiB table at the start of the region: signature, entry count, entries.
+fn read_table(src: &dyn ReadAt, region: Region, limits: &Limits) -> Result<Vec<Entry>> {
+    if region.length < TABLE_SIZE {
+        return Err(corrupt(
+            rules::METADATA_TABLE,
+            "metadata region is smaller than its table",
+        ));
+    }
+    let t = read_checked(src, F, "metadata table", region.offset, 64 * 1024)?;
+    // 0: signature "metadata"; 8: reserved u16; 10: entry count u16; 12: reserved.
+    if &t[0..8] != b"metadata" {
+        return Err(corrupt(
+            rules::METADATA_SIGNATURE,
+            "no \"metadata\" signature on the metadata table",
+        ));
+    }
+    let count = u64::from(le::u16(&t, 10));
+    if count > MAX_ENTRIES {
+        return Err(corrupt(
+            rules::METADATA_TABLE,
+            format!("metadata table has {count} entries, above {MAX_ENTRIES}"),
+        ));
+    }
+    let count = limits.check_entries(F, "metadata entry count", count)?;
+    Ok((0..count)
+        .map(|i| {
+            // Entries of 32 bytes from 32: item GUID, offset u32, length u32, flags u32
+            // (bit 0 IsUser, bit 1 IsVirtualDisk, bit 2 IsRequired).
+            let e = &t[32 + i * 32..32 + (i + 1) * 32];
+            let flags = le::u32(e, 24);
+            Entry {
+                id: guid_at(e, 0),
+                offset: u64::from(le::u32(e, 16)),
+                length: u64::from(le::u32(e, 20)),
+                user: flags & 1 != 0,
+                required: flags & 4 != 0,
+            }
+        })
+        .collect())
+}
+
+/// Checks every entry (no duplicate system item, inside the region past the table, no two
+/// items overlapping, no unknown required item, no parent locator) and returns the known
+/// system items with their names and expected lengths.
+fn check_entries(entries: &[Entry], region: Region) -> Result<Vec<(Entry, &'static str, u64)>> {
+    let mut items = Vec::new();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !e.user && entries[..i].iter().any(|p| p.id == e.id && !p.user) {
+            return Err(corrupt(
+                rules::METADATA_DUPLICATE,
+                "a metadata item is listed twice",
+            ));
+        }
+        if e.length != 0 {
+            let end = add(F, "metadata item end", e.offset, e.length)?;
+            if e.offset < TABLE_SIZE || end > region.length {
+                return Err(corrupt(
+                    rules::METADATA_OUT_OF_REGION,
+                    format!(
+                        "metadata item {i} at {} of {} bytes lies outside the metadata region",
+                        e.offset, e.length
+                    ),
+                ));
+            }
+            if ranges.iter().any(|&(s, t)| e.offset < t && s < end) {
+                return Err(corrupt(
+                    rules::METADATA_OVERLAP,
+                    format!("metadata item {i} overlaps another item"),
+                ));
+            }
+            ranges.push((e.offset, end));
+        }
+        if e.id == PARENT_LOCATOR && !e.user {
+            return Err(Refusal::DifferencingDisk { format: F }.into());
+        }
+        let known = KNOWN.iter().find(|(g, _, _)| *g == e.id && !e.user);
+        match known {
+            Some(&(_, name, len)) => {
+                if e.length != len {
+                    return Err(corrupt(
+                        rules::METADATA_SIZE,
+                        format!("the {name} metadata item is {} bytes, not {len}", e.length),
+                    ));
+                }
+                items.push((*e, name, len));
+            }
+            None if e.required => {
+                return Err(DiskError::unsupported_rule(
+                    F,
+                    rules::METADATA_REQUIRED_UNKNOWN,
+                    format!("metadata item {i} is required but unknown to this reader"),
+                ));
+            }
+            None => {}
+        }
+    }
+    for (id, name, _) in KNOWN {
+        if !items.iter().any(|(e, _, _)| e.id == id) {
+            return Err(corrupt(
+                rules::METADATA_MISSING,
+                format!("the {name} metadata item is missing"),
+            ));
+        }
+    }
+    Ok(items)
 }

@@ -22,12 +22,13 @@ pub mod header;
 pub mod log;
 pub mod metadata;
 pub mod region;
+pub mod rules;
 
 use std::sync::Arc;
 
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, read_exact_at};
 use crate::limits::Limits;
 
@@ -57,16 +58,33 @@ impl VhdxDisk {
             None => (src, false),
         };
         let regions = region::read_regions(&*src, limits)?;
-        if hdr.log_length > 0 {
-            let (lo, ll) = (hdr.log_offset, hdr.log_length);
-            for r in [regions.bat, regions.metadata] {
-                if lo < r.offset.saturating_add(r.length) && r.offset < lo.saturating_add(ll) {
-                    return Err(DiskError::corrupt(F, "the log overlaps a region"));
-                }
-            }
+        let log = region::Region {
+            offset: hdr.log_offset,
+            length: hdr.log_length,
+        };
+        if hdr.log_length > 0
+            && [regions.bat, regions.metadata]
+                .iter()
+                .any(|r| r.overlaps(&log))
+        {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::LOG_OVER_REGION,
+                "the log overlaps the BAT or the metadata region",
+            ));
         }
         let md = metadata::read_metadata(&*src, regions.metadata, limits)?;
-        let bat = bat::read_bat(&*src, regions.bat, &md, limits)?;
+        // Payload blocks may lie in none of these.
+        let reserved = [
+            region::Region {
+                offset: 0,
+                length: region::HEADER_SECTION,
+            },
+            log,
+            regions.bat,
+            regions.metadata,
+        ];
+        let bat = bat::read_bat(&*src, regions.bat, &md, &reserved, limits)?;
         Ok(VhdxDisk {
             src,
             md,
@@ -181,5 +199,7 @@ impl Disk for VhdxDisk {
     }
 }
 
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;

@@ -2,8 +2,9 @@
 //! BAT and metadata regions.
 
 use super::header::{Guid, crc_with_zeroed, guid, guid_at};
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{ReadAt, le, read_checked};
 use crate::limits::{Limits, MIB, add, check_in_file};
 
@@ -15,6 +16,8 @@ pub const REGION_TABLE_OFFSETS: [u64; 2] = [192 * 1024, 256 * 1024];
 pub const REGION_TABLE_SIZE: usize = 64 * 1024;
 /// Most entries a region table may hold ([MS-VHDX] 2.2.3.1: at most 2047).
 pub const MAX_REGION_ENTRIES: u64 = 2047;
+/// The header section: the first 1 MiB (file identifier, headers, region tables).
+pub const HEADER_SECTION: u64 = MIB;
 /// Size of a region table entry ([MS-VHDX] 2.2.3.2).
 const ENTRY_SIZE: usize = 32;
 
@@ -40,6 +43,15 @@ pub struct Region {
     pub offset: u64,
     /// Length in bytes (multiple of 1 MiB).
     pub length: u64,
+}
+
+impl Region {
+    /// Whether the two ranges share a byte (an empty region shares none).
+    #[must_use]
+    pub fn overlaps(&self, other: &Region) -> bool {
+        self.offset < other.offset.saturating_add(other.length)
+            && other.offset < self.offset.saturating_add(self.length)
+    }
 }
 
 /// The two regions the reader needs.
@@ -90,8 +102,9 @@ fn parse(
         } else if id == METADATA_GUID {
             &mut metadata
         } else if required {
-            return Err(DiskError::unsupported(
+            return Err(DiskError::unsupported_rule(
                 F,
+                rules::REGION_REQUIRED_UNKNOWN,
                 format!("region table entry {i} is an unknown required region"),
             ));
         } else {
@@ -133,8 +146,9 @@ pub fn read_regions(src: &dyn ReadAt, limits: &Limits) -> Result<Regions> {
             Err(e) => why.push(format!("region table {} at {off}: {e}", i + 1)),
         }
     }
-    Err(DiskError::corrupt(
+    Err(DiskError::corrupt_rule(
         F,
+        rules::REGION_TABLES_INVALID,
         format!("no valid region table ({})", why.join("; ")),
     ))
 }

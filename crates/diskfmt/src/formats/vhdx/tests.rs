@@ -259,18 +259,15 @@ fn test_virtual_size_17t_refused() {
 fn qemu_log_image(dir: &Path) -> (PathBuf, Vec<u8>) {
     let img = dir.join("log.vhdx");
     qemu_img(&["create", "-f", "vhdx", "-o", "block_size=1M", p(&img), "4M"]);
-    let out = Command::new("qemu-io")
-        .args([
-            "-f",
-            "vhdx",
-            "-c",
-            "write -P 0x5a 0 2M",
-            "-c",
-            "abort",
-            p(&img),
-        ])
-        .output()
-        .unwrap();
+    let out = crate::testutil::output(Command::new("qemu-io").args([
+        "-f",
+        "vhdx",
+        "-c",
+        "write -P 0x5a 0 2M",
+        "-c",
+        "abort",
+        p(&img),
+    ]));
     assert!(!out.status.success(), "qemu-io abort should crash");
     let b = std::fs::read(&img).unwrap();
     let log = MIB;
@@ -284,10 +281,14 @@ fn qemu_replayed(dir: &Path, b: &[u8]) -> Vec<u8> {
     let copy = dir.join("repaired.vhdx");
     std::fs::write(&copy, b).unwrap();
     // check -r opens read-write, which replays the log; its exit code reports leaks.
-    let _ = Command::new("qemu-img")
-        .args(["check", "-r", "all", "-f", "vhdx", p(&copy)])
-        .output()
-        .unwrap();
+    let _ = crate::testutil::output(Command::new("qemu-img").args([
+        "check",
+        "-r",
+        "all",
+        "-f",
+        "vhdx",
+        p(&copy),
+    ]));
     let after = std::fs::read(&copy).unwrap();
     assert!(
         HEADER_OFFSETS

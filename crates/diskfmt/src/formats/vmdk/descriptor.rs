@@ -6,8 +6,9 @@
 //! whole file for every multi-file layout. vmie reads only self-contained images: any
 //! descriptor that names another file is refused, and no path taken from it is ever opened.
 
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Refusal, Result};
+use crate::format::Format;
 use crate::limits::Limits;
 
 const F: Format = Format::Vmdk;
@@ -75,14 +76,50 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
-fn unquote(v: &str) -> &str {
-    let v = v.trim();
-    v.strip_prefix('"')
-        .and_then(|x| x.strip_suffix('"'))
-        .unwrap_or(v)
+/// The access modes of an extent line.
+pub const ACCESS_MODES: [&str; 3] = ["RW", "RDONLY", "NOACCESS"];
+/// The extent types the specification defines (and SESPARSE, vSphere's newer sparse type).
+pub const EXTENT_TYPES: [&str; 8] = [
+    "FLAT",
+    "SPARSE",
+    "ZERO",
+    "VMFS",
+    "VMFSSPARSE",
+    "VMFSRDM",
+    "VMFSRAW",
+    "SESPARSE",
+];
+
+fn invalid(rule: &'static str, reason: impl Into<String>) -> DiskError {
+    DiskError::invalid_rule(F, rule, reason)
 }
 
-fn parse_extent(line: &str) -> Result<ExtentLine> {
+/// A `key = value` line: the key made of letters, digits, `.`, `_` and `-`; a value that
+/// opens a quote closes it. `None` when the line is not one (it may be an extent line whose
+/// file name holds a `=`).
+fn key_value(line: &str) -> Option<std::result::Result<(&str, &str), ()>> {
+    let (k, v) = line.split_once('=')?;
+    let k = k.trim();
+    let key_ok = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !key_ok {
+        return None;
+    }
+    let v = v.trim();
+    if let Some(q) = v.strip_prefix('"') {
+        return Some(match q.strip_suffix('"') {
+            Some(inner) if !inner.contains('"') => Ok((k, inner)),
+            _ => Err(()),
+        });
+    }
+    Some(Ok((k, v)))
+}
+
+/// Parses an extent line, `ACCESS SECTORS TYPE ["FILE" [OFFSET]]` (VMware spec 1.1, "Extent
+/// Descriptions"): a known access and type, a decimal size, a quoted file name for every
+/// type but ZERO, an optional decimal offset, nothing else.
+fn parse_extent(n: usize, line: &str) -> Result<ExtentLine> {
     let mut rest = line;
     let mut next = || {
         let t = rest.trim_start();
@@ -91,58 +128,133 @@ fn parse_extent(line: &str) -> Result<ExtentLine> {
         rest = r;
         tok
     };
-    let access = next().to_string();
-    let sectors_s = next();
-    let kind = next().to_string();
-    let sectors = sectors_s.parse::<u64>().map_err(|_| {
-        DiskError::invalid(
-            F,
+    let access = next();
+    let sectors = next().parse::<u64>();
+    let kind = next();
+    let bad_line = || {
+        invalid(
+            rules::DESCRIPTOR_LINE,
             format!(
-                "descriptor extent line has an invalid size \"{}\"",
-                sanitize(sectors_s)
+                "descriptor line {n} is neither a comment, a key=value nor an extent line: \"{}\"",
+                sanitize(line)
             ),
         )
-    })?;
+    };
+    let Ok(sectors) = sectors else {
+        return Err(bad_line());
+    };
     if kind.is_empty() {
-        return Err(DiskError::invalid(F, "descriptor extent line has no type"));
+        return Err(bad_line());
+    }
+    if !ACCESS_MODES.contains(&access) {
+        return Err(invalid(
+            rules::EXTENT_ACCESS,
+            format!(
+                "descriptor line {n}: extent access \"{}\" is not RW, RDONLY or NOACCESS",
+                sanitize(access)
+            ),
+        ));
+    }
+    if !EXTENT_TYPES.contains(&kind) {
+        return Err(invalid(
+            rules::EXTENT_TYPE,
+            format!(
+                "descriptor line {n}: extent type \"{}\" is not one the specification defines",
+                sanitize(kind)
+            ),
+        ));
     }
     let tail = rest.trim();
-    let file = if let Some(q) = tail.strip_prefix('"') {
-        Some(q.find('"').map_or(q, |e| &q[..e]).to_string())
+    let (file, after) = if tail.is_empty() {
+        if kind != "ZERO" {
+            return Err(invalid(
+                rules::EXTENT_NAME,
+                format!("descriptor line {n}: a {kind} extent without a file name"),
+            ));
+        }
+        (None, "")
     } else {
-        tail.split_whitespace().next().map(str::to_string)
+        let (name, after) = tail
+            .strip_prefix('"')
+            .and_then(|q| q.split_once('"'))
+            .ok_or_else(|| {
+                invalid(
+                    rules::EXTENT_NAME,
+                    format!(
+                        "descriptor line {n}: the extent's file name is not quoted: \"{}\"",
+                        sanitize(tail)
+                    ),
+                )
+            })?;
+        (Some(name.to_string()), after.trim())
     };
+    if !after.is_empty() && after.parse::<u64>().is_err() {
+        return Err(bad_line());
+    }
     Ok(ExtentLine {
-        access,
+        access: access.to_string(),
         sectors,
-        kind,
+        kind: kind.to_string(),
         file,
     })
 }
 
+/// Checks `version` (1 to 3) and the content IDs (8 hexadecimal digits).
+fn check_keys(d: &Descriptor) -> Result<()> {
+    if let Some(v) = &d.version
+        && !matches!(v.as_str(), "1" | "2" | "3")
+    {
+        return Err(invalid(
+            rules::DESCRIPTOR_VERSION,
+            format!("descriptor version \"{}\" is not 1, 2 or 3", sanitize(v)),
+        ));
+    }
+    for (key, v) in [("CID", &d.cid), ("parentCID", &d.parent_cid)] {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 8 || !v.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid(
+                rules::CID,
+                format!("{key} \"{}\" is not 8 hexadecimal digits", sanitize(v)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses descriptor text (already bounded by [`Limits::check_descriptor`]); the text
-/// ends at the first NUL byte.
+/// ends at the first NUL byte. Every line must be empty, a comment, a `key=value` or an
+/// extent line.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Descriptor> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let text = String::from_utf8_lossy(&bytes[..end]);
     let mut d = Descriptor::default();
     let (mut cyl, mut heads, mut secs) = (None, None, None);
-    for raw in text.lines() {
+    for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let first = line.split_whitespace().next().unwrap_or("");
-        if matches!(first, "RW" | "RDONLY" | "NOACCESS") {
-            limits.check_entries(F, "descriptor extent count", d.extents.len() as u64 + 1)?;
-            d.extents.push(parse_extent(line)?);
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
+        let (k, v) = match key_value(line) {
+            Some(Ok(kv)) => kv,
+            Some(Err(())) => {
+                return Err(invalid(
+                    rules::DESCRIPTOR_LINE,
+                    format!(
+                        "descriptor line {}: an unterminated quoted value: \"{}\"",
+                        i + 1,
+                        sanitize(line)
+                    ),
+                ));
+            }
+            None => {
+                limits.check_entries(F, "descriptor extent count", d.extents.len() as u64 + 1)?;
+                d.extents.push(parse_extent(i + 1, line)?);
+                continue;
+            }
         };
-        let v = unquote(v).to_string();
-        match k.trim() {
+        let v = v.to_string();
+        match k {
             "version" => d.version = Some(v),
             "createType" => d.create_type = Some(v),
             "CID" => d.cid = Some(v),
@@ -158,6 +270,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Descriptor> {
     if let (Some(c), Some(h), Some(s)) = (cyl, heads, secs) {
         d.geometry = Some(format!("{c}/{h}/{s}"));
     }
+    check_keys(&d)?;
     Ok(d)
 }
 
@@ -191,21 +304,64 @@ impl Descriptor {
     }
 
     /// Checks the descriptor embedded in a sparse extent describes that extent alone: a
-    /// self-contained `createType` and exactly one `SPARSE` extent (the image itself).
-    pub fn check_embedded(&self) -> Result<()> {
+    /// self-contained `createType` that agrees with the header (`compressed`: deflate grains
+    /// with markers) and exactly one `SPARSE` extent (the image itself) of `capacity` sectors.
+    pub fn check_embedded(&self, capacity: u64, compressed: bool) -> Result<()> {
         self.check_no_parent()?;
-        if let Some(ct) = &self.create_type
-            && !SELF_CONTAINED_TYPES.contains(&ct.as_str())
-        {
+        if self.extents.is_empty() {
+            return Err(invalid(
+                rules::NO_EXTENT,
+                "the embedded descriptor has no extent line",
+            ));
+        }
+        let Some(ct) = &self.create_type else {
+            return Err(invalid(
+                rules::CREATE_TYPE_MISSING,
+                "the embedded descriptor has no createType",
+            ));
+        };
+        if !SELF_CONTAINED_TYPES.contains(&ct.as_str()) {
             return Err(Refusal::ExternalExtent {
                 detail: self.describe(),
             }
             .into());
         }
-        let mut sparse = 0usize;
+        let own = self.own_extent()?;
+        if own.access == "NOACCESS" {
+            return Err(DiskError::unsupported_rule(
+                F,
+                rules::EXTENT_NOACCESS,
+                "the image's extent is NOACCESS: its data cannot be read",
+            ));
+        }
+        if own.sectors != capacity {
+            return Err(invalid(
+                rules::EXTENT_SIZE,
+                format!(
+                    "the descriptor's extent is {} sectors, the header's capacity {capacity}",
+                    own.sectors
+                ),
+            ));
+        }
+        if (ct == "streamOptimized") != compressed {
+            return Err(invalid(
+                rules::CREATE_TYPE_MISMATCH,
+                format!(
+                    "createType {ct} but the grains are {}compressed with markers",
+                    if compressed { "" } else { "not " }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The one `SPARSE` extent of an embedded descriptor; any other extent names another file
+    /// (refused) or is a ZERO extent (not supported next to the image's own).
+    fn own_extent(&self) -> Result<&ExtentLine> {
+        let mut sparse = Vec::new();
         for e in &self.extents {
             if e.kind == "SPARSE" {
-                sparse += 1;
+                sparse.push(e);
             } else if e.file.is_some() || e.kind != "ZERO" {
                 return Err(Refusal::ExternalExtent {
                     detail: format!(
@@ -222,13 +378,16 @@ impl Descriptor {
                 ));
             }
         }
-        if sparse > 1 {
-            return Err(Refusal::ExternalExtent {
-                detail: format!("{sparse} SPARSE extents: all but one are other files"),
+        match sparse.as_slice() {
+            [one] => Ok(one),
+            _ => Err(Refusal::ExternalExtent {
+                detail: format!(
+                    "{} SPARSE extents: all but one are other files",
+                    sparse.len()
+                ),
             }
-            .into());
+            .into()),
         }
-        Ok(())
     }
 
     /// The refusal of a stand-alone descriptor file: its extents are always other files.
@@ -261,7 +420,7 @@ mod tests {
         assert_eq!(d.adapter_type.as_deref(), Some("lsilogic"));
         assert_eq!(d.extents[0].file.as_deref(), Some("a b.vmdk"));
         assert_eq!(d.extents[0].sectors, 8192);
-        d.check_embedded().unwrap();
+        d.check_embedded(8192, false).unwrap();
     }
 
     #[test]
@@ -271,7 +430,7 @@ mod tests {
             &Limits::default(),
         )
         .unwrap();
-        let e = d.check_embedded().unwrap_err();
+        let e = d.check_embedded(8192, false).unwrap_err();
         assert_eq!(e.reason_code(), "external-extent");
         assert!(e.to_string().contains("/etc/passwd"));
     }
@@ -290,7 +449,7 @@ mod tests {
     fn test_descriptor_parent_cid_backing_file() {
         let d = parse(b"parentCID=12345678\n", &Limits::default()).unwrap();
         assert_eq!(
-            d.check_embedded().unwrap_err().reason_code(),
+            d.check_embedded(8192, false).unwrap_err().reason_code(),
             "backing-file"
         );
     }

@@ -13,12 +13,15 @@
 use std::sync::Arc;
 
 use crate::cache::TableCache;
-use crate::detect::Format;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::{Source, le, read_checked};
 use crate::limits::{Limits, add, check_in_file, mul, to_usize};
 
-use super::header::{GRAIN_MARKER_LEN, SECTOR, SparseHeader, max_compressed_grain};
+use super::header::{
+    FLAG_REDUNDANT_GT, GRAIN_MARKER_LEN, SECTOR, SparseHeader, max_compressed_grain,
+};
+use super::rules;
 
 const F: Format = Format::Vmdk;
 
@@ -50,6 +53,8 @@ pub struct GrainMap {
     virtual_size: u64,
     /// Grains are compressed and start with a marker.
     compressed: bool,
+    /// Sectors of metadata before the first grain (`overHead`).
+    overhead: u64,
     file_size: u64,
     cache: TableCache<Vec<u32>>,
 }
@@ -73,7 +78,22 @@ impl GrainMap {
         )?;
         let gd_off = mul(F, "grain directory offset", h.gd_offset, SECTOR)?;
         if gd_entries > 0 && h.gd_offset == 0 {
-            return Err(DiskError::corrupt(F, "the grain directory offset is 0"));
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::GD_OFFSET_ZERO,
+                "the grain directory offset is 0",
+            ));
+        }
+        if h.flags & FLAG_REDUNDANT_GT != 0 {
+            // Not read (the primary one is), but it is metadata the header points at.
+            let rgd = mul(F, "redundant grain directory offset", h.rgd_offset, SECTOR)?;
+            check_in_file(
+                F,
+                "redundant grain directory",
+                rgd,
+                gd_len as u64,
+                src.size(),
+            )?;
         }
         let raw = read_checked(&**src, F, "grain directory", gd_off, gd_len)?;
         let gd: Vec<u32> = raw.chunks_exact(4).map(|c| le::u32(c, 0)).collect();
@@ -85,6 +105,7 @@ impl GrainMap {
             grains,
             virtual_size,
             compressed: h.compressed(),
+            overhead: h.overhead,
             file_size,
             cache: TableCache::new(to_usize(F, "cache size", limits.max_cache_size)?),
         };
@@ -100,8 +121,9 @@ impl GrainMap {
         // than the file holds.
         let allocated = self.gd.iter().filter(|&&s| s != 0).count() as u64;
         if allocated.saturating_mul(gt_span) > self.file_size {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::GRAIN_TABLES_OVERLAP,
                 format!(
                     "{allocated} grain tables cannot fit in a file of {} bytes: the grain directory is corrupt",
                     self.file_size
@@ -150,6 +172,8 @@ impl GrainMap {
                         if self.compressed {
                             compressed_seen += 1;
                             if compressed_seen > self.file_size / SECTOR {
+                                // Defensive: each marker names its own grain, so two grains
+                                // never share a sector and this bound holds already.
                                 return Err(DiskError::corrupt(
                                     F,
                                     "more compressed grains than sectors in the file: the grain tables are corrupt",
@@ -164,9 +188,20 @@ impl GrainMap {
         Ok(())
     }
 
-    /// Checks grain `g`'s entry `e` (a sector offset, > 1) points inside the file; for a
-    /// compressed grain, that its marker names the grain and its data is in the file.
+    /// Checks grain `g`'s entry `e` (a sector offset, > 1) points inside the file, after the
+    /// metadata; for a compressed grain, that its marker names the grain and its data is in
+    /// the file.
     fn check_grain(&self, src: &Source, g: u64, e: u32) -> Result<()> {
+        if u64::from(e) < self.overhead {
+            return Err(DiskError::corrupt_rule(
+                F,
+                rules::GRAIN_BEFORE_OVERHEAD,
+                format!(
+                    "grain {g} at sector {e} lies in the metadata (the first {} sectors)",
+                    self.overhead
+                ),
+            ));
+        }
         let off = u64::from(e) * SECTOR;
         if !self.compressed {
             let start = g * self.grain_bytes;
@@ -178,8 +213,9 @@ impl GrainMap {
         let size = u64::from(le::u32(&m, 8));
         let want = g * (self.grain_bytes / SECTOR);
         if lba != want {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::MARKER_LBA,
                 format!("the grain marker at offset {off} names sector {lba}, not {want}"),
             ));
         }
@@ -189,8 +225,9 @@ impl GrainMap {
     fn check_compressed_size(&self, off: u64, size: u64) -> Result<()> {
         let max = max_compressed_grain(self.grain_bytes);
         if size == 0 || size > max {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::MARKER_SIZE,
                 format!(
                     "the compressed grain at offset {off} claims {size} bytes (1 to {max} are valid)"
                 ),

@@ -20,8 +20,9 @@
 //! |     73 |    4 | newline-detection characters `'\n' ' ' '\r' '\n'`        |
 //! |     77 |    2 | compressAlgorithm (0 none, 1 deflate)                    |
 
-use crate::detect::Format;
+use super::rules;
 use crate::error::{DiskError, Result};
+use crate::format::Format;
 use crate::io::le;
 
 const F: Format = Format::Vmdk;
@@ -115,6 +116,13 @@ impl SparseHeader {
             unclean_shutdown: b[72] != 0,
             compress_algorithm: le::u16(b, 77),
         };
+        h.check(b, what)?;
+        Ok(h)
+    }
+
+    /// Checks every field of the header sector `b` (named `what` in errors).
+    fn check(&self, b: &[u8], what: &str) -> Result<()> {
+        let h = self;
         if !(1..=3).contains(&h.version) {
             return Err(DiskError::unsupported(
                 F,
@@ -125,8 +133,9 @@ impl SparseHeader {
             ));
         }
         if h.flags & FLAG_NEWLINE_TEST != 0 && b[73..77] != NEWLINE_CHARS {
-            return Err(DiskError::corrupt(
+            return Err(DiskError::corrupt_rule(
                 F,
+                rules::NEWLINES_MANGLED,
                 format!(
                     "the newline-detection bytes of the {what} are altered: the file was mangled by a text-mode (ASCII) transfer; transfer it again in binary mode"
                 ),
@@ -136,8 +145,9 @@ impl SparseHeader {
             || !h.grain_sectors.is_power_of_two()
             || h.grain_sectors > MAX_GRAIN_SECTORS
         {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::GRAIN_SIZE,
                 format!(
                     "{what} grain size of {} sectors is not a power of two between 1 and {MAX_GRAIN_SECTORS}",
                     h.grain_sectors
@@ -145,8 +155,9 @@ impl SparseHeader {
             ));
         }
         if h.gtes_per_gt == 0 || h.gtes_per_gt > MAX_GTES_PER_GT {
-            return Err(DiskError::invalid(
+            return Err(DiskError::invalid_rule(
                 F,
+                rules::GTES_PER_GT,
                 format!(
                     "{what} has {} entries per grain table; 1 to {MAX_GTES_PER_GT} are valid",
                     h.gtes_per_gt
@@ -162,7 +173,56 @@ impl SparseHeader {
                 ));
             }
         }
-        Ok(h)
+        if h.compressed() != (h.flags & FLAG_COMPRESSED != 0) {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::COMPRESSION_FLAG,
+                format!(
+                    "{what}: compression algorithm {} but flag bit 16 (compressed grains) is {}",
+                    h.compress_algorithm,
+                    if h.flags & FLAG_COMPRESSED != 0 {
+                        "set"
+                    } else {
+                        "clear"
+                    }
+                ),
+            ));
+        }
+        if (h.descriptor_offset == 0) != (h.descriptor_size == 0) {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::DESCRIPTOR_LOCATION,
+                format!(
+                    "{what}: descriptor at sector {} of {} sectors (both or neither must be 0)",
+                    h.descriptor_offset, h.descriptor_size
+                ),
+            ));
+        }
+        if h.flags & FLAG_REDUNDANT_GT != 0 && h.rgd_offset == 0 {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::RGD_MISSING,
+                format!("{what}: flag bit 1 announces a redundant grain directory at sector 0"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `footer` (the header copy at the end of a stream-optimized file) describes the
+    /// same disk in the fields that decide how it is read: capacity, grain size, grain table
+    /// size, descriptor, compression and markers, and the grain directory unless this header
+    /// defers it to the footer.
+    #[must_use]
+    pub fn agrees_with(&self, footer: &SparseHeader) -> bool {
+        let layout = FLAG_COMPRESSED | FLAG_MARKERS;
+        self.flags & layout == footer.flags & layout
+            && self.capacity == footer.capacity
+            && self.grain_sectors == footer.grain_sectors
+            && self.descriptor_offset == footer.descriptor_offset
+            && self.descriptor_size == footer.descriptor_size
+            && self.gtes_per_gt == footer.gtes_per_gt
+            && self.compress_algorithm == footer.compress_algorithm
+            && (self.gd_offset == GD_AT_END || self.gd_offset == footer.gd_offset)
     }
 
     /// Grains are deflate-compressed.

@@ -22,11 +22,14 @@
 pub mod descriptor;
 pub mod grains;
 pub mod header;
+pub mod rules;
 
+#[cfg(test)]
+mod rule_tests;
 use crate::codec::inflate_zlib;
-use crate::detect::Format;
 use crate::disk::{Disk, Extent, ExtentKind, ExtentList, ImageInfo, check_read, clip_end};
-use crate::error::{DiskError, Result};
+use crate::error::{DiskError, Refusal, Result};
+use crate::format::{Format, Unread, UnreadKind};
 use crate::io::{Source, read_checked, read_checked_into};
 use crate::limits::{Limits, mul, to_usize};
 
@@ -38,6 +41,14 @@ use header::{
 };
 
 const F: Format = Format::Vmdk;
+
+/// A sparse extent without a descriptor: one extent of a multi-file VMDK.
+pub const SPLIT_EXTENT: Unread = Unread {
+    name: "vmdk-extent",
+    kind: UnreadKind::UnsupportedFormat,
+    title: "one extent of a split (multi-file) VMDK, with no descriptor of its own",
+    advice: "join the descriptor and all its extents into one file first (for example `qemu-img convert -O vmdk -o subformat=streamOptimized DISK.vmdk OUT.vmdk`) and upload that",
+};
 
 /// Largest span of the file read at once for a run of adjacent compressed grains.
 const MAX_COMPRESSED_RUN: u64 = 8 << 20;
@@ -62,10 +73,15 @@ pub fn open(src: Source, limits: &Limits) -> Result<Box<dyn Disk>> {
     let len = to_usize(F, "descriptor", file_size.min(limits.max_descriptor_size))?;
     let text = read_checked(&*src, F, "descriptor", 0, len)?;
     let d = descriptor::parse(&text, limits)?;
-    if !text.starts_with(b"# Disk DescriptorFile")
-        && d.create_type.is_none()
-        && d.extents.is_empty()
-    {
+    if d.extents.is_empty() {
+        d.check_no_parent()?;
+        if text.starts_with(b"# Disk DescriptorFile") || d.create_type.is_some() {
+            return Err(DiskError::invalid_rule(
+                F,
+                rules::NO_EXTENT,
+                "the descriptor has no extent line",
+            ));
+        }
         return Err(DiskError::invalid(
             F,
             "neither a sparse extent (no KDMV magic) nor a text descriptor",
@@ -84,14 +100,10 @@ pub struct VmdkDisk {
 }
 
 impl VmdkDisk {
+    /// Opens a sparse extent: its header (or the footer's copy), its embedded descriptor, then
+    /// every grain table and grain pointer.
     fn open(src: Source, head: &[u8], limits: &Limits) -> Result<Self> {
-        let file_size = src.size();
-        let mut h = SparseHeader::parse(head, "header")?;
-        let mut footer = false;
-        if h.gd_offset == GD_AT_END {
-            h = read_footer(&src, file_size)?;
-            footer = true;
-        }
+        let (h, footer) = header_and_footer(&src, head)?;
         if h.compressed() && !h.has_markers() {
             return Err(DiskError::unsupported(
                 F,
@@ -99,54 +111,17 @@ impl VmdkDisk {
             ));
         }
         let virtual_size = limits.check_virtual_size(mul(F, "capacity", h.capacity, SECTOR)?)?;
-
-        let mut desc = Descriptor::default();
-        if h.descriptor_offset != 0 && h.descriptor_size != 0 {
-            let len = limits
-                .check_descriptor(F, mul(F, "descriptor size", h.descriptor_size, SECTOR)?)?;
-            let off = mul(F, "descriptor offset", h.descriptor_offset, SECTOR)?;
-            let text = read_checked(&*src, F, "embedded descriptor", off, len)?;
-            desc = descriptor::parse(&text, limits)?;
-            desc.check_embedded()?;
-        }
-
+        let desc = embedded_descriptor(&src, &h, limits)?;
         let map = GrainMap::open(&src, &h, virtual_size, limits)?;
-
-        let subformat = desc.create_type.clone().unwrap_or_else(|| {
-            if h.compressed() {
-                "streamOptimized".to_string()
-            } else {
-                "monolithicSparse".to_string()
-            }
-        });
-        let mut details = vec![
-            ("version".to_string(), h.version.to_string()),
-            ("compressed".to_string(), h.compressed().to_string()),
-        ];
-        if let Some(a) = &desc.adapter_type {
-            details.push(("adapter_type".into(), descriptor::sanitize(a)));
-        }
-        if let Some(c) = &desc.cid {
-            details.push(("cid".into(), descriptor::sanitize(c)));
-        }
-        if let Some(v) = &desc.version {
-            details.push(("descriptor_version".into(), descriptor::sanitize(v)));
-        }
-        if let Some(g) = &desc.geometry {
-            details.push(("geometry".into(), descriptor::sanitize(g)));
-        }
-        if footer {
-            details.push(("footer".into(), "true".into()));
-        }
-        if h.unclean_shutdown {
-            details.push(("unclean_shutdown".into(), "true".into()));
-        }
         Ok(VmdkDisk {
             src,
             virtual_size,
             map,
-            subformat,
-            details,
+            subformat: desc
+                .create_type
+                .clone()
+                .unwrap_or_else(|| "monolithicSparse".into()),
+            details: details(&h, &desc, footer),
         })
     }
 
@@ -273,21 +248,46 @@ impl VmdkDisk {
     }
 }
 
-/// Reads the footer of a streamOptimized file written as a stream: footer marker, header
-/// copy and end-of-stream marker in the last three sectors.
-fn read_footer(src: &Source, file_size: u64) -> Result<SparseHeader> {
+/// The header that describes the disk, and whether it came from a footer. A stream-optimized
+/// file written as a stream defers the grain directory to the footer (`gdOffset` is
+/// `GD_AT_END`): the footer is then required. Any footer present must agree with the header.
+fn header_and_footer(src: &Source, head: &[u8]) -> Result<(SparseHeader, bool)> {
+    let h = SparseHeader::parse(head, "header")?;
+    let deferred = h.gd_offset == GD_AT_END;
+    let footer = if deferred || h.has_markers() {
+        read_footer(src, deferred)?
+    } else {
+        None
+    };
+    match footer {
+        Some(f) if !h.agrees_with(&f) => Err(DiskError::invalid_rule(
+            F,
+            rules::FOOTER_MISMATCH,
+            "the footer's copy of the header describes another disk (capacity, grains, grain tables, descriptor or compression differ)",
+        )),
+        Some(f) if deferred => Ok((f, true)),
+        _ => Ok((h, false)),
+    }
+}
+
+/// Reads the footer of a stream-optimized file: footer marker, header copy and end-of-stream
+/// marker in the last three sectors. When `required` (the header defers the grain directory to
+/// it) a missing footer means a truncated file; otherwise a file without one is `None`.
+fn read_footer(src: &Source, required: bool) -> Result<Option<SparseHeader>> {
     let missing = || {
         DiskError::corrupt(
             F,
             "the streamOptimized footer is missing: the file is truncated (an interrupted download or upload?)",
         )
     };
-    let start = file_size.checked_sub(3 * SECTOR).ok_or_else(missing)?;
+    let Some(start) = src.size().checked_sub(3 * SECTOR) else {
+        return if required { Err(missing()) } else { Ok(None) };
+    };
     let tail = read_checked(&**src, F, "footer", start, 3 * 512)?;
     if metadata_marker_type(&tail[..512]) != Some(MARKER_FOOTER)
         || metadata_marker_type(&tail[1024..]) != Some(MARKER_EOS)
     {
-        return Err(missing());
+        return if required { Err(missing()) } else { Ok(None) };
     }
     let h = SparseHeader::parse(&tail[512..1024], "footer header")?;
     if h.gd_offset == GD_AT_END {
@@ -296,7 +296,51 @@ fn read_footer(src: &Source, file_size: u64) -> Result<SparseHeader> {
             "the footer header does not say where the grain directory is",
         ));
     }
-    Ok(h)
+    Ok(Some(h))
+}
+
+/// Reads and checks the descriptor embedded in the sparse extent. A sparse extent with no
+/// descriptor (an empty one) is one extent of a split or snapshot VMDK: a piece of a disk.
+fn embedded_descriptor(src: &Source, h: &SparseHeader, limits: &Limits) -> Result<Descriptor> {
+    let mut desc = Descriptor::default();
+    if h.descriptor_offset != 0 {
+        let len =
+            limits.check_descriptor(F, mul(F, "descriptor size", h.descriptor_size, SECTOR)?)?;
+        let off = mul(F, "descriptor offset", h.descriptor_offset, SECTOR)?;
+        let text = read_checked(&**src, F, "embedded descriptor", off, len)?;
+        desc = descriptor::parse(&text, limits)?;
+    }
+    if desc == Descriptor::default() {
+        return Err(Refusal::Unread(SPLIT_EXTENT).into());
+    }
+    desc.check_embedded(h.capacity, h.compressed() && h.has_markers())?;
+    Ok(desc)
+}
+
+/// What `vmie info` shows beyond the sizes.
+fn details(h: &SparseHeader, desc: &Descriptor, footer: bool) -> Vec<(String, String)> {
+    let mut details = vec![
+        ("version".to_string(), h.version.to_string()),
+        ("compressed".to_string(), h.compressed().to_string()),
+    ];
+    let shown = [
+        ("adapter_type", &desc.adapter_type),
+        ("cid", &desc.cid),
+        ("descriptor_version", &desc.version),
+        ("geometry", &desc.geometry),
+    ];
+    for (k, v) in shown {
+        if let Some(v) = v {
+            details.push((k.into(), descriptor::sanitize(v)));
+        }
+    }
+    if footer {
+        details.push(("footer".into(), "true".into()));
+    }
+    if h.unclean_shutdown {
+        details.push(("unclean_shutdown".into(), "true".into()));
+    }
+    details
 }
 
 impl Disk for VmdkDisk {

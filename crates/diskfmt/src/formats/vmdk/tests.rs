@@ -65,10 +65,13 @@ fn test_adapter_type_lsilogic_same_as_qemu() {
 fn test_zeroed_grain_same_as_qemu() {
     let d = tmp();
     let p = make(d.path(), "z.vmdk", &["-o", "zeroed_grain=on"]);
-    let out = std::process::Command::new("qemu-io")
-        .args(["-f", "vmdk", "-c", "write -z 0 128k", p.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = crate::testutil::output(std::process::Command::new("qemu-io").args([
+        "-f",
+        "vmdk",
+        "-c",
+        "write -z 0 128k",
+        p.to_str().unwrap(),
+    ]));
     assert!(
         out.status.success(),
         "{}",
@@ -348,4 +351,57 @@ fn test_read_and_extents_partial_ranges_match_whole() {
         assert_eq!(ext.last().unwrap().end(), 100 + (3 << 20));
         assert!(disk.read_at(&mut [0u8; 2], SAMPLE - 1).is_err());
     }
+}
+
+/// The metadata rules must not refuse what qemu-img writes: every adapter type and hardware
+/// version, empty images, several grain tables, a stand-alone descriptor without extents is
+/// named as such.
+#[test]
+fn test_vmdk_qemu_made_variants_open_same_as_qemu() {
+    let d = tmp();
+    let mut images = Vec::new();
+    for (name, opts) in [
+        ("hw6.vmdk", &["-o", "hwversion=6"][..]),
+        ("bus.vmdk", &["-o", "adapter_type=buslogic"][..]),
+        ("esx.vmdk", &["-o", "adapter_type=legacyESX"][..]),
+        (
+            "so-lsi.vmdk",
+            &["-o", "subformat=streamOptimized,adapter_type=lsilogic"][..],
+        ),
+    ] {
+        images.push(make(d.path(), name, opts));
+    }
+    for (name, sub, size) in [
+        ("empty.vmdk", "monolithicSparse", "64M"),
+        ("empty-so.vmdk", "streamOptimized", "64M"),
+        ("big.vmdk", "monolithicSparse", "3G"),
+    ] {
+        let p = d.path().join(name);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            p.to_str().unwrap(),
+            size,
+        ]);
+        images.push(p);
+    }
+    for p in &images {
+        qemu_img(&["check", p.to_str().unwrap()]);
+        let disk = crate::testutil::open_path(p).unwrap();
+        assert_eq!(
+            disk.virtual_size(),
+            crate::testutil::qemu_virtual_size(p, "vmdk")
+        );
+        if disk.virtual_size() <= 64 << 20 {
+            assert_same_as_qemu(p);
+        }
+    }
+    let e =
+        open_bytes(b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n".to_vec())
+            .unwrap_err();
+    assert_eq!(e.name(), Some(super::rules::NO_EXTENT), "{e}");
 }
