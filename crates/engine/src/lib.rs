@@ -22,6 +22,7 @@
 //! attempt's own snapshot ids are new, and after [`MAX_ATTEMPTS`] interrupted attempts the
 //! task fails with a server error.
 
+pub mod addr;
 pub mod error;
 mod export;
 mod import;

@@ -6,10 +6,12 @@
 //! - no credentials inside the URL: user information (`user:password@`) and query parameters
 //!   named like passwords or tokens are refused, without repeating their value (a presigned
 //!   URL's `X-Amz-*` parameters are time-limited grants made for this and are accepted);
-//! - `https://` to loopback, private, shared (CGNAT), link-local (which holds the cloud
-//!   metadata address 169.254.169.254), multicast or unspecified addresses is refused unless
-//!   the address is in the configured allow-list; every address a name resolves to is
-//!   checked, at connection time, so a name cannot be re-pointed after the check;
+//! - `https://` to any address that is not ordinary global unicast — loopback, private,
+//!   shared (CGNAT), link-local (which holds the cloud metadata address 169.254.169.254),
+//!   multicast, documentation, benchmarking, reserved, and IPv6 forms that tunnel or map to
+//!   such an IPv4 address ([`crate::addr`] has the table) — is refused unless the address is
+//!   in the configured allow-list; every address a name resolves to is checked, at
+//!   connection time, so a name cannot be re-pointed after the check;
 //! - the server's certificate is verified (system roots, plus any configured CA bundle);
 //! - downloads have a size limit, known before the first byte, and are streamed into the
 //!   task's encrypted intermediate volume, never held whole in memory.
@@ -108,62 +110,26 @@ const SECRET_PARAMS: &[&str] = &[
     "credentials",
 ];
 
-/// Why `ip` may not be fetched from, if it may not.
+/// Why `ip` may not be fetched from, if it may not: see [`crate::addr`] for the table.
 #[must_use]
 pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local (cloud metadata)")
-            } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-                Some("shared address space (CGNAT)")
-            } else if v4.is_unspecified() || o[0] == 0 {
-                Some("unspecified")
-            } else if v4.is_multicast() || v4.is_broadcast() || o[0] >= 240 {
-                Some("multicast or reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return blocked_reason(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if (s[0] & 0xfe00) == 0xfc00 {
-                Some("private (unique local)")
-            } else if (s[0] & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                // NAT64: judge the IPv4 address inside.
-                let v4 = std::net::Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    (s[6] & 0xff) as u8,
-                    (s[7] >> 8) as u8,
-                    (s[7] & 0xff) as u8,
-                );
-                blocked_reason(IpAddr::V4(v4))
-            } else {
-                None
-            }
-        }
-    }
+    crate::addr::blocked_reason(ip)
 }
 
 fn permitted(ip: IpAddr, allow: &[IpNet]) -> Result<(), &'static str> {
+    // An IPv6 address standing for an IPv4 one is allowed by the IPv4 network too.
+    let v4 = match ip {
+        IpAddr::V6(v6) => crate::addr::embedded_v4(v6).map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
     match blocked_reason(ip) {
-        Some(why) if !allow.iter().any(|n| n.contains(&ip)) => Err(why),
+        Some(why)
+            if !allow
+                .iter()
+                .any(|n| n.contains(&ip) || v4.is_some_and(|a| n.contains(&a))) =>
+        {
+            Err(why)
+        }
         _ => Ok(()),
     }
 }
