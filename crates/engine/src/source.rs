@@ -450,13 +450,12 @@ impl Sources {
             if !dir.is_dir() {
                 return Err(Failure::Client(no_bucket(bucket).to_string()));
             }
-            let target = dir.join(key);
-            let parent = target.parent().unwrap_or(&dir).to_path_buf();
-            std::fs::create_dir_all(&parent).map_err(|e| {
-                Failure::Server(format!(
-                    "cannot create the folder for s3://{bucket}/{key}: {e}"
-                ))
-            })?;
+            let (parent, name) = contained(&dir, key, true)
+                .map_err(|e| Failure::Client(format!("s3://{bucket}/{}: {e}", shown(key))))?
+                .ok_or_else(|| {
+                    Failure::Server(format!("cannot create the folder for s3://{bucket}/{key}"))
+                })?;
+            let target = parent.join(name);
             let tmp = tempfile::Builder::new()
                 .prefix(".vmie-export-")
                 .tempfile_in(&parent)
@@ -481,7 +480,14 @@ impl Sources {
     /// Deletes the object `key` of `bucket` (an export withdrawn); a missing object is fine.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), EngineError> {
         if let Some(dir) = self.local_dir(bucket) {
-            return match std::fs::remove_file(dir.join(key)) {
+            let found = contained(&dir, key, false).map_err(|e| EngineError::Request {
+                code: "InvalidParameter",
+                message: format!("s3://{bucket}/{}: {e}", shown(key)),
+            })?;
+            let Some((parent, name)) = found else {
+                return Ok(());
+            };
+            return match std::fs::remove_file(parent.join(name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(EngineError::Internal(
                     format!("removing s3://{bucket}/{key}: {e}"),
                 )),
@@ -519,14 +525,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         src = s.source();
     }
-    // reqwest names the URL in its messages; never repeat a query string.
-    match m.find('?') {
-        Some(q) => {
-            let end = m[q..].find([' ', ')']).map_or(m.len(), |e| q + e);
-            format!("{}{}", &m[..q], &m[end..])
-        }
-        None => m,
+    // reqwest names URLs in its messages (a redirect names two); never repeat a query.
+    strip_url_queries(&m)
+}
+
+/// `m` with the query string and fragment of every URL in it removed: a URL runs from its
+/// `scheme://` to the next white space or closing bracket or quote.
+#[must_use]
+pub fn strip_url_queries(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut rest = m;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '>' | ']' | '"' | '\'' | '<'))
+            .unwrap_or(tail.len());
+        let url = &tail[..end];
+        out.push_str(url.find(['?', '#']).map_or(url, |q| &url[..q]));
+        rest = &tail[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// The file of `key` in the bucket folder `dir`, if it exists and — symbolic links
@@ -535,6 +555,46 @@ fn inside(dir: &Path, key: &str) -> Option<PathBuf> {
     let root = dir.canonicalize().ok()?;
     let real = dir.join(key).canonicalize().ok()?;
     real.starts_with(&root).then_some(real)
+}
+
+/// The folder (inside the bucket folder `dir`) and file name where `key` is written or
+/// deleted. Every folder on the way must be a real folder — not a symbolic link — so the
+/// file cannot land outside the bucket, as [`inside`] guarantees for reads; with `create`,
+/// missing folders are made, else a missing one means there is nothing there (`None`).
+fn contained(dir: &Path, key: &str, create: bool) -> io::Result<Option<(PathBuf, String)>> {
+    let refused = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string());
+    check_key("key", key, false).map_err(|e| refused(&e.to_string()))?;
+    let mut parts: Vec<&str> = key.split('/').collect();
+    let name = parts
+        .pop()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| refused("the key names a folder, not an object"))?;
+    let mut at = dir.canonicalize()?;
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(
+                    "a part of the key is a symbolic link or a file in the bucket folder; vmie writes only below real folders of the bucket",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                match std::fs::create_dir(&at) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                if !std::fs::symlink_metadata(&at)?.is_dir() {
+                    return Err(refused(
+                        "a folder of the key was replaced while it was made",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some((at, name.to_string())))
 }
 
 fn no_bucket(bucket: &str) -> EngineError {
@@ -797,5 +857,98 @@ mod tests {
         let s = error_chain(&e);
         assert!(!s.contains("secret"), "{s}");
         assert!(s.contains("https://h/k"), "{s}");
+    }
+
+    #[test]
+    fn error_chains_drop_the_query_of_every_url() {
+        #[derive(Debug)]
+        struct Outer(io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("redirect of https://a.example/x?X-Amz-Signature=first#frag refused")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(io::Error::other(
+            "to https://b.example:8443/y?X-Amz-Security-Token=second&s=third, then \"https://c.example/z?q=fourth\" (https://d.example/?fifth)",
+        ));
+        let s = error_chain(&e);
+        for secret in ["first", "frag", "second", "third", "fourth", "fifth"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        for kept in [
+            "https://a.example/x refused",
+            "https://b.example:8443/y then",
+            "\"https://c.example/z\"",
+            "(https://d.example/)",
+        ] {
+            assert!(s.contains(kept), "{kept} not in {s}");
+        }
+        assert_eq!(strip_url_queries("no url? here#"), "no url? here#");
+    }
+
+    #[tokio::test]
+    async fn exports_and_deletes_stay_inside_the_bucket_folder() {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let root = w.join("buckets");
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        let outside = w.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::fs::write(w.join("victim2"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out/link")).unwrap();
+        std::os::unix::fs::symlink(w.join("victim2"), root.join("out/filelink")).unwrap();
+        let tmp = w.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let s = Sources::new(Buckets::Local { root: root.clone() }, &UrlPolicy::default()).unwrap();
+        let listing = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        for key in [
+            "../escape.vmdk",
+            "../../escape.vmdk",
+            "vms/../../escape.vmdk",
+            "link/escape.vmdk",
+            "link/sub/escape.vmdk",
+            "filelink/escape.vmdk",
+            "/abs.vmdk",
+            "vms/",
+        ] {
+            let r = s.export_sink("out", key, &tmp);
+            assert!(r.is_err(), "export to {key} was accepted");
+            let e = s.delete("out", key).await;
+            assert!(e.is_err(), "delete of {key} was accepted");
+        }
+        for key in ["../../victim2", "link/victim", "../../outside/victim"] {
+            assert!(s.delete("out", key).await.is_err(), "delete of {key}");
+        }
+        assert_eq!(listing(&outside), ["victim"]);
+        assert_eq!(listing(w), ["buckets", "outside", "tmp", "victim2"]);
+        assert_eq!(listing(&root), ["out"]);
+        assert_eq!(listing(&root.join("out")), ["filelink", "link"]);
+
+        // Inside the bucket, exports and deletes work, folders made on the way.
+        let sink = s.export_sink("out", "vms/2026/a.vmdk", &tmp).unwrap();
+        std::io::Write::write_all(&mut sink.file(), b"disk").unwrap();
+        sink.commit().await.unwrap();
+        assert_eq!(
+            std::fs::read(root.join("out/vms/2026/a.vmdk")).unwrap(),
+            b"disk"
+        );
+        s.delete("out", "vms/2026/a.vmdk").await.unwrap();
+        assert!(!root.join("out/vms/2026/a.vmdk").exists());
+        s.delete("out", "vms/2026/a.vmdk").await.unwrap();
+        s.delete("out", "never/made.vmdk").await.unwrap();
+        assert!(!root.join("out/never").exists(), "a delete makes no folder");
     }
 }
