@@ -165,4 +165,9 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
                 PRIMARY KEY (principal, window_start)
             )"],
     ),
+    (
+        5,
+        "the sealed part of a task's request (a presigned URL's query), dropped when it ends",
+        &["ALTER TABLE tasks ADD COLUMN sealed TEXT"],
+    ),
 ];

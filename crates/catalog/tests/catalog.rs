@@ -23,6 +23,7 @@ fn new_task(account: &str, kind: TaskKind, request: &str, token: Option<&str>) -
             value: "blue".into(),
         }],
         client_token: token.map(str::to_string),
+        sealed: None,
     }
 }
 

@@ -28,6 +28,7 @@ mod export;
 mod import;
 pub mod request;
 pub mod scratch;
+mod secrets;
 pub mod source;
 mod worker;
 
@@ -506,17 +507,21 @@ impl Engine {
                 message: "ClientToken must be 1 to 64 characters".into(),
             });
         }
+        let id = catalog::new_id(kind.prefix());
+        // A URL's query (a presigned URL's signature) is stored only sealed.
+        let (request, sealed) = secrets::seal(self.inner.store.kms(), &id, &request)?;
         let (task, created) = self
             .inner
             .catalog
             .create_task(NewTask {
-                id: catalog::new_id(kind.prefix()),
+                id,
                 account: sub.account,
                 kind,
                 status_message: message.into(),
                 request,
                 tags: sub.tags,
                 client_token: sub.client_token,
+                sealed,
             })
             .await?;
         if created {
