@@ -10,7 +10,8 @@
 //! - [`identity`]: users, access keys (secrets sealed under the root key, shown once), roles,
 //!   attached policies, and the authentication of a signed request to a principal;
 //! - [`guard`]: the sensitive-data guard on descriptions and tags;
-//! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication;
+//! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication, and [`mfa`]:
+//!   the back-off and lockout of a device after failed codes;
 //! - [`trail`]: the activity log's storage: compressed batches under a signed digest chain,
 //!   and its verification;
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
@@ -23,6 +24,7 @@ pub mod ec2;
 pub mod guard;
 pub mod iam;
 pub mod identity;
+pub mod mfa;
 pub mod query;
 pub mod server;
 pub mod sigv4;
