@@ -16,7 +16,8 @@
 //!   and its verification;
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
 //!   and [`cloudtrail`]: `LookupEvents` over them;
-//! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server.
+//! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server, with
+//!   [`tls`] (its certificate, renewed and reloaded while it runs).
 
 pub mod audit;
 pub mod cloudtrail;
@@ -29,6 +30,7 @@ pub mod query;
 pub mod server;
 pub mod sigv4;
 pub mod sts;
+pub mod tls;
 pub mod totp;
 pub mod trail;
 pub mod xml;

@@ -1,10 +1,10 @@
-//! The HTTPS server: TLS 1.2+ (rustls with aws-lc-rs), a self-signed certificate made on
-//! first start unless one is given, plain HTTP only when asked for and only on a loopback
-//! address; body size limit, header and request timeouts; `GET /healthz`, Prometheus
-//! `GET /metrics`, and the EC2 Query endpoint at `/`.
+//! The HTTPS server: TLS 1.2+ (rustls with aws-lc-rs) with the certificate [`crate::tls`]
+//! keeps current, plain HTTP only when asked for and only on a loopback address; body size
+//! limit, header and request timeouts; `GET /healthz`, Prometheus `GET /metrics`, and the
+//! EC2 Query endpoint at `/`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +46,9 @@ pub struct ServeConfig {
     pub plain_http: bool,
     /// Requests a second per principal (bursts of twice as many); 0: no limit.
     pub rate_limit: u32,
+    /// The certificate is vmie's own self-signed one for these names: renewed while the
+    /// server runs (`None`: the operator's files, loaded again when they change).
+    pub own_cert: Option<Vec<String>>,
 }
 
 /// Counters for `/metrics`.
@@ -224,51 +227,6 @@ mod tests {
 struct Peer {
     addr: IpAddr,
     secure: bool,
-}
-
-/// Makes (once) a self-signed certificate for `names` in `dir` (`cert.pem`, `key.pem`, the
-/// key mode 0600); returns their paths.
-pub fn self_signed(dir: &Path, names: &[String]) -> std::io::Result<(PathBuf, PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    if cert.exists() && key.exists() {
-        return Ok((cert, key));
-    }
-    std::fs::create_dir_all(dir)?;
-    let made = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| std::io::Error::other(format!("making the certificate: {e}")))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&key)?;
-    std::io::Write::write_all(&mut f, made.signing_key.serialize_pem().as_bytes())?;
-    f.sync_all()?;
-    std::fs::write(&cert, made.cert.pem())?;
-    Ok((cert, key))
-}
-
-fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &Path, e: &dyn std::fmt::Display| {
-        std::io::Error::other(format!("{}: {e}", what.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert, &e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(cert, &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| bad(cert, &e))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
 }
 
 fn request_id() -> String {
@@ -773,16 +731,29 @@ pub async fn serve(
     cfg: ServeConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let tls = match (&cfg.tls, cfg.plain_http) {
+    let certs = match (&cfg.tls, cfg.plain_http) {
         (_, true) if !cfg.listen.ip().is_loopback() => {
             return Err(std::io::Error::other(
                 "plain HTTP is served only on a loopback address; use TLS (the default) to listen elsewhere",
             ));
         }
         (_, true) => None,
-        (Some((c, k)), false) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(c, k)?))),
+        (Some((c, k)), false) => Some(Arc::new(crate::tls::Certs::load(
+            c,
+            k,
+            cfg.own_cert.clone(),
+        )?)),
         (None, false) => return Err(std::io::Error::other("TLS needs a certificate and a key")),
     };
+    let tls = match &certs {
+        Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            c.server_config()?,
+        ))),
+        None => None,
+    };
+    if let Some(c) = &certs {
+        tokio::spawn(c.clone().run_refresher(shutdown.clone()));
+    }
     let listener = TcpListener::bind(cfg.listen).await?;
     let limiter = if ec2.engine.catalog().backend() == catalog::Backend::Postgres {
         Limiter::shared(cfg.rate_limit, ec2.engine.catalog().clone())

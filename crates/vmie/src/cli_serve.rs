@@ -12,7 +12,8 @@ use clap::Args;
 
 use api::ec2::{DEFAULT_ROLE, Ec2};
 use api::identity::{Identity, IdentityError};
-use api::server::{ServeConfig, self_signed, serve};
+use api::server::{ServeConfig, serve};
+use api::tls::self_signed;
 use catalog::iam::PrincipalKind;
 
 use crate::cli_tasks::{EngineOpts, account, open_deployment};
@@ -173,6 +174,26 @@ async fn register(
     }
 }
 
+/// The names vmie's own certificate covers: loopback, and — when it listens beyond
+/// loopback — the host name and the listen address.
+fn cert_names(ip: std::net::IpAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !ip.is_loopback() {
+        let host = crate::cli_trail::hostname();
+        if !host.is_empty() && host != "localhost" && !names.contains(&host) {
+            names.push(host);
+        }
+        if !ip.is_unspecified() {
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::block_on(async {
@@ -185,26 +206,20 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
         let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
         bootstrap(&identity, &acct).await?;
+        let mut own_cert = None;
         let tls = if a.plain_http {
             None
         } else if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
             Some((c, k))
         } else {
-            let mut names = vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-                "::1".to_string(),
-            ];
-            let ip = a.listen.ip();
-            if !ip.is_unspecified() && !ip.is_loopback() {
-                names.push(ip.to_string());
-            }
+            let names = cert_names(a.listen.ip());
             let (c, k) = self_signed(&data_dir.join("tls"), &names)
                 .map_err(|e| fail(format!("TLS certificate: {e}")))?;
             eprintln!(
                 "vmie: TLS certificate {} (pass it to clients as their CA bundle)",
                 c.display()
             );
+            own_cert = Some(names);
             Some((c, k))
         };
         crate::cli_tasks::startup(&engine)?;
@@ -254,6 +269,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
                 tls,
                 plain_http: a.plain_http,
                 rate_limit: a.rate_limit,
+                own_cert,
             },
             rx,
         ));
