@@ -17,10 +17,12 @@
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
 //!   and [`cloudtrail`]: `LookupEvents` over them;
 //! - [`ec2`], [`xml`], [`server`]: the actions, their XML, and the HTTPS server, with
-//!   [`tls`] (its certificate, renewed and reloaded while it runs).
+//!   [`conn`] (connection limits and timeouts) and [`tls`] (its certificate, renewed and
+//!   reloaded while it runs).
 
 pub mod audit;
 pub mod cloudtrail;
+pub mod conn;
 pub mod ec2;
 pub mod guard;
 pub mod iam;
