@@ -844,6 +844,7 @@ async fn summarize(
             .filter(|((reason, n), (_, b))| *reason != "http" && n > b)
             .map(|((reason, n), (_, b))| format!("{reason} {}", n - b))
             .collect();
+        let before_summary = before;
         before = now;
         let sources: Vec<String> = recent
             .iter()
@@ -865,7 +866,8 @@ async fn summarize(
                 code: "ConnectionLimitExceeded".into(),
                 message,
             };
-            a.call(&crate::audit::Call {
+            // Not a call anybody made: the service's own event, with the figures.
+            let mut r = a.call_record(&crate::audit::Call {
                 source: "ec2.amazonaws.com",
                 action: "ConnectionsRefused",
                 read_only: false,
@@ -880,6 +882,35 @@ async fn summarize(
                 request_id: &request_id(),
                 account: None,
             });
+            if let Some(o) = r.as_object_mut() {
+                o.insert("eventType".into(), serde_json::json!("AwsServiceEvent"));
+                o.insert(
+                    "userIdentity".into(),
+                    serde_json::json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}),
+                );
+                let by_reason: serde_json::Map<String, serde_json::Value> = now
+                    .iter()
+                    .zip(&before_summary)
+                    .filter(|((reason, n), (_, b))| *reason != "http" && n > b)
+                    .map(|((reason, n), (_, b))| ((*reason).to_string(), serde_json::json!(n - b)))
+                    .collect();
+                let sources: Vec<serde_json::Value> = recent
+                    .iter()
+                    .take(5)
+                    .map(|(ip, n)| serde_json::json!({"address": ip.to_string(), "count": n}))
+                    .collect();
+                o.insert(
+                    "serviceEventDetails".into(),
+                    serde_json::json!({
+                        "refused": by_reason,
+                        "sources": sources,
+                        "addresses": recent.len(),
+                        "open": gate.stats.open.load(Ordering::Relaxed),
+                        "max": gate.limits().max_connections,
+                    }),
+                );
+            }
+            a.writer().record(r);
         }
     }
 }
@@ -918,12 +949,8 @@ pub async fn serve(
     };
     let gate = crate::conn::Gate::new(cfg.limits.clone());
     let audit = ec2.audit.clone();
-    let app = router(
-        ec2,
-        Arc::new(Metrics::default()),
-        Arc::new(limiter),
-        Some(gate.clone()),
-    );
+    let metrics = Arc::new(Metrics::default());
+    let app = router(ec2, metrics.clone(), Arc::new(limiter), Some(gate.clone()));
     if let Some(c) = &certs {
         tokio::spawn(c.clone().run_refresher(shutdown.clone()));
     }
@@ -946,6 +973,9 @@ pub async fn serve(
         if let crate::conn::Ended::Http(e) = why {
             match e.downcast_ref::<hyper::Error>() {
                 Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                    // A request the server answered (hyper did): counted and recorded.
+                    metrics.requests.fetch_add(1, Ordering::Relaxed);
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %peer, error = %h, "request refused before it was read");
                     if let Some(a) = &audit {
                         record_http_refusal(a, peer, h);

@@ -470,9 +470,16 @@ async fn floods_of_idle_connections_neither_stop_the_server_nor_keep_others_out(
         .iter()
         .map(|r| {
             assert_eq!(r["errorCode"], "ConnectionLimitExceeded", "{r}");
+            assert_eq!(r["eventType"], "AwsServiceEvent", "{r}");
+            assert_eq!(r["serviceEventDetails"]["max"], 768, "{r}");
             r["errorMessage"].as_str().unwrap().to_string()
         })
         .collect();
+    let per_ip: u64 = summaries
+        .iter()
+        .filter_map(|r| r["serviceEventDetails"]["refused"]["per-ip"].as_u64())
+        .sum();
+    assert_eq!(per_ip, 44);
     for want in [
         "evicted",
         "per-ip 44",
