@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use catalog::iam::{AccessKey, PrincipalKind};
+use catalog::iam::{AccessKey, MfaAttempt, PrincipalKind};
 use catalog::{Catalog, CatalogError};
 use kms::RootKey;
 
@@ -382,49 +382,13 @@ impl Identity {
                 "Cannot call GetSessionToken with session credentials".into(),
             ));
         }
-        let mut with_mfa = false;
-        if let Some((serial, code)) = mfa {
-            let denied = || {
-                (
-                    "AccessDenied",
-                    "MultiFactorAuthentication failed with invalid MFA one time pass code."
-                        .to_string(),
-                )
-            };
-            if serial != mfa_serial(&who.account, &who.user) {
-                return Err(denied());
+        let with_mfa = match mfa {
+            Some((serial, code)) => {
+                self.check_mfa(who, serial, code, now).await?;
+                true
             }
-            let (sealed, last) = self
-                .catalog
-                .mfa_device(&who.account, &who.user)
-                .await
-                .map_err(internal)?
-                .ok_or_else(denied)?;
-            let secret = self
-                .root
-                .open(serial.as_bytes(), &sealed)
-                .ok_or_else(denied)?;
-            let step = crate::totp::verify(
-                &secret,
-                code,
-                u64::try_from(now).unwrap_or(0),
-                u64::try_from(last).ok().filter(|l| *l > 0),
-            )
-            .ok_or_else(denied)?;
-            let fresh = self
-                .catalog
-                .use_mfa_step(
-                    &who.account,
-                    &who.user,
-                    i64::try_from(step).unwrap_or(i64::MAX),
-                )
-                .await
-                .map_err(internal)?;
-            if !fresh {
-                return Err(denied());
-            }
-            with_mfa = true;
-        }
+            None => false,
+        };
         let id = format!(
             "ASIA{}",
             *random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
@@ -456,6 +420,91 @@ impl Identity {
             session_token: token,
             expires,
         })
+    }
+}
+
+impl Identity {
+    /// Checks a code of `who`'s virtual MFA device at `now` (epoch seconds), under the
+    /// shared back-off and lockout of [`crate::mfa`]: each code accepted once, a refusal
+    /// says when the device is locked.
+    async fn check_mfa(
+        &self,
+        who: &Principal,
+        serial: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<(), (&'static str, String)> {
+        const INVALID: &str =
+            "MultiFactorAuthentication failed with invalid MFA one time pass code.";
+        let internal = |e: CatalogError| ("InternalFailure", e.to_string());
+        let denied = |m: String| ("AccessDenied", m);
+        if serial != mfa_serial(&who.account, &who.user) {
+            return Err(denied(INVALID.into()));
+        }
+        let now_ms = now.saturating_mul(1000);
+        let failures = match self
+            .catalog
+            .mfa_attempt(&who.account, &who.user, now_ms, crate::mfa::delay_ms)
+            .await
+            .map_err(internal)?
+        {
+            MfaAttempt::NoDevice => return Err(denied(INVALID.into())),
+            MfaAttempt::Wait { until_ms, failures } => {
+                let until = crate::sigv4::format_iso8601(until_ms);
+                return Err(denied(if crate::mfa::locks(failures) {
+                    format!(
+                        "MultiFactorAuthentication failed: the MFA device is locked until {until} after {failures} invalid codes in a row; the code was not checked"
+                    )
+                } else {
+                    format!(
+                        "MultiFactorAuthentication failed: too many invalid codes; retry after {until}"
+                    )
+                }));
+            }
+            MfaAttempt::Go { failures } => failures,
+        };
+        let refused = || {
+            if crate::mfa::locks(failures) {
+                let until = crate::sigv4::format_iso8601(
+                    now_ms.saturating_add(crate::mfa::delay_ms(failures)),
+                );
+                tracing::warn!(user = %who.arn, failures, until = %until, "MFA device locked after invalid codes");
+                denied(format!(
+                    "{INVALID} The MFA device is locked until {until} after {failures} invalid codes in a row; an administrator can unlock it (vmie admin mfa unlock {})",
+                    who.user
+                ))
+            } else {
+                tracing::info!(user = %who.arn, failures, "invalid MFA code");
+                denied(INVALID.into())
+            }
+        };
+        let (sealed, last) = self
+            .catalog
+            .mfa_device(&who.account, &who.user)
+            .await
+            .map_err(internal)?
+            .ok_or_else(refused)?;
+        let secret = self
+            .root
+            .open(serial.as_bytes(), &sealed)
+            .ok_or_else(refused)?;
+        let step = crate::totp::verify(
+            &secret,
+            code,
+            u64::try_from(now).unwrap_or(0),
+            u64::try_from(last).ok().filter(|l| *l > 0),
+        )
+        .ok_or_else(refused)?;
+        let fresh = self
+            .catalog
+            .mfa_success(
+                &who.account,
+                &who.user,
+                i64::try_from(step).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(internal)?;
+        if fresh { Ok(()) } else { Err(refused()) }
     }
 }
 

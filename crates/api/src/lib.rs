@@ -12,7 +12,8 @@
 //! - [`identity`]: users, access keys (secrets sealed under the root key, shown once), roles,
 //!   attached policies, and the authentication of a signed request to a principal;
 //! - [`guard`]: the sensitive-data guard on descriptions and tags;
-//! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication;
+//! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication, and [`mfa`]:
+//!   the back-off and lockout of a device after failed codes;
 //! - [`trail`]: the activity log's storage: compressed batches under a signed digest chain,
 //!   and its verification;
 //! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
@@ -21,12 +22,15 @@
 //!   itself (IAM action, resources, parameters); [`handler`]: what an action's handler is given
 //!   and declares; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
 //!   every request goes through; [`ec2`], [`sts`], [`cloudtrail`]: the actions themselves,
-//!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server.
+//!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server, with
+//!   [`conn`] (connection limits and timeouts) and [`tls`] (its certificate, renewed and
+//!   reloaded while it runs).
 
 pub mod action;
 pub mod audit;
 pub mod authz;
 pub mod cloudtrail;
+pub mod conn;
 pub mod dispatch;
 pub mod ec2;
 pub mod error;
@@ -34,11 +38,13 @@ pub mod guard;
 pub mod handler;
 pub mod iam;
 pub mod identity;
+pub mod mfa;
 pub mod query;
 pub mod server;
 pub mod sigv4;
 pub mod spec;
 pub mod sts;
+pub mod tls;
 pub mod totp;
 pub mod trail;
 pub mod xml;

@@ -1,10 +1,17 @@
-//! The HTTPS server: TLS 1.2+ (rustls with aws-lc-rs), a self-signed certificate made on
-//! first start unless one is given, plain HTTP only when asked for and only on a loopback
-//! address; body size limit, header and request timeouts; `GET /healthz`, Prometheus
-//! `GET /metrics`, and the EC2 Query endpoint at `/`.
+//! The HTTPS server: TLS 1.2+ (rustls with aws-lc-rs) with the certificate [`crate::tls`]
+//! keeps current, plain HTTP only when asked for and only on a loopback address; the
+//! connection limits and timeouts of [`crate::conn`]; body size limit and request timeout;
+//! `GET /healthz`, Prometheus `GET /metrics`, and the EC2 Query endpoint at `/`.
+//!
+//! Every request the server refuses is in the activity log: those the endpoint answers
+//! (413, 408, and all of the API's), and those hyper answers itself before the endpoint
+//! sees them (a malformed request: 400; a URI or headers too large: 414, 431). Refusals of
+//! connections — over the cap or the per-address limit, a failed TLS handshake, silence
+//! after connecting — are counted in `/metrics` and summed up once a minute in the service
+//! log and in one `ConnectionsRefused` record, not one record each.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +22,6 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -32,10 +38,10 @@ pub const MAX_BODY: usize = 1 << 20;
 /// client still sending it gets the answer instead of a reset connection (a bounded form of
 /// "lingering close"); a larger one is answered at once and the connection closed.
 const DRAIN_MAX: usize = 8 * MAX_BODY;
-/// Time allowed for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one request, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often refused connections are summed up in the logs.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// How the server listens.
 #[derive(Debug, Clone)]
@@ -48,6 +54,11 @@ pub struct ServeConfig {
     pub plain_http: bool,
     /// Requests a second per principal (bursts of twice as many); 0: no limit.
     pub rate_limit: u32,
+    /// The certificate is vmie's own self-signed one for these names: renewed while the
+    /// server runs (`None`: the operator's files, loaded again when they change).
+    pub own_cert: Option<Vec<String>>,
+    /// Connection limits and timeouts.
+    pub limits: crate::conn::Limits,
 }
 
 /// Counters for `/metrics`.
@@ -63,6 +74,7 @@ struct App {
     env: Env,
     metrics: Arc<Metrics>,
     limiter: Arc<Limiter>,
+    gate: Option<Arc<crate::conn::Gate>>,
 }
 
 /// Per-principal request limits: `rate` requests a second, bursts of `2 × rate`. In memory
@@ -228,51 +240,6 @@ struct Peer {
     secure: bool,
 }
 
-/// Makes (once) a self-signed certificate for `names` in `dir` (`cert.pem`, `key.pem`, the
-/// key mode 0600); returns their paths.
-pub fn self_signed(dir: &Path, names: &[String]) -> std::io::Result<(PathBuf, PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    if cert.exists() && key.exists() {
-        return Ok((cert, key));
-    }
-    std::fs::create_dir_all(dir)?;
-    let made = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| std::io::Error::other(format!("making the certificate: {e}")))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&key)?;
-    std::io::Write::write_all(&mut f, made.signing_key.serialize_pem().as_bytes())?;
-    f.sync_all()?;
-    std::fs::write(&cert, made.cert.pem())?;
-    Ok((cert, key))
-}
-
-fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &Path, e: &dyn std::fmt::Display| {
-        std::io::Error::other(format!("{}: {e}", what.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert, &e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(cert, &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| bad(cert, &e))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
 fn request_id() -> String {
     crate::audit::event_id()
 }
@@ -387,7 +354,6 @@ async fn ec2_endpoint(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let body = read_body(body, &headers).await;
     let rid = request_id();
     let time_ms = catalog::now_ms();
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -402,18 +368,41 @@ async fn ec2_endpoint(
         error: None,
         account: None,
     };
-    let resp = match &body {
-        Ok(body) => answer(&app, &peer, &method, &uri, &headers, body, &rid, &mut rec).await,
-        // Too large, or unreadable: refused before anything else, and recorded too.
-        Err(refusal) => {
-            let mut r = error_response(&refusal.error, &rid);
-            if !refusal.drained {
-                r.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
+    let work = async {
+        match read_body(body, &headers).await {
+            Ok(body) => answer(&app, &peer, &method, &uri, &headers, &body, &rid, &mut rec).await,
+            // Too large, or unreadable: refused before anything else, and recorded too.
+            Err(refusal) => {
+                let mut r = error_response(&refusal.error, &rid);
+                if !refusal.drained {
+                    r.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                rec.error = Some(refusal.error.clone());
+                r
             }
-            rec.error = Some(refusal.error.clone());
+        }
+    };
+    // Out of time (a body that trickles in, say): answered 408 and recorded like the rest.
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            let e = ApiError {
+                status: StatusCode::REQUEST_TIMEOUT.as_u16(),
+                code: "RequestTimeout".into(),
+                message: format!(
+                    "the request was not received and answered within {} seconds",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            };
+            let mut r = error_response(&e, &rid);
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            rec.error = Some(e);
             r
         }
     };
@@ -694,6 +683,28 @@ async fn metrics_endpoint(State(app): State<App>) -> Response {
             v.load(Ordering::Relaxed)
         ));
     }
+    if let Some(g) = &app.gate {
+        let st = &g.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# HELP vmie_connections Connections open now\n# TYPE vmie_connections gauge\nvmie_connections {}\n\
+             # HELP vmie_connections_max Connections the server keeps open at most\n# TYPE vmie_connections_max gauge\nvmie_connections_max {}\n\
+             # HELP vmie_connections_accepted_total Connections accepted from the listener\n# TYPE vmie_connections_accepted_total counter\nvmie_connections_accepted_total {}\n\
+             # HELP vmie_accept_errors_total Accept errors survived (out of file descriptors, ...)\n# TYPE vmie_accept_errors_total counter\nvmie_accept_errors_total {}\n\
+             # HELP vmie_connections_idle_closed_total Connections closed idle after their requests\n# TYPE vmie_connections_idle_closed_total counter\nvmie_connections_idle_closed_total {}\n\
+             # HELP vmie_connections_refused_total Connections refused or closed by the server, by reason\n# TYPE vmie_connections_refused_total counter\n",
+            get(&st.open),
+            g.limits().max_connections,
+            get(&st.accepted),
+            get(&st.accept_errors),
+            get(&st.idle_closed),
+        ));
+        for (reason, n) in st.refusals() {
+            out.push_str(&format!(
+                "vmie_connections_refused_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
     out.push_str(
         "# HELP vmie_tasks Tasks in the catalog by kind and status\n# TYPE vmie_tasks gauge\n",
     );
@@ -711,7 +722,12 @@ async fn metrics_endpoint(State(app): State<App>) -> Response {
 }
 
 /// The router (without TLS), for embedding and tests.
-fn router(env: Env, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
+fn router(
+    env: Env,
+    metrics: Arc<Metrics>,
+    limiter: Arc<Limiter>,
+    gate: Option<Arc<crate::conn::Gate>>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_endpoint))
@@ -721,24 +737,166 @@ fn router(env: Env, metrics: Arc<Metrics>, limiter: Arc<Limiter>) -> Router {
             env,
             metrics,
             limiter,
+            gate,
         })
+}
+
+/// Records a request hyper refused itself (malformed, URI or headers too large) before
+/// the endpoint saw it: hyper has answered it (400, 414 or 431).
+fn record_http_refusal(audit: &crate::audit::Audit, peer: SocketAddr, e: &hyper::Error) {
+    let text = e.to_string();
+    let (status, code) = if text.contains("URI too long") {
+        (414, "RequestURITooLong")
+    } else if e.is_parse_too_large() {
+        (431, "RequestHeaderFieldsTooLarge")
+    } else {
+        (400, "MalformedHTTPRequest")
+    };
+    let error = ApiError {
+        status,
+        code: code.into(),
+        message: format!("the request was refused before it was read: {text} (HTTP {status})"),
+    };
+    audit.call(&crate::audit::Call {
+        source: "ec2.amazonaws.com",
+        action: "UnknownAction",
+        spec: None,
+        time_ms: catalog::now_ms(),
+        source_ip: peer.ip(),
+        user_agent: "",
+        who: None,
+        access_key_id: None,
+        params: None,
+        response: None,
+        error: Some(&error),
+        request_id: &request_id(),
+        account: None,
+    });
+}
+
+/// Sums up, every [`SUMMARY_EVERY`] and once more when `shutdown` turns true, the
+/// connections refused or closed since the last time: one warning in the service log and
+/// one `ConnectionsRefused` record.
+async fn summarize(
+    gate: Arc<crate::conn::Gate>,
+    audit: Option<Arc<crate::audit::Audit>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut before = gate.stats.refusals();
+    let mut stop = false;
+    while !stop {
+        tokio::select! {
+            () = tokio::time::sleep(SUMMARY_EVERY) => {}
+            _ = shutdown.changed() => stop = true,
+        }
+        let now = gate.stats.refusals();
+        let recent = gate.take_recent();
+        let Some(&(top, _)) = recent.first() else {
+            before = now;
+            continue;
+        };
+        let counts: Vec<String> = now
+            .iter()
+            .zip(&before)
+            .filter(|((reason, n), (_, b))| *reason != "http" && n > b)
+            .map(|((reason, n), (_, b))| format!("{reason} {}", n - b))
+            .collect();
+        let before_summary = before;
+        before = now;
+        let sources: Vec<String> = recent
+            .iter()
+            .take(5)
+            .map(|(ip, n)| format!("{ip} ({n})"))
+            .collect();
+        let total: u64 = recent.iter().map(|(_, n)| n).sum();
+        let message = format!(
+            "{total} connections refused or closed by the server in the last {} s: {}; from {}{}",
+            SUMMARY_EVERY.as_secs(),
+            counts.join(", "),
+            sources.join(", "),
+            if recent.len() > 5 { ", …" } else { "" }
+        );
+        tracing::warn!(open = gate.stats.open.load(Ordering::Relaxed), "{message}");
+        if let Some(a) = &audit {
+            let error = ApiError {
+                status: 503,
+                code: "ConnectionLimitExceeded".into(),
+                message,
+            };
+            // Not a call anybody made: the service's own event, with the figures.
+            let mut r = a.call_record(&crate::audit::Call {
+                source: "ec2.amazonaws.com",
+                action: "ConnectionsRefused",
+                spec: None,
+                time_ms: catalog::now_ms(),
+                source_ip: top,
+                user_agent: "",
+                who: None,
+                access_key_id: None,
+                params: None,
+                response: None,
+                error: Some(&error),
+                request_id: &request_id(),
+                account: None,
+            });
+            if let Some(o) = r.as_object_mut() {
+                o.insert("eventType".into(), serde_json::json!("AwsServiceEvent"));
+                o.insert(
+                    "userIdentity".into(),
+                    serde_json::json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}),
+                );
+                let by_reason: serde_json::Map<String, serde_json::Value> = now
+                    .iter()
+                    .zip(&before_summary)
+                    .filter(|((reason, n), (_, b))| *reason != "http" && n > b)
+                    .map(|((reason, n), (_, b))| ((*reason).to_string(), serde_json::json!(n - b)))
+                    .collect();
+                let sources: Vec<serde_json::Value> = recent
+                    .iter()
+                    .take(5)
+                    .map(|(ip, n)| serde_json::json!({"address": ip.to_string(), "count": n}))
+                    .collect();
+                o.insert(
+                    "serviceEventDetails".into(),
+                    serde_json::json!({
+                        "refused": by_reason,
+                        "sources": sources,
+                        "addresses": recent.len(),
+                        "open": gate.stats.open.load(Ordering::Relaxed),
+                        "max": gate.limits().max_connections,
+                    }),
+                );
+            }
+            a.writer().record(r);
+        }
+    }
 }
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(
     env: Env,
     cfg: ServeConfig,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let tls = match (&cfg.tls, cfg.plain_http) {
+    let certs = match (&cfg.tls, cfg.plain_http) {
         (_, true) if !cfg.listen.ip().is_loopback() => {
             return Err(std::io::Error::other(
                 "plain HTTP is served only on a loopback address; use TLS (the default) to listen elsewhere",
             ));
         }
         (_, true) => None,
-        (Some((c, k)), false) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(c, k)?))),
+        (Some((c, k)), false) => Some(Arc::new(crate::tls::Certs::load(
+            c,
+            k,
+            cfg.own_cert.clone(),
+        )?)),
         (None, false) => return Err(std::io::Error::other("TLS needs a certificate and a key")),
+    };
+    let tls = match &certs {
+        Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            c.server_config()?,
+        ))),
+        None => None,
     };
     let listener = TcpListener::bind(cfg.listen).await?;
     let limiter = if env.engine.catalog().backend() == catalog::Backend::Postgres {
@@ -746,44 +904,46 @@ pub async fn serve(
     } else {
         Limiter::new(cfg.rate_limit)
     };
-    let app = router(env, Arc::new(Metrics::default()), Arc::new(limiter));
-    loop {
-        let (sock, addr) = tokio::select! {
-            r = listener.accept() => r?,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let _ = sock.set_nodelay(true);
-        let tls = tls.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let peer = Peer {
-                addr: addr.ip(),
-                secure: tls.is_some(),
-            };
-            let svc = TowerToHyperService::new(app.layer(Extension(peer)).layer(
-                tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                ),
-            ));
-            let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            http.http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(15));
-            let r = match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await
-                    else {
-                        return;
-                    };
-                    http.serve_connection(TokioIo::new(stream), svc).await
-                }
-                None => http.serve_connection(TokioIo::new(sock), svc).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-            }
-        });
+    let gate = crate::conn::Gate::new(cfg.limits.clone());
+    let audit = env.audit.clone();
+    let metrics = Arc::new(Metrics::default());
+    let app = router(env, metrics.clone(), Arc::new(limiter), Some(gate.clone()));
+    if let Some(c) = &certs {
+        tokio::spawn(c.clone().run_refresher(shutdown.clone()));
     }
+    let summary = tokio::spawn(summarize(gate.clone(), audit.clone(), shutdown.clone()));
+    let make_svc = move |peer: SocketAddr, secure: bool| {
+        let peer = Peer {
+            addr: peer.ip(),
+            secure,
+        };
+        // The endpoint times its requests out itself (and records them); this is the
+        // backstop for the other routes.
+        TowerToHyperService::new(app.clone().layer(Extension(peer)).layer(
+            tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT + Duration::from_secs(5),
+            ),
+        ))
+    };
+    let ended = move |peer: SocketAddr, why: &crate::conn::Ended| {
+        if let crate::conn::Ended::Http(e) = why {
+            match e.downcast_ref::<hyper::Error>() {
+                Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                    // A request the server answered (hyper did): counted and recorded.
+                    metrics.requests.fetch_add(1, Ordering::Relaxed);
+                    metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %peer, error = %h, "request refused before it was read");
+                    if let Some(a) = &audit {
+                        record_http_refusal(a, peer, h);
+                    }
+                }
+                _ => tracing::debug!(peer = %peer, error = %e, "connection ended with an error"),
+            }
+        }
+    };
+    crate::conn::run(listener, gate, tls, make_svc, ended, shutdown).await;
+    // The last summary is queued before the caller writes the log's last batch.
+    let _ = summary.await;
+    Ok(())
 }

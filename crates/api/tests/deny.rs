@@ -154,6 +154,7 @@ async fn world() -> World {
             request: "{}".into(),
             tags: protected(),
             client_token: None,
+            sealed: None,
         })
         .await
         .unwrap();

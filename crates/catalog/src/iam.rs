@@ -18,6 +18,38 @@ pub struct User {
     pub created_ms: i64,
 }
 
+/// What [`Catalog::mfa_attempt`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaAttempt {
+    /// The user has no MFA device.
+    NoDevice,
+    /// Refused unchecked: an earlier failure's back-off or lockout runs until `until_ms`.
+    Wait {
+        /// When the next attempt may be made (ms).
+        until_ms: i64,
+        /// Failed codes in a row so far.
+        failures: i64,
+    },
+    /// Check the code; it is already counted as failure number `failures` in a row.
+    Go {
+        /// Failed codes in a row, this attempt included.
+        failures: i64,
+    },
+}
+
+/// The failure count of one MFA device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaState {
+    /// The device's user.
+    pub user: String,
+    /// Failed codes in a row since the last right one (or unlock).
+    pub failures: i64,
+    /// The last failure (ms; 0: none).
+    pub last_failure_ms: i64,
+    /// No attempt is checked before this time (ms).
+    pub next_attempt_ms: i64,
+}
+
 /// An access key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
@@ -152,7 +184,8 @@ impl Catalog {
         }
         sqlx::query(
             "INSERT INTO iam_mfa_devices (account, user_name, secret_sealed, last_step, created_ms) VALUES ($1, $2, $3, 0, $4) \
-             ON CONFLICT (account, user_name) DO UPDATE SET secret_sealed = excluded.secret_sealed, last_step = 0, created_ms = excluded.created_ms",
+             ON CONFLICT (account, user_name) DO UPDATE SET secret_sealed = excluded.secret_sealed, last_step = 0, created_ms = excluded.created_ms, \
+             failures = 0, last_failure_ms = 0, next_attempt_ms = 0",
         )
         .bind(account)
         .bind(user)
@@ -179,10 +212,69 @@ impl Catalog {
         .transpose()
     }
 
-    /// Records that `step` was used, if it is later than the last one; false for a replay.
-    pub async fn use_mfa_step(&self, account: &str, user: &str, step: i64) -> Result<bool> {
+    /// Asks to check a code of `user`'s MFA device at `now_ms`. Every node shares the count:
+    /// in one transaction (the device's row locked), the attempt is refused while an earlier
+    /// failure's back-off runs, else counted as a failure in advance — so that concurrent
+    /// guesses cannot slip past the back-off — and the next attempt is held back by
+    /// `delay_ms(failures)`. A right code then clears the count ([`Catalog::mfa_success`]).
+    pub async fn mfa_attempt(
+        &self,
+        account: &str,
+        user: &str,
+        now_ms: i64,
+        delay_ms: impl Fn(i64) -> i64,
+    ) -> Result<MfaAttempt> {
+        let mut tx = self.pool.begin().await?;
+        // A write first: it locks the row (PostgreSQL) or the database (SQLite) until the
+        // transaction ends, so two nodes decide one after the other.
+        let locked = sqlx::query(
+            "UPDATE iam_mfa_devices SET failures = failures WHERE account = $1 AND user_name = $2",
+        )
+        .bind(account)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(MfaAttempt::NoDevice);
+        }
+        let row = sqlx::query(
+            "SELECT failures, next_attempt_ms FROM iam_mfa_devices WHERE account = $1 AND user_name = $2",
+        )
+        .bind(account)
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (failures, next): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if now_ms < next {
+            tx.rollback().await?;
+            return Ok(MfaAttempt::Wait {
+                until_ms: next,
+                failures,
+            });
+        }
+        let failures = failures.saturating_add(1);
+        sqlx::query(
+            "UPDATE iam_mfa_devices SET failures = $1, last_failure_ms = $2, next_attempt_ms = $3 \
+             WHERE account = $4 AND user_name = $5",
+        )
+        .bind(failures)
+        .bind(now_ms)
+        .bind(now_ms.saturating_add(delay_ms(failures)))
+        .bind(account)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(MfaAttempt::Go { failures })
+    }
+
+    /// A right code of `user`'s device for time step `step`: accepted once (false for a
+    /// replayed step, which stays counted as a failure), and the failure count cleared.
+    pub async fn mfa_success(&self, account: &str, user: &str, step: i64) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE iam_mfa_devices SET last_step = $1 WHERE account = $2 AND user_name = $3 AND last_step < $1",
+            "UPDATE iam_mfa_devices SET last_step = $1, failures = 0, next_attempt_ms = 0 \
+             WHERE account = $2 AND user_name = $3 AND last_step < $1",
         )
         .bind(step)
         .bind(account)
@@ -190,6 +282,40 @@ impl Catalog {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Clears the failure count and any lockout of `user`'s device (an administrator's
+    /// decision); false when the user has no device.
+    pub async fn mfa_unlock(&self, account: &str, user: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE iam_mfa_devices SET failures = 0, next_attempt_ms = 0 WHERE account = $1 AND user_name = $2",
+        )
+        .bind(account)
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The failure counts of `account`'s MFA devices, by user.
+    pub async fn mfa_states(&self, account: &str) -> Result<Vec<MfaState>> {
+        let rows = sqlx::query(
+            "SELECT user_name, failures, last_failure_ms, next_attempt_ms FROM iam_mfa_devices \
+             WHERE account = $1 ORDER BY user_name",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MfaState {
+                    user: r.try_get(0)?,
+                    failures: r.try_get(1)?,
+                    last_failure_ms: r.try_get(2)?,
+                    next_attempt_ms: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Users of `account` with an MFA device.

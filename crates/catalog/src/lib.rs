@@ -177,6 +177,9 @@ pub struct Task {
     pub attempts: i64,
     /// Last durable checkpoint (engine's JSON).
     pub checkpoint: Option<String>,
+    /// What of the request must not be stored in clear (a presigned URL's query string),
+    /// sealed by the engine; dropped in the transaction that ends the task.
+    pub sealed: Option<String>,
 }
 
 impl Task {
@@ -204,6 +207,9 @@ pub struct NewTask {
     pub tags: Vec<Tag>,
     /// `ClientToken`, with the hash of the request as the caller gave it.
     pub client_token: Option<ClientToken>,
+    /// See [`Task::sealed`]; not part of the idempotency hash (it is sealed with a fresh
+    /// nonce each time): the hash is of the request as the caller gave it.
+    pub sealed: Option<String>,
 }
 
 /// An idempotency token and what it stands for.
@@ -378,7 +384,7 @@ fn tags_of(s: &str, what: &str) -> Result<Vec<Tag>> {
 }
 
 const TASK_COLS: &str = "id, account, kind, status, status_message, progress, request, result, tags, \
-     created_ms, updated_ms, ended_ms, lease_owner, lease_until_ms, cancel_requested, attempts, checkpoint";
+     created_ms, updated_ms, ended_ms, lease_owner, lease_until_ms, cancel_requested, attempts, checkpoint, sealed";
 
 fn task_of(r: &AnyRow) -> Result<Task> {
     let id: String = r.try_get("id")?;
@@ -399,6 +405,7 @@ fn task_of(r: &AnyRow) -> Result<Task> {
         cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
         attempts: r.try_get("attempts")?,
         checkpoint: r.try_get("checkpoint")?,
+        sealed: r.try_get("sealed")?,
         id,
     })
 }
@@ -451,6 +458,41 @@ fn image_of(r: &AnyRow) -> Result<Image> {
     })
 }
 
+/// Makes the SQLite database file `path` (and its `-wal` and `-shm` files, which SQLite
+/// creates with the database's permissions) readable by its owner only, whatever the umask:
+/// created 0600 when new, and narrowed to 0600 when an older version left it readable by
+/// others.
+fn private_files(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(());
+    }
+    let db = std::path::Path::new(path);
+    if !db.exists() {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let p = std::path::PathBuf::from(format!("{path}{suffix}"));
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// The catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -477,6 +519,8 @@ impl Catalog {
     pub async fn open(url: &str) -> Result<Catalog> {
         sqlx::any::install_default_drivers();
         let (backend, url, max) = if let Some(path) = url.strip_prefix("sqlite://") {
+            private_files(path.split('?').next().unwrap_or(""))
+                .map_err(|e| CatalogError::Db(sqlx::Error::Io(e)))?;
             let sep = if path.contains('?') { '&' } else { '?' };
             (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"), 4)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -495,6 +539,8 @@ impl Catalog {
                         "PRAGMA synchronous=FULL",
                         "PRAGMA busy_timeout=10000",
                         "PRAGMA foreign_keys=ON",
+                        // Freed content (a scrubbed secret's old row) is overwritten.
+                        "PRAGMA secure_delete=ON",
                     ] {
                         sqlx::query(p).execute(&mut *conn).await?;
                     }
@@ -593,7 +639,7 @@ impl Catalog {
             }
         }
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO tasks ({TASK_COLS}) VALUES ($1, $2, $3, $4, $5, 0, $6, NULL, $7, $8, $8, NULL, NULL, NULL, 0, 0, NULL)"
+            "INSERT INTO tasks ({TASK_COLS}) VALUES ($1, $2, $3, $4, $5, 0, $6, NULL, $7, $8, $8, NULL, NULL, NULL, 0, 0, NULL, $9)"
         )))
         .bind(&t.id)
         .bind(&t.account)
@@ -603,6 +649,7 @@ impl Catalog {
         .bind(&t.request)
         .bind(tags_json(&t.tags))
         .bind(now)
+        .bind(&t.sealed)
         .execute(&mut *tx)
         .await?;
         Self::event(&mut tx, &t.id, status::ACTIVE, &t.status_message, 0, None).await?;
@@ -859,7 +906,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE tasks SET status = $1, status_message = $2, result = $3, ended_ms = $4, updated_ms = $4, \
-             lease_owner = NULL, lease_until_ms = NULL, \
+             lease_owner = NULL, lease_until_ms = NULL, sealed = NULL, \
              progress = CASE WHEN $1 = 'completed' THEN 100 ELSE progress END \
              WHERE id = $5 AND (status = 'active' OR (status = 'deleting' AND $1 <> 'completed')) \
              AND (lease_owner = $6 OR $6 IS NULL) \
@@ -890,14 +937,32 @@ impl Catalog {
     }
 
     /// Replaces the stored request of an ended task (to drop what must not outlive it, such
-    /// as the signature of a presigned URL).
+    /// as the signature of a presigned URL), and drops its sealed part.
     pub async fn redact_request(&self, id: &str, request: &str) -> Result<()> {
-        sqlx::query("UPDATE tasks SET request = $1 WHERE id = $2 AND ended_ms IS NOT NULL")
-            .bind(request)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET request = $1, sealed = NULL WHERE id = $2 AND ended_ms IS NOT NULL",
+        )
+        .bind(request)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// After a scrub: on SQLite, moves the write-ahead log into the database and truncates
+    /// it, so that the rows' previous versions do not linger in `catalog.db-wal` (the
+    /// database itself overwrites freed content: `secure_delete` is on). Returns false when
+    /// a reader kept part of the log in use (it is truncated at a later checkpoint). Nothing
+    /// to do on PostgreSQL.
+    pub async fn checkpoint_log(&self) -> Result<bool> {
+        if self.backend != Backend::Sqlite {
+            return Ok(true);
+        }
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        let busy: i64 = row.try_get(0)?;
+        Ok(busy == 0)
     }
 
     /// The history of `id`, in order.

@@ -182,4 +182,18 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX permissions_grantee ON permissions (grantee)",
         ],
     ),
+    (
+        6,
+        "the sealed part of a task's request (a presigned URL's query), dropped when it ends",
+        &["ALTER TABLE tasks ADD COLUMN sealed TEXT"],
+    ),
+    (
+        7,
+        "failed MFA codes per device, shared by every node: count, last failure, back-off",
+        &[
+            "ALTER TABLE iam_mfa_devices ADD COLUMN failures BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE iam_mfa_devices ADD COLUMN last_failure_ms BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE iam_mfa_devices ADD COLUMN next_attempt_ms BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

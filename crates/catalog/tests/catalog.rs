@@ -27,6 +27,7 @@ fn new_task(account: &str, kind: TaskKind, request: &str, token: Option<&str>) -
             params_hash: token_hash(request, &tags),
         }),
         tags,
+        sealed: None,
     }
 }
 

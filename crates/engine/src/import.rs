@@ -288,12 +288,16 @@ fn from_snapshot(ctx: &Ctx, n: usize, id: &str, mut dd: DiskDetail) -> Result<Vo
     Ok(Volume { disk, detail: dd })
 }
 
-/// Fetches and decodes every container; progress runs from 2 to `upto` percent.
+/// Fetches and decodes every container; progress runs from 2 to `upto` percent. The disks
+/// found are counted against `max_disks` before any is decoded: an OVA brings several, and
+/// each becomes a snapshot whose id a retry must be able to derive (see
+/// [`crate::worker::snapshot_id`]).
 fn load(
     ctx: &Ctx,
     containers: &[DiskContainer],
     stage: &str,
     upto: i64,
+    max_disks: usize,
     detail: &mut TaskDetail,
 ) -> Result<Vec<Volume>, Failure> {
     let mut vols = Vec::new();
@@ -308,6 +312,19 @@ fn load(
         }
         let (src, shown) = fetch(ctx, n, dc, stage, &mut base)?;
         let disks = open_disks(ctx, n, src, &shown, dc.format.as_deref())?;
+        let total = vols.len() + disks.len();
+        if total > max_disks {
+            return Err(Failure::Client(if max_disks == 1 {
+                format!(
+                    "import-snapshot takes one disk, but {shown} holds {}; use import-image for appliances with several disks",
+                    disks.len()
+                )
+            } else {
+                format!(
+                    "an image takes at most {max_disks} disks, but disk container {n} ({shown}) brings the count to {total}; import the other disks with import-snapshot"
+                )
+            }));
+        }
         let lo = 10 + (upto - 10) * i64::try_from(i).unwrap_or(0) / parts;
         let hi = 10 + (upto - 10) * i64::try_from(n).unwrap_or(1) / parts;
         for (j, (d, fmt)) in disks.into_iter().enumerate() {
@@ -359,6 +376,14 @@ fn commit(
     let mut out = Vec::new();
     detail.disks.clear();
     for (i, (v, total)) in vols.into_iter().zip(totals).enumerate() {
+        if i >= crate::request::MAX_DISKS {
+            // `load` bounds the count; a retry discards only ids it can derive.
+            return Err(Failure::Server(format!(
+                "disk {} is beyond the {} disks a task may store",
+                i + 1,
+                crate::request::MAX_DISKS
+            )));
+        }
         let id = snapshot_id(&ctx.task.id, i, ctx.task.attempts);
         let done = Arc::new(AtomicU64::new(0));
         let req = PutRequest {
@@ -536,7 +561,14 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         serde_json::from_str(&ctx.task.request).map_err(|e| bad_request(&e))?;
     let mut detail = crate::initial_detail(&ctx.task);
     ctx.report("converting", 2)?;
-    let vols = load(ctx, &req.disk_containers, "converting", 50, &mut detail)?;
+    let vols = load(
+        ctx,
+        &req.disk_containers,
+        "converting",
+        50,
+        crate::request::MAX_DISKS,
+        &mut detail,
+    )?;
 
     ctx.report("validating", 50)?;
     let boot = vols
@@ -653,6 +685,7 @@ pub(crate) fn import_snapshot(ctx: &Ctx) -> Result<Outcome, Failure> {
         std::slice::from_ref(&req.disk_container),
         STAGE,
         50,
+        1,
         &mut detail,
     )?;
     if vols.len() != 1 {

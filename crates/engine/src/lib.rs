@@ -23,6 +23,7 @@
 //! attempt's own snapshot ids are new, and after [`MAX_ATTEMPTS`] interrupted attempts the
 //! task fails with a server error.
 
+pub mod addr;
 pub mod boot;
 mod copy;
 pub mod error;
@@ -31,6 +32,7 @@ mod import;
 pub mod request;
 pub mod resources;
 pub mod scratch;
+mod secrets;
 pub mod source;
 mod worker;
 
@@ -605,17 +607,21 @@ impl Engine {
     ) -> Result<Task, EngineError> {
         let request =
             serde_json::to_string(request).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let id = sub.task_id.unwrap_or_else(|| new_task_id(kind));
+        // A URL's query (a presigned URL's signature) is stored only sealed.
+        let (request, sealed) = secrets::seal(self.inner.store.kms(), &id, &request)?;
         let (task, created) = self
             .inner
             .catalog
             .create_task(NewTask {
-                id: sub.task_id.unwrap_or_else(|| new_task_id(kind)),
+                id,
                 account: sub.account,
                 kind,
                 status_message: message.into(),
                 request,
                 tags: sub.tags,
                 client_token: token,
+                sealed,
             })
             .await?;
         if created {

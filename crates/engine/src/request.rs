@@ -170,7 +170,8 @@ pub struct ExportImageRequest {
 
 /// Longest description accepted (EC2 allows 255 characters).
 pub const MAX_DESCRIPTION: usize = 255;
-/// Most disks in one ImportImage.
+/// Most disks in one ImportImage, counting each disk of an OVA: so also the most snapshots
+/// one task stores (a retry derives and discards that many).
 pub const MAX_DISKS: usize = 16;
 
 fn invalid(message: impl Into<String>) -> EngineError {

@@ -6,10 +6,12 @@
 //! - no credentials inside the URL: user information (`user:password@`) and query parameters
 //!   named like passwords or tokens are refused, without repeating their value (a presigned
 //!   URL's `X-Amz-*` parameters are time-limited grants made for this and are accepted);
-//! - `https://` to loopback, private, shared (CGNAT), link-local (which holds the cloud
-//!   metadata address 169.254.169.254), multicast or unspecified addresses is refused unless
-//!   the address is in the configured allow-list; every address a name resolves to is
-//!   checked, at connection time, so a name cannot be re-pointed after the check;
+//! - `https://` to any address that is not ordinary global unicast — loopback, private,
+//!   shared (CGNAT), link-local (which holds the cloud metadata address 169.254.169.254),
+//!   multicast, documentation, benchmarking, reserved, and IPv6 forms that tunnel or map to
+//!   such an IPv4 address ([`crate::addr`] has the table) — is refused unless the address is
+//!   in the configured allow-list; every address a name resolves to is checked, at
+//!   connection time, so a name cannot be re-pointed after the check;
 //! - the server's certificate is verified (system roots, plus any configured CA bundle);
 //! - downloads have a size limit, known before the first byte, and are streamed into the
 //!   task's encrypted intermediate volume, never held whole in memory.
@@ -111,62 +113,26 @@ const SECRET_PARAMS: &[&str] = &[
     "credentials",
 ];
 
-/// Why `ip` may not be fetched from, if it may not.
+/// Why `ip` may not be fetched from, if it may not: see [`crate::addr`] for the table.
 #[must_use]
 pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local (cloud metadata)")
-            } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-                Some("shared address space (CGNAT)")
-            } else if v4.is_unspecified() || o[0] == 0 {
-                Some("unspecified")
-            } else if v4.is_multicast() || v4.is_broadcast() || o[0] >= 240 {
-                Some("multicast or reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return blocked_reason(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if (s[0] & 0xfe00) == 0xfc00 {
-                Some("private (unique local)")
-            } else if (s[0] & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                // NAT64: judge the IPv4 address inside.
-                let v4 = std::net::Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    (s[6] & 0xff) as u8,
-                    (s[7] >> 8) as u8,
-                    (s[7] & 0xff) as u8,
-                );
-                blocked_reason(IpAddr::V4(v4))
-            } else {
-                None
-            }
-        }
-    }
+    crate::addr::blocked_reason(ip)
 }
 
 fn permitted(ip: IpAddr, allow: &[IpNet]) -> Result<(), &'static str> {
+    // An IPv6 address standing for an IPv4 one is allowed by the IPv4 network too.
+    let v4 = match ip {
+        IpAddr::V6(v6) => crate::addr::embedded_v4(v6).map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
     match blocked_reason(ip) {
-        Some(why) if !allow.iter().any(|n| n.contains(&ip)) => Err(why),
+        Some(why)
+            if !allow
+                .iter()
+                .any(|n| n.contains(&ip) || v4.is_some_and(|a| n.contains(&a))) =>
+        {
+            Err(why)
+        }
         _ => Ok(()),
     }
 }
@@ -502,13 +468,12 @@ impl Sources {
             if !dir.is_dir() {
                 return Err(Failure::Client(no_bucket(bucket).to_string()));
             }
-            let target = dir.join(key);
-            let parent = target.parent().unwrap_or(&dir).to_path_buf();
-            std::fs::create_dir_all(&parent).map_err(|e| {
-                Failure::Server(format!(
-                    "cannot create the folder for s3://{bucket}/{key}: {e}"
-                ))
-            })?;
+            let (parent, name) = contained(&dir, key, true)
+                .map_err(|e| Failure::Client(format!("s3://{bucket}/{}: {e}", shown(key))))?
+                .ok_or_else(|| {
+                    Failure::Server(format!("cannot create the folder for s3://{bucket}/{key}"))
+                })?;
+            let target = parent.join(name);
             let tmp = tempfile::Builder::new()
                 .prefix(".vmie-export-")
                 .tempfile_in(&parent)
@@ -533,7 +498,14 @@ impl Sources {
     /// Deletes the object `key` of `bucket` (an export withdrawn); a missing object is fine.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), EngineError> {
         if let Some(dir) = self.local_dir(bucket) {
-            return match std::fs::remove_file(dir.join(key)) {
+            let found = contained(&dir, key, false).map_err(|e| EngineError::Request {
+                code: "InvalidParameter",
+                message: format!("s3://{bucket}/{}: {e}", shown(key)),
+            })?;
+            let Some((parent, name)) = found else {
+                return Ok(());
+            };
+            return match std::fs::remove_file(parent.join(name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(EngineError::Internal(
                     format!("removing s3://{bucket}/{key}: {e}"),
                 )),
@@ -571,14 +543,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         src = s.source();
     }
-    // reqwest names the URL in its messages; never repeat a query string.
-    match m.find('?') {
-        Some(q) => {
-            let end = m[q..].find([' ', ')']).map_or(m.len(), |e| q + e);
-            format!("{}{}", &m[..q], &m[end..])
-        }
-        None => m,
+    // reqwest names URLs in its messages (a redirect names two); never repeat a query.
+    strip_url_queries(&m)
+}
+
+/// `m` with the query string and fragment of every URL in it removed: a URL runs from its
+/// `scheme://` to the next white space or closing bracket or quote.
+#[must_use]
+pub fn strip_url_queries(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut rest = m;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '>' | ']' | '"' | '\'' | '<'))
+            .unwrap_or(tail.len());
+        let url = &tail[..end];
+        out.push_str(url.find(['?', '#']).map_or(url, |q| &url[..q]));
+        rest = &tail[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// The file of `key` in the bucket folder `dir`, if it exists and — symbolic links
@@ -587,6 +573,46 @@ fn inside(dir: &Path, key: &str) -> Option<PathBuf> {
     let root = dir.canonicalize().ok()?;
     let real = dir.join(key).canonicalize().ok()?;
     real.starts_with(&root).then_some(real)
+}
+
+/// The folder (inside the bucket folder `dir`) and file name where `key` is written or
+/// deleted. Every folder on the way must be a real folder — not a symbolic link — so the
+/// file cannot land outside the bucket, as [`inside`] guarantees for reads; with `create`,
+/// missing folders are made, else a missing one means there is nothing there (`None`).
+fn contained(dir: &Path, key: &str, create: bool) -> io::Result<Option<(PathBuf, String)>> {
+    let refused = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string());
+    check_key("key", key, false).map_err(|e| refused(&e.to_string()))?;
+    let mut parts: Vec<&str> = key.split('/').collect();
+    let name = parts
+        .pop()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| refused("the key names a folder, not an object"))?;
+    let mut at = dir.canonicalize()?;
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(
+                    "a part of the key is a symbolic link or a file in the bucket folder; vmie writes only below real folders of the bucket",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                match std::fs::create_dir(&at) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                if !std::fs::symlink_metadata(&at)?.is_dir() {
+                    return Err(refused(
+                        "a folder of the key was replaced while it was made",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some((at, name.to_string())))
 }
 
 fn no_bucket(bucket: &str) -> EngineError {
@@ -850,5 +876,98 @@ mod tests {
         let s = error_chain(&e);
         assert!(!s.contains("secret"), "{s}");
         assert!(s.contains("https://h/k"), "{s}");
+    }
+
+    #[test]
+    fn error_chains_drop_the_query_of_every_url() {
+        #[derive(Debug)]
+        struct Outer(io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("redirect of https://a.example/x?X-Amz-Signature=first#frag refused")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(io::Error::other(
+            "to https://b.example:8443/y?X-Amz-Security-Token=second&s=third, then \"https://c.example/z?q=fourth\" (https://d.example/?fifth)",
+        ));
+        let s = error_chain(&e);
+        for secret in ["first", "frag", "second", "third", "fourth", "fifth"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        for kept in [
+            "https://a.example/x refused",
+            "https://b.example:8443/y then",
+            "\"https://c.example/z\"",
+            "(https://d.example/)",
+        ] {
+            assert!(s.contains(kept), "{kept} not in {s}");
+        }
+        assert_eq!(strip_url_queries("no url? here#"), "no url? here#");
+    }
+
+    #[tokio::test]
+    async fn exports_and_deletes_stay_inside_the_bucket_folder() {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let root = w.join("buckets");
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        let outside = w.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::fs::write(w.join("victim2"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out/link")).unwrap();
+        std::os::unix::fs::symlink(w.join("victim2"), root.join("out/filelink")).unwrap();
+        let tmp = w.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let s = Sources::new(Buckets::Local { root: root.clone() }, &UrlPolicy::default()).unwrap();
+        let listing = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        for key in [
+            "../escape.vmdk",
+            "../../escape.vmdk",
+            "vms/../../escape.vmdk",
+            "link/escape.vmdk",
+            "link/sub/escape.vmdk",
+            "filelink/escape.vmdk",
+            "/abs.vmdk",
+            "vms/",
+        ] {
+            let r = s.export_sink("out", key, &tmp);
+            assert!(r.is_err(), "export to {key} was accepted");
+            let e = s.delete("out", key).await;
+            assert!(e.is_err(), "delete of {key} was accepted");
+        }
+        for key in ["../../victim2", "link/victim", "../../outside/victim"] {
+            assert!(s.delete("out", key).await.is_err(), "delete of {key}");
+        }
+        assert_eq!(listing(&outside), ["victim"]);
+        assert_eq!(listing(w), ["buckets", "outside", "tmp", "victim2"]);
+        assert_eq!(listing(&root), ["out"]);
+        assert_eq!(listing(&root.join("out")), ["filelink", "link"]);
+
+        // Inside the bucket, exports and deletes work, folders made on the way.
+        let sink = s.export_sink("out", "vms/2026/a.vmdk", &tmp).unwrap();
+        std::io::Write::write_all(&mut sink.file(), b"disk").unwrap();
+        sink.commit().await.unwrap();
+        assert_eq!(
+            std::fs::read(root.join("out/vms/2026/a.vmdk")).unwrap(),
+            b"disk"
+        );
+        s.delete("out", "vms/2026/a.vmdk").await.unwrap();
+        assert!(!root.join("out/vms/2026/a.vmdk").exists());
+        s.delete("out", "vms/2026/a.vmdk").await.unwrap();
+        s.delete("out", "never/made.vmdk").await.unwrap();
+        assert!(!root.join("out/never").exists(), "a delete makes no folder");
     }
 }

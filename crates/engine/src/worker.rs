@@ -256,6 +256,11 @@ impl Engine {
         }
         // Snapshots stored by attempts that never published them are removed first.
         self.discard_attempts(&task, task.attempts).await;
+        // The request's sealed part (a presigned URL's query) is opened in memory only.
+        let task = match crate::secrets::open(inner.store.kms(), task.clone()) {
+            Ok(t) => t,
+            Err(f) => return self.end(&task, worker, Err(f)).await,
+        };
 
         let cancel = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
@@ -419,9 +424,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Once a task has ended, drops the query strings of its URLs from the stored request:
-    /// a presigned URL's signature must not outlive the task that needed it.
+    /// Once a task has ended, drops the query strings of its URLs from the stored request
+    /// (requests stored before queries were sealed kept them in clear) and its sealed part
+    /// (the transaction that ended it already did): a presigned URL's signature must not
+    /// outlive the task that needed it. Then the catalog's write-ahead log is checkpointed
+    /// so that the old row does not linger there.
     async fn scrub(&self, task: &Task) {
+        self.scrub_request(task).await;
+        match self.inner.catalog.checkpoint_log().await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(task = %task.id, "catalog log checkpoint postponed by a reader");
+            }
+            Err(e) => tracing::warn!(task = %task.id, error = %e, "catalog log not checkpointed"),
+        }
+    }
+
+    async fn scrub_request(&self, task: &Task) {
         let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&task.request) else {
             return;
         };
@@ -440,7 +459,7 @@ impl Engine {
         if let Some(dc) = v.get_mut("disk_container") {
             strip(dc);
         }
-        if changed
+        if (changed || task.sealed.is_some())
             && let Err(e) = self
                 .inner
                 .catalog

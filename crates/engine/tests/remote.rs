@@ -10,6 +10,7 @@ mod s3;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testkit::ToolExt;
@@ -17,7 +18,7 @@ use testkit::ToolExt;
 use catalog::status;
 use engine::{
     Buckets, DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest,
-    ImportSnapshotRequest, TaskDetail, UrlPolicy,
+    ImportSnapshotRequest, StageHook, TaskDetail, UrlPolicy,
 };
 use harness::*;
 
@@ -209,7 +210,20 @@ async fn import_from_an_https_url() {
         allow: vec!["127.0.0.0/8".parse().unwrap()],
         ca_pem: Some(cert.clone()),
     };
-    let env = env_with(None, &policy, |_, _| {}).await;
+    // At every stage of every task, the presigned URL's signature is in no file of the
+    // data folder: the catalog holds the query only sealed (issue 17).
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let env = {
+        let seen = seen.clone();
+        env_with(None, &policy, move |cfg, _| {
+            let data = cfg.scratch_dir.parent().unwrap().to_path_buf();
+            cfg.on_stage = Some(StageHook(Arc::new(move |_: &str, stage: &str| {
+                let hits = files_containing(&data, b"0123secret", &data.join("buckets"));
+                seen.lock().unwrap().push((stage.to_string(), hits));
+            })));
+        })
+        .await
+    };
     let e = &env.engine;
     let ok = e
         .import_snapshot(
@@ -255,6 +269,12 @@ async fn import_from_an_https_url() {
         assert!(!shown.contains("0123secret"), "{shown}");
     }
     assert!(env.volumes().is_empty(), "{:?}", env.volumes());
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(seen.iter().all(|(_, hits)| hits.is_empty()), "{seen:?}");
+    // Nor once the tasks ended, the log included.
+    let hits = files_containing(env.data(), b"0123secret", &env.bucket("src"));
+    assert!(hits.is_empty(), "{hits:?}");
 
     // Not allowed: loopback by address is refused at once, by name when it resolves; a
     // server whose certificate is not trusted is refused too.

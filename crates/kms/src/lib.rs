@@ -530,6 +530,26 @@ impl Kms {
         Ok(aead::AeadKey::new(&k))
     }
 
+    fn secret_aad(purpose: &str) -> Vec<u8> {
+        format!("vmie service secret\0{purpose}").into_bytes()
+    }
+
+    /// Seals a secret the service must keep for a while but never in clear (a presigned
+    /// URL's query string while its task runs, say) under the root key, bound to `purpose`
+    /// (its owner and use, e.g. a task id). Not for key material. Only [`Kms::open_secret`]
+    /// with the same `purpose` opens it; no key policy applies and no key use is recorded.
+    #[must_use]
+    pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.root.seal(&Self::secret_aad(purpose), plaintext)
+    }
+
+    /// Opens what [`Kms::seal_secret`] sealed for `purpose`; `None` when it was altered,
+    /// sealed for another purpose, or under another root key.
+    #[must_use]
+    pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        self.root.open(&Self::secret_aad(purpose), sealed)
+    }
+
     /// Creates a customer key.
     pub async fn create_key(&self, caller: &Caller, opts: CreateKey) -> Result<KeyMetadata> {
         self.create(caller, opts, KeyManager::Customer).await

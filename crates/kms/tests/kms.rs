@@ -480,3 +480,32 @@ async fn test_grants_let_another_account_decrypt_until_revoked() {
     );
     assert!(kms.revoke_grant(&admin(), &key.key_id, &g).await.is_err());
 }
+
+#[test]
+fn test_service_secrets_open_only_for_their_purpose_and_root_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, _) = setup(dir.path());
+    let sealed = kms.seal_secret("task import-snap-1", b"?X-Amz-Signature=abc");
+    assert!(!sealed.windows(3).any(|w| w == b"abc"));
+    assert_eq!(
+        kms.open_secret("task import-snap-1", &sealed)
+            .unwrap()
+            .as_slice(),
+        b"?X-Amz-Signature=abc"
+    );
+    assert!(kms.open_secret("task import-snap-2", &sealed).is_none());
+    let mut altered = sealed.clone();
+    altered[20] ^= 1;
+    assert!(kms.open_secret("task import-snap-1", &altered).is_none());
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let other = Kms::new(
+        store,
+        "kms",
+        Arc::new(RootKey::from_hex(&"11".repeat(32)).unwrap()),
+        KmsConfig {
+            region: "us-east-1".into(),
+            account: ACCOUNT.into(),
+        },
+    );
+    assert!(other.open_secret("task import-snap-1", &sealed).is_none());
+}

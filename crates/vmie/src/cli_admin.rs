@@ -43,6 +43,13 @@ pub enum MfaCmd {
     },
     /// Users with a device.
     List,
+    /// Clear the failed-code count of USER's device and end its lockout (after five
+    /// invalid codes in a row a device is locked for 15 minutes, then longer): do it once
+    /// the user is known to have made the failures, not an attacker.
+    Unlock {
+        /// The user.
+        user: String,
+    },
 }
 
 /// Create, list, delete.
@@ -239,6 +246,9 @@ fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>
         AdminCmd::Mfa(MfaCmd::Enable { user }) => {
             ("EnableMFADevice", vec![("UserName", user.clone())])
         }
+        AdminCmd::Mfa(MfaCmd::Unlock { user }) => {
+            ("UnlockMFADevice", vec![("UserName", user.clone())])
+        }
         AdminCmd::User(NamedCmd::List { .. })
         | AdminCmd::Role(NamedCmd::List { .. })
         | AdminCmd::AccessKey(KeyCmd::List { .. })
@@ -406,6 +416,14 @@ async fn admin(cmd: AdminCmd, id: &Identity, a: &str) -> Result<(), CliError> {
                 );
             }
             AdminCmd::Mfa(MfaCmd::List) => list(&c.mfa_users(&a).await.map_err(fail)?, false)?,
+            AdminCmd::Mfa(MfaCmd::Unlock { user }) => {
+                if !c.mfa_unlock(&a, &user).await.map_err(fail)? {
+                    return Err(fail(format!("the user {user} has no MFA device")));
+                }
+                eprintln!(
+                    "vmie: the MFA device of {user} is unlocked; its failure count is cleared"
+                );
+            }
             AdminCmd::Policy(PolicyCmd::Delete { name }) => {
                 c.delete_policy(&a, &name).await.map_err(fail)?
             }

@@ -235,7 +235,31 @@ async fn identities(cat: &catalog::Catalog, account: &str) -> Result<Vec<Control
         .filter(|k| k.status == "Active" && now - k.last_used_ms.unwrap_or(k.created_ms) > limit)
         .map(|k| format!("{} ({})", k.access_key_id, k.user_name))
         .collect();
+    let mut lockouts = Vec::new();
+    for m in cat.mfa_states(account).await.map_err(fail)? {
+        let last = api::sigv4::format_iso8601(m.last_failure_ms);
+        if api::mfa::locks(m.failures) && m.next_attempt_ms > now {
+            lockouts.push(format!(
+                "{} (locked until {}, {} invalid codes in a row)",
+                m.user,
+                api::sigv4::format_iso8601(m.next_attempt_ms),
+                m.failures
+            ));
+        } else if m.failures >= api::mfa::BURST && now - m.last_failure_ms < 86_400_000 {
+            lockouts.push(format!(
+                "{} ({} invalid codes in a row, the last at {last})",
+                m.user, m.failures
+            ));
+        }
+    }
     Ok(vec![
+        none_found(
+            "mfa-no-lockouts",
+            &lockouts,
+            "no MFA device is locked or had a burst of invalid codes in the last day".into(),
+            "locked or guessed at",
+            "find who sent the codes (vmie trail lookup: GetSessionToken records with errorCode AccessDenied, their sourceIPAddress); once the user is confirmed, vmie admin mfa unlock USER, or re-enrol with vmie admin mfa enable USER if the device may be compromised",
+        ),
         none_found(
             "admins-have-mfa",
             &admins_without,

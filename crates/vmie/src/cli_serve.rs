@@ -13,7 +13,8 @@ use clap::Args;
 use api::dispatch::Env;
 use api::ec2::DEFAULT_ROLE;
 use api::identity::{Identity, IdentityError};
-use api::server::{ServeConfig, self_signed, serve};
+use api::server::{ServeConfig, serve};
+use api::tls::self_signed;
 use catalog::iam::PrincipalKind;
 
 use crate::cli_tasks::{EngineOpts, account, open_deployment};
@@ -64,6 +65,18 @@ pub struct ServeArgs {
     /// deployment's running processes (default: `<hostname>-<port>`).
     #[arg(long, env = "VMIE_NODE")]
     node: Option<String>,
+    /// Connections open at once at most (default: the open-files limit less a quarter, at
+    /// least 256, for the rest of the service; at most 16384). At the cap the connection
+    /// idle longest is closed for a new one.
+    #[arg(long, env = "VMIE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections open at once from one IPv4 address (or IPv6 /64) at most.
+    #[arg(long, env = "VMIE_MAX_CONNECTIONS_PER_IP", default_value_t = api::conn::DEFAULT_PER_IP)]
+    max_connections_per_ip: usize,
+    /// Seconds a connection may stay idle between requests (and, up to 15, before its
+    /// first one).
+    #[arg(long, env = "VMIE_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
     #[command(flatten)]
     engine: EngineOpts,
 }
@@ -174,6 +187,59 @@ async fn register(
     }
 }
 
+/// The names vmie's own certificate covers: loopback, and — when it listens beyond
+/// loopback — the host name and the listen address.
+fn cert_names(ip: std::net::IpAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !ip.is_loopback() {
+        let host = crate::cli_trail::hostname();
+        if !host.is_empty() && host != "localhost" && !names.contains(&host) {
+            names.push(host);
+        }
+        if !ip.is_unspecified() {
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
+/// The connection limits: the open-files limit raised to its hard limit, the cap below it.
+fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let (Some(cur), hard) = (lim.current, lim.maximum)
+        && hard.is_none_or(|h| h > cur)
+    {
+        // As many descriptors as the administrator allows (the soft limit is often lower).
+        lim.current = Some(hard.unwrap_or(1 << 20).min(1 << 20));
+        if setrlimit(Resource::Nofile, lim).is_err() {
+            lim = getrlimit(Resource::Nofile);
+        }
+    }
+    let nofile = lim.current.unwrap_or(1 << 20);
+    let mut limits = api::conn::Limits::for_open_files(nofile)
+        .with_idle(std::time::Duration::from_secs(a.idle_timeout.max(1)));
+    let fits = limits.max_connections;
+    if let Some(max) = a.max_connections {
+        limits.max_connections = max.max(1);
+        if max > fits {
+            eprintln!(
+                "vmie: --max-connections {max} is more than the open-files limit ({nofile}) leaves for connections ({fits}); when descriptors run out, connections wait to be accepted"
+            );
+        }
+    }
+    limits.per_ip = a.max_connections_per_ip.max(1);
+    eprintln!(
+        "vmie: at most {} connections ({} per address), open-files limit {nofile}",
+        limits.max_connections, limits.per_ip
+    );
+    limits
+}
+
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::block_on(async {
@@ -189,28 +255,23 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
         let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
         bootstrap(&identity, &acct).await?;
+        let mut own_cert = None;
         let tls = if a.plain_http {
             None
         } else if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
             Some((c, k))
         } else {
-            let mut names = vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-                "::1".to_string(),
-            ];
-            let ip = a.listen.ip();
-            if !ip.is_unspecified() && !ip.is_loopback() {
-                names.push(ip.to_string());
-            }
+            let names = cert_names(a.listen.ip());
             let (c, k) = self_signed(&data_dir.join("tls"), &names)
                 .map_err(|e| fail(format!("TLS certificate: {e}")))?;
             eprintln!(
                 "vmie: TLS certificate {} (pass it to clients as their CA bundle)",
                 c.display()
             );
+            own_cert = Some(names);
             Some((c, k))
         };
+        let limits = connection_limits(&a);
         crate::cli_tasks::startup(&engine)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let workers = {
@@ -258,20 +319,31 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
                 tls,
                 plain_http: a.plain_http,
                 rate_limit: a.rate_limit,
+                own_cert,
+                limits,
             },
             rx,
         ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(fail)?;
+        let mut server = server;
+        let mut ended = false;
         let r = tokio::select! {
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
-            r = server => r.map_err(fail).and_then(|r| r.map_err(fail)),
+            r = &mut server => {
+                ended = true;
+                r.map_err(fail).and_then(|r| r.map_err(fail))
+            }
         };
         eprintln!(
             "vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log"
         );
         let _ = tx.send(true);
+        // The listener stops and queues its last records before the log is flushed.
+        if !ended {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+        }
         let _ = workers.await;
         if let Some(f) = flusher {
             let _ = f.await;

@@ -181,14 +181,34 @@ pub(crate) fn root_key_path(data_dir: &Path) -> std::path::PathBuf {
 
 /// The catalog: `$VMIE_CATALOG_URL`, else `sqlite://DIR/catalog.db`.
 pub(crate) async fn open_catalog(data_dir: &Path) -> Result<catalog::Catalog, CliError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| crate::cli_convert::fail(&data_dir.display().to_string(), &e))?;
+    private_dir(data_dir)?;
     let url = config::var("VMIE_CATALOG_URL")
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
     catalog::Catalog::open(&url).await.map_err(|e| CliError {
         message: e.to_string(),
         exit: EXIT_FAILED,
     })
+}
+
+/// Makes the data folder (if needed) accessible to this user only: 0700, also when an
+/// earlier version (or the umask) left it open to others, which is then said once.
+pub(crate) fn private_dir(data_dir: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| crate::cli_convert::fail(&data_dir.display().to_string(), &e);
+    std::fs::create_dir_all(data_dir).map_err(fail)?;
+    let mode = std::fs::metadata(data_dir)
+        .map_err(fail)?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        eprintln!(
+            "vmie: {} was mode {mode:04o}; made it 0700 (only this user may read the data folder)",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The S3 service of the deployment (`s3.*` settings), when `s3.bucket` is set.

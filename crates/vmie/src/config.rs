@@ -55,6 +55,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "VMIE_PLAIN_HTTP",
         "serve: plain HTTP on a loopback address (tests)",
     ),
+    (
+        "max_connections",
+        "VMIE_MAX_CONNECTIONS",
+        "serve: connections open at once (default: the open-files limit less a quarter, at least 256; at most 16384)",
+    ),
+    (
+        "max_connections_per_ip",
+        "VMIE_MAX_CONNECTIONS_PER_IP",
+        "serve: connections open at once from one IPv4 address or IPv6 /64 (default 256)",
+    ),
+    (
+        "idle_timeout",
+        "VMIE_IDLE_TIMEOUT",
+        "serve: seconds a connection may stay idle between requests (default 60)",
+    ),
     ("tls.cert", "VMIE_TLS_CERT", "serve: certificate (PEM)"),
     ("tls.key", "VMIE_TLS_KEY", "serve: private key (PEM)"),
     (

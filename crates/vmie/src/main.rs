@@ -264,6 +264,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    // Whatever the data folder gets (catalog and its log, keys, certificate, buckets files
+    // vmie writes, activity log) is readable by this user only, whatever the umask; the
+    // offline image commands leave their output files to the caller's umask.
+    if !matches!(
+        cli.command,
+        Command::Info { .. } | Command::Inspect { .. } | Command::Convert { .. }
+    ) {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     let limits = diskfmt::Limits::default();
     let result = match cli.command {
         Command::Info { json, file } => cli_info::run(&file, json, &limits),

@@ -1,7 +1,8 @@
 //! `vmie compliance` against a running deployment: each control fails when its condition is
-//! broken (admin without MFA, encryption by default off, a plain-HTTP listener, a readable
-//! root key, a key without rotation, an orphaned intermediate volume, an altered activity
-//! log), names the remedy, and the command exits 1; once every remedy is applied it exits 0.
+//! broken (admin without MFA, encryption by default off, an MFA device locked by invalid
+//! codes sent with the aws CLI, a plain-HTTP listener, a readable root key, a key without
+//! rotation, an orphaned intermediate volume, an altered activity log), names the remedy,
+//! and the command exits 1; once every remedy is applied it exits 0.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -69,6 +70,39 @@ fn failing(v: &serde_json::Value) -> Vec<String> {
         .filter(|c| c["pass"] == false)
         .map(|c| c["control"].as_str().unwrap().to_string())
         .collect()
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+            .iter()
+            .position(|x| *x == c)
+            .unwrap();
+        acc = (acc << 5) | u32::try_from(v).unwrap();
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+        }
+    }
+    out
+}
+
+/// A code no step within a minute of now accepts.
+fn wrong_code(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let near: Vec<String> = (0..5)
+        .map(|i| api::totp::code(secret, now - 60 + i * 30))
+        .collect();
+    (0..)
+        .map(|i| format!("{i:06}"))
+        .find(|c| !near.contains(c))
+        .unwrap()
 }
 
 #[test]
@@ -145,10 +179,25 @@ fn compliance_fails_each_broken_control_and_passes_once_remedied() {
 
     // Remedies.
     aws(&["enable-ebs-encryption-by-default"]);
-    assert!(
-        vmie(&data, &["admin", "mfa", "enable", "admin"])
-            .status
-            .success()
+    let enabled = vmie(&data, &["admin", "mfa", "enable", "admin"]);
+    assert!(enabled.status.success());
+    let out = String::from_utf8_lossy(&enabled.stdout).into_owned();
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let serial = field("SerialNumber:");
+    let uri = field("URI:");
+    let mfa_secret = base32_decode(
+        uri.split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap(),
     );
     let (ok, v) = check(&data);
     assert!(ok, "{v:#}");
@@ -159,6 +208,72 @@ fn compliance_fails_each_broken_control_and_passes_once_remedied() {
         o.status.success() && table.lines().all(|l| l.contains("PASS")),
         "{table}"
     );
+
+    // MFA codes guessed at: five invalid codes in a row lock the device (the server's
+    // back-off is waited out by retrying while it says so); compliance names the device
+    // until an administrator unlocks it.
+    let sts = |code: &str| {
+        let o = Command::new("aws")
+            .args([
+                "--endpoint-url",
+                &format!("https://127.0.0.1:{port}"),
+                "sts",
+            ])
+            .args(["get-session-token", "--serial-number", &serial])
+            .args(["--token-code", code])
+            .env("AWS_ACCESS_KEY_ID", &key.0)
+            .env("AWS_SECRET_ACCESS_KEY", &key.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CA_BUNDLE", data.join("tls/cert.pem"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let mut failures = 0;
+    while failures < api::mfa::LOCKOUT_AFTER {
+        let err = sts(&wrong_code(&mfa_secret));
+        assert!(err.contains("AccessDenied"), "{err}");
+        if err.contains("retry after") {
+            std::thread::sleep(Duration::from_millis(250));
+            continue;
+        }
+        failures += 1;
+        assert_eq!(
+            err.contains("locked until"),
+            failures == api::mfa::LOCKOUT_AFTER,
+            "{err}"
+        );
+    }
+    // Locked: even the right code is refused, unchecked.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let err = sts(&api::totp::code(&mfa_secret, now));
+    assert!(err.contains("the MFA device is locked until"), "{err}");
+    let v = check(&data).1;
+    assert_eq!(failing(&v), ["mfa-no-lockouts"], "{v:#}");
+    let lock = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["control"] == "mfa-no-lockouts")
+        .unwrap();
+    assert!(
+        lock["detail"]
+            .as_str()
+            .unwrap()
+            .contains("admin (locked until")
+            && lock["remedy"]
+                .as_str()
+                .unwrap()
+                .contains("vmie admin mfa unlock"),
+        "{lock}"
+    );
+    let o = vmie(&data, &["admin", "mfa", "unlock", "admin"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(check(&data).0);
 
     // Each control, broken in turn.
     let key_file = data.join("root.key");

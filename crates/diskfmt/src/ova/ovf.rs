@@ -177,8 +177,9 @@ fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> Result<Option<Stri
     for a in e.attributes() {
         let a = a.map_err(|e| bad(format!("attribute: {e}")))?;
         if a.key.local_name().as_ref() == name.as_bytes() {
+            // OVF descriptors are XML 1.0 (the DMTF schema says so).
             let v = a
-                .unescape_value()
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|e| bad(format!("attribute {name}: {e}")))?;
             if v.len() > MAX_TEXT {
                 return Err(bad(format!("attribute {name} is too long")));
