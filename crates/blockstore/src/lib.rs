@@ -805,6 +805,22 @@ impl BlockStore {
         Ok(())
     }
 
+    /// Every committed snapshot's id with the time its manifest was written, unordered.
+    pub async fn manifests(&self) -> Result<Vec<(String, SystemTime)>> {
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&self.path(&["manifests"])))
+            .try_collect()
+            .await?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let id = m.location.filename()?.strip_suffix(".json")?.to_string();
+                Some((id, m.last_modified.into()))
+            })
+            .collect())
+    }
+
     /// Garbage collection: counts references to chunks and data keys from every committed
     /// manifest and deletes what nobody references and is older than `grace`. Writes in
     /// progress (a pending marker younger than `grace`) keep everything: collection is then

@@ -753,6 +753,16 @@ impl Catalog {
         rows.iter().map(task_of).collect()
     }
 
+    /// Every task of every account that has not ended (pending, active, being deleted).
+    pub async fn unfinished_tasks(&self) -> Result<Vec<Task>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE ended_ms IS NULL ORDER BY created_ms, id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_of).collect()
+    }
+
     /// Claims one runnable task for `worker` for `lease_ms`: an active or deleting task with
     /// no live lease. Returns it with `attempts` counted.
     pub async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Task>> {

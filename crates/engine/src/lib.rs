@@ -28,6 +28,7 @@ pub mod boot;
 mod copy;
 pub mod error;
 mod export;
+pub mod gc;
 mod import;
 pub mod request;
 pub mod resources;

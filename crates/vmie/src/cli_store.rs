@@ -79,7 +79,8 @@ pub enum SnapshotCmd {
         /// Snapshot id.
         snapshot: String,
     },
-    /// Remove chunks and keys no snapshot references, and what crashed writers left.
+    /// Remove manifests no catalog row owns (snapshots a task stored but never recorded),
+    /// then chunks and keys no snapshot references, and what crashed writers left.
     Gc {
         /// Leave objects younger than this alone (seconds).
         #[arg(long, default_value_t = 3600)]
@@ -440,9 +441,13 @@ fn snapshot_cmd(
             Ok(())
         }
         SnapshotCmd::Gc { grace_seconds } => {
-            let r = rt
-                .block_on(env.store.gc(std::time::Duration::from_secs(grace_seconds)))
-                .map_err(store_err)?;
+            let r = rt.block_on(async {
+                let cat = open_catalog(data_dir).await?;
+                let grace = std::time::Duration::from_secs(grace_seconds);
+                engine::gc::collect(&cat, &env.store, grace)
+                    .await
+                    .map_err(|e| crate::cli_tasks::engine_err(&e))
+            })?;
             print_json(&r)
         }
     }
