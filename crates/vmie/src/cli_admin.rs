@@ -9,7 +9,7 @@ use clap::Subcommand;
 use api::identity::Identity;
 use catalog::iam::PrincipalKind;
 
-use crate::cli_store::print_json;
+use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
 
 /// `vmie admin` subcommands.

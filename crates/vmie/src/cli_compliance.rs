@@ -13,7 +13,8 @@ use api::iam::{Context, Decision, Policy, evaluate};
 use catalog::iam::PrincipalKind;
 
 use crate::cli_serve::{NODES, NodeInfo};
-use crate::cli_store::{open_catalog, open_env, print_json};
+use crate::cli_store::{Env, open_catalog, open_env};
+use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
 
 /// Days after which an access key that was never used, or not used since, fails.
@@ -277,144 +278,147 @@ async fn identities(cat: &catalog::Catalog, account: &str) -> Result<Vec<Control
     ])
 }
 
+/// `encryption-by-default`: the account's EBS encryption-by-default setting.
+async fn encryption_by_default(cat: &catalog::Catalog, account: &str) -> Result<Control, CliError> {
+    let on = cat
+        .setting(account, engine::SETTING_ENCRYPTION_BY_DEFAULT)
+        .await
+        .map_err(fail)?
+        .is_some_and(|v| v == "true");
+    Ok(control(
+        "encryption-by-default",
+        on,
+        format!(
+            "EBS encryption by default is {}",
+            if on { "on" } else { "off" }
+        ),
+        "aws ec2 enable-ebs-encryption-by-default --endpoint-url …",
+    ))
+}
+
+/// `activity-log-verified`: the whole activity log verifies, against the catalog's heads.
+async fn activity_log(env: &Env, cat: &catalog::Catalog) -> Result<Control, CliError> {
+    let r = api::trail::verify(&env.objects, crate::cli_trail::PREFIX, &env.root, Some(cat))
+        .await
+        .map_err(fail)?;
+    let ok = r.problems.is_empty() && r.digests > 0;
+    let detail = if r.digests == 0 {
+        "the activity log holds nothing yet".into()
+    } else if ok {
+        format!(
+            "{} digests, {} batches, {} records: intact",
+            r.digests, r.batches, r.records
+        )
+    } else {
+        format!(
+            "{} problem(s), first: {}",
+            r.problems.len(),
+            r.problems.first().map_or("", String::as_str)
+        )
+    };
+    Ok(control("activity-log-verified", ok, detail, VERIFY_REMEDY))
+}
+
+/// `kms-key-rotation`: every enabled customer key rotates.
+async fn key_rotation(env: &Env) -> Result<Control, CliError> {
+    let keys = env.kms.list_keys().await.map_err(fail)?;
+    let unrotated: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            k.manager == kms::KeyManager::Customer
+                && k.state == kms::KeyState::Enabled
+                && !k.rotation_enabled
+        })
+        .map(|k| k.key_id.clone())
+        .collect();
+    Ok(none_found(
+        "kms-key-rotation",
+        &unrotated,
+        format!("{} key(s); every enabled customer key rotates", keys.len()),
+        "rotation off",
+        ROTATION_REMEDY,
+    ))
+}
+
+/// `no-orphaned-volumes`: every intermediate volume on this host belongs to a task whose
+/// lease is live.
+async fn orphaned_volumes(data_dir: &Path, cat: &catalog::Catalog, account: &str) -> Control {
+    let scratch = crate::cli_tasks::scratch_dir(data_dir, None);
+    let mut orphans = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&scratch) {
+        let now = catalog::now_ms();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(task) = name.strip_suffix(".vol") else {
+                continue;
+            };
+            let held = cat
+                .task(account, task)
+                .await
+                .is_ok_and(|t| !t.ended() && t.lease_until_ms.is_some_and(|u| u > now));
+            if !held {
+                orphans.push(name);
+            }
+        }
+    }
+    none_found(
+        "no-orphaned-volumes",
+        &orphans,
+        format!("{}: no volume without a running task", scratch.display()),
+        "orphaned",
+        "start vmie work, wait or serve on this host: each destroys orphaned volumes first",
+    )
+}
+
+/// Every control, in the order they are printed.
+async fn controls(data_dir: &Path) -> Result<Vec<Control>, CliError> {
+    // A root key that does not load (for example, readable by others: it is refused)
+    // leaves the controls that need it unchecked, and so failing.
+    let env = open_env(data_dir);
+    let cat = open_catalog(data_dir).await?;
+    let account = crate::cli_tasks::account();
+    let unchecked = |id: &'static str, e: &CliError, remedy: &str| {
+        control(id, false, format!("not checked: {}", e.message), remedy)
+    };
+    let mut out = listeners(&cat).await?;
+    out.push(encryption_by_default(&cat, &account).await?);
+    out.push(match &env {
+        Ok(env) => activity_log(env, &cat).await?,
+        Err(e) => unchecked("activity-log-verified", e, VERIFY_REMEDY),
+    });
+    out.push(root_key_file(data_dir));
+    out.extend(identities(&cat, &account).await?);
+    out.push(match &env {
+        Ok(env) => key_rotation(env).await?,
+        Err(e) => unchecked("kms-key-rotation", e, ROTATION_REMEDY),
+    });
+    out.push(orphaned_volumes(data_dir, &cat, &account).await);
+    Ok(out)
+}
+
+/// Prints the controls as a table, remedies under the failing ones.
+fn print_table(controls: &[Control]) {
+    let w = controls.iter().map(|c| c.control.len()).max().unwrap_or(0);
+    for c in controls {
+        println!(
+            "{:<w$}  {}  {}",
+            c.control,
+            if c.pass { "PASS" } else { "FAIL" },
+            c.detail
+        );
+        if !c.pass {
+            println!("{:<w$}        remedy: {}", "", c.remedy);
+        }
+    }
+}
+
 /// Runs `vmie compliance`.
 pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
-    let controls = crate::cli_trail::block_on(async {
-        // A root key that does not load (for example, readable by others: it is refused)
-        // leaves the controls that need it unchecked, and so failing.
-        let env = open_env(data_dir);
-        let cat = open_catalog(data_dir).await?;
-        let account = crate::cli_tasks::account();
-        let mut out = listeners(&cat).await?;
-
-        let on = cat
-            .setting(&account, engine::SETTING_ENCRYPTION_BY_DEFAULT)
-            .await
-            .map_err(fail)?
-            .is_some_and(|v| v == "true");
-        out.push(control(
-            "encryption-by-default",
-            on,
-            format!(
-                "EBS encryption by default is {}",
-                if on { "on" } else { "off" }
-            ),
-            "aws ec2 enable-ebs-encryption-by-default --endpoint-url …",
-        ));
-
-        let unchecked = |e: &CliError| format!("not checked: {}", e.message);
-        match &env {
-            Ok(env) => {
-                let r = api::trail::verify(
-                    &env.objects,
-                    crate::cli_trail::PREFIX,
-                    &env.root,
-                    Some(&cat),
-                )
-                .await
-                .map_err(fail)?;
-                let ok = r.problems.is_empty() && r.digests > 0;
-                out.push(control(
-                    "activity-log-verified",
-                    ok,
-                    if r.digests == 0 {
-                        "the activity log holds nothing yet".into()
-                    } else if ok {
-                        format!(
-                            "{} digests, {} batches, {} records: intact",
-                            r.digests, r.batches, r.records
-                        )
-                    } else {
-                        format!(
-                            "{} problem(s), first: {}",
-                            r.problems.len(),
-                            r.problems.first().map_or("", String::as_str)
-                        )
-                    },
-                    VERIFY_REMEDY,
-                ));
-            }
-            Err(e) => out.push(control(
-                "activity-log-verified",
-                false,
-                unchecked(e),
-                VERIFY_REMEDY,
-            )),
-        }
-
-        out.push(root_key_file(data_dir));
-        out.extend(identities(&cat, &account).await?);
-
-        match &env {
-            Ok(env) => {
-                let keys = env.kms.list_keys().await.map_err(fail)?;
-                let unrotated: Vec<String> = keys
-                    .iter()
-                    .filter(|k| {
-                        k.manager == kms::KeyManager::Customer
-                            && k.state == kms::KeyState::Enabled
-                            && !k.rotation_enabled
-                    })
-                    .map(|k| k.key_id.clone())
-                    .collect();
-                out.push(none_found(
-                    "kms-key-rotation",
-                    &unrotated,
-                    format!("{} key(s); every enabled customer key rotates", keys.len()),
-                    "rotation off",
-                    ROTATION_REMEDY,
-                ));
-            }
-            Err(e) => out.push(control(
-                "kms-key-rotation",
-                false,
-                unchecked(e),
-                ROTATION_REMEDY,
-            )),
-        }
-
-        let scratch = crate::cli_tasks::scratch_dir(data_dir, None);
-        let mut orphans = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&scratch) {
-            let now = catalog::now_ms();
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(task) = name.strip_suffix(".vol") else {
-                    continue;
-                };
-                let held = cat
-                    .task(&account, task)
-                    .await
-                    .is_ok_and(|t| !t.ended() && t.lease_until_ms.is_some_and(|u| u > now));
-                if !held {
-                    orphans.push(name);
-                }
-            }
-        }
-        out.push(none_found(
-            "no-orphaned-volumes",
-            &orphans,
-            format!("{}: no volume without a running task", scratch.display()),
-            "orphaned",
-            "start vmie work, wait or serve on this host: each destroys orphaned volumes first",
-        ));
-        Ok(out)
-    })?;
+    let controls = crate::cli_trail::block_on(controls(data_dir))?;
     if a.json {
         print_json(&controls)?;
     } else {
-        let w = controls.iter().map(|c| c.control.len()).max().unwrap_or(0);
-        for c in &controls {
-            println!(
-                "{:<w$}  {}  {}",
-                c.control,
-                if c.pass { "PASS" } else { "FAIL" },
-                c.detail
-            );
-            if !c.pass {
-                println!("{:<w$}        remedy: {}", "", c.remedy);
-            }
-        }
+        print_table(&controls);
     }
     let failed = controls.iter().filter(|c| !c.pass).count();
     if failed == 0 {

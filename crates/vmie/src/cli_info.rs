@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use diskfmt::{FileSource, Limits, Verdict};
 
-use crate::{CliError, EXIT_FAILED, EXIT_REFUSED, human};
+use crate::{CliError, EXIT_REFUSED, human, print_json};
 
 /// Prints what the inspection of `file` found; refused images exit with [`EXIT_REFUSED`].
 pub fn run(file: &Path, json: bool, limits: &Limits) -> Result<(), CliError> {
@@ -122,6 +122,23 @@ fn ova(file: &Path, src: diskfmt::Source, json: bool, limits: &Limits) -> Result
             return Err(refused(&e));
         }
     };
+    let (disks, first_refusal) = ova_disks(&a, limits);
+    if json {
+        print_ova_json(file, &a, disks)?;
+    } else {
+        print_ova_text(file, &a, &disks);
+    }
+    match first_refusal {
+        Some(e) => Err(refused(&e)),
+        None => Ok(()),
+    }
+}
+
+/// Each disk of appliance `a` as `vmie info --json` shows it, and the first refusal.
+fn ova_disks(
+    a: &diskfmt::ova::Appliance,
+    limits: &Limits,
+) -> (Vec<serde_json::Value>, Option<diskfmt::DiskError>) {
     let mut disks = Vec::new();
     let mut first_refusal = None;
     for (i, d) in a.disks.iter().enumerate() {
@@ -145,83 +162,79 @@ fn ova(file: &Path, src: diskfmt::Source, json: bool, limits: &Limits) -> Result
             "safety": verdict,
         }));
     }
-    if json {
-        let v = serde_json::json!({
-            "filename": file.display().to_string(),
-            "format": "ova",
-            "descriptor": a.descriptor_name,
-            "ovf-version": a.ovf.version,
-            "name": a.ovf.name,
-            "os-id": a.ovf.os_id,
-            "os-type": a.ovf.os_type,
-            "os-description": a.ovf.os_description,
-            "cpus": a.ovf.cpus,
-            "memory-mib": a.ovf.memory_mib,
-            "controllers": a.ovf.controllers,
-            "disks": disks,
-            "manifest": a.manifest.as_ref().map(|m| m.iter().map(|e| format!("{}({})", e.algorithm, e.file)).collect::<Vec<_>>()),
-            "warnings": a.warnings,
-        });
-        print_json(&v)?;
-    } else {
-        println!("image: {}", file.display());
-        println!("file format: ova (OVF {})", a.ovf.version);
-        println!("descriptor: {}", a.descriptor_name);
-        if let Some(n) = &a.ovf.name {
-            println!("name: {n}");
-        }
-        let os = [
-            a.ovf.os_type.clone(),
-            a.ovf.os_description.clone(),
-            a.ovf.os_id.map(|i| format!("CIM id {i}")),
-        ];
-        let os: Vec<String> = os.into_iter().flatten().collect();
-        if !os.is_empty() {
-            println!("operating system: {}", os.join(", "));
-        }
-        if let Some(c) = a.ovf.cpus {
-            println!("cpus: {c}");
-        }
-        if let Some(m) = a.ovf.memory_mib {
-            println!("memory: {m} MiB");
-        }
-        for c in &a.ovf.controllers {
-            match &c.subtype {
-                Some(s) => println!("controller: {} ({s})", c.kind),
-                None => println!("controller: {}", c.kind),
-            }
-        }
-        for (i, d) in disks.iter().enumerate() {
-            println!(
-                "disk {}: {} {} {}, capacity {} bytes, safety {}",
-                i + 1,
-                d["file"].as_str().unwrap_or(""),
-                d["format"].as_str().unwrap_or("unknown"),
-                d["subformat"].as_str().unwrap_or(""),
-                d["capacity"],
-                d["safety"]["verdict"].as_str().unwrap_or("")
-            );
-        }
-        match &a.manifest {
-            Some(m) => println!("manifest: {} digests (checked by vmie convert)", m.len()),
-            None => println!("manifest: none"),
-        }
-        for w in &a.warnings {
-            println!("warning: {w}");
-        }
-    }
-    match first_refusal {
-        Some(e) => Err(refused(&e)),
-        None => Ok(()),
-    }
+    (disks, first_refusal)
 }
 
-/// Prints `v` as indented JSON on standard output.
-pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| CliError {
-        message: format!("cannot encode JSON: {e}"),
-        exit: EXIT_FAILED,
-    })?;
-    println!("{text}");
-    Ok(())
+/// `vmie info --json` of an appliance.
+fn print_ova_json(
+    file: &Path,
+    a: &diskfmt::ova::Appliance,
+    disks: Vec<serde_json::Value>,
+) -> Result<(), CliError> {
+    let v = serde_json::json!({
+        "filename": file.display().to_string(),
+        "format": "ova",
+        "descriptor": a.descriptor_name,
+        "ovf-version": a.ovf.version,
+        "name": a.ovf.name,
+        "os-id": a.ovf.os_id,
+        "os-type": a.ovf.os_type,
+        "os-description": a.ovf.os_description,
+        "cpus": a.ovf.cpus,
+        "memory-mib": a.ovf.memory_mib,
+        "controllers": a.ovf.controllers,
+        "disks": disks,
+        "manifest": a.manifest.as_ref().map(|m| m.iter().map(|e| format!("{}({})", e.algorithm, e.file)).collect::<Vec<_>>()),
+        "warnings": a.warnings,
+    });
+    print_json(&v)
+}
+
+/// `vmie info` of an appliance, as text.
+fn print_ova_text(file: &Path, a: &diskfmt::ova::Appliance, disks: &[serde_json::Value]) {
+    println!("image: {}", file.display());
+    println!("file format: ova (OVF {})", a.ovf.version);
+    println!("descriptor: {}", a.descriptor_name);
+    if let Some(n) = &a.ovf.name {
+        println!("name: {n}");
+    }
+    let os = [
+        a.ovf.os_type.clone(),
+        a.ovf.os_description.clone(),
+        a.ovf.os_id.map(|i| format!("CIM id {i}")),
+    ];
+    let os: Vec<String> = os.into_iter().flatten().collect();
+    if !os.is_empty() {
+        println!("operating system: {}", os.join(", "));
+    }
+    if let Some(c) = a.ovf.cpus {
+        println!("cpus: {c}");
+    }
+    if let Some(m) = a.ovf.memory_mib {
+        println!("memory: {m} MiB");
+    }
+    for c in &a.ovf.controllers {
+        match &c.subtype {
+            Some(s) => println!("controller: {} ({s})", c.kind),
+            None => println!("controller: {}", c.kind),
+        }
+    }
+    for (i, d) in disks.iter().enumerate() {
+        println!(
+            "disk {}: {} {} {}, capacity {} bytes, safety {}",
+            i + 1,
+            d["file"].as_str().unwrap_or(""),
+            d["format"].as_str().unwrap_or("unknown"),
+            d["subformat"].as_str().unwrap_or(""),
+            d["capacity"],
+            d["safety"]["verdict"].as_str().unwrap_or("")
+        );
+    }
+    match &a.manifest {
+        Some(m) => println!("manifest: {} digests (checked by vmie convert)", m.len()),
+        None => println!("manifest: none"),
+    }
+    for w in &a.warnings {
+        println!("warning: {w}");
+    }
 }

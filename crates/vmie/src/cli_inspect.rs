@@ -22,7 +22,7 @@ pub fn run(file: &Path, json: bool, disk_no: usize, limits: &Limits) -> Result<(
         exit: EXIT_FAILED,
     })?;
     if json {
-        return crate::cli_info::print_json(&r);
+        return crate::print_json(&r);
     }
     let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
     println!("image: {}", file.display());

@@ -18,7 +18,7 @@ use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
 
 use crate::config;
 use crate::progress::Progress;
-use crate::{CliError, EXIT_FAILED, input_format};
+use crate::{CliError, EXIT_FAILED, input_format, print_json};
 
 /// `vmie snapshot` subcommands.
 #[derive(Debug, Subcommand)]
@@ -287,15 +287,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| crate::cli_convert::fail("cannot start the async runtime", &e))
 }
 
-pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| CliError {
-        message: e.to_string(),
-        exit: EXIT_FAILED,
-    })?;
-    println!("{s}");
-    Ok(())
-}
-
 /// Runs a `vmie snapshot` command.
 pub fn run_snapshot(
     cmd: SnapshotCmd,
@@ -320,6 +311,112 @@ fn attached_env(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Result<Env, Cl
     Ok(env)
 }
 
+/// The values of `vmie snapshot create`.
+struct SnapshotCreate {
+    progress: bool,
+    input_format: Option<diskfmt::Format>,
+    kms_key_id: Option<String>,
+    parent: Option<String>,
+    snapshot_id: Option<String>,
+    json: bool,
+    image: PathBuf,
+}
+
+/// `vmie snapshot create`: decodes an image straight into the store.
+fn snapshot_create(
+    rt: &tokio::runtime::Runtime,
+    env: &Env,
+    limits: &diskfmt::Limits,
+    c: SnapshotCreate,
+) -> Result<(), CliError> {
+    let SnapshotCreate {
+        progress,
+        input_format,
+        kms_key_id,
+        parent,
+        snapshot_id,
+        json,
+        image,
+    } = c;
+    let src = Arc::new(diskfmt::FileSource::open(&image)?);
+    let disk: Arc<dyn diskfmt::Disk> = Arc::from(diskfmt::open_with(src, input_format, limits)?);
+    let total = diskfmt::allocated_bytes(disk.as_ref())?;
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = Progress::start(progress, total, done.clone());
+    let req = PutRequest {
+        snapshot_id: snapshot_id.unwrap_or_else(blockstore::new_snapshot_id),
+        kms_key: kms_key_id,
+        parent,
+        caller: env.caller.clone(),
+    };
+    let result = rt.block_on(env.store.put(disk, req, Some(done)));
+    ticker.finish();
+    let s = result.map_err(store_err)?;
+    if json {
+        print_json(&s)?;
+    } else {
+        println!("{}", s.snapshot_id);
+        eprintln!(
+            "stored {} of data in {} chunks; {} new bytes written (key {})",
+            crate::human::size(s.data_bytes),
+            s.chunks,
+            crate::human::size(s.added_bytes),
+            s.kms_key_id
+        );
+    }
+    Ok(())
+}
+
+/// `vmie snapshot list`.
+fn snapshot_list(rt: &tokio::runtime::Runtime, env: &Env, json: bool) -> Result<(), CliError> {
+    let list = rt.block_on(env.store.list()).map_err(store_err)?;
+    if json {
+        return print_json(&list);
+    }
+    println!(
+        "{:<24} {:>12} {:>12} {:>12}  KMS KEY",
+        "SNAPSHOT", "SIZE", "DATA", "ADDED"
+    );
+    for s in list {
+        println!(
+            "{:<24} {:>12} {:>12} {:>12}  {}",
+            s.snapshot_id,
+            crate::human::size(s.volume_size),
+            crate::human::size(s.data_bytes),
+            crate::human::size(s.added_bytes),
+            s.kms_key_id
+        );
+    }
+    Ok(())
+}
+
+/// `vmie snapshot verify`: every chunk read back and authenticated.
+fn snapshot_verify(
+    rt: &tokio::runtime::Runtime,
+    env: &Env,
+    snapshot: &str,
+) -> Result<(), CliError> {
+    let report = rt
+        .block_on(env.store.verify(&env.caller, &snapshot))
+        .map_err(store_err)?;
+    for (idx, why) in &report.failures {
+        eprintln!("chunk {idx}: {why}");
+    }
+    if report.failures.is_empty() {
+        println!("{snapshot}: {} chunks verified", report.chunks_checked);
+        Ok(())
+    } else {
+        Err(CliError {
+            message: format!(
+                "{snapshot}: {} of {} chunks failed verification",
+                report.failures.len(),
+                report.chunks_checked
+            ),
+            exit: EXIT_FAILED,
+        })
+    }
+}
+
 fn snapshot_cmd(
     cmd: SnapshotCmd,
     rt: &tokio::runtime::Runtime,
@@ -336,57 +433,21 @@ fn snapshot_cmd(
             snapshot_id,
             json,
             image,
-        } => {
-            let src = Arc::new(diskfmt::FileSource::open(&image)?);
-            let disk: Arc<dyn diskfmt::Disk> =
-                Arc::from(diskfmt::open_with(src, input_format, limits)?);
-            let total = diskfmt::allocated_bytes(disk.as_ref())?;
-            let done = Arc::new(AtomicU64::new(0));
-            let ticker = Progress::start(progress, total, done.clone());
-            let req = PutRequest {
-                snapshot_id: snapshot_id.unwrap_or_else(blockstore::new_snapshot_id),
-                kms_key: kms_key_id,
+        } => snapshot_create(
+            rt,
+            env,
+            limits,
+            SnapshotCreate {
+                progress,
+                input_format,
+                kms_key_id,
                 parent,
-                caller: env.caller.clone(),
-            };
-            let result = rt.block_on(env.store.put(disk, req, Some(done)));
-            ticker.finish();
-            let s = result.map_err(store_err)?;
-            if json {
-                print_json(&s)?;
-            } else {
-                println!("{}", s.snapshot_id);
-                eprintln!(
-                    "stored {} of data in {} chunks; {} new bytes written (key {})",
-                    crate::human::size(s.data_bytes),
-                    s.chunks,
-                    crate::human::size(s.added_bytes),
-                    s.kms_key_id
-                );
-            }
-            Ok(())
-        }
-        SnapshotCmd::List { json } => {
-            let list = rt.block_on(env.store.list()).map_err(store_err)?;
-            if json {
-                return print_json(&list);
-            }
-            println!(
-                "{:<24} {:>12} {:>12} {:>12}  KMS KEY",
-                "SNAPSHOT", "SIZE", "DATA", "ADDED"
-            );
-            for s in list {
-                println!(
-                    "{:<24} {:>12} {:>12} {:>12}  {}",
-                    s.snapshot_id,
-                    crate::human::size(s.volume_size),
-                    crate::human::size(s.data_bytes),
-                    crate::human::size(s.added_bytes),
-                    s.kms_key_id
-                );
-            }
-            Ok(())
-        }
+                snapshot_id,
+                json,
+                image,
+            },
+        ),
+        SnapshotCmd::List { json } => snapshot_list(rt, env, json),
         SnapshotCmd::Export {
             progress,
             sync,
@@ -399,27 +460,7 @@ fn snapshot_cmd(
             let disk = Arc::new(reader).blocking(rt.handle().clone());
             crate::cli_convert::write_raw(&disk, &output, progress, None, sync)
         }
-        SnapshotCmd::Verify { snapshot } => {
-            let report = rt
-                .block_on(env.store.verify(&env.caller, &snapshot))
-                .map_err(store_err)?;
-            for (idx, why) in &report.failures {
-                eprintln!("chunk {idx}: {why}");
-            }
-            if report.failures.is_empty() {
-                println!("{snapshot}: {} chunks verified", report.chunks_checked);
-                Ok(())
-            } else {
-                Err(CliError {
-                    message: format!(
-                        "{snapshot}: {} of {} chunks failed verification",
-                        report.failures.len(),
-                        report.chunks_checked
-                    ),
-                    exit: EXIT_FAILED,
-                })
-            }
-        }
+        SnapshotCmd::Verify { snapshot } => snapshot_verify(rt, env, &snapshot),
         SnapshotCmd::Delete { snapshot } => {
             // The API's rule: a snapshot an image uses is not deleted.
             rt.block_on(async {

@@ -20,7 +20,8 @@ use engine::{
 };
 
 use crate::cli_remote::Remote;
-use crate::cli_store::{open_env, print_json};
+use crate::cli_store::open_env;
+use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
 
 /// Options every task command shares.

@@ -11,7 +11,8 @@ use clap::Subcommand;
 use api::audit::Audit;
 use api::trail::{TrailWriter, records, verify};
 
-use crate::cli_store::{open_catalog, open_env, print_json};
+use crate::cli_store::{open_catalog, open_env};
+use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
 
 /// Where the activity log lives in the object store.

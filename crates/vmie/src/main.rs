@@ -362,3 +362,13 @@ impl From<diskfmt::DiskError> for CliError {
         CliError { message, exit }
     }
 }
+
+/// Prints `v` as indented JSON on standard output.
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| CliError {
+        message: format!("cannot encode JSON: {e}"),
+        exit: EXIT_FAILED,
+    })?;
+    println!("{text}");
+    Ok(())
+}
