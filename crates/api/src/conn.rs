@@ -497,6 +497,29 @@ where
     why
 }
 
+/// Counts how an admitted connection ended, and notes its address for the next summary
+/// when the server closed or refused it.
+fn count_end(gate: &Gate, peer: SocketAddr, why: &Ended) {
+    let counter = match why {
+        Ended::Handshake => Some(&gate.stats.handshake_failed),
+        Ended::FirstRequestTimeout => Some(&gate.stats.first_request_timeout),
+        Ended::Idle => Some(&gate.stats.idle_closed),
+        Ended::Http(e) => match e.downcast_ref::<hyper::Error>() {
+            Some(h) if h.is_timeout() => Some(&gate.stats.header_timeout),
+            Some(h) if h.is_parse() || h.is_parse_too_large() => Some(&gate.stats.http_refused),
+            _ => None,
+        },
+        Ended::Done | Ended::Evicted => None,
+    };
+    if let Some(c) = counter {
+        c.fetch_add(1, Ordering::Relaxed);
+        // Summed up later; refused requests (Http) are recorded one by one instead.
+        if !matches!(why, Ended::Idle | Ended::Http(_)) {
+            gate.note(peer.ip());
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` turns true: each connection admitted by `gate`, its
 /// TLS handshake done (with `tls`), then served by `make_svc(peer, secure)` through
 /// [`serve`]; `ended` is told how each admitted connection ended. Accept errors are
@@ -588,26 +611,7 @@ pub async fn run<F, S, B, E>(
                     }
                 }
             };
-            let counter = match &why {
-                Ended::Handshake => Some(&gate.stats.handshake_failed),
-                Ended::FirstRequestTimeout => Some(&gate.stats.first_request_timeout),
-                Ended::Idle => Some(&gate.stats.idle_closed),
-                Ended::Http(e) => match e.downcast_ref::<hyper::Error>() {
-                    Some(h) if h.is_timeout() => Some(&gate.stats.header_timeout),
-                    Some(h) if h.is_parse() || h.is_parse_too_large() => {
-                        Some(&gate.stats.http_refused)
-                    }
-                    _ => None,
-                },
-                Ended::Done | Ended::Evicted => None,
-            };
-            if let Some(c) = counter {
-                c.fetch_add(1, Ordering::Relaxed);
-                // Summed up later; refused requests (Http) are recorded one by one instead.
-                if !matches!(why, Ended::Idle | Ended::Http(_)) {
-                    gate.note(peer.ip());
-                }
-            }
+            count_end(&gate, peer, &why);
             ended(peer, &why);
             drop(permit);
         });

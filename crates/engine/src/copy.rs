@@ -106,6 +106,31 @@ impl Engine {
         req.snapshot_ids = (0..src.block_devices.len())
             .map(|i| catalog::derived_id("snap-", &[&task_id, &i.to_string()]))
             .collect();
+        let (snaps, image) = self
+            .copy_rows(&sub.account, &task_id, &src, &req, &key)
+            .await?;
+        let sub = Submit {
+            task_id: Some(task_id),
+            ..sub
+        };
+        // The rows first (pending), then the task: a copy never runs without them.
+        for s in &snaps {
+            self.inner.catalog.put_snapshot(s).await?;
+        }
+        self.inner.catalog.put_image(&image).await?;
+        self.create(kind, sub, token, &req, "pending").await
+    }
+
+    /// The rows a copy of `src` starts with: its snapshots and the image, all `pending`,
+    /// under the ids `req` derived from `task_id`, encrypted under `key`.
+    async fn copy_rows(
+        &self,
+        account: &str,
+        task_id: &str,
+        src: &Image,
+        req: &CopyImageRequest,
+        key: &str,
+    ) -> Result<(Vec<Snapshot>, Image), EngineError> {
         let description = req.description.clone().unwrap_or_default();
         let mut snaps = Vec::new();
         let mut devices = Vec::new();
@@ -124,11 +149,11 @@ impl Engine {
                 })?;
             snaps.push(pending_snapshot(
                 id,
-                &sub.account,
-                &task_id,
+                account,
+                task_id,
                 &s,
                 &description,
-                &key,
+                key,
             ));
             devices.push(BlockDevice {
                 snapshot_id: id.clone(),
@@ -145,8 +170,8 @@ impl Engine {
         }
         let image = Image {
             id: req.image_id.clone(),
-            account: sub.account.clone(),
-            task_id: Some(task_id.clone()),
+            account: account.to_string(),
+            task_id: Some(task_id.to_string()),
             name: req.name.clone(),
             description,
             architecture: src.architecture.clone(),
@@ -154,7 +179,7 @@ impl Engine {
             boot_mode: src.boot_mode.clone(),
             block_devices: devices,
             encrypted: true,
-            kms_key_id: Some(key),
+            kms_key_id: Some(key.to_string()),
             state: "pending".into(),
             tags,
             created_ms: catalog::now_ms(),
@@ -166,16 +191,7 @@ impl Engine {
                 deprecation_ms: None,
             },
         };
-        let sub = Submit {
-            task_id: Some(task_id),
-            ..sub
-        };
-        // The rows first (pending), then the task: a copy never runs without them.
-        for s in &snaps {
-            self.inner.catalog.put_snapshot(s).await?;
-        }
-        self.inner.catalog.put_image(&image).await?;
-        self.create(kind, sub, token, &req, "pending").await
+        Ok((snaps, image))
     }
 
     /// CopySnapshot: checks the request, records the copy (`pending`) and its task.

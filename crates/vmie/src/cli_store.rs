@@ -397,7 +397,7 @@ fn snapshot_verify(
     snapshot: &str,
 ) -> Result<(), CliError> {
     let report = rt
-        .block_on(env.store.verify(&env.caller, &snapshot))
+        .block_on(env.store.verify(&env.caller, snapshot))
         .map_err(store_err)?;
     for (idx, why) in &report.failures {
         eprintln!("chunk {idx}: {why}");
