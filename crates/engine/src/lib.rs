@@ -29,6 +29,7 @@ mod copy;
 pub mod error;
 mod export;
 pub mod gc;
+mod fill;
 mod import;
 pub mod request;
 pub mod resources;
