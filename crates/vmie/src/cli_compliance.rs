@@ -305,14 +305,9 @@ pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
         let unchecked = |e: &CliError| format!("not checked: {}", e.message);
         match &env {
             Ok(env) => {
-                let r = api::trail::verify(
-                    &env.objects,
-                    crate::cli_trail::PREFIX,
-                    &env.root,
-                    Some(&cat),
-                )
-                .await
-                .map_err(fail)?;
+                let trail =
+                    crate::cli_trail::open_trail(data_dir, env.objects.clone(), &env.root, &cat)?;
+                let r = trail::verify(&trail).await.map_err(fail)?;
                 let ok = r.problems.is_empty() && r.digests > 0;
                 out.push(control(
                     "activity-log-verified",
