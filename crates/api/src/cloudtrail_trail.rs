@@ -307,9 +307,9 @@ impl Handler for ListPublicKeys {
             .iter()
             .map(|k| {
                 json!({
-                    // A blob's content is the DER key base64-encoded, as CloudTrail sends it
-                    // (and validate-logs decodes it): the JSON carries base64 of that.
-                    "Value": b64.encode(b64.encode(&k.der)),
+                    // A blob: the DER key, base64 in JSON (the aws CLI keeps blobs as that
+                    // text, and validate-logs decodes it).
+                    "Value": b64.encode(&k.der),
                     "ValidityStartTime": secs(k.start_ms),
                     "ValidityEndTime": secs(k.end_ms),
                     "Fingerprint": k.fingerprint,
