@@ -261,7 +261,10 @@ fn ms_of(s: Option<f64>, name: &str) -> Result<Option<i64>, ApiError> {
         (s.is_finite() && (0.0..=1e11).contains(&s))
             .then_some((s * 1000.0) as i64)
             .ok_or_else(|| {
-                ApiError::client("InvalidTimeRangeException", format!("{name} is out of range"))
+                ApiError::client(
+                    "InvalidTimeRangeException",
+                    format!("{name} is out of range"),
+                )
             })
     })
     .transpose()

@@ -1313,17 +1313,15 @@ impl Catalog {
                 .execute(&self.pool)
                 .await?
             }
-            Some(old) => {
-                sqlx::query(
-                    "UPDATE settings SET value = $1 WHERE account = $2 AND name = $3 AND value = $4",
-                )
-                .bind(new)
-                .bind(account)
-                .bind(name)
-                .bind(old)
-                .execute(&self.pool)
-                .await?
-            }
+            Some(old) => sqlx::query(
+                "UPDATE settings SET value = $1 WHERE account = $2 AND name = $3 AND value = $4",
+            )
+            .bind(new)
+            .bind(account)
+            .bind(name)
+            .bind(old)
+            .execute(&self.pool)
+            .await?,
         };
         Ok(r.rows_affected() == 1)
     }

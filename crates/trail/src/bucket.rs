@@ -129,12 +129,11 @@ impl Bucket {
                                 .collect(),
                         ),
                     };
-                    let bytes = serde_json::to_vec(&s)
-                        .map_err(|e| TrailError::Encode(e.to_string()))?;
+                    let bytes =
+                        serde_json::to_vec(&s).map_err(|e| TrailError::Encode(e.to_string()))?;
                     let tmp = side.with_extension("json.tmp");
-                    let io = |e: std::io::Error| {
-                        TrailError::Bucket(format!("{}: {e}", side.display()))
-                    };
+                    let io =
+                        |e: std::io::Error| TrailError::Bucket(format!("{}: {e}", side.display()));
                     tokio::fs::write(&tmp, bytes).await.map_err(io)?;
                     tokio::fs::rename(&tmp, &side).await.map_err(io)?;
                 }

@@ -175,7 +175,10 @@ impl Trail {
         let key = self.digest_key(account, end);
         let signer = self.signing_key(now_ms).await?;
         let bucket = self.bucket.name().to_string();
-        let times = || logs.iter().flat_map(|(_, l)| [&l.oldest_event_time, &l.newest_event_time]);
+        let times = || {
+            logs.iter()
+                .flat_map(|(_, l)| [&l.oldest_event_time, &l.newest_event_time])
+        };
         let digest = Digest {
             aws_account_id: account.to_string(),
             digest_start_time: iso(start),
@@ -193,7 +196,8 @@ impl Trail {
             previous_digest_signature: head.as_ref().map(|h| h.signature.clone()),
             log_files: logs.iter().map(|(_, l)| l.clone()).collect(),
         };
-        let inflated = serde_json::to_vec(&digest).map_err(|e| TrailError::Encode(e.to_string()))?;
+        let inflated =
+            serde_json::to_vec(&digest).map_err(|e| TrailError::Encode(e.to_string()))?;
         let signature = signer.sign(string_to_sign(&digest, &inflated).as_bytes())?;
         let next = Head {
             key: key.clone(),
@@ -213,7 +217,10 @@ impl Trail {
             .put(
                 &key,
                 gzip(&inflated)?,
-                &[("signature", &signature), ("signature-algorithm", ALGORITHM)],
+                &[
+                    ("signature", &signature),
+                    ("signature-algorithm", ALGORITHM),
+                ],
             )
             .await?;
         let pending = pending_of(account);
@@ -273,7 +280,12 @@ impl Trail {
 
     /// Starts or stops delivering `account`'s records (`StartLogging`, `StopLogging`). The
     /// records of those two calls are delivered whatever the status.
-    pub async fn set_logging(&self, account: &str, on: bool, now_ms: i64) -> Result<(), TrailError> {
+    pub async fn set_logging(
+        &self,
+        account: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> Result<(), TrailError> {
         let Some(cat) = &self.catalog else {
             return Err(TrailError::Bucket(
                 "this trail keeps no status (no catalog)".into(),
@@ -302,9 +314,7 @@ impl Trail {
             .settings(STATUS)
             .await?
             .into_iter()
-            .filter(|(_, v)| {
-                serde_json::from_str::<TrailStatus>(v).is_ok_and(|s| !s.logging)
-            })
+            .filter(|(_, v)| serde_json::from_str::<TrailStatus>(v).is_ok_and(|s| !s.logging))
             .map(|(a, _)| a)
             .collect())
     }

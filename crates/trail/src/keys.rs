@@ -104,8 +104,18 @@ impl Trail {
         })
     }
 
-    async fn load_key(&self, period: i64, create: bool) -> Result<Option<Arc<SigningKey>>, TrailError> {
-        if let Some(k) = self.keys.0.lock().ok().and_then(|m| m.get(&period).cloned()) {
+    async fn load_key(
+        &self,
+        period: i64,
+        create: bool,
+    ) -> Result<Option<Arc<SigningKey>>, TrailError> {
+        if let Some(k) = self
+            .keys
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&period).cloned())
+        {
             return Ok(Some(k));
         }
         let path = self.internal(&["keys", &format!("{period}.key")]);
@@ -167,7 +177,9 @@ impl Trail {
         let mut periods: Vec<i64> = listed
             .iter()
             .filter_map(|m| m.location.filename().and_then(period_of))
-            .filter(|p| p.saturating_mul(r) <= end_ms && p.saturating_add(1).saturating_mul(r) > start_ms)
+            .filter(|p| {
+                p.saturating_mul(r) <= end_ms && p.saturating_add(1).saturating_mul(r) > start_ms
+            })
             .collect();
         periods.sort_unstable();
         let mut out = Vec::new();

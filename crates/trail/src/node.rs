@@ -203,7 +203,9 @@ fn account_of<'a>(r: &'a Value, default: &'a str) -> &'a str {
     r["recipientAccountId"]
         .as_str()
         .filter(|a| {
-            !a.is_empty() && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !a.is_empty()
+                && a.len() <= 64
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .unwrap_or(default)
 }
@@ -212,7 +214,10 @@ fn account_of<'a>(r: &'a Value, default: &'a str) -> &'a str {
 /// start and stop it.
 fn always_delivered(r: &Value) -> bool {
     r["eventSource"] == "cloudtrail.amazonaws.com"
-        && matches!(r["eventName"].as_str(), Some("StartLogging" | "StopLogging"))
+        && matches!(
+            r["eventName"].as_str(),
+            Some("StartLogging" | "StopLogging")
+        )
 }
 
 /// 16 random letters and digits: the `<unique>` part of a log file's name.
@@ -313,7 +318,10 @@ impl TrailWriter {
             if stopped.iter().any(|s| s == account) && !always_delivered(r) {
                 continue;
             }
-            by_account.entry(account.to_string()).or_default().push(r.clone());
+            by_account
+                .entry(account.to_string())
+                .or_default()
+                .push(r.clone());
         }
         let now = catalog::now_ms();
         let mut files = Vec::new();
@@ -416,4 +424,3 @@ impl TrailWriter {
         hex::encode(self.key.public_key().as_ref())
     }
 }
-

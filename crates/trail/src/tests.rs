@@ -135,7 +135,10 @@ async fn written(w: &World) -> Arc<Trail> {
             }
             wr.flush().await.unwrap().unwrap();
         }
-        assert!(wr.flush().await.unwrap().is_none(), "nothing queued, nothing written");
+        assert!(
+            wr.flush().await.unwrap().is_none(),
+            "nothing queued, nothing written"
+        );
     }
     // A restarted node continues its chain.
     let wr = TrailWriter::open(trail.clone(), "a").await.unwrap();
@@ -159,13 +162,18 @@ async fn an_intact_log_of_both_layouts_verifies_and_reads_back() {
     let logs = w.files("_CloudTrail_");
     assert_eq!(logs.len(), 13);
     assert_eq!(
-        logs.iter().filter(|k| k.starts_with("AWSLogs/444455556666/CloudTrail/us-east-1/")).count(),
+        logs.iter()
+            .filter(|k| k.starts_with("AWSLogs/444455556666/CloudTrail/us-east-1/"))
+            .count(),
         6
     );
     let content = gunzip(&std::fs::read(w.file(&logs[0])).unwrap()).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&content).unwrap();
     assert!(v["Records"].is_array());
-    let other = w.trail(Arc::new(kms::RootKey::from_hex(&"22".repeat(32)).unwrap()), 3_600_000);
+    let other = w.trail(
+        Arc::new(kms::RootKey::from_hex(&"22".repeat(32)).unwrap()),
+        3_600_000,
+    );
     assert!(
         verify(&other).await.is_err(),
         "another root key cannot open the signing key"
@@ -187,12 +195,18 @@ async fn digests_chain_sign_and_name_every_log_file() {
     // No period has ended for the first chain: its first digest ends at the next boundary.
     let first = trail.make_digests(t0).await.unwrap();
     assert_eq!(first.len(), 2, "one digest per account: {first:?}");
-    assert!(trail.make_digests(t0 + 1000).await.unwrap().is_empty(), "once per period");
+    assert!(
+        trail.make_digests(t0 + 1000).await.unwrap().is_empty(),
+        "once per period"
+    );
     // An hour without log files still has its digest, linked to the one before.
     let second = trail.make_digests(t0 + every).await.unwrap();
     assert_eq!(second.len(), 2);
     let k1 = first.iter().find(|k| k.contains("/111122223333/")).unwrap();
-    let k2 = second.iter().find(|k| k.contains("/111122223333/")).unwrap();
+    let k2 = second
+        .iter()
+        .find(|k| k.contains("/111122223333/"))
+        .unwrap();
     assert_eq!(
         k1,
         "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/11/29/111122223333_CloudTrail-Digest_us-east-1_vmie_us-east-1_20261129T050000Z.json.gz"
@@ -213,7 +227,10 @@ async fn digests_chain_sign_and_name_every_log_file() {
     }
     // The signature, as validate-logs checks it, with the key ListPublicKeys gives.
     let meta = trail.bucket().metadata(k2).await.unwrap();
-    assert_eq!(d2.previous_digest_signature.as_ref(), Some(&trail.bucket().metadata(k1).await.unwrap()["signature"]));
+    assert_eq!(
+        d2.previous_digest_signature.as_ref(),
+        Some(&trail.bucket().metadata(k1).await.unwrap()["signature"])
+    );
     let keys = trail.public_keys(t0, t0 + every).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].fingerprint, d2.digest_public_key_fingerprint);
@@ -223,7 +240,11 @@ async fn digests_chain_sign_and_name_every_log_file() {
         sha256_hex(&i2),
         d2.previous_digest_signature.clone().unwrap()
     );
-    assert!(keys::verifies(&keys[0].der, text.as_bytes(), &hex::decode(&meta["signature"]).unwrap()));
+    assert!(keys::verifies(
+        &keys[0].der,
+        text.as_bytes(),
+        &hex::decode(&meta["signature"]).unwrap()
+    ));
     assert_eq!(meta["signature-algorithm"], "SHA256withRSA");
     assert_eq!(verify(&trail).await.unwrap().problems, Vec::<String>::new());
     assert_eq!(verify(&trail).await.unwrap().cloudtrail_digests, 4);
@@ -251,7 +272,10 @@ async fn signing_keys_rotate_with_their_validity() {
     assert_eq!((a.info.start_ms, a.info.end_ms), (20_000, 30_000));
     let listed = trail.public_keys(0, 100_000).await.unwrap();
     assert_eq!(listed, vec![a.info.clone(), b.info.clone()]);
-    assert_eq!(trail.public_keys(31_000, 32_000).await.unwrap(), vec![b.info.clone()]);
+    assert_eq!(
+        trail.public_keys(31_000, 32_000).await.unwrap(),
+        vec![b.info.clone()]
+    );
     // Another process (empty cache) finds the same keys.
     let again = Trail::new(
         w.objects.clone(),
@@ -290,14 +314,20 @@ async fn deletions_alterations_insertions_and_reordering_are_caught() {
             .unwrap()
     })
     .await;
-    assert!(has(&v, "0000000000000002.json.gz: missing (deleted)"), "{v:?}");
+    assert!(
+        has(&v, "0000000000000002.json.gz: missing (deleted)"),
+        "{v:?}"
+    );
     // A log file deleted: both chains name it.
     let v = problems_after(async |w, _| {
         let k = w.files("_CloudTrail_")[3].clone();
         std::fs::remove_file(w.file(&k)).unwrap();
     })
     .await;
-    assert!(has(&v, ".json.gz: missing (deleted)") && v.len() == 1, "{v:?}");
+    assert!(
+        has(&v, ".json.gz: missing (deleted)") && v.len() == 1,
+        "{v:?}"
+    );
     // A log file altered.
     let v = problems_after(async |w, _| {
         let k = w.files("_CloudTrail_")[5].clone();
@@ -313,7 +343,10 @@ async fn deletions_alterations_insertions_and_reordering_are_caught() {
             .unwrap();
     })
     .await;
-    assert!(has(&v, "node b: digests 2 to 2 are missing (deleted)"), "{v:?}");
+    assert!(
+        has(&v, "node b: digests 2 to 2 are missing (deleted)"),
+        "{v:?}"
+    );
     // The newest node digest deleted: short of the head in the catalog.
     let v = problems_after(async |w, _| {
         w.objects
@@ -322,14 +355,29 @@ async fn deletions_alterations_insertions_and_reordering_are_caught() {
             .unwrap();
     })
     .await;
-    assert!(has(&v, "node a: digests 6 to 6 are missing (deleted)"), "{v:?}");
+    assert!(
+        has(&v, "node a: digests 6 to 6 are missing (deleted)"),
+        "{v:?}"
+    );
     // A node digest edited: the signature fails.
     let v = problems_after(async |w, _| {
         let path = p("trail/digests/b/0000000000000002.json");
-        let t = String::from_utf8(w.objects.get(&path).await.unwrap().bytes().await.unwrap().to_vec())
-            .unwrap();
+        let t = String::from_utf8(
+            w.objects
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
         w.objects
-            .put(&path, PutPayload::from(t.replace("\"records\":3", "\"records\":5")))
+            .put(
+                &path,
+                PutPayload::from(t.replace("\"records\":3", "\"records\":5")),
+            )
             .await
             .unwrap();
     })
@@ -360,21 +408,34 @@ async fn deletions_alterations_insertions_and_reordering_are_caught() {
         std::fs::remove_file(w.file(mine[1])).unwrap();
     })
     .await;
-    assert!(has(&v, "20261129T060000Z.json.gz: missing (deleted)"), "{v:?}");
+    assert!(
+        has(&v, "20261129T060000Z.json.gz: missing (deleted)"),
+        "{v:?}"
+    );
     let v = problems_after(async |w, _| {
         let d = w.files("CloudTrail-Digest_");
         let mine: Vec<_> = d.iter().filter(|k| k.contains("/444455556666/")).collect();
         std::fs::remove_file(w.file(mine[2])).unwrap();
     })
     .await;
-    assert!(has(&v, "20261129T070000Z.json.gz: missing (deleted)"), "{v:?}");
+    assert!(
+        has(&v, "20261129T070000Z.json.gz: missing (deleted)"),
+        "{v:?}"
+    );
     // A CloudTrail digest altered (re-compressed with a change): its signature fails.
     let v = problems_after(async |w, _| {
         let d = w.files("CloudTrail-Digest_");
         let k = w.file(&d[0]);
         let t = String::from_utf8(gunzip(&std::fs::read(&k).unwrap()).unwrap()).unwrap();
-        std::fs::write(&k, gzip(t.replace("\"logFiles\":[{", "\"logFiles\":[{\"x\":1,").as_bytes()).unwrap())
-            .unwrap();
+        std::fs::write(
+            &k,
+            gzip(
+                t.replace("\"logFiles\":[{", "\"logFiles\":[{\"x\":1,")
+                    .as_bytes(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
     })
     .await;
     assert!(has(&v, "signature does not verify (altered)"), "{v:?}");
@@ -387,8 +448,10 @@ async fn stopped_accounts_are_not_delivered_but_their_stop_is() {
     trail.set_logging("444455556666", false, 5).await.unwrap();
     let wr = TrailWriter::open(trail.clone(), "n").await.unwrap();
     wr.record(json!({"eventName": "DescribeImages", "recipientAccountId": "444455556666"}));
-    wr.record(json!({"eventName": "StopLogging", "eventSource": "cloudtrail.amazonaws.com",
-        "recipientAccountId": "444455556666"}));
+    wr.record(
+        json!({"eventName": "StopLogging", "eventSource": "cloudtrail.amazonaws.com",
+        "recipientAccountId": "444455556666"}),
+    );
     wr.flush().await.unwrap().unwrap();
     let all = records(&trail, None).await.unwrap();
     assert_eq!(all.len(), 1);

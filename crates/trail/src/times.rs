@@ -68,8 +68,9 @@ pub fn parse_iso(s: &str) -> Option<i64> {
         return None;
     };
     let month = time::Month::try_from(u8::try_from(*mo).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(*y).ok()?, month, u8::try_from(*da).ok()?)
-        .ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(*y).ok()?, month, u8::try_from(*da).ok()?)
+            .ok()?;
     let t = time::Time::from_hms(
         u8::try_from(*h).ok()?,
         u8::try_from(*mi).ok()?,

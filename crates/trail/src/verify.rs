@@ -359,7 +359,11 @@ pub async fn records(trail: &Trail, since_ms: Option<i64>) -> Result<Vec<Value>,
         .try_collect()
         .await?;
     for m in batches {
-        found.push((m.last_modified.timestamp_millis(), m.location.to_string(), true));
+        found.push((
+            m.last_modified.timestamp_millis(),
+            m.location.to_string(),
+            true,
+        ));
     }
     for m in trail.bucket.list("AWSLogs").await? {
         let key = m.location.to_string();
@@ -374,7 +378,14 @@ pub async fn records(trail: &Trail, since_ms: Option<i64>) -> Result<Vec<Value>,
     let mut out = Vec::new();
     for (_, key, legacy) in found {
         let data = if legacy {
-            Some(trail.objects.get(&Path::from(key.as_str())).await?.bytes().await?)
+            Some(
+                trail
+                    .objects
+                    .get(&Path::from(key.as_str()))
+                    .await?
+                    .bytes()
+                    .await?,
+            )
         } else {
             trail.bucket.get(&key).await?
         };

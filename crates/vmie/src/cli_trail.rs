@@ -1,6 +1,7 @@
 //! The activity log from the command line: every command that opens the deployment attaches
 //! this process to it (task state changes, key usage and administrative commands are
-//! recorded; `vmie serve` adds every API call), and `vmie trail verify|lookup` read it.
+//! recorded; `vmie serve` adds every API call, and writes the CloudTrail digests), and
+//! `vmie trail verify|lookup` read it. The log's storage is the `trail` crate's.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -32,7 +33,9 @@ fn seconds_setting(name: &str, default: u64) -> Result<u64, CliError> {
     match crate::config::var(name) {
         None => Ok(default),
         Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            fail(format!("{name} is {v:?}; it must be a positive whole number"))
+            fail(format!(
+                "{name} is {v:?}; it must be a positive whole number"
+            ))
         }),
     }
 }
@@ -47,7 +50,8 @@ pub fn open_trail(
     root: &Arc<kms::RootKey>,
     catalog: &catalog::Catalog,
 ) -> Result<Arc<Trail>, CliError> {
-    let name = crate::config::var("VMIE_TRAIL_BUCKET").unwrap_or_else(|| trail::DEFAULT_BUCKET.into());
+    let name =
+        crate::config::var("VMIE_TRAIL_BUCKET").unwrap_or_else(|| trail::DEFAULT_BUCKET.into());
     if engine::request::check_bucket("trail.bucket", &name).is_err() {
         return Err(fail(format!("trail.bucket is {name:?}: not a bucket name")));
     }
@@ -70,7 +74,8 @@ pub fn open_trail(
         None => seconds_setting("VMIE_TRAIL_DIGEST_INTERVAL", 3600)?,
     };
     let rotation_days = seconds_setting("VMIE_TRAIL_KEY_ROTATION_DAYS", 30)?;
-    let trail_name = crate::config::var("VMIE_TRAIL_NAME").unwrap_or_else(|| trail::DEFAULT_NAME.into());
+    let trail_name =
+        crate::config::var("VMIE_TRAIL_NAME").unwrap_or_else(|| trail::DEFAULT_NAME.into());
     if trail_name.is_empty()
         || trail_name.len() > 128
         || !trail_name
@@ -86,7 +91,8 @@ pub fn open_trail(
         region: crate::config::var("VMIE_REGION").unwrap_or_else(|| "us-east-1".into()),
         account: crate::cli_tasks::account(),
         digest_interval_ms: i64::try_from(interval.saturating_mul(1000)).unwrap_or(i64::MAX),
-        key_rotation_ms: i64::try_from(rotation_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX),
+        key_rotation_ms: i64::try_from(rotation_days.saturating_mul(86_400_000))
+            .unwrap_or(i64::MAX),
     };
     Ok(Arc::new(Trail::new(
         objects,
@@ -101,16 +107,17 @@ pub fn open_trail(
 /// `vmie trail`.
 #[derive(Debug, Subcommand)]
 pub enum TrailCmd {
-    /// Check the activity log: every digest's signature, the chain of each node, each
-    /// batch's hash, batches no digest covers, and each node's chain against the head the
-    /// catalog recorded. Names every deleted, altered, inserted or reordered file; exits 1
-    /// when there is any.
+    /// Check the activity log: every node digest's signature, the chain of each node, each
+    /// log file's (and old batch's) hash, files no digest covers, each node's chain against
+    /// the head the catalog recorded, and each account's CloudTrail digests (signatures,
+    /// links, the hashes they name, the newest against the catalog). Names every deleted,
+    /// altered, inserted or reordered file; exits 1 when there is any.
     Verify {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Print records (JSON, one per line, oldest batch first), optionally only those of
+    /// Print records (JSON, one per line, oldest file first), optionally only those of
     /// one event name or request id.
     Lookup {
         /// Only records with this `eventName`.

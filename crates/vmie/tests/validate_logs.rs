@@ -301,7 +301,10 @@ fn validate_logs_accepts_the_log_and_names_each_tampered_file() {
     let read = python_records(&w);
     assert!(looked.len() >= 7, "{}", looked.len());
     for r in &looked {
-        assert!(read.contains(r), "lookup-events returned a record no log file holds: {r}");
+        assert!(
+            read.contains(r),
+            "lookup-events returned a record no log file holds: {r}"
+        );
     }
     for r in &read {
         assert!(
