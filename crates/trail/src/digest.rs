@@ -305,8 +305,10 @@ impl Trail {
         Ok(())
     }
 
-    /// The accounts whose logging is stopped.
-    pub(crate) async fn stopped(&self) -> Result<Vec<String>, TrailError> {
+    /// The periods in which each account's logging was stopped, as far as they matter to
+    /// records still queued: from the last `StopLogging` to the `StartLogging` after it (or
+    /// without end while stopped).
+    pub(crate) async fn stopped(&self) -> Result<Vec<Stopped>, TrailError> {
         let Some(cat) = &self.catalog else {
             return Ok(Vec::new());
         };
@@ -314,9 +316,36 @@ impl Trail {
             .settings(STATUS)
             .await?
             .into_iter()
-            .filter(|(_, v)| serde_json::from_str::<TrailStatus>(v).is_ok_and(|s| !s.logging))
-            .map(|(a, _)| a)
+            .filter_map(|(account, v)| {
+                let s = serde_json::from_str::<TrailStatus>(&v).ok()?;
+                let from = s.stop_ms?;
+                let until = if s.logging {
+                    Some(s.start_ms.filter(|t| *t > from)?)
+                } else {
+                    None
+                };
+                Some(Stopped {
+                    account,
+                    from,
+                    until,
+                })
+            })
             .collect())
+    }
+}
+
+/// A period in which an account's logging was stopped.
+#[derive(Debug, Clone)]
+pub(crate) struct Stopped {
+    pub account: String,
+    pub from: i64,
+    pub until: Option<i64>,
+}
+
+impl Stopped {
+    /// Whether a record of `account` made at `ms` falls in it.
+    pub(crate) fn covers(&self, account: &str, ms: i64) -> bool {
+        self.account == account && ms >= self.from && self.until.is_none_or(|u| ms < u)
     }
 }
 

@@ -315,7 +315,13 @@ impl TrailWriter {
         let mut by_account: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in &chain.buffer {
             let account = account_of(r, &default);
-            if stopped.iter().any(|s| s == account) && !always_delivered(r) {
+            // A record's time is whole seconds: one made in the second logging stopped is
+            // delivered.
+            let made = r["eventTime"]
+                .as_str()
+                .and_then(crate::times::parse_iso)
+                .unwrap_or_else(catalog::now_ms);
+            if stopped.iter().any(|s| s.covers(account, made)) && !always_delivered(r) {
                 continue;
             }
             by_account

@@ -445,18 +445,41 @@ async fn deletions_alterations_insertions_and_reordering_are_caught() {
 async fn stopped_accounts_are_not_delivered_but_their_stop_is() {
     let w = World::new().await;
     let trail = w.trail(root(), 3_600_000);
-    trail.set_logging("444455556666", false, 5).await.unwrap();
+    trail
+        .set_logging("444455556666", false, 1_795_928_405_000)
+        .await
+        .unwrap();
     let wr = TrailWriter::open(trail.clone(), "n").await.unwrap();
-    wr.record(json!({"eventName": "DescribeImages", "recipientAccountId": "444455556666"}));
-    wr.record(
-        json!({"eventName": "StopLogging", "eventSource": "cloudtrail.amazonaws.com",
-        "recipientAccountId": "444455556666"}),
-    );
+    let rec = |name: &str, time: &str| {
+        json!({"eventName": name, "eventSource": "cloudtrail.amazonaws.com",
+            "recipientAccountId": "444455556666", "eventTime": time})
+    };
+    wr.record(rec("Before", "2026-11-29T05:00:04Z"));
+    wr.record(rec("During", "2026-11-29T05:00:06Z"));
+    wr.record(rec("StopLogging", "2026-11-29T05:00:05Z"));
     wr.flush().await.unwrap().unwrap();
-    let all = records(&trail, None).await.unwrap();
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0]["eventName"], "StopLogging");
+    let names = |all: Vec<serde_json::Value>| -> Vec<String> {
+        all.iter()
+            .map(|r| r["eventName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(records(&trail, None).await.unwrap()),
+        ["Before", "StopLogging"]
+    );
     let s = trail.status("444455556666").await.unwrap();
-    assert!(!s.logging && s.stop_ms == Some(5));
+    assert!(!s.logging && s.stop_ms == Some(1_795_928_405_000));
     assert!(trail.status("111122223333").await.unwrap().logging);
+    // Started again: what was made while stopped stays out, what follows goes in.
+    trail
+        .set_logging("444455556666", true, 1_795_928_410_000)
+        .await
+        .unwrap();
+    wr.record(rec("During2", "2026-11-29T05:00:09Z"));
+    wr.record(rec("After", "2026-11-29T05:00:10Z"));
+    wr.flush().await.unwrap().unwrap();
+    assert_eq!(
+        names(records(&trail, None).await.unwrap()),
+        ["Before", "StopLogging", "After"]
+    );
 }
