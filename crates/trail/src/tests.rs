@@ -483,3 +483,27 @@ async fn stopped_accounts_are_not_delivered_but_their_stop_is() {
         ["Before", "StopLogging", "After"]
     );
 }
+
+#[test]
+fn hostile_files_are_refused_not_obeyed() {
+    // A gzip bomb inflates no further than the bound; odd bytes parse as nothing.
+    let bomb = gzip(&vec![b'{'; 80 << 20]).unwrap();
+    assert_eq!(parse_untrusted(&bomb), [false, false, false, false]);
+    for sample in [
+        &b""[..],
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
+        b"{\"body\":{\"node\":\"a\",\"seq\":1,\"files\":[{}]},\"signature\":1}",
+        b"9999-99-99T99:99:99Z",
+        b"2026-02-30T00:00:00Z",
+        b"\xff\xfe",
+    ] {
+        assert_eq!(
+            parse_untrusted(sample),
+            [false, false, false, false],
+            "{sample:?}"
+        );
+    }
+    let good = gzip(br#"{"Records":[]}"#).unwrap();
+    assert_eq!(parse_untrusted(&good), [false, true, false, false]);
+    assert_eq!(parse_untrusted(b"2026-11-29T05:00:00Z")[3], true);
+}
