@@ -505,5 +505,5 @@ fn hostile_files_are_refused_not_obeyed() {
     }
     let good = gzip(br#"{"Records":[]}"#).unwrap();
     assert_eq!(parse_untrusted(&good), [false, true, false, false]);
-    assert_eq!(parse_untrusted(b"2026-11-29T05:00:00Z")[3], true);
+    assert!(parse_untrusted(b"2026-11-29T05:00:00Z")[3]);
 }
