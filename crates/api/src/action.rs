@@ -131,6 +131,12 @@ actions! {
     GetImportTaskBootEvidence => crate::ec2::boot_evidence::GetImportTaskBootEvidence,
     GetSessionToken => crate::sts::GetSessionToken,
     LookupEvents => crate::cloudtrail::LookupEvents,
+    DescribeTrails => crate::cloudtrail_trail::DescribeTrails,
+    GetTrail => crate::cloudtrail_trail::GetTrail,
+    GetTrailStatus => crate::cloudtrail_trail::GetTrailStatus,
+    ListPublicKeys => crate::cloudtrail_trail::ListPublicKeys,
+    StartLogging => crate::cloudtrail_trail::StartLogging,
+    StopLogging => crate::cloudtrail_trail::StopLogging,
 }
 
 /// The table as Markdown rows (docs/api.md carries it between `<!-- action-table -->` marks,

@@ -1,7 +1,8 @@
 //! The activity log's records, shaped like CloudTrail's: one per API call (accepted or
 //! refused, authenticated or not), one per task state change a worker makes, one per use of
 //! a KMS key, and one per administrative command. Records are queued on the node's
-//! [`TrailWriter`] and written in signed batches by [`Audit::run_flusher`].
+//! [`TrailWriter`] and delivered by [`Audit::run_flusher`] (log files in CloudTrail's layout,
+//! then the CloudTrail digests whose period has ended: see the `trail` crate).
 //!
 //! Nothing sensitive is recorded verbatim:
 //! - descriptions, tag values, client data and idempotency tokens become
@@ -24,7 +25,7 @@ use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::query::Params;
 use crate::spec::{Kind, Spec};
-use crate::trail::{TrailError, TrailWriter};
+use trail::{Trail, TrailError, TrailWriter};
 
 /// The version of the record format (CloudTrail's current one).
 pub const EVENT_VERSION: &str = "1.09";
@@ -47,8 +48,6 @@ const RESPONSE_ELEMENTS: &[&str] = &[
 /// Writes records for one node.
 pub struct Audit {
     writer: Arc<TrailWriter>,
-    store: Arc<dyn object_store::ObjectStore>,
-    prefix: String,
     region: String,
 }
 
@@ -56,7 +55,6 @@ impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Audit")
             .field("node", &self.writer.node())
-            .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -409,24 +407,17 @@ fn key_id_of(k: &str) -> Option<String> {
 impl Audit {
     /// Records for `writer`'s node, in `region`.
     #[must_use]
-    pub fn new(
-        writer: Arc<TrailWriter>,
-        store: Arc<dyn object_store::ObjectStore>,
-        prefix: &str,
-        region: &str,
-    ) -> Self {
+    pub fn new(writer: Arc<TrailWriter>, region: &str) -> Self {
         Audit {
             writer,
-            store,
-            prefix: prefix.to_string(),
             region: region.to_string(),
         }
     }
 
-    /// The object store and prefix the log lives under.
+    /// The trail the records go to.
     #[must_use]
-    pub fn location(&self) -> (&Arc<dyn object_store::ObjectStore>, &str) {
-        (&self.store, &self.prefix)
+    pub fn trail(&self) -> &Arc<Trail> {
+        self.writer.trail()
     }
 
     /// The writer.
@@ -648,12 +639,13 @@ impl Audit {
         self.writer.record(Value::Object(r));
     }
 
-    /// Writes what is queued (one signed batch).
+    /// Writes what is queued (a log file per account, under one signed node digest).
     pub async fn flush(&self) -> Result<(), TrailError> {
         self.writer.flush().await.map(|_| ())
     }
 
-    /// Flushes every `every` until `shutdown` turns true, then once more.
+    /// Flushes every `every` until `shutdown` turns true, then once more; after each flush,
+    /// writes the CloudTrail digests whose period has ended.
     pub async fn run_flusher(
         self: Arc<Self>,
         every: Duration,
@@ -665,7 +657,10 @@ impl Audit {
                 _ = shutdown.changed() => true,
             };
             if let Err(e) = self.flush().await {
-                tracing::error!(error = %e, pending = self.writer.pending(), "activity log: batch not written; will retry");
+                tracing::error!(error = %e, pending = self.writer.pending(), "activity log: records not written; will retry");
+            }
+            if let Err(e) = self.trail().make_digests(catalog::now_ms()).await {
+                tracing::error!(error = %e, "activity log: digest not written; will retry");
             }
             if stop || *shutdown.borrow() {
                 return;

@@ -325,15 +325,14 @@ impl Handler for LookupEvents {
                 "this deployment keeps no activity log",
             ));
         };
-        let internal = |e: crate::trail::TrailError| {
+        let internal = |e: trail::TrailError| {
             let mut e = ApiError::internal("activity log lookup failed", &e);
             e.code = "InternalFailure".into();
             e.message = "the activity log could not be read; the request may be retried".into();
             e
         };
         audit.flush().await.map_err(internal)?;
-        let (store, prefix) = audit.location();
-        let records = crate::trail::records(store, prefix, Some(self.0.start_ms))
+        let records = trail::records(audit.trail(), Some(self.0.start_ms))
             .await
             .map_err(internal)?;
         Ok(answer(&self.0, &cx.who.account, &records).to_string())

@@ -14,10 +14,9 @@
 //! - [`guard`]: the sensitive-data guard on descriptions and tags;
 //! - [`totp`]: RFC 6238 one-time passwords for multi-factor authentication, and [`mfa`]:
 //!   the back-off and lockout of a device after failed codes;
-//! - [`trail`]: the activity log's storage: compressed batches under a signed digest chain,
-//!   and its verification;
-//! - [`audit`]: the records themselves (CloudTrail's shape, sensitive values redacted),
-//!   and [`cloudtrail`]: `LookupEvents` over them;
+//! - [`audit`]: the activity log's records (CloudTrail's shape, sensitive values redacted),
+//!   stored by the `trail` crate, and [`cloudtrail`]: CloudTrail's API over them
+//!   (`LookupEvents`, the trail's description and status, its public keys);
 //! - [`action`]: the action table — every action served; [`spec`]: what each states about
 //!   itself (IAM action, resources, parameters); [`handler`]: what an action's handler is given
 //!   and declares; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
@@ -30,6 +29,7 @@ pub mod action;
 pub mod audit;
 pub mod authz;
 pub mod cloudtrail;
+pub mod cloudtrail_trail;
 pub mod conn;
 pub mod dispatch;
 pub mod ec2;
@@ -46,5 +46,4 @@ pub mod spec;
 pub mod sts;
 pub mod tls;
 pub mod totp;
-pub mod trail;
 pub mod xml;

@@ -264,7 +264,13 @@ fn sample(name: &str, fx: &Fixtures) -> Option<Vec<(String, String)>> {
         | "GetEbsDefaultKmsKeyId"
         | "ResetEbsDefaultKmsKeyId"
         | "GetSessionToken"
-        | "LookupEvents" => Vec::new(),
+        | "LookupEvents"
+        | "DescribeTrails"
+        | "GetTrail"
+        | "GetTrailStatus"
+        | "ListPublicKeys"
+        | "StartLogging"
+        | "StopLogging" => Vec::new(),
         "ModifyEbsDefaultKmsKeyId" => p(&[("KmsKeyId", "alias/aws/ebs")]),
         "CancelImportTask" => p(&[("ImportTaskId", fx.image_task.as_str())]),
         "DeregisterImage" => p(&[("ImageId", fx.image.as_str())]),
@@ -403,6 +409,14 @@ fn form_urlencoded_pairs(pairs: &[(String, String)]) -> String {
         .join("&")
 }
 
+/// The JSON body of a CloudTrail action's sample request.
+fn json_sample(name: &str) -> &'static [u8] {
+    match name {
+        "GetTrail" | "GetTrailStatus" | "StartLogging" | "StopLogging" => br#"{"Name":"vmie"}"#,
+        _ => b"{}",
+    }
+}
+
 async fn send(
     w: &World,
     spec: &'static Spec,
@@ -415,7 +429,7 @@ async fn send(
         mfa: false,
     };
     let input = if spec.service == api::action::Service::CloudTrail {
-        Input::Json(b"{}")
+        Input::Json(json_sample(spec.name))
     } else {
         Input::Query(p)
     };
@@ -442,7 +456,7 @@ struct Denial {
 fn denials(spec: &Spec, w: &World, p: &Params) -> Vec<Denial> {
     let who = caller(&allow_all());
     let input = if spec.service == api::action::Service::CloudTrail {
-        Input::Json(b"{}")
+        Input::Json(json_sample(spec.name))
     } else {
         Input::Query(p)
     };
@@ -547,7 +561,8 @@ async fn every_action_in_the_table_is_refused_when_denied_and_changes_nothing() 
         // Allowed, a few answer with an error that is not about authorization: no activity
         // log in this world, an action vmie does not serve, an image not disabled.
         let expected = match spec.name {
-            "LookupEvents" => Some("TrailNotFoundException"),
+            "LookupEvents" | "GetTrail" | "GetTrailStatus" | "ListPublicKeys" | "StartLogging"
+            | "StopLogging" => Some("TrailNotFoundException"),
             "EnableImage" => Some("IncorrectState"),
             // The fixtures were never boot-checked.
             "GetImageBootEvidence" | "GetImportTaskBootEvidence" => Some("has no boot evidence"),

@@ -1301,6 +1301,51 @@ impl Catalog {
             .collect()
     }
 
+    /// Sets a per-account setting only if it still holds `old` (`None`: only if it is
+    /// unset); whether it was set. Several processes agreeing on one next value (the
+    /// activity log's digest chain) use it as a compare-and-swap.
+    pub async fn swap_setting(
+        &self,
+        account: &str,
+        name: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> Result<bool> {
+        let r = match old {
+            None => {
+                sqlx::query(
+                    "INSERT INTO settings (account, name, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account, name) DO NOTHING",
+                )
+                .bind(account)
+                .bind(name)
+                .bind(new)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(old) => sqlx::query(
+                "UPDATE settings SET value = $1 WHERE account = $2 AND name = $3 AND value = $4",
+            )
+            .bind(new)
+            .bind(account)
+            .bind(name)
+            .bind(old)
+            .execute(&self.pool)
+            .await?,
+        };
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Removes a per-account setting (nothing when it is unset).
+    pub async fn delete_setting(&self, account: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM settings WHERE account = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets a per-account setting.
     pub async fn set_setting(&self, account: &str, name: &str, value: &str) -> Result<()> {
         sqlx::query(

@@ -269,6 +269,7 @@ pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
             Some(_) => {
                 let env = crate::cli_store::open_env(data_dir)?;
                 let audit = crate::cli_trail::attach(
+                    data_dir,
                     env.objects,
                     &env.root,
                     &catalog,

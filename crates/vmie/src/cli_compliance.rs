@@ -297,10 +297,13 @@ async fn encryption_by_default(cat: &catalog::Catalog, account: &str) -> Result<
 }
 
 /// `activity-log-verified`: the whole activity log verifies, against the catalog's heads.
-async fn activity_log(env: &Env, cat: &catalog::Catalog) -> Result<Control, CliError> {
-    let r = api::trail::verify(&env.objects, crate::cli_trail::PREFIX, &env.root, Some(cat))
-        .await
-        .map_err(fail)?;
+async fn activity_log(
+    data_dir: &Path,
+    env: &Env,
+    cat: &catalog::Catalog,
+) -> Result<Control, CliError> {
+    let trail = crate::cli_trail::open_trail(data_dir, env.objects.clone(), &env.root, cat)?;
+    let r = trail::verify(&trail).await.map_err(fail)?;
     let ok = r.problems.is_empty() && r.digests > 0;
     let detail = if r.digests == 0 {
         "the activity log holds nothing yet".into()
@@ -383,7 +386,7 @@ async fn controls(data_dir: &Path) -> Result<Vec<Control>, CliError> {
     let mut out = listeners(&cat).await?;
     out.push(encryption_by_default(&cat, &account).await?);
     out.push(match &env {
-        Ok(env) => activity_log(env, &cat).await?,
+        Ok(env) => activity_log(data_dir, env, &cat).await?,
         Err(e) => unchecked("activity-log-verified", e, VERIFY_REMEDY),
     });
     out.push(root_key_file(data_dir));

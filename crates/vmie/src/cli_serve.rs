@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// first one).
     #[arg(long, env = "VMIE_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
+    /// Seconds a CloudTrail digest period of the activity log lasts (CloudTrail's is an
+    /// hour); every running server writes the digests of ended periods.
+    #[arg(long, env = "VMIE_TRAIL_DIGEST_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    trail_digest_interval: u64,
     #[command(flatten)]
     engine: EngineOpts,
 }
@@ -242,6 +246,7 @@ fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
 
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
+    crate::cli_trail::set_digest_interval(a.trail_digest_interval);
     crate::cli_trail::block_on(async {
         let node =
             crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {

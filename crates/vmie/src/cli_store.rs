@@ -306,7 +306,16 @@ fn attached_env(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Result<Env, Cl
     let env = open_env(data_dir)?;
     rt.block_on(async {
         let cat = open_catalog(data_dir).await?;
-        crate::cli_trail::attach(env.objects.clone(), &env.root, &cat, &env.kms, None, None).await
+        crate::cli_trail::attach(
+            data_dir,
+            env.objects.clone(),
+            &env.root,
+            &cat,
+            &env.kms,
+            None,
+            None,
+        )
+        .await
     })?;
     Ok(env)
 }

@@ -371,6 +371,7 @@ pub async fn open_deployment(
     cfg.boot_check = o.boot_check();
     let engine = Engine::new(catalog, env.store, sources, cfg);
     crate::cli_trail::attach(
+        data_dir,
         env.objects,
         &env.root,
         engine.catalog(),

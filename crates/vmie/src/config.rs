@@ -167,6 +167,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "VMIE_ROOT_KEY_FILE",
         "the root key file (default DATA/root.key); or the key itself, hex, in $VMIE_ROOT_KEY (environment only)",
     ),
+    (
+        "trail.bucket",
+        "VMIE_TRAIL_BUCKET",
+        "the bucket the activity log's log and digest files are delivered to in CloudTrail's layout (default trail: DATA/buckets/trail, or that bucket of the S3 service with buckets = s3)",
+    ),
+    (
+        "trail.name",
+        "VMIE_TRAIL_NAME",
+        "the trail's name in its ARN and in digest file names (default vmie)",
+    ),
+    (
+        "trail.digest_interval",
+        "VMIE_TRAIL_DIGEST_INTERVAL",
+        "serve: seconds a CloudTrail digest period lasts (default 3600)",
+    ),
+    (
+        "trail.key_rotation_days",
+        "VMIE_TRAIL_KEY_ROTATION_DAYS",
+        "days a digest signing key is used before the next (default 30)",
+    ),
 ];
 
 static FILE: OnceLock<HashMap<&'static str, String>> = OnceLock::new();

@@ -156,17 +156,27 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
     let (ok, out) = verify();
     assert!(ok && out.contains("intact"), "{out}");
     let node = data.join("objects/trail");
-    let batch = |n: u64| node.join(format!("batches/api-test/{n:016}.json.gz"));
     let digest = |n: u64| node.join(format!("digests/api-test/{n:016}.json"));
+    // The first log file (in the trail bucket) each node digest covers.
+    let batch = |n: u64| {
+        let d: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(digest(n)).unwrap()).unwrap();
+        data.join("buckets/trail")
+            .join(d["body"]["files"][0]["key"].as_str().unwrap())
+    };
     let last = (1..).take_while(|n| digest(*n).exists()).last().unwrap();
     assert!(last >= 3, "several batches were written ({last})");
+    let (batch1, batch2, batch_last) = (batch(1), batch(2), batch(last));
+    let inserted = batch_last.with_file_name(
+        "000000000000_CloudTrail_us-east-1_20260101T0000Z_INSERTEDxxxxxxxx.json.gz",
+    );
     let keep = |p: &std::path::Path| std::fs::read(p).unwrap();
     let (b1, b2, d2, dl, bl) = (
-        keep(&batch(1)),
-        keep(&batch(2)),
+        keep(&batch1),
+        keep(&batch2),
         keep(&digest(2)),
         keep(&digest(last)),
-        keep(&batch(last)),
+        keep(&batch_last),
     );
     type Step<'a> = Box<dyn Fn() + 'a>;
     let cases: Vec<(String, Step, Step)> = vec![
@@ -176,9 +186,9 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
                 let mut b = b2.clone();
                 let i = b.len() / 2;
                 b[i] ^= 1;
-                std::fs::write(batch(2), b).unwrap();
+                std::fs::write(&batch2, b).unwrap();
             }),
-            Box::new(|| std::fs::write(batch(2), &b2).unwrap()),
+            Box::new(|| std::fs::write(&batch2, &b2).unwrap()),
         ),
         (
             "digests 2 to 2 are missing (deleted)".to_string(),
@@ -188,12 +198,12 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
         (
             "content changed (altered)".to_string(),
             Box::new(|| {
-                std::fs::write(batch(1), &b2).unwrap();
-                std::fs::write(batch(2), &b1).unwrap();
+                std::fs::write(&batch1, &b2).unwrap();
+                std::fs::write(&batch2, &b1).unwrap();
             }),
             Box::new(|| {
-                std::fs::write(batch(1), &b1).unwrap();
-                std::fs::write(batch(2), &b2).unwrap();
+                std::fs::write(&batch1, &b1).unwrap();
+                std::fs::write(&batch2, &b2).unwrap();
             }),
         ),
         (
@@ -209,18 +219,18 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
         ),
         (
             "no digest covers it (inserted)".to_string(),
-            Box::new(|| std::fs::write(batch(last + 1), &b1).unwrap()),
-            Box::new(|| std::fs::remove_file(batch(last + 1)).unwrap()),
+            Box::new(|| std::fs::write(&inserted, &b1).unwrap()),
+            Box::new(|| std::fs::remove_file(&inserted).unwrap()),
         ),
         (
             format!("digests {last} to {last} are missing (deleted)"),
             Box::new(|| {
                 std::fs::remove_file(digest(last)).unwrap();
-                std::fs::remove_file(batch(last)).unwrap();
+                std::fs::remove_file(&batch_last).unwrap();
             }),
             Box::new(|| {
                 std::fs::write(digest(last), &dl).unwrap();
-                std::fs::write(batch(last), &bl).unwrap();
+                std::fs::write(&batch_last, &bl).unwrap();
             }),
         ),
     ];

@@ -626,13 +626,50 @@ assert "(InvalidLookupAttributesException)" in trail(
     "--lookup-attributes", "AttributeKey=Color,AttributeValue=x", ok=False)
 assert "(AccessDeniedException)" in trail(keys=readonly, ok=False)
 
+# CloudTrail's trail actions: the deployment's trail, its status and keys; StopLogging and
+# StartLogging only for a policy that allows them (in an account of their own, whose only
+# calls while stopped are those two, which are recorded whatever the status).
+def ct(*args, keys=ADMIN, ok=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CA_BUNDLE=CA, AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
+    p = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "--output", "json", "cloudtrail", *args],
+                       capture_output=True, text=True, env=env)
+    if ok:
+        assert p.returncode == 0, f"aws cloudtrail {' '.join(args)}: {p.stderr}"
+        return json.loads(p.stdout) if p.stdout.strip() else {}
+    assert p.returncode != 0, p.stdout
+    return p.stderr
+
+
+trails = ct("describe-trails")["trailList"]
+assert [t["Name"] for t in trails] == ["vmie"] and trails[0]["S3BucketName"] == "trail", trails
+assert trails[0]["LogFileValidationEnabled"] is True and trails[0]["HomeRegion"] == "us-east-1", trails
+trail_arn = trails[0]["TrailARN"]
+assert trail_arn == "arn:aws:cloudtrail:us-east-1:000000000000:trail/vmie", trail_arn
+assert ct("get-trail", "--name", trail_arn)["Trail"]["TrailARN"] == trail_arn
+assert ct("get-trail-status", "--name", "vmie")["IsLogging"] is True
+assert "(TrailNotFoundException)" in ct("get-trail", "--name", "elsewhere", ok=False)
+assert isinstance(ct("list-public-keys")["PublicKeyList"], list)
+assert "(AccessDeniedException)" in ct("stop-logging", "--name", "vmie", keys=readonly, ok=False)
+admin_in("111111111111", "user", "create", "auditor")
+admin_in("111111111111", "policy", "put", "auditor", "--document", json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "cloudtrail:*", "Resource": "*"}]}))
+admin_in("111111111111", "policy", "attach", "auditor", "--user", "auditor")
+k = json.loads(admin_in("111111111111", "access-key", "create", "auditor", "--json"))
+auditor = (k["AccessKeyId"], k["SecretAccessKey"])
+assert ct("stop-logging", "--name", "vmie", keys=auditor) == {}
+assert ct("start-logging", "--name", "vmie", keys=auditor) == {}
+st = ct("get-trail-status", "--name", "vmie", keys=auditor)
+assert st["IsLogging"] is True and st["StopLoggingTime"] <= st["StartLoggingTime"], st
+
 status, body = send("GET", ENDPOINT + "/metrics")
 assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 4' in body, body
 assert "vmie_auth_failures_total" in body
 requests = int(body.split("\nvmie_requests_total ")[1].split()[0])
 with open(os.path.join(DATA, "..", "checks.json"), "w") as f:
     json.dump({"requests": requests, "needles": [TAG_VALUE, DESCRIPTION, QUERY, creds["SecretAccessKey"],
-               creds["SessionToken"], plain["SecretAccessKey"], mfa_user[1], readonly[1], b32]}, f)
+               creds["SessionToken"], plain["SecretAccessKey"], mfa_user[1], readonly[1], b32,
+               auditor[1]]}, f)
 problems = sorted(set(json.loads(l) for l in open(MODELCHECK_LOG))) if os.path.exists(MODELCHECK_LOG) else []
 assert not problems, "answers that differ from botocore's EC2 model:\n" + "\n".join(problems)
 print("api client checks passed")

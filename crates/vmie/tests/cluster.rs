@@ -290,7 +290,7 @@ fn nodes_share_one_catalog_and_store_and_survive_a_dead_node() {
     // kill lands mid-import however fast or busy the machine is.
     let gate = s3::Gate::new("/src/big.qcow2", (64 << 20)..(320 << 20));
     let (s3url, _s3) = rt.block_on(s3::start_s3_gated(&s3root, "vmie", Some(gate.clone())));
-    for b in ["src", "out"] {
+    for b in ["src", "out", "trail"] {
         std::fs::create_dir_all(s3root.join(b)).unwrap();
     }
 
@@ -635,6 +635,7 @@ fn nodes_started_together_on_an_empty_catalog_all_serve() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pg = catalog::pgtest::TempPostgres::start().expect("start PostgreSQL");
     let (s3url, _s3) = rt.block_on(s3::start_s3(&w.join("s3"), "vmie"));
+    std::fs::create_dir_all(w.join("s3/trail")).unwrap();
     let config = cluster_config(w, &pg.url, &s3url);
     let key = root_key();
     let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
