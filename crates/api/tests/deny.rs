@@ -207,6 +207,8 @@ fn caller(policy: &str) -> Principal {
         session_token: None,
         mfa: false,
         policies: vec![Policy::parse(policy).unwrap()],
+        role: None,
+        session_policy: None,
     }
 }
 
