@@ -1,6 +1,8 @@
-//! The STS actions vmie serves: `GetSessionToken` (query protocol, 2011-06-15), which turns
+//! The STS actions vmie serves (query protocol, 2011-06-15): `GetSessionToken`, which turns
 //! a user's long-term key — plus, optionally, a code from the user's virtual MFA device —
-//! into temporary credentials. Requests signed for the service `sts` arrive here.
+//! into temporary credentials; `GetCallerIdentity`; and `AssumeRole`, which gives temporary
+//! credentials of a role whose trust policy allows the caller. Requests signed for the
+//! service `sts` arrive here.
 
 use quick_xml::escape::escape;
 
