@@ -68,6 +68,13 @@ macro_rules! actions {
                 }
             }
 
+            /// Looks up what the declaration needs (see [`Handler::prepare`]).
+            pub async fn prepare(&mut self, env: &Env, who: &Principal) -> Result<(), ApiError> {
+                match self {
+                    $(Action::$variant(a) => a.prepare(env, who).await,)*
+                }
+            }
+
             /// What the request touches (see [`Handler::declare`]).
             #[must_use]
             pub fn declare(&self, env: &Env, who: &Principal) -> Declaration {
@@ -137,6 +144,71 @@ actions! {
     ListPublicKeys => crate::cloudtrail_trail::ListPublicKeys,
     StartLogging => crate::cloudtrail_trail::StartLogging,
     StopLogging => crate::cloudtrail_trail::StopLogging,
+    StsGetCallerIdentity => crate::sts::GetCallerIdentity,
+    StsAssumeRole => crate::sts::AssumeRole,
+    KmsCreateKey => crate::kms_api::KCall<crate::kms_api::CreateKey>,
+    KmsDescribeKey => crate::kms_api::KCall<crate::kms_api::DescribeKey>,
+    KmsListKeys => crate::kms_api::KCall<crate::kms_api::ListKeys>,
+    KmsCreateAlias => crate::kms_api::KCall<crate::kms_api::CreateAlias>,
+    KmsListAliases => crate::kms_api::KCall<crate::kms_api::ListAliases>,
+    KmsDeleteAlias => crate::kms_api::KCall<crate::kms_api::DeleteAlias>,
+    KmsUpdateAlias => crate::kms_api::KCall<crate::kms_api::UpdateAlias>,
+    KmsEnableKey => crate::kms_api::KCall<crate::kms_api::EnableKey>,
+    KmsDisableKey => crate::kms_api::KCall<crate::kms_api::DisableKey>,
+    KmsEnableKeyRotation => crate::kms_api::KCall<crate::kms_api::EnableKeyRotation>,
+    KmsDisableKeyRotation => crate::kms_api::KCall<crate::kms_api::DisableKeyRotation>,
+    KmsGetKeyRotationStatus => crate::kms_api::KCall<crate::kms_api::GetKeyRotationStatus>,
+    KmsRotateKeyOnDemand => crate::kms_api::KCall<crate::kms_api::RotateKeyOnDemand>,
+    KmsScheduleKeyDeletion => crate::kms_api::KCall<crate::kms_api::ScheduleKeyDeletion>,
+    KmsCancelKeyDeletion => crate::kms_api::KCall<crate::kms_api::CancelKeyDeletion>,
+    KmsGetKeyPolicy => crate::kms_api::KCall<crate::kms_api::GetKeyPolicy>,
+    KmsPutKeyPolicy => crate::kms_api::KCall<crate::kms_api::PutKeyPolicy>,
+    KmsTagResource => crate::kms_api::KCall<crate::kms_api::TagResource>,
+    KmsUntagResource => crate::kms_api::KCall<crate::kms_api::UntagResource>,
+    KmsListResourceTags => crate::kms_api::KCall<crate::kms_api::ListResourceTags>,
+    KmsEncrypt => crate::kms_api::KCall<crate::kms_api::Encrypt>,
+    KmsDecrypt => crate::kms_api::KCall<crate::kms_api::Decrypt>,
+    KmsGenerateDataKey => crate::kms_api::KCall<crate::kms_api::GenerateDataKey>,
+    IamCreateUser => crate::iam_api::Call<crate::iam_api::CreateUser>,
+    IamGetUser => crate::iam_api::Call<crate::iam_api::GetUser>,
+    IamListUsers => crate::iam_api::Call<crate::iam_api::ListUsers>,
+    IamDeleteUser => crate::iam_api::Call<crate::iam_api::DeleteUser>,
+    IamCreateAccessKey => crate::iam_api::Call<crate::iam_api::CreateAccessKey>,
+    IamListAccessKeys => crate::iam_api::Call<crate::iam_api::ListAccessKeys>,
+    IamUpdateAccessKey => crate::iam_api::Call<crate::iam_api::UpdateAccessKey>,
+    IamDeleteAccessKey => crate::iam_api::Call<crate::iam_api::DeleteAccessKey>,
+    IamGetAccessKeyLastUsed => crate::iam_api::Call<crate::iam_api::GetAccessKeyLastUsed>,
+    IamCreateRole => crate::iam_api::Call<crate::iam_api::CreateRole>,
+    IamGetRole => crate::iam_api::Call<crate::iam_api::GetRole>,
+    IamListRoles => crate::iam_api::Call<crate::iam_api::ListRoles>,
+    IamDeleteRole => crate::iam_api::Call<crate::iam_api::DeleteRole>,
+    IamUpdateAssumeRolePolicy => crate::iam_api::Call<crate::iam_api::UpdateAssumeRolePolicy>,
+    IamPutUserPolicy => crate::iam_api::Call<crate::iam_api::PutUserPolicy>,
+    IamGetUserPolicy => crate::iam_api::Call<crate::iam_api::GetUserPolicy>,
+    IamListUserPolicies => crate::iam_api::Call<crate::iam_api::ListUserPolicies>,
+    IamDeleteUserPolicy => crate::iam_api::Call<crate::iam_api::DeleteUserPolicy>,
+    IamPutRolePolicy => crate::iam_api::Call<crate::iam_api::PutRolePolicy>,
+    IamGetRolePolicy => crate::iam_api::Call<crate::iam_api::GetRolePolicy>,
+    IamListRolePolicies => crate::iam_api::Call<crate::iam_api::ListRolePolicies>,
+    IamDeleteRolePolicy => crate::iam_api::Call<crate::iam_api::DeleteRolePolicy>,
+    IamCreatePolicy => crate::iam_api::Call<crate::iam_api::CreatePolicy>,
+    IamGetPolicy => crate::iam_api::Call<crate::iam_api::GetPolicy>,
+    IamGetPolicyVersion => crate::iam_api::Call<crate::iam_api::GetPolicyVersion>,
+    IamListPolicies => crate::iam_api::Call<crate::iam_api::ListPolicies>,
+    IamDeletePolicy => crate::iam_api::Call<crate::iam_api::DeletePolicy>,
+    IamAttachUserPolicy => crate::iam_api::Call<crate::iam_api::AttachUserPolicy>,
+    IamDetachUserPolicy => crate::iam_api::Call<crate::iam_api::DetachUserPolicy>,
+    IamListAttachedUserPolicies => crate::iam_api::Call<crate::iam_api::ListAttachedUserPolicies>,
+    IamAttachRolePolicy => crate::iam_api::Call<crate::iam_api::AttachRolePolicy>,
+    IamDetachRolePolicy => crate::iam_api::Call<crate::iam_api::DetachRolePolicy>,
+    IamListAttachedRolePolicies => crate::iam_api::Call<crate::iam_api::ListAttachedRolePolicies>,
+    IamCreateVirtualMFADevice => crate::iam_api::Call<crate::iam_api::CreateVirtualMFADevice>,
+    IamEnableMFADevice => crate::iam_api::Call<crate::iam_api::EnableMFADevice>,
+    IamDeactivateMFADevice => crate::iam_api::Call<crate::iam_api::DeactivateMFADevice>,
+    IamListMFADevices => crate::iam_api::Call<crate::iam_api::ListMFADevices>,
+    IamListVirtualMFADevices => crate::iam_api::Call<crate::iam_api::ListVirtualMFADevices>,
+    IamDeleteVirtualMFADevice => crate::iam_api::Call<crate::iam_api::DeleteVirtualMFADevice>,
+    IamSimulatePrincipalPolicy => crate::iam_api::Call<crate::iam_api::SimulatePrincipalPolicy>,
 }
 
 /// The table as Markdown rows (docs/api.md carries it between `<!-- action-table -->` marks,

@@ -383,6 +383,28 @@ fn principal_id(account: &str, user: &str) -> String {
 }
 
 fn user_identity(who: &Principal) -> Value {
+    if let Some(r) = &who.role {
+        let role_id = crate::identity::unique_id("AROA", &who.account, &r.role);
+        return json!({
+            "type": "AssumedRole",
+            "principalId": format!("{role_id}:{}", r.session),
+            "arn": who.arn,
+            "accountId": who.account,
+            "accessKeyId": who.access_key_id,
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": role_id,
+                    "arn": who.principal_arn(),
+                    "accountId": who.account,
+                    "userName": r.role,
+                },
+                "attributes": {
+                    "mfaAuthenticated": if who.mfa { "true" } else { "false" },
+                }
+            }
+        });
+    }
     json!({
         "type": "IAMUser",
         "principalId": principal_id(&who.account, &who.user),

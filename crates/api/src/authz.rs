@@ -25,12 +25,15 @@ pub fn global_context(env: &Env, who: &Principal, origin: &Origin, action: &str)
         )
         .with("aws:CurrentTime", &[&crate::sigv4::format_iso8601(now)])
         .with("aws:EpochTime", &[&(now / 1000).to_string()])
-        .with("aws:username", &[&who.user])
-        .with("aws:PrincipalArn", &[&who.arn])
+        .with("aws:PrincipalArn", &[&who.principal_arn()])
         .with("aws:PrincipalAccount", &[&who.account])
         .with("aws:RequestedRegion", &[&env.region]);
     if origin.mfa {
         c = c.with("aws:MultiFactorAuthPresent", &["true"]);
+    }
+    // A role's session has no user name.
+    if who.role.is_none() {
+        c = c.with("aws:username", &[&who.user]);
     }
     c
 }
@@ -69,7 +72,7 @@ pub async fn authorize(
             set(&mut ctx, &format!("aws:ResourceTag/{}", tag.key), &v);
             set(&mut ctx, &format!("ec2:ResourceTag/{}", tag.key), &v);
         }
-        let d = evaluate(&who.policies, &ctx);
+        let d = decide(who, &ctx);
         let allowed = d == Decision::Allow
             || (spec.authz == Authz::UnlessDenied && d == Decision::ImplicitDeny);
         if !allowed {
@@ -82,13 +85,24 @@ pub async fn authorize(
     Ok(())
 }
 
+/// The caller's policies decide, narrowed by a session policy when its session has one: an
+/// explicit `Deny` in either refuses; an `Allow` needs both.
+#[must_use]
+pub fn decide(who: &Principal, ctx: &Context) -> Decision {
+    let d = evaluate(&who.policies, ctx);
+    match (&who.session_policy, d) {
+        (Some(sp), Decision::Allow | Decision::ImplicitDeny) => match evaluate([sp], ctx) {
+            Decision::ExplicitDeny => Decision::ExplicitDeny,
+            Decision::Allow => d,
+            Decision::ImplicitDeny => Decision::ImplicitDeny,
+        },
+        _ => d,
+    }
+}
+
 fn denied(spec: &Spec, who: &Principal, resource: &str, d: Decision) -> ApiError {
     ApiError {
-        status: if spec.service == crate::spec::Service::CloudTrail {
-            400
-        } else {
-            403
-        },
+        status: if spec.service.is_json() { 400 } else { 403 },
         code: spec.service.denied_code().into(),
         message: format!(
             "You are not authorized to perform this operation. User: {} is not authorized to perform: {} on resource: {} {}",

@@ -18,7 +18,8 @@ fn version(service: Service) -> Option<&'static str> {
     match service {
         Service::Ec2 => Some("2016-11-15"),
         Service::Sts => Some("2011-06-15"),
-        Service::CloudTrail => None,
+        Service::CloudTrail | Service::Kms => None,
+        Service::Iam => Some("2010-05-08"),
     }
 }
 
@@ -93,7 +94,8 @@ pub async fn dispatch(
     if let Input::Query(p) = input {
         check_params(spec, p)?;
     }
-    let action = Action::parse(spec, input, env, who)?;
+    let mut action = Action::parse(spec, input, env, who)?;
+    action.prepare(env, who).await?;
     let mut decl = action.declare(env, who);
     for t in &mut decl.resources {
         if let Some(id) = &t.id {

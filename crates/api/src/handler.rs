@@ -124,6 +124,16 @@ pub trait Handler: Sized + Send {
     /// Reads the request into the action's typed form (nothing is looked up or changed).
     fn parse(input: Input<'_>, env: &Env, who: &Principal) -> Result<Self, ApiError>;
 
+    /// Looks up, before the declaration, what it needs and the request alone does not say
+    /// (the key an alias names, a key's tags); nothing is changed. Most actions need nothing.
+    fn prepare(
+        &mut self,
+        _env: &Env,
+        _who: &Principal,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Ok(()) }
+    }
+
     /// States what the request touches and the conditions it fills.
     fn declare(&self, env: &Env, who: &Principal, d: &mut Declaration);
 

@@ -88,6 +88,10 @@ struct Condition {
 #[derive(Debug, Clone, PartialEq)]
 struct Statement {
     effect: Effect,
+    /// Trust policies only: who the statement is about (`*`, principal ARNs, an account's
+    /// `…:root`, `service:NAME` for a service principal).
+    principals: Option<Vec<String>>,
+    not_principal: bool,
     actions: Vec<String>,
     not_action: bool,
     resources: Vec<String>,
@@ -110,6 +114,8 @@ pub struct Context {
     pub resource: String,
     /// Condition keys (lower-case names) and their values.
     pub keys: HashMap<String, Vec<String>>,
+    /// The caller's ARNs and account, for the `Principal` of trust policies.
+    pub principals: Vec<String>,
 }
 
 impl Context {
@@ -120,6 +126,7 @@ impl Context {
             action: action.into(),
             resource: resource.into(),
             keys: HashMap::new(),
+            principals: Vec::new(),
         }
     }
 
@@ -258,9 +265,65 @@ fn parse_net(v: &str) -> Option<ipnet::IpNet> {
         .or_else(|| v.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
+/// Which kind of document is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An identity policy: `Resource`, no `Principal`.
+    Identity,
+    /// A role's trust policy: `Principal`, `Resource` optional.
+    Trust,
+}
+
+fn principals(v: &Value, n: usize) -> Result<Vec<String>, PolicyError> {
+    let what = format!("statement {n}: Principal");
+    if v.as_str() == Some("*") {
+        return Ok(vec!["*".into()]);
+    }
+    let o = v.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
+        bad(format!(
+            "{what} must be \"*\" or an object of AWS or Service principals"
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (k, list) in o {
+        for p in strings(list, &what)? {
+            out.push(match k.as_str() {
+                "AWS" if p == "*" => p,
+                "AWS" if p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                    format!("arn:aws:iam::{p}:root")
+                }
+                "AWS" if p.starts_with("arn:aws:iam::") || p.starts_with("arn:aws:sts::") => p,
+                "AWS" => {
+                    return Err(bad(format!(
+                        "{what}: {p:?} is not an account id or an IAM principal ARN"
+                    )));
+                }
+                "Service" => format!("service:{p}"),
+                _ => {
+                    return Err(bad(format!(
+                        "{what}: {k} principals are not supported (AWS and Service are)"
+                    )));
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
 impl Policy {
     /// Parses and checks a policy document.
     pub fn parse(doc: &str) -> Result<Policy, PolicyError> {
+        Self::parse_as(doc, Mode::Identity)
+    }
+
+    /// Parses and checks a role's trust policy (who may assume it): statements name a
+    /// `Principal` (`*`, `{"AWS": ARN or account id}`, `{"Service": NAME}`) and usually
+    /// `sts:AssumeRole`; a `Resource` is not needed.
+    pub fn parse_trust(doc: &str) -> Result<Policy, PolicyError> {
+        Self::parse_as(doc, Mode::Trust)
+    }
+
+    fn parse_as(doc: &str, mode: Mode) -> Result<Policy, PolicyError> {
         if doc.len() > MAX_POLICY {
             return Err(bad(format!(
                 "the document is longer than {MAX_POLICY} bytes"
@@ -290,12 +353,12 @@ impl Policy {
         let statements = stmts
             .into_iter()
             .enumerate()
-            .map(|(i, s)| Self::statement(i + 1, s))
+            .map(|(i, s)| Self::statement(i + 1, s, mode))
             .collect::<Result<_, _>>()?;
         Ok(Policy { statements })
     }
 
-    fn statement(n: usize, s: &Value) -> Result<Statement, PolicyError> {
+    fn statement(n: usize, s: &Value, mode: Mode) -> Result<Statement, PolicyError> {
         let o = s
             .as_object()
             .ok_or_else(|| bad(format!("statement {n} must be an object")))?;
@@ -303,6 +366,7 @@ impl Policy {
             match k.as_str() {
                 "Sid" | "Effect" | "Action" | "NotAction" | "Resource" | "NotResource"
                 | "Condition" => {}
+                "Principal" | "NotPrincipal" if mode == Mode::Trust => {}
                 "Principal" | "NotPrincipal" => {
                     return Err(bad(format!(
                         "statement {n}: {k} belongs in resource and trust policies, not in an identity policy"
@@ -325,9 +389,20 @@ impl Policy {
                 )));
             }
         };
+        let (principals, not_principal) = match (mode, o.get("Principal"), o.get("NotPrincipal")) {
+            (Mode::Identity, _, _) => (None, false),
+            (Mode::Trust, Some(p), None) => (Some(principals(p, n)?), false),
+            (Mode::Trust, None, Some(p)) => (Some(principals(p, n)?), true),
+            (Mode::Trust, _, _) => {
+                return Err(bad(format!(
+                    "statement {n}: a trust policy names exactly one of Principal and NotPrincipal"
+                )));
+            }
+        };
         let (resources, not_resource) = match (o.get("Resource"), o.get("NotResource")) {
             (Some(r), None) => (strings(r, "Resource")?, false),
             (None, Some(r)) => (strings(r, "NotResource")?, true),
+            (None, None) if mode == Mode::Trust => (vec!["*".to_string()], false),
             _ => {
                 return Err(bad(format!(
                     "statement {n}: exactly one of Resource and NotResource"
@@ -362,6 +437,8 @@ impl Policy {
         }
         Ok(Statement {
             effect,
+            principals,
+            not_principal,
             actions,
             not_action,
             resources,
@@ -453,7 +530,30 @@ fn condition_holds(c: &Condition, ctx: &Context) -> bool {
     }
 }
 
+/// Whether the principal pattern `p` of a trust policy names the caller of `ctx`.
+fn principal_hit(p: &str, ctx: &Context) -> bool {
+    if p == "*" {
+        return true;
+    }
+    if ctx.principals.iter().any(|c| c == p) {
+        return true;
+    }
+    // An account's root stands for every principal of the account.
+    p.strip_prefix("arn:aws:iam::")
+        .and_then(|r| r.strip_suffix(":root"))
+        .is_some_and(|acct| {
+            ctx.keys
+                .get("aws:principalaccount")
+                .is_some_and(|v| v.iter().any(|a| a == acct))
+        })
+}
+
 fn applies(s: &Statement, ctx: &Context) -> bool {
+    if let Some(ps) = &s.principals
+        && ps.iter().any(|p| principal_hit(p, ctx)) == s.not_principal
+    {
+        return false;
+    }
     let action = any_match(&s.actions, &ctx.action, true) != s.not_action;
     let resource = any_match(&s.resources, &ctx.resource, false) != s.not_resource;
     action && resource && s.conditions.iter().all(|c| condition_holds(c, ctx))

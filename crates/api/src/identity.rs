@@ -17,6 +17,8 @@ use kms::RootKey;
 use crate::iam::{Policy, PolicyError};
 use crate::sigv4::{self, AuthError};
 
+pub mod manage;
+
 /// The policy the embedded default gives its first user.
 pub const ADMIN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"FullAccess","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 
@@ -61,14 +63,26 @@ impl std::fmt::Debug for NewKey {
     }
 }
 
+/// The role an assumed-role session acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumedRole {
+    /// The role's name.
+    pub role: String,
+    /// The session's name (`RoleSessionName`).
+    pub session: String,
+    /// The user who assumed it.
+    pub source_user: String,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// Account.
     pub account: String,
-    /// User name.
+    /// User name (for an assumed role: the role's name).
     pub user: String,
-    /// `arn:aws:iam::ACCOUNT:user/NAME`.
+    /// `arn:aws:iam::ACCOUNT:user/NAME` (an assumed role:
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
     pub arn: String,
     /// The access key used.
     pub access_key_id: String,
@@ -78,6 +92,44 @@ pub struct Principal {
     pub mfa: bool,
     /// Its policies.
     pub policies: Vec<Policy>,
+    /// For a session of an assumed role: the role and session.
+    pub role: Option<AssumedRole>,
+    /// A session policy given to AssumeRole: what it does not allow is not allowed.
+    pub session_policy: Option<Policy>,
+}
+
+impl Principal {
+    /// The ARN policies see as `aws:PrincipalArn` and key policies as the caller: the user's,
+    /// or for an assumed role the role's (`arn:aws:iam::ACCOUNT:role/ROLE`).
+    #[must_use]
+    pub fn principal_arn(&self) -> String {
+        match &self.role {
+            Some(r) => format!("arn:aws:iam::{}:role/{}", self.account, r.role),
+            None => self.arn.clone(),
+        }
+    }
+
+    /// The caller as KMS key policies see it.
+    #[must_use]
+    pub fn kms_caller(&self) -> kms::Caller {
+        kms::Caller::new(self.principal_arn(), self.account.clone())
+    }
+}
+
+/// A stable IAM-style unique id (`AIDA…` for users, `AROA…` for roles): the prefix and 16
+/// characters derived from the account and name.
+#[must_use]
+pub fn unique_id(prefix: &str, account: &str, name: &str) -> String {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{account}/{name}").as_bytes(),
+    );
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let id: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| char::from(alphabet[usize::from(b & 31)]))
+        .collect();
+    format!("{prefix}{id}")
 }
 
 /// Identity management over the catalog.
@@ -213,13 +265,20 @@ impl Identity {
         kind: PrincipalKind,
         name: &str,
     ) -> Result<Vec<Policy>, IdentityError> {
-        let docs = self.catalog.attached_policies(account, kind, name).await?;
+        let mut docs: Vec<(String, String)> = self
+            .catalog
+            .attached_policies(account, kind, name)
+            .await?
+            .into_iter()
+            .map(|d| (d.name, d.document))
+            .collect();
+        docs.extend(self.catalog.inline_policies(account, kind, name).await?);
         Ok(docs
             .iter()
-            .filter_map(|d| match Policy::parse(&d.document) {
+            .filter_map(|(n, d)| match Policy::parse(d) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::error!(policy = %d.name, error = %e, "a stored policy does not parse; it grants nothing");
+                    tracing::error!(policy = %n, error = %e, "a stored policy does not parse; it grants nothing");
                     None
                 }
             })
@@ -284,6 +343,55 @@ impl Identity {
             session_token,
             mfa,
             policies,
+            role: None,
+            session_policy: None,
+        })
+    }
+
+    /// The principal of a session of an assumed role.
+    async fn role_principal(
+        &self,
+        s: catalog::iam::Session,
+        role: String,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
+        let gone = || {
+            AuthError::UnknownKey(format!(
+                "{}: the role of this session no longer exists",
+                s.access_key_id
+            ))
+        };
+        let exists = self
+            .catalog
+            .principal_exists(&s.account, PrincipalKind::Role, &role)
+            .await
+            .map_err(|e| AuthError::Malformed(format!("the identity store failed: {e}")))?;
+        if !exists {
+            return Err(gone());
+        }
+        let policies = self
+            .policies(&s.account, PrincipalKind::Role, &role)
+            .await
+            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let session_policy = match &s.session_policy {
+            Some(d) => Some(Policy::parse(d).map_err(|e| AuthError::Malformed(e.to_string()))?),
+            None => None,
+        };
+        let session = s.session_name.clone().unwrap_or_default();
+        Ok(Principal {
+            arn: format!("arn:aws:sts::{}:assumed-role/{role}/{session}", s.account),
+            account: s.account,
+            user: role.clone(),
+            access_key_id: s.access_key_id,
+            session_token: Some(token.to_string()),
+            mfa: s.mfa,
+            policies,
+            role: Some(AssumedRole {
+                role,
+                session,
+                source_user: s.user_name,
+            }),
+            session_policy,
         })
     }
 
@@ -330,6 +438,9 @@ impl Identity {
             .ok_or_else(invalid)?;
         let secret = Zeroizing::new(String::from_utf8_lossy(&secret).into_owned());
         sigv4::verify(req, signed, &secret, region, service, now)?;
+        if let Some(role) = s.role_name.clone() {
+            return self.role_principal(s, role, token).await;
+        }
         self.principal(
             s.account,
             s.user_name,
@@ -351,10 +462,12 @@ impl Identity {
         kms::aead::random(secret.as_mut());
         let serial = mfa_serial(account, user);
         self.catalog
-            .put_mfa_device(
+            .enrol_mfa(
                 account,
                 user,
-                &self.root.seal(serial.as_bytes(), secret.as_ref()),
+                &serial,
+                Some(&self.root.seal(serial.as_bytes(), secret.as_ref())),
+                0,
             )
             .await?;
         let uri = Zeroizing::new(crate::totp::uri(
@@ -389,37 +502,9 @@ impl Identity {
             }
             None => false,
         };
-        let id = format!(
-            "ASIA{}",
-            *random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
-        );
-        let secret = random_text(
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            40,
-        );
-        let token = random_text(
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            128,
-        );
-        let expires = now + duration;
-        self.catalog
-            .put_session(&catalog::iam::Session {
-                access_key_id: id.clone(),
-                account: who.account.clone(),
-                user_name: who.user.clone(),
-                secret_sealed: self.root.seal(&aad(&id), secret.as_bytes()),
-                token_hash: sha256_hex(token.as_bytes()),
-                mfa: with_mfa,
-                expires_ms: expires.saturating_mul(1000),
-            })
+        self.mint(who, now + duration, with_mfa, None)
             .await
-            .map_err(internal)?;
-        Ok(NewSession {
-            access_key_id: id,
-            secret_access_key: secret,
-            session_token: token,
-            expires,
-        })
+            .map_err(internal)
     }
 }
 
@@ -438,7 +523,19 @@ impl Identity {
             "MultiFactorAuthentication failed with invalid MFA one time pass code.";
         let internal = |e: CatalogError| ("InternalFailure", e.to_string());
         let denied = |m: String| ("AccessDenied", m);
-        if serial != mfa_serial(&who.account, &who.user) {
+        if who.role.is_some() {
+            return Err(denied(INVALID.into()));
+        }
+        let stored = self
+            .catalog
+            .mfa_serial(&who.account, &who.user)
+            .await
+            .map_err(internal)?;
+        let expected = match stored {
+            Some(Some(s)) => s,
+            _ => mfa_serial(&who.account, &who.user),
+        };
+        if serial != expected {
             return Err(denied(INVALID.into()));
         }
         let now_ms = now.saturating_mul(1000);

@@ -21,7 +21,8 @@
 //!   itself (IAM action, resources, parameters); [`handler`]: what an action's handler is given
 //!   and declares; [`authz`]: the one place authorization is decided; [`dispatch`]: the steps
 //!   every request goes through; [`ec2`], [`sts`], [`cloudtrail`]: the actions themselves,
-//!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server, with
+//!   one file each; [`iam_api`] and [`kms_api`]: IAM's and KMS's actions, marker types
+//!   ([`op`]) of one generic handler each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server, with
 //!   [`conn`] (connection limits and timeouts) and [`tls`] (its certificate, renewed and
 //!   reloaded while it runs).
 
@@ -37,8 +38,11 @@ pub mod error;
 pub mod guard;
 pub mod handler;
 pub mod iam;
+pub mod iam_api;
 pub mod identity;
+pub mod kms_api;
 pub mod mfa;
+pub mod op;
 pub mod query;
 pub mod server;
 pub mod sigv4;

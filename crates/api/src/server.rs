@@ -440,6 +440,9 @@ fn service_of(signed: Option<&sigv4::Signed>, target: Option<&str>) -> Service {
     match signed.map(|s| s.service.as_str()) {
         Some("sts") => Service::Sts,
         Some("cloudtrail") => Service::CloudTrail,
+        Some("kms") => Service::Kms,
+        Some("iam") => Service::Iam,
+        _ if target.is_some_and(|t| t.starts_with("TrentService.")) => Service::Kms,
         _ if target.is_some() => Service::CloudTrail,
         _ => Service::Ec2,
     }
@@ -508,8 +511,11 @@ async fn answer(
     rec.service = service;
     let fail = |rec: &mut Rec, e: ApiError| -> Response {
         let r = match service {
-            Service::CloudTrail => json_response(e.status, crate::cloudtrail::error_body(&e), rid),
+            Service::CloudTrail | Service::Kms => {
+                json_response(e.status, crate::cloudtrail::error_body(&e), rid)
+            }
             Service::Sts => xml_response(e.status, crate::sts::error(&e, rid)),
+            Service::Iam => xml_response(e.status, crate::iam_api::error(&e, rid)),
             Service::Ec2 => error_response(&e, rid),
         };
         rec.error = Some(e);
@@ -523,6 +529,14 @@ async fn answer(
             .and_then(crate::cloudtrail::action_of_target)
             .unwrap_or("")
             .to_string();
+    } else if service == Service::Kms {
+        rec.action = target
+            .as_deref()
+            .and_then(|t| t.strip_prefix("TrentService."))
+            .unwrap_or("")
+            .to_string();
+        // Recorded as the table's parameter kinds say (blobs and policies withheld).
+        rec.params = crate::kms_api::recorded_params(body);
     } else {
         match query_params(query, headers, body) {
             Ok(p) => {
@@ -559,11 +573,14 @@ async fn answer(
             // and CloudTrail keep their finer codes.
             let (status, code) = match service {
                 Service::CloudTrail => (403, crate::cloudtrail::auth_code(e.code()).to_string()),
-                Service::Sts if e.code() == "RequestExpired" && e.to_string().contains("token") => {
+                Service::Kms => (400, crate::cloudtrail::auth_code(e.code()).to_string()),
+                Service::Sts | Service::Iam
+                    if e.code() == "RequestExpired" && e.to_string().contains("token") =>
+                {
                     (403, "ExpiredToken".into())
                 }
-                Service::Sts if e.code() == "AuthFailure" => (401, e.code().into()),
-                Service::Sts => (403, e.code().into()),
+                Service::Sts | Service::Iam if e.code() == "AuthFailure" => (401, e.code().into()),
+                Service::Sts | Service::Iam => (403, e.code().into()),
                 Service::Ec2 if e.code() == "RequestExpired" => (400, "RequestExpired".into()),
                 Service::Ec2 => (401, "AuthFailure".into()),
             };
@@ -597,7 +614,7 @@ async fn answer(
             &rec.action
         });
         let e = match service {
-            Service::CloudTrail => ApiError::client(
+            Service::CloudTrail | Service::Kms => ApiError::client(
                 "UnknownOperationException",
                 format!("{shown} is not an operation this endpoint serves"),
             ),
@@ -614,8 +631,8 @@ async fn answer(
         mfa: who.mfa,
     };
     let input = match &rec.params {
-        Some(p) => Input::Query(p),
-        None => Input::Json(body),
+        Some(p) if !service.is_json() => Input::Query(p),
+        _ => Input::Json(body),
     };
     let r = dispatch(&app.env, &who, &origin, spec, input, rid, now).await;
     tracing::info!(action = spec.name, user = %who.arn, ok = r.is_ok(), request = %rid, "{} request", service.name());
@@ -625,7 +642,7 @@ async fn answer(
             if app.env.audit.is_some() && !spec.read_only {
                 rec.ok_body = Some(body.clone());
             }
-            if service == Service::CloudTrail {
+            if service.is_json() {
                 json_response(200, body, rid)
             } else {
                 xml_response(200, body)

@@ -15,9 +15,19 @@ pub enum Service {
     Sts,
     /// CloudTrail (JSON 1.1, `X-Amz-Target`).
     CloudTrail,
+    /// KMS (JSON 1.1, `X-Amz-Target: TrentService.…`).
+    Kms,
+    /// IAM (Query protocol, 2010-05-08).
+    Iam,
 }
 
 impl Service {
+    /// Whether it speaks JSON 1.1 (`X-Amz-Target`) rather than the Query protocol.
+    #[must_use]
+    pub fn is_json(self) -> bool {
+        matches!(self, Service::CloudTrail | Service::Kms)
+    }
+
     /// The name requests are signed for, and the IAM action prefix.
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -25,6 +35,8 @@ impl Service {
             Service::Ec2 => "ec2",
             Service::Sts => "sts",
             Service::CloudTrail => "cloudtrail",
+            Service::Kms => "kms",
+            Service::Iam => "iam",
         }
     }
 
@@ -35,6 +47,8 @@ impl Service {
             Service::Ec2 => "ec2.amazonaws.com",
             Service::Sts => "sts.amazonaws.com",
             Service::CloudTrail => "cloudtrail.amazonaws.com",
+            Service::Kms => "kms.amazonaws.com",
+            Service::Iam => "iam.amazonaws.com",
         }
     }
 
@@ -44,7 +58,8 @@ impl Service {
         match self {
             Service::Ec2 => "UnauthorizedOperation",
             Service::Sts => "AccessDenied",
-            Service::CloudTrail => "AccessDeniedException",
+            Service::CloudTrail | Service::Kms => "AccessDeniedException",
+            Service::Iam => "AccessDenied",
         }
     }
 }

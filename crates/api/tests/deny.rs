@@ -26,12 +26,21 @@ use kms::{Kms, KmsConfig, RootKey};
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-east-1";
 
-/// The resources every sample acts on, all tagged `protected=true`.
+/// The resources every sample acts on, all tagged `protected=true` (where tags apply).
 struct Fixtures {
     image: String,
     used_snapshot: String,
     free_snapshot: String,
     image_task: String,
+    /// A customer key behind `alias/fixture`, and a second one pending deletion.
+    key: String,
+    key2: String,
+    /// A ciphertext under `key`, base64.
+    blob: String,
+    /// An access key of the user alice.
+    alice_key: String,
+    /// Two consecutive codes of the unassigned virtual MFA device `pending`.
+    codes: (String, String),
 }
 
 struct World {
@@ -107,11 +116,18 @@ async fn world() -> World {
         created_ms: now,
         extra: catalog::SnapshotExtra::default(),
     };
+    let (key, key2, blob) = kms_fixtures(engine.store().kms()).await;
+    let (alice_key, codes) = iam_fixtures(&identity).await;
     let fx = Fixtures {
         image: "ami-0123456789abcdef0".into(),
         used_snapshot: "snap-0123456789abcdef0".into(),
         free_snapshot: "snap-0fedcba9876543210".into(),
         image_task: "import-ami-0123456789abcdef0".into(),
+        key,
+        key2,
+        blob,
+        alice_key,
+        codes,
     };
     catalog
         .put_snapshot(&snapshot(fx.used_snapshot.as_str()))
@@ -170,6 +186,102 @@ async fn world() -> World {
     World { dir, env, fx }
 }
 
+/// Two customer keys, the first tagged `protected=true` behind `alias/fixture`, and a
+/// ciphertext under it.
+async fn kms_fixtures(kms: &Kms) -> (String, String, String) {
+    use base64::Engine as _;
+    let root = kms::Caller::account_root(ACCOUNT);
+    let key = kms
+        .create_key(&root, kms::CreateKey::default())
+        .await
+        .unwrap()
+        .key_id;
+    let key2 = kms
+        .create_key(&root, kms::CreateKey::default())
+        .await
+        .unwrap()
+        .key_id;
+    let tag = [("protected".to_string(), "true".to_string())];
+    kms.tag_resource(&root, &key, &tag).await.unwrap();
+    kms.tag_resource(&root, &key2, &tag).await.unwrap();
+    kms.create_alias(&root, "alias/fixture", &key)
+        .await
+        .unwrap();
+    kms.schedule_key_deletion(&root, &key2, 7).await.unwrap();
+    let blob = kms
+        .encrypt(&root, &key, b"fixture", &kms::Context::new())
+        .await
+        .unwrap();
+    (
+        key,
+        key2,
+        base64::engine::general_purpose::STANDARD.encode(blob),
+    )
+}
+
+const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/tester"},"Action":"sts:AssumeRole"}]}"#;
+const DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:Describe*","Resource":"*"}]}"#;
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'2'..=b'7' => u32::from(c - b'2') + 26,
+            _ => continue,
+        };
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+        }
+    }
+    out
+}
+
+/// Users alice (an access key, an inline and a managed policy, an MFA device) and bare
+/// (nothing); the role deployer (trusting the tester, with an inline and a managed policy)
+/// and the bare role barerole; the unattached policy loose; the virtual MFA devices spare and
+/// pending (unassigned). Returns alice's key and two codes of pending.
+async fn iam_fixtures(id: &Identity) -> (String, (String, String)) {
+    use catalog::iam::PrincipalKind::{Role, User};
+    let c = id.catalog();
+    for u in ["alice", "bare"] {
+        id.create_user(ACCOUNT, u).await.unwrap();
+    }
+    let k = id.create_access_key(ACCOUNT, "alice").await.unwrap();
+    id.put_inline_policy(ACCOUNT, User, "alice", "inline-a", DOC)
+        .await
+        .unwrap();
+    id.create_policy(ACCOUNT, "managed-p", DOC).await.unwrap();
+    id.create_policy(ACCOUNT, "loose", DOC).await.unwrap();
+    c.attach_policy(ACCOUNT, User, "alice", "managed-p")
+        .await
+        .unwrap();
+    id.enable_mfa(ACCOUNT, "alice").await.unwrap();
+    for r in ["deployer", "barerole"] {
+        id.create_role_with(ACCOUNT, r, Some(TRUST), "", 3600)
+            .await
+            .unwrap();
+    }
+    id.put_inline_policy(ACCOUNT, Role, "deployer", "rinline", DOC)
+        .await
+        .unwrap();
+    c.attach_policy(ACCOUNT, Role, "deployer", "managed-p")
+        .await
+        .unwrap();
+    id.create_virtual_mfa(ACCOUNT, "spare").await.unwrap();
+    let (_, seed, _) = id.create_virtual_mfa(ACCOUNT, "pending").await.unwrap();
+    let secret = base32_decode(&seed);
+    let now = u64::try_from(catalog::now_ms() / 1000).unwrap();
+    let codes = (
+        api::totp::code(&secret, now),
+        api::totp::code(&secret, now + 30),
+    );
+    (k.access_key_id, codes)
+}
+
 fn allow_all() -> String {
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#
         .into()
@@ -207,6 +319,8 @@ fn caller(policy: &str) -> Principal {
         session_token: None,
         mfa: false,
         policies: vec![Policy::parse(policy).unwrap()],
+        role: None,
+        session_policy: None,
     }
 }
 
@@ -339,8 +453,143 @@ fn sample(name: &str, fx: &Fixtures) -> Option<Vec<(String, String)>> {
             ("InstanceId", "i-0123456789abcdef0"),
             ("TargetEnvironment", "vmware"),
         ]),
+        // KMS takes JSON (json_sample).
+        n if kms_json(n, fx).is_some() => Vec::new(),
+        n => return iam_sample(n, fx).map(|v| p(&v)),
+    })
+}
+
+/// IAM and STS samples.
+fn iam_sample<'a>(name: &str, fx: &'a Fixtures) -> Option<Vec<(&'a str, &'a str)>> {
+    let alice = "arn:aws:iam::111122223333:user/alice";
+    let managed = "arn:aws:iam::111122223333:policy/managed-p";
+    let loose = "arn:aws:iam::111122223333:policy/loose";
+    Some(match name {
+        "GetCallerIdentity"
+        | "ListUsers"
+        | "ListRoles"
+        | "ListPolicies"
+        | "ListVirtualMFADevices" => Vec::new(),
+        "AssumeRole" => vec![
+            ("RoleArn", "arn:aws:iam::111122223333:role/deployer"),
+            ("RoleSessionName", "s1"),
+        ],
+        "CreateUser" => vec![("UserName", "newuser")],
+        "DeleteUser" => vec![("UserName", "bare")],
+        "GetUser"
+        | "CreateAccessKey"
+        | "ListAccessKeys"
+        | "ListUserPolicies"
+        | "ListAttachedUserPolicies"
+        | "ListMFADevices" => vec![("UserName", "alice")],
+        "UpdateAccessKey" => vec![
+            ("UserName", "alice"),
+            ("AccessKeyId", fx.alice_key.as_str()),
+            ("Status", "Inactive"),
+        ],
+        "DeleteAccessKey" => vec![
+            ("UserName", "alice"),
+            ("AccessKeyId", fx.alice_key.as_str()),
+        ],
+        "GetAccessKeyLastUsed" => vec![("AccessKeyId", fx.alice_key.as_str())],
+        "CreateRole" => vec![("RoleName", "newrole"), ("AssumeRolePolicyDocument", TRUST)],
+        "GetRole" | "ListRolePolicies" | "ListAttachedRolePolicies" => {
+            vec![("RoleName", "deployer")]
+        }
+        "DeleteRole" => vec![("RoleName", "barerole")],
+        "UpdateAssumeRolePolicy" => vec![("RoleName", "deployer"), ("PolicyDocument", TRUST)],
+        "PutUserPolicy" => vec![
+            ("UserName", "alice"),
+            ("PolicyName", "p2"),
+            ("PolicyDocument", DOC),
+        ],
+        "GetUserPolicy" | "DeleteUserPolicy" => {
+            vec![("UserName", "alice"), ("PolicyName", "inline-a")]
+        }
+        "PutRolePolicy" => vec![
+            ("RoleName", "deployer"),
+            ("PolicyName", "p2"),
+            ("PolicyDocument", DOC),
+        ],
+        "GetRolePolicy" | "DeleteRolePolicy" => {
+            vec![("RoleName", "deployer"), ("PolicyName", "rinline")]
+        }
+        "CreatePolicy" => vec![("PolicyName", "newpol"), ("PolicyDocument", DOC)],
+        "GetPolicy" => vec![("PolicyArn", managed)],
+        "GetPolicyVersion" => vec![("PolicyArn", managed), ("VersionId", "v1")],
+        "DeletePolicy" => vec![("PolicyArn", loose)],
+        "AttachUserPolicy" => vec![("UserName", "alice"), ("PolicyArn", loose)],
+        "DetachUserPolicy" => vec![("UserName", "alice"), ("PolicyArn", managed)],
+        "AttachRolePolicy" => vec![("RoleName", "deployer"), ("PolicyArn", loose)],
+        "DetachRolePolicy" => vec![("RoleName", "deployer"), ("PolicyArn", managed)],
+        "CreateVirtualMFADevice" => vec![("VirtualMFADeviceName", "newdev")],
+        "EnableMFADevice" => vec![
+            ("UserName", "bare"),
+            ("SerialNumber", "arn:aws:iam::111122223333:mfa/pending"),
+            ("AuthenticationCode1", fx.codes.0.as_str()),
+            ("AuthenticationCode2", fx.codes.1.as_str()),
+        ],
+        "DeactivateMFADevice" => vec![
+            ("UserName", "alice"),
+            ("SerialNumber", "arn:aws:iam::111122223333:mfa/alice"),
+        ],
+        "DeleteVirtualMFADevice" => {
+            vec![("SerialNumber", "arn:aws:iam::111122223333:mfa/spare")]
+        }
+        "SimulatePrincipalPolicy" => vec![
+            ("PolicySourceArn", alice),
+            ("ActionNames.member.1", "ec2:DescribeImages"),
+        ],
         _ => return None,
     })
+}
+
+/// KMS samples (JSON bodies), or `None` for an action that is not KMS's.
+fn kms_json(name: &str, fx: &Fixtures) -> Option<String> {
+    let key = &fx.key;
+    let tags = r#""Tags":[{"TagKey":"protected","TagValue":"true"}]"#;
+    Some(match name {
+        "CreateKey" => format!(r#"{{"Description":"new",{tags}}}"#),
+        "ListKeys" | "ListAliases" => "{}".into(),
+        "DescribeKey" => r#"{"KeyId":"alias/fixture"}"#.into(),
+        "CreateAlias" => format!(r#"{{"AliasName":"alias/new","TargetKeyId":"{key}"}}"#),
+        "DeleteAlias" => r#"{"AliasName":"alias/fixture"}"#.into(),
+        "UpdateAlias" => format!(
+            r#"{{"AliasName":"alias/fixture","TargetKeyId":"{}"}}"#,
+            fx.key2
+        ),
+        "EnableKey"
+        | "DisableKey"
+        | "EnableKeyRotation"
+        | "DisableKeyRotation"
+        | "GetKeyRotationStatus"
+        | "RotateKeyOnDemand"
+        | "GetKeyPolicy"
+        | "ListResourceTags" => {
+            format!(r#"{{"KeyId":"{key}"}}"#)
+        }
+        "CancelKeyDeletion" => format!(r#"{{"KeyId":"{}"}}"#, fx.key2),
+        "ScheduleKeyDeletion" => format!(r#"{{"KeyId":"{key}","PendingWindowInDays":7}}"#),
+        "PutKeyPolicy" => format!(
+            r#"{{"KeyId":"{key}","Policy":{}}}"#,
+            serde_json::to_string(&kms::KeyPolicy::default_document(ACCOUNT)).unwrap()
+        ),
+        "TagResource" => format!(r#"{{"KeyId":"{key}",{tags}}}"#),
+        "UntagResource" => format!(r#"{{"KeyId":"{key}","TagKeys":["protected"]}}"#),
+        "Encrypt" => format!(r#"{{"KeyId":"alias/fixture","Plaintext":"aGVsbG8="}}"#),
+        "Decrypt" => format!(r#"{{"CiphertextBlob":"{}"}}"#, fx.blob),
+        "GenerateDataKey" => format!(r#"{{"KeyId":"{key}","KeySpec":"AES_256"}}"#),
+        _ => return None,
+    })
+}
+
+/// The JSON body of a JSON-protocol action's sample.
+fn json_body(spec: &Spec, fx: &Fixtures) -> Vec<u8> {
+    match spec.service {
+        api::action::Service::Kms => kms_json(spec.name, fx).unwrap_or_default().into_bytes(),
+        api::action::Service::CloudTrail => json_sample(spec.name).to_vec(),
+        _ => b"{}".to_vec(),
+    }
 }
 
 /// Everything a request could change: the catalog's tasks, images, snapshots (with tags)
@@ -368,9 +617,42 @@ async fn state(w: &World) -> String {
     }
     for f in files(w.dir.path()) {
         if !f.to_string_lossy().contains("catalog.db") {
-            let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-            out.insert(format!("file {}", f.display()), len.to_string());
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+            out.insert(format!("file {}", f.display()), hex::encode(d.as_ref()));
         }
+    }
+    // Identities: users, keys, roles, policies, attachments, inline policies, MFA devices.
+    use catalog::iam::PrincipalKind::{Role, User};
+    for u in cat.users(ACCOUNT).await.unwrap() {
+        let keys: Vec<String> = cat
+            .access_keys(ACCOUNT, Some(&u.name))
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| format!("{} {}", k.access_key_id, k.status))
+            .collect();
+        let attached = cat.attached_policies(ACCOUNT, User, &u.name).await.unwrap();
+        let inline = cat.inline_policies(ACCOUNT, User, &u.name).await.unwrap();
+        let mfa = cat.mfa_serial(ACCOUNT, &u.name).await.unwrap();
+        out.insert(
+            format!("user {}", u.name),
+            format!("{keys:?} {attached:?} {inline:?} {mfa:?}"),
+        );
+    }
+    for r in cat.roles_full(ACCOUNT).await.unwrap() {
+        let attached = cat.attached_policies(ACCOUNT, Role, &r.name).await.unwrap();
+        let inline = cat.inline_policies(ACCOUNT, Role, &r.name).await.unwrap();
+        out.insert(
+            format!("role {}", r.name),
+            format!("{r:?} {attached:?} {inline:?}"),
+        );
+    }
+    for p in cat.managed_policies(ACCOUNT).await.unwrap() {
+        out.insert(format!("policy {}", p.name), format!("{p:?}"));
+    }
+    for d in cat.virtual_mfas(ACCOUNT).await.unwrap() {
+        out.insert(format!("mfa {}", d.serial), format!("{d:?}"));
     }
     format!("{out:#?}")
 }
@@ -428,8 +710,9 @@ async fn send(
         secure: true,
         mfa: false,
     };
-    let input = if spec.service == api::action::Service::CloudTrail {
-        Input::Json(json_sample(spec.name))
+    let body = json_body(spec, &w.fx);
+    let input = if spec.service.is_json() {
+        Input::Json(&body)
     } else {
         Input::Query(p)
     };
@@ -453,16 +736,17 @@ struct Denial {
     role: Option<String>,
 }
 
-fn denials(spec: &Spec, w: &World, p: &Params) -> Vec<Denial> {
+async fn denials(spec: &Spec, w: &World, p: &Params) -> Vec<Denial> {
     let who = caller(&allow_all());
-    let input = if spec.service == api::action::Service::CloudTrail {
-        Input::Json(json_sample(spec.name))
+    let body = json_body(spec, &w.fx);
+    let input = if spec.service.is_json() {
+        Input::Json(&body)
     } else {
         Input::Query(p)
     };
-    let decl = Action::parse(spec, input, &w.env, &who)
-        .unwrap()
-        .declare(&w.env, &who);
+    let mut action = Action::parse(spec, input, &w.env, &who).unwrap();
+    action.prepare(&w.env, &who).await.unwrap();
+    let decl = action.declare(&w.env, &who);
     let mut out = vec![Denial {
         what: "an explicit Deny of the action".into(),
         caller: allow_all_but(&format!(
@@ -528,7 +812,7 @@ async fn every_action_in_the_table_is_refused_when_denied_and_changes_nothing() 
             continue;
         };
         let p = params_of(&pairs, spec);
-        for d in denials(spec, &probe, &p) {
+        for d in denials(spec, &probe, &p).await {
             // A fresh world each time: fixtures as they were, ids as the sample names them.
             let w = world().await;
             let pairs = sample(spec.name, &w.fx).unwrap();

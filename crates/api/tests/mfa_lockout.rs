@@ -45,6 +45,8 @@ fn alice() -> Principal {
         session_token: None,
         mfa: false,
         policies: Vec::new(),
+        role: None,
+        session_policy: None,
     }
 }
 

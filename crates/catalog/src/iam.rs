@@ -151,6 +151,12 @@ pub struct Session {
     pub mfa: bool,
     /// Expiry (ms).
     pub expires_ms: i64,
+    /// For AssumeRole: the role (then `user_name` is the caller who assumed it).
+    pub role_name: Option<String>,
+    /// For AssumeRole: the session name.
+    pub session_name: Option<String>,
+    /// For AssumeRole: the session policy, which narrows what the role's policies allow.
+    pub session_policy: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -160,6 +166,8 @@ impl std::fmt::Debug for Session {
             .field("user_name", &self.user_name)
             .field("mfa", &self.mfa)
             .field("expires_ms", &self.expires_ms)
+            .field("role_name", &self.role_name)
+            .field("session_name", &self.session_name)
             .finish_non_exhaustive()
     }
 }
@@ -337,8 +345,8 @@ impl Catalog {
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO iam_sessions (access_key_id, account, user_name, secret_sealed, token_hash, mfa, expires_ms, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO iam_sessions (access_key_id, account, user_name, secret_sealed, token_hash, mfa, expires_ms, created_ms, \
+             role_name, session_name, session_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.access_key_id)
         .bind(&s.account)
@@ -348,6 +356,9 @@ impl Catalog {
         .bind(i64::from(s.mfa))
         .bind(s.expires_ms)
         .bind(now)
+        .bind(s.role_name.as_deref())
+        .bind(s.session_name.as_deref())
+        .bind(s.session_policy.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -369,6 +380,9 @@ impl Catalog {
                 token_hash: r.try_get("token_hash")?,
                 mfa: r.try_get::<i64, _>("mfa")? != 0,
                 expires_ms: r.try_get("expires_ms")?,
+                role_name: r.try_get("role_name")?,
+                session_name: r.try_get("session_name")?,
+                session_policy: r.try_get("session_policy")?,
             })
         })
         .transpose()
@@ -471,12 +485,26 @@ impl Catalog {
         .await?;
         crate::found(&r, name)?;
         if kind == PrincipalKind::User {
-            sqlx::query("DELETE FROM iam_access_keys WHERE account = $1 AND user_name = $2")
-                .bind(account)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                "DELETE FROM iam_access_keys WHERE account = $1 AND user_name = $2",
+                "DELETE FROM iam_mfa_devices WHERE account = $1 AND user_name = $2",
+                "UPDATE iam_virtual_mfa SET user_name = NULL, enabled_ms = NULL WHERE account = $1 AND user_name = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(account)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
+        sqlx::query(
+            "DELETE FROM iam_inline_policies WHERE account = $1 AND principal_kind = $2 AND principal = $3",
+        )
+        .bind(account)
+        .bind(kind.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "DELETE FROM iam_attachments WHERE account = $1 AND principal_kind = $2 AND principal = $3",
         )

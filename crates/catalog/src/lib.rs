@@ -15,6 +15,7 @@
 //! snapshot row is visible complete or not at all.
 
 pub mod iam;
+pub mod iam_api;
 pub mod pgtest;
 mod schema;
 

@@ -196,4 +196,35 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE iam_mfa_devices ADD COLUMN next_attempt_ms BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        8,
+        "IAM on the endpoint: role trust policies, inline policies, virtual MFA devices by \
+         serial number, sessions of assumed roles",
+        &[
+            "ALTER TABLE iam_roles ADD COLUMN trust_policy TEXT",
+            "ALTER TABLE iam_roles ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE iam_roles ADD COLUMN max_session BIGINT NOT NULL DEFAULT 3600",
+            "CREATE TABLE iam_inline_policies (
+                account TEXT NOT NULL,
+                principal_kind TEXT NOT NULL,
+                principal TEXT NOT NULL,
+                name TEXT NOT NULL,
+                document TEXT NOT NULL,
+                PRIMARY KEY (account, principal_kind, principal, name)
+            )",
+            "CREATE TABLE iam_virtual_mfa (
+                account TEXT NOT NULL,
+                serial TEXT NOT NULL,
+                secret_sealed TEXT NOT NULL,
+                user_name TEXT,
+                created_ms BIGINT NOT NULL,
+                enabled_ms BIGINT,
+                PRIMARY KEY (account, serial)
+            )",
+            "ALTER TABLE iam_mfa_devices ADD COLUMN serial TEXT",
+            "ALTER TABLE iam_sessions ADD COLUMN role_name TEXT",
+            "ALTER TABLE iam_sessions ADD COLUMN session_name TEXT",
+            "ALTER TABLE iam_sessions ADD COLUMN session_policy TEXT",
+        ],
+    ),
 ];

@@ -44,6 +44,9 @@ pub enum KmsError {
     /// A parameter out of range or malformed.
     #[error("{0}")]
     Validation(String),
+    /// Tags beyond the limits or with a reserved key.
+    #[error("{0}")]
+    Tag(String),
     /// A key policy document that does not parse or uses what vmie does not evaluate.
     #[error("malformed key policy: {0}")]
     MalformedPolicy(String),
@@ -75,6 +78,7 @@ impl KmsError {
             KmsError::AccessDenied { .. } => "AccessDeniedException",
             KmsError::InvalidCiphertext(_) => "InvalidCiphertextException",
             KmsError::Validation(_) => "ValidationException",
+            KmsError::Tag(_) => "TagException",
             KmsError::MalformedPolicy(_) => "MalformedPolicyDocumentException",
             KmsError::RootKey(_) | KmsError::Unseal(_) | KmsError::Record(..) => {
                 "KMSInternalException"

@@ -141,7 +141,13 @@ struct KeyRecord {
     /// grants another account `Decrypt` on a key whose image was shared with it).
     #[serde(default)]
     grants: Vec<Grant>,
+    /// Tags (key → value).
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
 }
+
+/// Most tags one key holds (as AWS KMS).
+pub const MAX_TAGS: usize = 50;
 
 /// Operations a grant may allow.
 pub const GRANT_OPERATIONS: &[&str] = &[
@@ -595,6 +601,7 @@ impl Kms {
             versions: vec![self.new_version(&id, 1)],
             policy,
             grants: Vec::new(),
+            tags: BTreeMap::new(),
             key_id: id,
         };
         self.save(&rec, true).await?;
@@ -1037,6 +1044,143 @@ impl Kms {
         let (rec, _) = self.load(&id).await?;
         self.authorize(&rec, caller, "kms:GetKeyPolicy")?;
         Ok(rec.policy)
+    }
+
+    /// What the endpoint's authorization needs of a key before the call: its metadata and
+    /// tags. No key policy applies and no key use is recorded (the call itself checks both).
+    pub async fn key_info(&self, key_ref: &str) -> Result<(KeyMetadata, Context)> {
+        let id = self.resolve(key_ref).await?;
+        let (rec, _) = self.load(&id).await?;
+        Ok((KeyMetadata::from(&rec), rec.tags))
+    }
+
+    /// The key's metadata for a caller the key policy allows `action` (`kms:DescribeKey`,
+    /// `kms:GetKeyRotationStatus`, …).
+    pub async fn metadata_for(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        action: &str,
+    ) -> Result<KeyMetadata> {
+        let id = self.resolve(key_ref).await?;
+        let (rec, _) = self.load(&id).await?;
+        self.authorize(&rec, caller, action)?;
+        Ok(KeyMetadata::from(&rec))
+    }
+
+    /// Points the existing alias `alias` at another key (the caller needs `kms:UpdateAlias`
+    /// on both keys).
+    pub async fn update_alias(&self, caller: &Caller, alias: &str, key_ref: &str) -> Result<()> {
+        validate_alias(alias)?;
+        if alias.starts_with("alias/aws/") {
+            return Err(KmsError::Validation(format!(
+                "{alias}: names beginning with alias/aws/ are reserved for keys the service manages"
+            )));
+        }
+        let old = self.resolve(alias).await?;
+        let (old_rec, _) = self.load(&old).await?;
+        self.authorize(&old_rec, caller, "kms:UpdateAlias")?;
+        let id = self.resolve(key_ref).await?;
+        let (rec, _) = self.load(&id).await?;
+        self.authorize(&rec, caller, "kms:UpdateAlias")?;
+        if rec.state == KeyState::Deleted {
+            return Err(KmsError::Deleted(id));
+        }
+        let body = serde_json::to_vec(&AliasRecord {
+            alias: alias.into(),
+            key_id: id,
+        })
+        .map_err(|e| KmsError::Record(alias.into(), e.to_string()))?;
+        self.store
+            .put_opts(
+                &self.alias_path(alias),
+                PutPayload::from(body),
+                PutOptions::from(PutMode::Overwrite),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds or replaces tags of a key (at most [`MAX_TAGS`]; keys 1 to 128 characters,
+    /// values at most 256, none beginning with `aws:`).
+    pub async fn tag_resource(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        for (k, v) in tags {
+            if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+                return Err(KmsError::Validation(
+                    "a tag key is 1 to 128 characters and a value at most 256".into(),
+                ));
+            }
+            if k.starts_with("aws:") {
+                return Err(KmsError::Tag(format!(
+                    "tag keys beginning with aws: are reserved ({k})"
+                )));
+            }
+        }
+        self.change(caller, key_ref, "kms:TagResource", |r, _| {
+            for (k, v) in tags {
+                r.tags.insert(k.clone(), v.clone());
+            }
+            if r.tags.len() > MAX_TAGS {
+                return Err(KmsError::Tag(format!(
+                    "a key holds at most {MAX_TAGS} tags"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes tags of a key by their keys (absent ones are ignored).
+    pub async fn untag_resource(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        keys: &[String],
+    ) -> Result<()> {
+        self.change(caller, key_ref, "kms:UntagResource", |r, _| {
+            for k in keys {
+                r.tags.remove(k);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The tags of a key.
+    pub async fn list_resource_tags(&self, caller: &Caller, key_ref: &str) -> Result<Context> {
+        let id = self.resolve(key_ref).await?;
+        let (rec, _) = self.load(&id).await?;
+        self.authorize(&rec, caller, "kms:ListResourceTags")?;
+        Ok(rec.tags)
+    }
+
+    /// A data key of `len` bytes (1 to 1024) under `key_ref`: its key id, the plaintext and
+    /// the ciphertext blob.
+    pub async fn generate_data_key_len(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        ctx: &Context,
+        len: usize,
+    ) -> Result<(String, Zeroizing<Vec<u8>>, Vec<u8>)> {
+        if !(1..=1024).contains(&len) {
+            return Err(KmsError::Validation(format!(
+                "a data key is 1 to 1024 bytes, not {len}"
+            )));
+        }
+        let mut plaintext = Zeroizing::new(vec![0u8; len]);
+        aead::random(&mut plaintext);
+        let (key_id, ciphertext) = self
+            .encrypt_with(caller, key_ref, "kms:GenerateDataKey", &plaintext, ctx)
+            .await?;
+        Ok((key_id, plaintext, ciphertext))
     }
 
     fn blob_aad(id: &uuid::Uuid, version: u32, ctx: &Context) -> Vec<u8> {

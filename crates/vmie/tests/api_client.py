@@ -572,6 +572,10 @@ aws("create-tags", "--resources", kept, "--tags", f"Key=project,Value={TAG_VALUE
 refused("InvalidParameterValue", "import-snapshot", "--description", DESCRIPTION, "--disk-container",
         f"Format=VMDK,Url=https://10.1.2.3/d.vmdk?X-Amz-Signature={QUERY}")
 
+# KMS, IAM and STS on the same endpoint (tests/iam_kms_client.py): every action of theirs.
+import iam_kms_client  # noqa: E402
+iam_needles = iam_kms_client.run(ENDPOINT, CA, ADMIN, lambda t: wait("image", t))
+
 # CloudTrail's LookupEvents, with the real aws CLI.
 def trail(*args, keys=ADMIN, ok=True):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1],
@@ -625,6 +629,21 @@ assert trail("--start-time", "2001-01-01T00:00:00Z", "--end-time", "2001-01-02T0
 assert "(InvalidLookupAttributesException)" in trail(
     "--lookup-attributes", "AttributeKey=Color,AttributeValue=x", ok=False)
 assert "(AccessDeniedException)" in trail(keys=readonly, ok=False)
+# KMS, IAM and STS calls are recorded like EC2's, under their own event sources; blobs and
+# plaintexts only as present; an assumed role's calls under its session.
+for source, name in [("kms.amazonaws.com", "CreateKey"), ("iam.amazonaws.com", "CreateUser"),
+                     ("sts.amazonaws.com", "AssumeRole"), ("sts.amazonaws.com", "GetCallerIdentity")]:
+    assert any(e["EventName"] == name for e in events("EventSource", source)), (source, name)
+enc = [e["Record"] for e in events("EventName", "Encrypt") if e["Record"]["eventSource"] == "kms.amazonaws.com"
+       and e["Record"].get("errorCode") is None
+       and "encryptionContext" in (e["Record"]["requestParameters"] or {})]
+assert enc and enc[0]["requestParameters"]["plaintext"] == "(present)", enc
+assert enc[0]["requestParameters"]["encryptionContext"][0]["key"] == "purpose", enc
+roles = [e["Record"] for e in events("EventName", "DescribeImages")
+         if e["Record"]["userIdentity"]["type"] == "AssumedRole"]
+assert roles and roles[0]["userIdentity"]["arn"].endswith("assumed-role/deployer/deploy-1"), roles
+assert roles[0]["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"] == "deployer", roles
+assert roles[0]["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] == "true", roles
 
 # CloudTrail's trail actions: the deployment's trail, its status and keys; StopLogging and
 # StartLogging only for a policy that allows them (in an account of their own, whose only
@@ -663,13 +682,13 @@ st = ct("get-trail-status", "--name", "vmie", keys=auditor)
 assert st["IsLogging"] is True and st["StopLoggingTime"] <= st["StartLoggingTime"], st
 
 status, body = send("GET", ENDPOINT + "/metrics")
-assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 4' in body, body
+assert status == 200 and 'vmie_tasks{kind="import-image",status="completed"} 5' in body, body
 assert "vmie_auth_failures_total" in body
 requests = int(body.split("\nvmie_requests_total ")[1].split()[0])
 with open(os.path.join(DATA, "..", "checks.json"), "w") as f:
     json.dump({"requests": requests, "needles": [TAG_VALUE, DESCRIPTION, QUERY, creds["SecretAccessKey"],
                creds["SessionToken"], plain["SecretAccessKey"], mfa_user[1], readonly[1], b32,
-               auditor[1]]}, f)
+               auditor[1]] + iam_needles}, f)
 problems = sorted(set(json.loads(l) for l in open(MODELCHECK_LOG))) if os.path.exists(MODELCHECK_LOG) else []
 assert not problems, "answers that differ from botocore's EC2 model:\n" + "\n".join(problems)
 print("api client checks passed")
