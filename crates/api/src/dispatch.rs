@@ -18,7 +18,7 @@ fn version(service: Service) -> Option<&'static str> {
     match service {
         Service::Ec2 => Some("2016-11-15"),
         Service::Sts => Some("2011-06-15"),
-        Service::CloudTrail => None,
+        Service::CloudTrail | Service::S3 => None,
     }
 }
 

@@ -90,6 +90,8 @@ pub enum Input<'a> {
     Query(&'a Params),
     /// A JSON 1.1 body (CloudTrail).
     Json(&'a [u8]),
+    /// What an S3 request names (its bucket, key, …), as the S3 protocol layer read it.
+    S3(&'a crate::s3::Target),
 }
 
 impl<'a> Input<'a> {
@@ -97,7 +99,7 @@ impl<'a> Input<'a> {
     pub fn params(&self) -> Result<&'a Params, ApiError> {
         match self {
             Input::Query(p) => Ok(p),
-            Input::Json(_) => Err(ApiError::client(
+            Input::Json(_) | Input::S3(_) => Err(ApiError::client(
                 "InvalidAction",
                 "this action takes Query parameters",
             )),
@@ -108,7 +110,7 @@ impl<'a> Input<'a> {
     pub fn json(&self) -> Result<&'a [u8], ApiError> {
         match self {
             Input::Json(b) => Ok(b),
-            Input::Query(_) => Err(ApiError::client(
+            Input::Query(_) | Input::S3(_) => Err(ApiError::client(
                 "SerializationException",
                 "this action takes a JSON body",
             )),

@@ -24,7 +24,9 @@
 //!   every request goes through; [`ec2`], [`sts`], [`cloudtrail`]: the actions themselves,
 //!   one file each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server, with
 //!   [`conn`] (connection limits and timeouts) and [`tls`] (its certificate, renewed and
-//!   reloaded while it runs).
+//!   reloaded while it runs);
+//! - [`s3`]: S3 on the same endpoint (the s3s crate's protocol over the deployment's
+//!   buckets, vmie's identities and authorization).
 
 pub mod action;
 pub mod audit;
@@ -40,6 +42,7 @@ pub mod iam;
 pub mod identity;
 pub mod mfa;
 pub mod query;
+pub mod s3;
 pub mod server;
 pub mod sigv4;
 pub mod spec;

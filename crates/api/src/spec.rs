@@ -15,6 +15,8 @@ pub enum Service {
     Sts,
     /// CloudTrail (JSON 1.1, `X-Amz-Target`).
     CloudTrail,
+    /// S3 (REST, through s3s; see [`crate::s3`]).
+    S3,
 }
 
 impl Service {
@@ -25,6 +27,7 @@ impl Service {
             Service::Ec2 => "ec2",
             Service::Sts => "sts",
             Service::CloudTrail => "cloudtrail",
+            Service::S3 => "s3",
         }
     }
 
@@ -35,6 +38,7 @@ impl Service {
             Service::Ec2 => "ec2.amazonaws.com",
             Service::Sts => "sts.amazonaws.com",
             Service::CloudTrail => "cloudtrail.amazonaws.com",
+            Service::S3 => "s3.amazonaws.com",
         }
     }
 
@@ -45,6 +49,7 @@ impl Service {
             Service::Ec2 => "UnauthorizedOperation",
             Service::Sts => "AccessDenied",
             Service::CloudTrail => "AccessDeniedException",
+            Service::S3 => "AccessDenied",
         }
     }
 }
