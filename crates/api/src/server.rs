@@ -749,8 +749,16 @@ fn router(
 
 /// An S3 request's body: streamed as it comes, but given up after [`REQUEST_TIMEOUT`]
 /// without a byte (S3 bodies may take hours; a silent one may not).
-fn s3_body(body: axum::body::Body) -> axum::body::Body {
+fn s3_body(body: axum::body::Body, headers: &HeaderMap) -> axum::body::Body {
     use futures::StreamExt;
+    // No body: say so exactly (s3s needs the length of what it verifies).
+    let none = headers
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0")
+        && !headers.contains_key(header::TRANSFER_ENCODING);
+    if none {
+        return axum::body::Body::empty();
+    }
     let s = body.into_data_stream();
     let s = futures::stream::unfold(Some(s), |st| async move {
         let mut st = st?;
@@ -778,7 +786,8 @@ async fn root(
     let (parts, body) = req.into_parts();
     if crate::s3::is_s3(&parts.uri, &parts.headers, app.s3.domains()) {
         app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let req = axum::http::Request::from_parts(parts, s3_body(body));
+        let body = s3_body(body, &parts.headers);
+        let req = axum::http::Request::from_parts(parts, body);
         let r = app.s3.call(req, peer.addr, peer.secure).await;
         if r.status().as_u16() >= 400 {
             app.metrics.errors.fetch_add(1, Ordering::Relaxed);

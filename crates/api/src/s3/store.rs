@@ -593,12 +593,8 @@ impl Store {
             for extra in [".vmie-meta", ".vmie-uploads"] {
                 let _ = std::fs::remove_dir_all(root.join(extra).join(bucket));
             }
-            // Only the service's own leftovers (a crashed export's temporary file) remain.
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(RESERVED) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+            // Folders left empty by deleted keys go with it.
+            prune(&dir);
             return std::fs::remove_dir(&dir).map_err(|e| {
                 StoreError::new(
                     "BucketNotEmpty",
@@ -879,6 +875,11 @@ impl Store {
             .await
             .map_err(|e| StoreError::new("InvalidArgument", e.to_string()))?;
         self.delete_meta(bucket, key).await;
+        // A folder exists by the keys in it: the ones left empty go.
+        if let (Some(dir), Some(root)) = (self.dir(bucket), &self.local) {
+            unfold(&dir, key);
+            unfold(&root.join(".vmie-meta").join(bucket), key);
+        }
         Ok(())
     }
 
@@ -1226,6 +1227,30 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the folders of `key` below `dir` that are left empty, deepest first.
+fn unfold(dir: &Path, key: &str) {
+    let mut parts: Vec<&str> = key.split('/').collect();
+    parts.pop();
+    while !parts.is_empty() {
+        let at = parts.iter().fold(dir.to_path_buf(), |p, s| p.join(s));
+        if std::fs::remove_dir(&at).is_err() {
+            break;
+        }
+        parts.pop();
+    }
+}
+
+/// Removes every empty folder below `dir` (not `dir` itself), deepest first; never follows
+/// a symbolic link.
+fn prune(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            prune(&e.path());
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 
