@@ -677,7 +677,9 @@ impl Identity {
             .root
             .open(&aad(&s.access_key_id), &s.secret_sealed)
             .ok_or_else(unknown)?;
-        Ok(Zeroizing::new(String::from_utf8_lossy(&secret).into_owned()))
+        Ok(Zeroizing::new(
+            String::from_utf8_lossy(&secret).into_owned(),
+        ))
     }
 
     /// The principal of a request whose signature under [`Identity::signing_secret`] of

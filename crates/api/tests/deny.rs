@@ -832,10 +832,22 @@ fn s3_sample(name: &str, upload: &(String, String)) -> Option<(S3Req, api::s3::T
         "GetBucketLocation" => (s3_req("GET", "/src", "location", b""), t("src", "")),
         "ListObjects" => (s3_req("GET", "/src", "", b""), t("src", "")),
         "ListObjectsV2" => (s3_req("GET", "/src", "list-type=2", b""), t("src", "")),
-        "PutObject" => (s3_req("PUT", "/out/new.bin", "", b"hello"), t("out", "new.bin")),
-        "GetObject" => (s3_req("GET", "/src/disk.raw", "", b""), t("src", "disk.raw")),
-        "HeadObject" => (s3_req("HEAD", "/src/disk.raw", "", b""), t("src", "disk.raw")),
-        "DeleteObject" => (s3_req("DELETE", "/src/disk.raw", "", b""), t("src", "disk.raw")),
+        "PutObject" => (
+            s3_req("PUT", "/out/new.bin", "", b"hello"),
+            t("out", "new.bin"),
+        ),
+        "GetObject" => (
+            s3_req("GET", "/src/disk.raw", "", b""),
+            t("src", "disk.raw"),
+        ),
+        "HeadObject" => (
+            s3_req("HEAD", "/src/disk.raw", "", b""),
+            t("src", "disk.raw"),
+        ),
+        "DeleteObject" => (
+            s3_req("DELETE", "/src/disk.raw", "", b""),
+            t("src", "disk.raw"),
+        ),
         "DeleteObjects" => {
             let body = b"<Delete><Object><Key>disk.raw</Key></Object></Delete>";
             let mut r = s3_req("POST", "/src", "delete", body);
@@ -850,9 +862,17 @@ fn s3_sample(name: &str, upload: &(String, String)) -> Option<(S3Req, api::s3::T
                 .push(("x-amz-copy-source".into(), "/src/disk.raw".into()));
             (r, t("out", "copy.raw"))
         }
-        "CreateMultipartUpload" => (s3_req("POST", "/out/other.raw", "uploads", b""), t("out", "other.raw")),
+        "CreateMultipartUpload" => (
+            s3_req("POST", "/out/other.raw", "uploads", b""),
+            t("out", "other.raw"),
+        ),
         "UploadPart" => (
-            s3_req("PUT", "/out/mp.raw", &format!("partNumber=2&uploadId={id}"), b"two"),
+            s3_req(
+                "PUT",
+                "/out/mp.raw",
+                &format!("partNumber=2&uploadId={id}"),
+                b"two",
+            ),
             t("out", "mp.raw"),
         ),
         "CompleteMultipartUpload" => {
@@ -861,7 +881,12 @@ fn s3_sample(name: &str, upload: &(String, String)) -> Option<(S3Req, api::s3::T
                 upload.1
             );
             (
-                s3_req("POST", "/out/mp.raw", &format!("uploadId={id}"), body.as_bytes()),
+                s3_req(
+                    "POST",
+                    "/out/mp.raw",
+                    &format!("uploadId={id}"),
+                    body.as_bytes(),
+                ),
                 t("out", "mp.raw"),
             )
         }
@@ -869,7 +894,10 @@ fn s3_sample(name: &str, upload: &(String, String)) -> Option<(S3Req, api::s3::T
             s3_req("DELETE", "/out/mp.raw", &format!("uploadId={id}"), b""),
             t("out", "mp.raw"),
         ),
-        "ListParts" => (s3_req("GET", "/out/mp.raw", &format!("uploadId={id}"), b""), t("out", "mp.raw")),
+        "ListParts" => (
+            s3_req("GET", "/out/mp.raw", &format!("uploadId={id}"), b""),
+            t("out", "mp.raw"),
+        ),
         _ => return None,
     })
 }

@@ -153,5 +153,8 @@ fn the_aws_cli_and_boto3_use_s3_on_the_endpoint() {
         assert!(!text.contains(needle), "{needle} is in an activity record");
     }
     let server_log = std::fs::read_to_string(&log).unwrap();
-    assert!(!server_log.contains(&secret), "the secret is in the service log");
+    assert!(
+        !server_log.contains(&secret),
+        "the secret is in the service log"
+    );
 }

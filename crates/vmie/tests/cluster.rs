@@ -810,15 +810,30 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
     let (a, b) = (&nodes[0], &nodes[1]);
 
     aws_s3(a, &admin, &["s3", "mb", "s3://uploads"], true);
-    assert!(s3root.join("uploads").is_dir(), "the bucket is the S3 service's");
+    assert!(
+        s3root.join("uploads").is_dir(),
+        "the bucket is the S3 service's"
+    );
     assert!(aws_s3(b, &admin, &["s3", "ls"], true).contains("uploads"));
     // An image in parts through one node, imported through the other.
     let raw = debian_disk(w, MARKER, 24);
-    aws_s3(a, &admin, &["s3", "cp", s(&raw), "s3://uploads/images/d.raw"], true);
+    aws_s3(
+        a,
+        &admin,
+        &["s3", "cp", s(&raw), "s3://uploads/images/d.raw"],
+        true,
+    );
     let head: serde_json::Value = serde_json::from_str(&aws_s3(
         b,
         &admin,
-        &["s3api", "head-object", "--bucket", "uploads", "--key", "images/d.raw"],
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "uploads",
+            "--key",
+            "images/d.raw",
+        ],
         true,
     ))
     .unwrap();
@@ -850,7 +865,10 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
             &a.dir.join("tls/cert.pem"),
             &["describe-import-image-tasks", "--import-task-ids", &id],
         );
-        let status = t["ImportImageTasks"][0]["Status"].as_str().unwrap().to_string();
+        let status = t["ImportImageTasks"][0]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if status == "completed" {
             done = true;
             break;
@@ -863,7 +881,14 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
     let up: serde_json::Value = serde_json::from_str(&aws_s3(
         a,
         &admin,
-        &["s3api", "create-multipart-upload", "--bucket", "uploads", "--key", "x.raw"],
+        &[
+            "s3api",
+            "create-multipart-upload",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+        ],
         true,
     ))
     .unwrap();
@@ -872,8 +897,18 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
         b,
         &admin,
         &[
-            "s3api", "upload-part", "--bucket", "uploads", "--key", "x.raw", "--upload-id",
-            upload_id, "--part-number", "1", "--body", s(&raw),
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+            "--upload-id",
+            upload_id,
+            "--part-number",
+            "1",
+            "--body",
+            s(&raw),
         ],
         true,
     );
@@ -881,8 +916,14 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
         a,
         &admin,
         &[
-            "s3api", "abort-multipart-upload", "--bucket", "uploads", "--key", "x.raw",
-            "--upload-id", upload_id,
+            "s3api",
+            "abort-multipart-upload",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+            "--upload-id",
+            upload_id,
         ],
         true,
     );
@@ -893,7 +934,12 @@ fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
     assert!(left.is_empty(), "left after abort: {left:?}");
     // rm and rb, then nothing of the bucket remains.
     assert!(aws_s3(b, &admin, &["s3", "rb", "s3://uploads"], false).contains("BucketNotEmpty"));
-    aws_s3(b, &admin, &["s3", "rm", "s3://uploads", "--recursive"], true);
+    aws_s3(
+        b,
+        &admin,
+        &["s3", "rm", "s3://uploads", "--recursive"],
+        true,
+    );
     aws_s3(a, &admin, &["s3", "rb", "s3://uploads"], true);
     assert!(!aws_s3(b, &admin, &["s3", "ls"], true).contains("uploads"));
     for n in &mut nodes {

@@ -63,7 +63,11 @@ pub fn access_key_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        a.split("Credential=").nth(1)?.split('/').next()?.to_string()
+        a.split("Credential=")
+            .nth(1)?
+            .split('/')
+            .next()?
+            .to_string()
     } else {
         query(uri, "X-Amz-Credential")?
             .split('/')
@@ -86,9 +90,12 @@ fn scope(headers: &HeaderMap, uri: &Uri) -> Option<(String, String)> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        Some(a) if a.starts_with("AWS4-HMAC-SHA256 ") => {
-            a.split("Credential=").nth(1)?.split(',').next()?.to_string()
-        }
+        Some(a) if a.starts_with("AWS4-HMAC-SHA256 ") => a
+            .split("Credential=")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .to_string(),
         Some(_) => return None,
         None if query(uri, "X-Amz-Algorithm").as_deref() == Some("AWS4-HMAC-SHA256") => {
             query(uri, "X-Amz-Credential")?
@@ -163,7 +170,11 @@ fn percent(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| char::from(c).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
                 i += 3;
@@ -180,7 +191,9 @@ fn percent(s: &str) -> String {
 /// The S3 error of a refusal.
 pub fn refusal(e: &ApiError) -> S3Error {
     let mut err = S3Error::with_message(
-        e.code.parse::<S3ErrorCode>().unwrap_or(S3ErrorCode::AccessDenied),
+        e.code
+            .parse::<S3ErrorCode>()
+            .unwrap_or(S3ErrorCode::AccessDenied),
         e.message.clone(),
     );
     if let Some(s) = axum::http::StatusCode::from_u16(e.status).ok() {
@@ -217,12 +230,13 @@ impl Access {
         })?;
         slot.with(|s| s.spec = Some(spec));
         let Some(cred) = cx.credentials() else {
-            return Err(denied("Anonymous requests are not served: sign the request (SigV4)"));
+            return Err(denied(
+                "Anonymous requests are not served: sign the request (SigV4)",
+            ));
         };
         let access_key = cred.access_key.clone();
-        let (region, service) = scope(cx.headers(), cx.uri()).ok_or_else(|| {
-            denied("Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is accepted")
-        })?;
+        let (region, service) = scope(cx.headers(), cx.uri())
+            .ok_or_else(|| denied("Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is accepted"))?;
         if region != self.env.region || service != "s3" {
             return Err(ApiError {
                 status: 400,
@@ -302,7 +316,11 @@ impl Access {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let slot = cx.extensions_mut().get::<Slot>().cloned().unwrap_or_default();
+        let slot = cx
+            .extensions_mut()
+            .get::<Slot>()
+            .cloned()
+            .unwrap_or_default();
         match self.check_inner(cx, &slot).await {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -195,7 +195,9 @@ impl Endpoint {
         cfg.form_max_field_size = 4096;
         cfg.form_max_fields_size = 16384;
         cfg.form_max_parts = 16;
-        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(cfg))));
+        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            cfg,
+        ))));
         Ok(Endpoint {
             service: b.build(),
             env: env.clone(),
@@ -258,8 +260,10 @@ impl Endpoint {
         };
         let (resp, err) = error_of(resp).await;
         let status = resp.status().as_u16();
-        self.record(&slot, &method, &uri, &headers, peer, time_ms, &rid, status, err)
-            .await;
+        self.record(
+            &slot, &method, &uri, &headers, peer, time_ms, &rid, status, err,
+        )
+        .await;
         let mut resp = resp;
         if let Ok(v) = header::HeaderValue::from_str(&rid) {
             resp.headers_mut().insert("x-amz-request-id", v);
@@ -282,7 +286,14 @@ impl Endpoint {
     ) {
         let Some(audit) = &self.env.audit else { return };
         let (spec, who, params, denied) = slot
-            .with(|s| (s.spec, s.who.clone(), std::mem::take(&mut s.params), s.error.take()))
+            .with(|s| {
+                (
+                    s.spec,
+                    s.who.clone(),
+                    std::mem::take(&mut s.params),
+                    s.error.take(),
+                )
+            })
             .unwrap_or_default();
         let host = headers
             .get(header::HOST)
@@ -369,9 +380,7 @@ fn guess(method: &Method, uri: &Uri, host: &str, domains: &[String]) -> Option<&
         (false, None) => (!path.is_empty(), false),
     };
     let q = uri.query().unwrap_or_default();
-    let has = |n: &str| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == n)
-    };
+    let has = |n: &str| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == n);
     let name = match (method.as_str(), bucket, key) {
         ("GET", false, _) => "ListBuckets",
         ("PUT", true, false) => "CreateBucket",
@@ -418,7 +427,9 @@ async fn error_of(resp: Response) -> (Response, Option<ApiError>) {
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     let field = |tag: &str| {
         let open = format!("<{tag}>");
@@ -449,24 +460,28 @@ mod tests {
             for (k, v) in pairs {
                 m.insert(
                     header::HeaderName::from_bytes(k.as_bytes()).unwrap_or(header::HOST),
-                    header::HeaderValue::from_str(v).unwrap_or(header::HeaderValue::from_static("")),
+                    header::HeaderValue::from_str(v)
+                        .unwrap_or(header::HeaderValue::from_static("")),
                 );
             }
             m
         };
         let u = |s: &str| s.parse::<Uri>().unwrap_or_default();
-                let s3 = "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+        let s3 = "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
         let ec2 = "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00";
         assert!(is_s3(&u("/"), &h(&[("authorization", s3)]), &d));
         assert!(!is_s3(&u("/"), &h(&[("authorization", ec2)]), &d));
         assert!(!is_s3(&u("/b/k"), &h(&[("authorization", ec2)]), &d));
         assert!(is_s3(&u("/b/k"), &h(&[]), &d));
-        assert!(!is_s3(&u("/?Action=DescribeRegions"), &h(&[("host", "localhost:8443")]), &d));
+        assert!(!is_s3(
+            &u("/?Action=DescribeRegions"),
+            &h(&[("host", "localhost:8443")]),
+            &d
+        ));
         assert!(is_s3(&u("/"), &h(&[("host", "images.localhost:8443")]), &d));
         assert!(is_s3(&u("/"), &h(&[("host", "b.vmie.example")]), &d));
         assert!(!is_s3(&u("/"), &h(&[("host", "vmie.example")]), &d));
         assert!(is_s3(
-            &get,
             &u("/b/k?X-Amz-Credential=AKIA%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"),
             &h(&[]),
             &d

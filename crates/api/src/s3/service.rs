@@ -9,17 +9,16 @@ use std::str::FromStr;
 
 use futures::StreamExt;
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket, Checksum,
-    CommonPrefix, CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput,
-    CopyObjectOutput, CopyObjectResult, CopySource, CreateBucketInput, CreateBucketOutput,
-    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput,
-    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
-    DeleteObjectsOutput, DeletedObject, ETag, GetBucketLocationInput, GetBucketLocationOutput,
-    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
-    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput,
-    ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
-    Object, Owner, Part, PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp,
-    UploadPartInput, UploadPartOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket, Checksum, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput,
+    CopyObjectResult, CopySource, CreateBucketInput, CreateBucketOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput,
+    DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject,
+    ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective, Object, Owner, Part,
+    PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders};
 
@@ -63,7 +62,9 @@ fn owner(env: &Env, req_who: Option<&Caller>) -> Owner {
 
 fn body_of(b: Option<StreamingBlob>) -> Body {
     match b {
-        Some(b) => Box::pin(b.map(|r| r.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e }))),
+        Some(b) => {
+            Box::pin(b.map(|r| r.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e })))
+        }
         None => Box::pin(futures::stream::empty()),
     }
 }
@@ -121,19 +122,39 @@ impl Expect {
         if let Some(t) = self.trailers.and_then(|t| t.take()) {
             let get = |n: &str| t.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
             given.checksum_crc32 = given.checksum_crc32.or_else(|| get("x-amz-checksum-crc32"));
-            given.checksum_crc32c = given.checksum_crc32c.or_else(|| get("x-amz-checksum-crc32c"));
+            given.checksum_crc32c = given
+                .checksum_crc32c
+                .or_else(|| get("x-amz-checksum-crc32c"));
             given.checksum_sha1 = given.checksum_sha1.or_else(|| get("x-amz-checksum-sha1"));
-            given.checksum_sha256 = given.checksum_sha256.or_else(|| get("x-amz-checksum-sha256"));
+            given.checksum_sha256 = given
+                .checksum_sha256
+                .or_else(|| get("x-amz-checksum-sha256"));
             given.checksum_crc64nvme = given
                 .checksum_crc64nvme
                 .or_else(|| get("x-amz-checksum-crc64nvme"));
         }
         let c = &got.checksums;
         for (name, g, ours) in [
-            ("x-amz-checksum-crc32", &given.checksum_crc32, &c.checksum_crc32),
-            ("x-amz-checksum-crc32c", &given.checksum_crc32c, &c.checksum_crc32c),
-            ("x-amz-checksum-sha1", &given.checksum_sha1, &c.checksum_sha1),
-            ("x-amz-checksum-sha256", &given.checksum_sha256, &c.checksum_sha256),
+            (
+                "x-amz-checksum-crc32",
+                &given.checksum_crc32,
+                &c.checksum_crc32,
+            ),
+            (
+                "x-amz-checksum-crc32c",
+                &given.checksum_crc32c,
+                &c.checksum_crc32c,
+            ),
+            (
+                "x-amz-checksum-sha1",
+                &given.checksum_sha1,
+                &c.checksum_sha1,
+            ),
+            (
+                "x-amz-checksum-sha256",
+                &given.checksum_sha256,
+                &c.checksum_sha256,
+            ),
             (
                 "x-amz-checksum-crc64nvme",
                 &given.checksum_crc64nvme,
@@ -197,11 +218,7 @@ fn objects(page: Vec<Listed>) -> Vec<Object> {
 }
 
 /// Keys and common prefixes of a page of listed keys, with `delimiter` folding.
-fn fold(
-    keys: Vec<Listed>,
-    prefix: &str,
-    delimiter: Option<&str>,
-) -> (Vec<Listed>, Vec<String>) {
+fn fold(keys: Vec<Listed>, prefix: &str, delimiter: Option<&str>) -> (Vec<Listed>, Vec<String>) {
     let Some(d) = delimiter.filter(|d| !d.is_empty()) else {
         return (keys, Vec::new());
     };
@@ -420,12 +437,23 @@ impl S3 for Vmie {
                 hex::decode(t)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| s3s::s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?,
+                    .ok_or_else(|| {
+                        s3s::s3_error!(
+                            InvalidArgument,
+                            "The continuation token provided is incorrect"
+                        )
+                    })?,
             ),
             None => i.start_after.clone().filter(|s| !s.is_empty()),
         };
         let (keys, prefixes, next) = self
-            .listing(&i.bucket, &prefix, i.delimiter.as_deref(), after.as_deref(), max)
+            .listing(
+                &i.bucket,
+                &prefix,
+                i.delimiter.as_deref(),
+                after.as_deref(),
+                max,
+            )
             .await?;
         let count = keys.len() + prefixes.len();
         Ok(S3Response::new(ListObjectsV2Output {
@@ -456,7 +484,9 @@ impl S3 for Vmie {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let trailers = req.trailing_headers;
         let i = req.input;
-        if i.content_length.is_some_and(|n| n < 0 || n.unsigned_abs() > super::store::MAX_PUT) {
+        if i.content_length
+            .is_some_and(|n| n < 0 || n.unsigned_abs() > super::store::MAX_PUT)
+        {
             return Err(s3s::s3_error!(EntityTooLarge));
         }
         let expect = Expect {
@@ -469,7 +499,10 @@ impl S3 for Vmie {
                 checksum_crc64nvme: i.checksum_crc64nvme.clone(),
                 ..Checksum::default()
             },
-            algorithm: i.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
+            algorithm: i
+                .checksum_algorithm
+                .as_ref()
+                .map(|a| a.as_str().to_string()),
             trailers,
         };
         let digests = expect.digests();
@@ -501,9 +534,9 @@ impl S3 for Vmie {
         let o = self.store.head(&i.bucket, &i.key).await.map_err(err)?;
         let size = o.stat.size;
         let range = match &i.range {
-            Some(r) => r
-                .check(size)
-                .map_err(|_| s3s::s3_error!(InvalidRange, "The requested range is not satisfiable"))?,
+            Some(r) => r.check(size).map_err(|_| {
+                s3s::s3_error!(InvalidRange, "The requested range is not satisfiable")
+            })?,
             None => 0..size,
         };
         let body = self
@@ -515,10 +548,13 @@ impl S3 for Vmie {
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: i64::try_from(len).ok(),
-            content_range: i
-                .range
-                .as_ref()
-                .map(|_| format!("bytes {}-{}/{size}", range.start, range.end.saturating_sub(1))),
+            content_range: i.range.as_ref().map(|_| {
+                format!(
+                    "bytes {}-{}/{size}",
+                    range.start,
+                    range.end.saturating_sub(1)
+                )
+            }),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o.meta.etag)),
             last_modified: Some(Timestamp::from(o.stat.modified)),
@@ -581,7 +617,11 @@ impl S3 for Vmie {
                 ..Target::default()
             };
             let r = match super::auth::Access::decide(&self.env, &caller, spec, &target).await {
-                Ok(()) => self.store.delete(&i.bucket, &o.key).await.map_err(|e| (e.code.to_string(), e.message)),
+                Ok(()) => self
+                    .store
+                    .delete(&i.bucket, &o.key)
+                    .await
+                    .map_err(|e| (e.code.to_string(), e.message)),
                 Err(e) => Err((e.code, e.message)),
             };
             match r {
@@ -611,7 +651,10 @@ impl S3 for Vmie {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
         let CopySource::Bucket { bucket, key, .. } = &i.copy_source else {
-            return Err(s3s::s3_error!(NotImplemented, "access points are not served"));
+            return Err(s3s::s3_error!(
+                NotImplemented,
+                "access points are not served"
+            ));
         };
         let replace = i
             .metadata_directive
@@ -665,7 +708,9 @@ impl S3 for Vmie {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let trailers = req.trailing_headers;
         let i = req.input;
-        if i.content_length.is_some_and(|n| n < 0 || n.unsigned_abs() > super::store::MAX_PUT) {
+        if i.content_length
+            .is_some_and(|n| n < 0 || n.unsigned_abs() > super::store::MAX_PUT)
+        {
             return Err(s3s::s3_error!(EntityTooLarge));
         }
         let expect = Expect {
@@ -678,7 +723,10 @@ impl S3 for Vmie {
                 checksum_crc64nvme: i.checksum_crc64nvme.clone(),
                 ..Checksum::default()
             },
-            algorithm: i.checksum_algorithm.as_ref().map(|a| a.as_str().to_string()),
+            algorithm: i
+                .checksum_algorithm
+                .as_ref()
+                .map(|a| a.as_str().to_string()),
             trailers,
         };
         let digests = expect.digests();
@@ -777,7 +825,9 @@ impl S3 for Vmie {
                 size: i64::try_from(p.size).ok(),
                 last_modified: Some(Timestamp::from(
                     std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(u64::try_from(p.modified_ms).unwrap_or(0)),
+                        + std::time::Duration::from_millis(
+                            u64::try_from(p.modified_ms).unwrap_or(0),
+                        ),
                 )),
                 ..Part::default()
             })

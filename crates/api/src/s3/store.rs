@@ -317,7 +317,9 @@ impl Sink {
     async fn write(&mut self, buf: Vec<u8>, d: &mut Digests) -> R<()> {
         match self {
             Sink::File { file, size, .. } => {
-                let mut f = file.take().ok_or_else(|| StoreError::internal("file gone"))?;
+                let mut f = file
+                    .take()
+                    .ok_or_else(|| StoreError::internal("file gone"))?;
                 let mut dd = std::mem::take(d);
                 let n = buf.len() as u64;
                 let (f, dd, r) = tokio::task::spawn_blocking(move || {
@@ -383,10 +385,7 @@ async fn pump(body: &mut Body, sink: &mut Sink, d: &mut Digests, max: u64) -> R<
     let mut total = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            StoreError::new(
-                "IncompleteBody",
-                format!("the body could not be read: {e}"),
-            )
+            StoreError::new("IncompleteBody", format!("the body could not be read: {e}"))
         })?;
         total += chunk.len() as u64;
         if total > max {
@@ -425,7 +424,11 @@ async fn receive(
             return Err(e);
         }
     };
-    let md5 = d.md5.take().map(s3s::crypto::Md5::finalize).unwrap_or_default();
+    let md5 = d
+        .md5
+        .take()
+        .map(s3s::crypto::Md5::finalize)
+        .unwrap_or_default();
     let got = Received {
         md5,
         size,
@@ -916,7 +919,9 @@ impl Store {
                     continue;
                 }
                 if out.len() >= MAX_WALK {
-                    return Err(StoreError::internal("more than 1,000,000 keys under the prefix"));
+                    return Err(StoreError::internal(
+                        "more than 1,000,000 keys under the prefix",
+                    ));
                 }
                 out.push((
                     k,
@@ -961,7 +966,9 @@ impl Store {
         let body: Body = Box::pin(body);
         let mut meta = meta.unwrap_or_else(|| from.meta.clone());
         let (w, got) = self
-            .put(dst.0, dst.1, body, Digests::default(), meta.clone(), |_| Ok(()))
+            .put(dst.0, dst.1, body, Digests::default(), meta.clone(), |_| {
+                Ok(())
+            })
             .await?;
         // The source's ETag (a multipart one stays one), as S3 keeps it.
         if from.meta.etag != w.etag && from.meta.etag.contains('-') {
@@ -1297,11 +1304,16 @@ fn walk(dir: &Path, prefix: &str) -> R<Vec<(String, Stat)>> {
             format!("{base}/")
         },
     )];
-    if base.split('/').any(|p| p == ".." || p == "." || p.starts_with(RESERVED)) {
+    if base
+        .split('/')
+        .any(|p| p == ".." || p == "." || p.starts_with(RESERVED))
+    {
         return Ok(out);
     }
     while let Some((d, at)) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(RESERVED) {
