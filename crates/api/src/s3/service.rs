@@ -51,9 +51,9 @@ fn etag(quoted: &str) -> ETag {
     ETag::Strong(quoted.trim_matches('"').to_string())
 }
 
-fn owner(env: &Env, req_who: Option<&Caller>) -> Owner {
+/// The owner shown in listings: the caller's account.
+fn owner(req_who: Option<&Caller>) -> Owner {
     let id = req_who.map_or_else(|| "vmie".to_string(), |c| c.who.account.clone());
-    let _ = env;
     Owner {
         display_name: Some(id.clone()),
         id: Some(id),
@@ -323,7 +323,7 @@ impl S3 for Vmie {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(owner(&self.env, caller)),
+            owner: Some(owner(caller)),
             ..ListBucketsOutput::default()
         }))
     }
@@ -841,7 +841,7 @@ impl S3 for Vmie {
             is_truncated: Some(truncated),
             next_part_number_marker: next,
             part_number_marker: i.part_number_marker,
-            owner: Some(owner(&self.env, caller.as_ref())),
+            owner: Some(owner(caller.as_ref())),
             parts: Some(page),
             ..ListPartsOutput::default()
         }))
