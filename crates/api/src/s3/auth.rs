@@ -196,7 +196,7 @@ pub fn refusal(e: &ApiError) -> S3Error {
             .unwrap_or(S3ErrorCode::AccessDenied),
         e.message.clone(),
     );
-    if let Some(s) = axum::http::StatusCode::from_u16(e.status).ok() {
+    if let Ok(s) = axum::http::StatusCode::from_u16(e.status) {
         err.set_status_code(s);
     }
     err

@@ -336,7 +336,6 @@ impl S3 for Vmie {
         self.store.create_bucket(b).await.map_err(err)?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{b}")),
-            ..CreateBucketOutput::default()
         }))
     }
 
