@@ -91,7 +91,23 @@ pub enum Input<'a> {
     /// A JSON 1.1 body (CloudTrail).
     Json(&'a [u8]),
     /// What an S3 request names (its bucket, key, …), as the S3 protocol layer read it.
-    S3(&'a crate::s3::Target),
+    S3(&'a S3Target),
+}
+
+/// What an S3 request names, as authorization sees it (the S3 endpoint, `crate::s3`,
+/// fills it from the request s3s parsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Target {
+    /// The bucket (empty for ListBuckets).
+    pub bucket: String,
+    /// The object's key (empty for bucket operations).
+    pub key: String,
+    /// `prefix` of a listing.
+    pub prefix: Option<String>,
+    /// `delimiter` of a listing.
+    pub delimiter: Option<String>,
+    /// The keys a DeleteObjects body names.
+    pub keys: Vec<String>,
 }
 
 impl<'a> Input<'a> {

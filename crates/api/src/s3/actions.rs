@@ -11,11 +11,9 @@
 //! run through `dispatch` (their `parse` refuses Query and JSON input).
 
 use crate::error::ApiError;
-use crate::handler::{Cx, Declaration, Env, Handler, Input};
+use crate::handler::{Cx, Declaration, Env, Handler, Input, S3Target as Target};
 use crate::identity::Principal;
 use crate::spec::{Authz, Service, Spec, Tags, plain};
-
-use super::Target;
 
 /// The parameters S3 records carry (CloudTrail's data events name them so); keys are
 /// recorded, bodies and signatures never.

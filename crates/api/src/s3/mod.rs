@@ -28,20 +28,7 @@ use crate::handler::Env;
 use crate::identity::Principal;
 use crate::spec::Spec;
 
-/// What an S3 request names, as authorization sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Target {
-    /// The bucket (empty for ListBuckets).
-    pub bucket: String,
-    /// The object's key (empty for bucket operations).
-    pub key: String,
-    /// `prefix` of a listing.
-    pub prefix: Option<String>,
-    /// `delimiter` of a listing.
-    pub delimiter: Option<String>,
-    /// The keys a DeleteObjects body names.
-    pub keys: Vec<String>,
-}
+pub use crate::handler::S3Target as Target;
 
 /// The caller of an authorized S3 request, for operations that authorize more once they
 /// have read their body (DeleteObjects) or name a second object (CopyObject).
