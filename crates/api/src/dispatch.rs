@@ -18,7 +18,7 @@ fn version(service: Service) -> Option<&'static str> {
     match service {
         Service::Ec2 => Some("2016-11-15"),
         Service::Sts => Some("2011-06-15"),
-        Service::CloudTrail | Service::Kms => None,
+        Service::CloudTrail | Service::Kms | Service::S3 => None,
         Service::Iam => Some("2010-05-08"),
     }
 }

@@ -90,6 +90,24 @@ pub enum Input<'a> {
     Query(&'a Params),
     /// A JSON 1.1 body (CloudTrail).
     Json(&'a [u8]),
+    /// What an S3 request names (its bucket, key, …), as the S3 protocol layer read it.
+    S3(&'a S3Target),
+}
+
+/// What an S3 request names, as authorization sees it (the S3 endpoint, `crate::s3`,
+/// fills it from the request s3s parsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Target {
+    /// The bucket (empty for ListBuckets).
+    pub bucket: String,
+    /// The object's key (empty for bucket operations).
+    pub key: String,
+    /// `prefix` of a listing.
+    pub prefix: Option<String>,
+    /// `delimiter` of a listing.
+    pub delimiter: Option<String>,
+    /// The keys a DeleteObjects body names.
+    pub keys: Vec<String>,
 }
 
 impl<'a> Input<'a> {
@@ -97,7 +115,7 @@ impl<'a> Input<'a> {
     pub fn params(&self) -> Result<&'a Params, ApiError> {
         match self {
             Input::Query(p) => Ok(p),
-            Input::Json(_) => Err(ApiError::client(
+            Input::Json(_) | Input::S3(_) => Err(ApiError::client(
                 "InvalidAction",
                 "this action takes Query parameters",
             )),
@@ -108,7 +126,7 @@ impl<'a> Input<'a> {
     pub fn json(&self) -> Result<&'a [u8], ApiError> {
         match self {
             Input::Json(b) => Ok(b),
-            Input::Query(_) => Err(ApiError::client(
+            Input::Query(_) | Input::S3(_) => Err(ApiError::client(
                 "SerializationException",
                 "this action takes a JSON body",
             )),

@@ -627,6 +627,101 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
 }
 
+/// For protocols that verify the signature themselves (S3, through s3s): the signing
+/// secret of an access key, and the principal a verified request names.
+impl Identity {
+    /// The secret of the active long-term key or unexpired session key `id` (opened from its
+    /// seal for this one verification).
+    pub async fn signing_secret(&self, id: &str, now: i64) -> Result<Zeroizing<String>, AuthError> {
+        let internal =
+            |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
+        let unknown = || AuthError::UnknownKey(id.to_string());
+        if let Some(k) = self.catalog.access_key(id).await.map_err(internal)? {
+            if k.status != "Active" {
+                return Err(unknown());
+            }
+            let s = self
+                .root
+                .open(&aad(&k.access_key_id), &k.secret_sealed)
+                .ok_or_else(unknown)?;
+            return Ok(Zeroizing::new(String::from_utf8_lossy(&s).into_owned()));
+        }
+        let s = self
+            .catalog
+            .session(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(unknown)?;
+        if now.saturating_mul(1000) > s.expires_ms {
+            return Err(AuthError::Expired(
+                "the security token included in the request is expired".into(),
+            ));
+        }
+        let secret = self
+            .root
+            .open(&aad(&s.access_key_id), &s.secret_sealed)
+            .ok_or_else(unknown)?;
+        Ok(Zeroizing::new(
+            String::from_utf8_lossy(&secret).into_owned(),
+        ))
+    }
+
+    /// The principal of a request whose signature under [`Identity::signing_secret`] of
+    /// `id` was verified: a session key needs its session token (`token`), unexpired; a
+    /// long-term key must still be active and must not come with a token.
+    pub async fn principal_of_key(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let internal =
+            |e: CatalogError| AuthError::Malformed(format!("the identity store failed: {e}"));
+        let invalid = || AuthError::UnknownKey(format!("{id} with the session token given"));
+        if let Some(k) = self.catalog.access_key(id).await.map_err(internal)? {
+            if k.status != "Active" || token.is_some() {
+                return Err(invalid());
+            }
+            self.catalog
+                .touch_access_key(&k.access_key_id)
+                .await
+                .map_err(internal)?;
+            return self
+                .principal(k.account, k.user_name, k.access_key_id, None, false)
+                .await;
+        }
+        let s = self
+            .catalog
+            .session(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(invalid)?;
+        let token = token.ok_or_else(invalid)?;
+        let hash = sha256_hex(token.as_bytes());
+        if aws_lc_rs::constant_time::verify_slices_are_equal(
+            hash.as_bytes(),
+            s.token_hash.as_bytes(),
+        )
+        .is_err()
+        {
+            return Err(invalid());
+        }
+        if now.saturating_mul(1000) > s.expires_ms {
+            return Err(AuthError::Expired(
+                "the security token included in the request is expired".into(),
+            ));
+        }
+        self.principal(
+            s.account,
+            s.user_name,
+            s.access_key_id,
+            Some(token.to_string()),
+            s.mfa,
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -24,7 +24,9 @@
 //!   one file each; [`iam_api`] and [`kms_api`]: IAM's and KMS's actions, marker types
 //!   ([`op`]) of one generic handler each; [`xml`], [`error`], [`server`]: answers, errors and the HTTPS server, with
 //!   [`conn`] (connection limits and timeouts) and [`tls`] (its certificate, renewed and
-//!   reloaded while it runs).
+//!   reloaded while it runs);
+//! - [`s3`]: S3 on the same endpoint (the s3s crate's protocol over the deployment's
+//!   buckets, vmie's identities and authorization).
 
 pub mod action;
 pub mod audit;
@@ -44,6 +46,7 @@ pub mod kms_api;
 pub mod mfa;
 pub mod op;
 pub mod query;
+pub mod s3;
 pub mod server;
 pub mod sigv4;
 pub mod spec;

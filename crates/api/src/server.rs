@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -75,6 +75,7 @@ struct App {
     metrics: Arc<Metrics>,
     limiter: Arc<Limiter>,
     gate: Option<Arc<crate::conn::Gate>>,
+    s3: crate::s3::Endpoint,
 }
 
 /// Per-principal request limits: `rate` requests a second, bursts of `2 × rate`. In memory
@@ -516,7 +517,7 @@ async fn answer(
             }
             Service::Sts => xml_response(e.status, crate::sts::error(&e, rid)),
             Service::Iam => xml_response(e.status, crate::iam_api::error(&e, rid)),
-            Service::Ec2 => error_response(&e, rid),
+            Service::Ec2 | Service::S3 => error_response(&e, rid),
         };
         rec.error = Some(e);
         r
@@ -582,7 +583,7 @@ async fn answer(
                 Service::Sts | Service::Iam if e.code() == "AuthFailure" => (401, e.code().into()),
                 Service::Sts | Service::Iam => (403, e.code().into()),
                 Service::Ec2 if e.code() == "RequestExpired" => (400, "RequestExpired".into()),
-                Service::Ec2 => (401, "AuthFailure".into()),
+                Service::Ec2 | Service::S3 => (401, "AuthFailure".into()),
             };
             let err = ApiError {
                 status,
@@ -744,18 +745,108 @@ fn router(
     metrics: Arc<Metrics>,
     limiter: Arc<Limiter>,
     gate: Option<Arc<crate::conn::Gate>>,
-) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_endpoint))
-        .route("/", any(ec2_endpoint))
+    domains: Vec<String>,
+) -> std::io::Result<Router> {
+    let s3 = crate::s3::Endpoint::new(&env, crate::s3::domains(&domains))
+        .map_err(std::io::Error::other)?;
+    Ok(Router::new()
+        .route("/healthz", any(healthz))
+        .route("/metrics", any(metrics_or_s3))
+        .route("/", any(root))
+        .fallback(root)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(App {
             env,
             metrics,
             limiter,
             gate,
-        })
+            s3,
+        }))
+}
+
+/// An S3 request's body: streamed as it comes, but given up after [`REQUEST_TIMEOUT`]
+/// without a byte (S3 bodies may take hours; a silent one may not).
+fn s3_body(body: axum::body::Body, headers: &HeaderMap) -> axum::body::Body {
+    use futures::StreamExt;
+    // No body: say so exactly (s3s needs the length of what it verifies).
+    let none = headers
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0")
+        && !headers.contains_key(header::TRANSFER_ENCODING);
+    if none {
+        return axum::body::Body::empty();
+    }
+    let s = body.into_data_stream();
+    let s = futures::stream::unfold(Some(s), |st| async move {
+        let mut st = st?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, st.next()).await {
+            Ok(Some(r)) => Some((r.map_err(std::io::Error::other), Some(st))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::other(
+                    "no part of the request body arrived for 60 seconds",
+                )),
+                None,
+            )),
+        }
+    });
+    axum::body::Body::from_stream(s)
+}
+
+/// `/`, and every other path: S3 when the request is for S3 ([`crate::s3::is_s3`]),
+/// otherwise the EC2, STS and CloudTrail endpoint.
+async fn root(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    if crate::s3::is_s3(&parts.uri, &parts.headers, app.s3.domains()) {
+        app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let body = s3_body(body, &parts.headers);
+        let req = axum::http::Request::from_parts(parts, body);
+        let r = app.s3.call(req, peer.addr, peer.secure).await;
+        if r.status().as_u16() >= 400 {
+            app.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        return r;
+    }
+    ec2_endpoint(
+        State(app),
+        Extension(peer),
+        parts.method,
+        parts.uri,
+        parts.headers,
+        body,
+    )
+    .await
+}
+
+/// `GET /healthz`, unless the request is S3's (a bucket named `healthz`).
+async fn healthz(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+) -> Response {
+    if crate::s3::named_s3(req.uri(), req.headers(), app.s3.domains()) {
+        return root(State(app), Extension(peer), req).await;
+    }
+    "ok\n".into_response()
+}
+
+/// `GET /metrics`, unless the request is S3's (a bucket named `metrics`).
+async fn metrics_or_s3(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    req: axum::extract::Request,
+) -> Response {
+    if crate::s3::named_s3(req.uri(), req.headers(), app.s3.domains()) {
+        return root(State(app), Extension(peer), req).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, metrics_endpoint(State(app))).await {
+        Ok(r) => r,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// Records a request hyper refused itself (malformed, URI or headers too large) before
@@ -924,7 +1015,17 @@ pub async fn serve(
     let gate = crate::conn::Gate::new(cfg.limits.clone());
     let audit = env.audit.clone();
     let metrics = Arc::new(Metrics::default());
-    let app = router(env, metrics.clone(), Arc::new(limiter), Some(gate.clone()));
+    let mut names = cfg.own_cert.clone().unwrap_or_default();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(h.trim().to_string());
+    }
+    let app = router(
+        env,
+        metrics.clone(),
+        Arc::new(limiter),
+        Some(gate.clone()),
+        names,
+    )?;
     if let Some(c) = &certs {
         tokio::spawn(c.clone().run_refresher(shutdown.clone()));
     }
@@ -934,14 +1035,9 @@ pub async fn serve(
             addr: peer.ip(),
             secure,
         };
-        // The endpoint times its requests out itself (and records them); this is the
-        // backstop for the other routes.
-        TowerToHyperService::new(app.clone().layer(Extension(peer)).layer(
-            tower_http::timeout::TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                REQUEST_TIMEOUT + Duration::from_secs(5),
-            ),
-        ))
+        // The EC2 endpoint times its requests out itself (and records them), `/metrics`
+        // too; S3 bodies stream for as long as they keep coming (see `s3_body`).
+        TowerToHyperService::new(app.clone().layer(Extension(peer)))
     };
     let ended = move |peer: SocketAddr, why: &crate::conn::Ended| {
         if let crate::conn::Ended::Http(e) = why {

@@ -237,7 +237,9 @@ pub fn canonical_request(
     Ok(s)
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+/// The SHA-256 of `b`, in lower-case hex.
+#[must_use]
+pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, b))
 }
 

@@ -19,6 +19,8 @@ pub enum Service {
     Kms,
     /// IAM (Query protocol, 2010-05-08).
     Iam,
+    /// S3 (REST, through s3s; see [`crate::s3`]).
+    S3,
 }
 
 impl Service {
@@ -37,6 +39,7 @@ impl Service {
             Service::CloudTrail => "cloudtrail",
             Service::Kms => "kms",
             Service::Iam => "iam",
+            Service::S3 => "s3",
         }
     }
 
@@ -49,6 +52,7 @@ impl Service {
             Service::CloudTrail => "cloudtrail.amazonaws.com",
             Service::Kms => "kms.amazonaws.com",
             Service::Iam => "iam.amazonaws.com",
+            Service::S3 => "s3.amazonaws.com",
         }
     }
 
@@ -60,6 +64,7 @@ impl Service {
             Service::Sts => "AccessDenied",
             Service::CloudTrail | Service::Kms => "AccessDeniedException",
             Service::Iam => "AccessDenied",
+            Service::S3 => "AccessDenied",
         }
     }
 }

@@ -430,6 +430,18 @@ impl Engine {
         &self.inner.store
     }
 
+    /// Where buckets live (the S3 endpoint serves them).
+    #[must_use]
+    pub fn sources(&self) -> &Sources {
+        &self.inner.sources
+    }
+
+    /// The folder of intermediate volumes (and other temporary files of this process).
+    #[must_use]
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        &self.inner.cfg.scratch_dir
+    }
+
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> &Stats {

@@ -522,6 +522,28 @@ impl Sources {
         }
     }
 
+    /// The object store of `bucket` (a local bucket's folder must exist).
+    pub fn bucket_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, EngineError> {
+        self.store(bucket)
+    }
+
+    /// The file of `key` in the local bucket folder `bucket`, if the buckets are local
+    /// folders, the file exists and — symbolic links resolved — lies inside the folder.
+    #[must_use]
+    pub fn local_file(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        inside(&self.local_dir(bucket)?, key)
+    }
+
+    /// The folder (made as needed, every part a real folder of the bucket) and file name
+    /// where `key` of the local bucket folder `bucket` is written; `Ok(None)` when the
+    /// buckets are not local folders.
+    pub fn local_target(&self, bucket: &str, key: &str) -> io::Result<Option<(PathBuf, String)>> {
+        match self.local_dir(bucket) {
+            Some(dir) => contained(&dir, key, true),
+            None => Ok(None),
+        }
+    }
+
     /// Whether the bucket exists (local buckets) — S3 buckets are checked when written.
     pub fn check_export_bucket(&self, bucket: &str) -> Result<(), EngineError> {
         match self.local_dir(bucket) {

@@ -72,8 +72,10 @@ fn activity_log(work: &std::path::Path, data: &std::path::Path, secrets: &[&str]
         .iter()
         .map(|r| r["eventName"].as_str().unwrap())
         .collect();
+    // S3's rows are exercised, and their records checked, by tests/api_s3.rs.
     for action in api::action::TABLE
         .iter()
+        .filter(|s| s.service != api::action::Service::S3)
         .map(|s| s.name)
         .chain(["UnknownAction"])
     {

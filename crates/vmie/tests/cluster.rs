@@ -719,3 +719,245 @@ fn nodes_started_together_on_an_empty_catalog_all_serve() {
         n.stop();
     }
 }
+
+/// `aws s3 …` (or `aws s3api …`) against `node`; stdout, or the error when `ok` is false.
+fn aws_s3(node: &Node, key: &(String, String), args: &[&str], ok: bool) -> String {
+    let config = node.dir.join("aws-config");
+    // The aws CLI v1 presigns with SigV2 unless told otherwise; vmie accepts SigV4 only.
+    std::fs::write(&config, "[default]\ns3 =\n    signature_version = s3v4\n").unwrap();
+    let o = Command::new("aws")
+        .args(["--endpoint-url", &node.endpoint(), "--output", "json"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CA_BUNDLE", node.dir.join("tls/cert.pem"))
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output_named();
+    assert_eq!(
+        o.status.success(),
+        ok,
+        "aws {args:?} on {}: {}",
+        node.name,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if ok {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+/// S3 on the endpoint of a scale-out deployment: its buckets are the S3 service's, reached
+/// through the same object-store layer, whichever node is asked. A bucket made on one node
+/// is listed on another; an image uploaded in parts through one is imported through the
+/// other; an aborted upload leaves nothing in the S3 service; rm and rb empty it again.
+#[test]
+fn s3_calls_reach_the_buckets_of_a_scale_out_deployment() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pg = catalog::pgtest::TempPostgres::start().expect("start PostgreSQL");
+    let s3root = w.join("s3");
+    let (s3url, _s3) = rt.block_on(s3::start_s3(&s3root, "vmie"));
+    let config = cluster_config(w, &pg.url, &s3url);
+    let key = root_key();
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| Node {
+            name: format!("node{}", i + 1),
+            port: free_port(),
+            dir: w.join(format!("node{}", i + 1)),
+            child: None,
+        })
+        .collect();
+    let mut admin = (String::new(), String::new());
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    for n in &mut nodes {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
+            .env("VMIE_BOOT_CHECK", "off")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&n.dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", n.port)])
+            .args(["--node", &n.name])
+            .env("VMIE_ROOT_KEY", &key)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(w.join(format!("{}.log", n.name))).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        n.child = Some(child);
+        let log = w.join(format!("{}.log", n.name));
+        wait_serving(n.child.as_mut().unwrap(), n.port, &log);
+    }
+    // The key is printed before the listener opens.
+    for line in out.lock().unwrap().iter() {
+        if let Some(v) = line.strip_prefix("AccessKeyId:") {
+            admin.0 = v.trim().into();
+        }
+        if let Some(v) = line.strip_prefix("SecretAccessKey:") {
+            admin.1 = v.trim().into();
+        }
+    }
+    assert!(admin.0.starts_with("AKIA"), "the admin key was printed");
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    aws_s3(a, &admin, &["s3", "mb", "s3://uploads"], true);
+    assert!(
+        s3root.join("uploads").is_dir(),
+        "the bucket is the S3 service's"
+    );
+    assert!(aws_s3(b, &admin, &["s3", "ls"], true).contains("uploads"));
+    // An image in parts through one node, imported through the other.
+    let raw = debian_disk(w, MARKER, 24);
+    aws_s3(
+        a,
+        &admin,
+        &["s3", "cp", s(&raw), "s3://uploads/images/d.raw"],
+        true,
+    );
+    let head: serde_json::Value = serde_json::from_str(&aws_s3(
+        b,
+        &admin,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "uploads",
+            "--key",
+            "images/d.raw",
+        ],
+        true,
+    ))
+    .unwrap();
+    assert!(
+        head["ETag"].as_str().unwrap().ends_with("-4\""),
+        "a multipart ETag: {head}"
+    );
+    assert_eq!(
+        std::fs::read(s3root.join("uploads/images/d.raw")).unwrap(),
+        std::fs::read(&raw).unwrap()
+    );
+    let ca = b.dir.join("tls/cert.pem");
+    let r = aws_ec2(
+        b,
+        &admin,
+        &ca,
+        &[
+            "import-image",
+            "--disk-containers",
+            "Format=RAW,UserBucket={S3Bucket=uploads,S3Key=images/d.raw}",
+        ],
+    );
+    let id = r["ImportTaskId"].as_str().unwrap().to_string();
+    let mut done = false;
+    for _ in 0..600 {
+        let t = aws_ec2(
+            a,
+            &admin,
+            &a.dir.join("tls/cert.pem"),
+            &["describe-import-image-tasks", "--import-task-ids", &id],
+        );
+        let status = t["ImportImageTasks"][0]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if status == "completed" {
+            done = true;
+            break;
+        }
+        assert_eq!(status, "active", "{t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(done, "{id} did not complete");
+    // An aborted upload leaves nothing in the S3 service.
+    let up: serde_json::Value = serde_json::from_str(&aws_s3(
+        a,
+        &admin,
+        &[
+            "s3api",
+            "create-multipart-upload",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+        ],
+        true,
+    ))
+    .unwrap();
+    let upload_id = up["UploadId"].as_str().unwrap();
+    aws_s3(
+        b,
+        &admin,
+        &[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+            "--upload-id",
+            upload_id,
+            "--part-number",
+            "1",
+            "--body",
+            s(&raw),
+        ],
+        true,
+    );
+    aws_s3(
+        a,
+        &admin,
+        &[
+            "s3api",
+            "abort-multipart-upload",
+            "--bucket",
+            "uploads",
+            "--key",
+            "x.raw",
+            "--upload-id",
+            upload_id,
+        ],
+        true,
+    );
+    let left: Vec<_> = walk(&s3root.join("uploads"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".vmie-uploads") || p.ends_with("x.raw"))
+        .collect();
+    assert!(left.is_empty(), "left after abort: {left:?}");
+    // rm and rb, then nothing of the bucket remains.
+    assert!(aws_s3(b, &admin, &["s3", "rb", "s3://uploads"], false).contains("BucketNotEmpty"));
+    aws_s3(
+        b,
+        &admin,
+        &["s3", "rm", "s3://uploads", "--recursive"],
+        true,
+    );
+    aws_s3(a, &admin, &["s3", "rb", "s3://uploads"], true);
+    assert!(!aws_s3(b, &admin, &["s3", "ls"], true).contains("uploads"));
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
