@@ -61,7 +61,7 @@ pub fn encode(key: &AeadKey, origin: &Origin, name: &str, plain: &[u8], level: i
     out.extend_from_slice(&id[..id.len().min(MAX_ID_LEN)]);
     out.extend_from_slice(&origin.index.to_be_bytes());
     out.push(flags);
-    out.extend_from_slice(&key.seal(&aad(origin, flags, name), payload));
+    key.seal_append(&aad(origin, flags, name), payload, &mut out);
     out
 }
 

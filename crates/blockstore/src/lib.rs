@@ -28,10 +28,11 @@ pub mod error;
 pub mod manifest;
 pub mod reader;
 pub mod sealed;
+pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
@@ -40,13 +41,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use zeroize::Zeroizing;
 
 use diskfmt::{Disk, ExtentKind};
-use kms::aead::AeadKey;
 use kms::{Caller, Context, Kms};
 
 pub use backend::{Backend, S3Config};
 pub use chunk::Origin;
 pub use error::{Result, StoreError};
 pub use reader::{BlockingReader, SnapshotReader};
+pub use writer::SnapshotWriter;
 
 /// Default chunk size: 1 MiB.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
@@ -62,6 +63,8 @@ pub struct StoreOptions {
     pub concurrency: usize,
     /// Decrypted chunks a reader keeps.
     pub cache_chunks: usize,
+    /// Threads that read a disk [`BlockStore::put`] stores (default: one per core).
+    pub threads: usize,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +74,7 @@ impl Default for StoreOptions {
             zstd_level: 1,
             concurrency: 8,
             cache_chunks: 16,
+            threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         }
     }
 }
@@ -210,14 +214,6 @@ fn is_zero(buf: &[u8]) -> bool {
         .into_iter()
         .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
         && rem.iter().all(|&b| b == 0)
-}
-
-struct Stored {
-    index: u64,
-    name: String,
-    origin: Origin,
-    added: u64,
-    data: u64,
 }
 
 impl BlockStore {
@@ -390,300 +386,60 @@ impl BlockStore {
         Ok((file.body, key))
     }
 
-    /// Stores `disk` as a new snapshot. Zero ranges are skipped without reading, chunks are
-    /// processed `concurrency` at a time on the blocking pool, and the manifest is written only
-    /// after every chunk is durable. `progress` (if given) counts bytes of the chunks that
-    /// hold data as they complete (their total is about [`diskfmt::allocated_bytes`]).
+    /// Stores `disk` as a new snapshot: [`BlockStore::begin`], then `threads` threads of the
+    /// blocking pool read the chunks that hold data (zero ranges of the extent map are
+    /// skipped without reading) and hand them to the [`SnapshotWriter`], which publishes the
+    /// manifest once every chunk is durable. `progress` (if given) counts bytes of the chunks
+    /// that hold data as they complete (their total is about [`diskfmt::allocated_bytes`]).
+    /// Dropping the future stops the readers at their next chunk and abandons the snapshot.
     pub async fn put(
         &self,
         disk: Arc<dyn Disk>,
         req: PutRequest,
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<SnapshotSummary> {
-        let id = req.snapshot_id.clone();
-        validate_id(&id)?;
-        match self.store.head(&self.manifest_path(&id)).await {
-            Ok(_) => return Err(StoreError::AlreadyExists(id)),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let key_ref = match &req.kms_key {
-            Some(k) => k.clone(),
-            None => {
-                self.kms
-                    .default_ebs_key()
-                    .await
-                    .map_err(|source| StoreError::Key {
-                        snapshot: id.clone(),
-                        source,
-                    })?
-                    .key_id
-            }
-        };
-        let dk = self
-            .kms
-            .generate_data_key(&req.caller, &key_ref, &snapshot_context(&id))
-            .await
-            .map_err(|source| StoreError::Key {
-                snapshot: id.clone(),
-                source,
-            })?;
-        let kms_key_id = dk.key_id.clone();
-
-        let pending = self.path(&["pending", &id]);
-        self.store
-            .put(&pending, PutPayload::from(now_secs().to_string()))
-            .await?;
-        match self
-            .store
-            .put_opts(
-                &self.key_path(&id),
-                PutPayload::from(dk.ciphertext.clone()),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(StoreError::AlreadyExists(id));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let dedup = Arc::new(self.dedup_key(&req.caller, &kms_key_id).await?);
-
-        let cs = u64::from(self.opts.chunk_size);
-        let mut parent_map: HashMap<u64, (String, Origin)> = HashMap::new();
-        if let Some(parent) = &req.parent {
-            let (pb, _) = self.load_manifest(&req.caller, parent).await?;
-            if pb.kms_key_id == kms_key_id && u64::from(pb.chunk_size) == cs {
-                for e in &pb.chunks {
-                    if let Some(o) = pb.origin(e) {
-                        parent_map.insert(e.0, (e.1.clone(), o));
-                    }
-                }
-            }
-        }
-        let parent_map = Arc::new(parent_map);
-        let aead = Arc::new(AeadKey::new(&dk.plaintext));
         let size = disk.virtual_size();
-
-        // Chunk indices that hold data, window by window (bounded memory for huge sparse disks).
-        let disk_for_idx = disk.clone();
-        let indices = futures::stream::iter(window_starts(size))
-            .then(move |w| {
-                let disk = disk_for_idx.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || data_chunks(disk.as_ref(), w, cs))
-                        .await
-                        .map_err(|e| StoreError::Internal(e.to_string()))?
+        let w = Arc::new(self.begin(req, size, progress).await?);
+        let guard = StopOnDrop(w.clone());
+        let plan = Arc::new(std::sync::Mutex::new(ChunkPlan::new(size, w.chunk_size())));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..self.opts.threads.max(1) {
+            let (w, disk, plan) = (w.clone(), disk.clone(), plan.clone());
+            set.spawn_blocking(move || -> Result<()> {
+                loop {
+                    let next = plan
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .next(disk.as_ref())?;
+                    let Some(index) = next else {
+                        return Ok(());
+                    };
+                    let len = w.chunk_len(index).ok_or_else(|| {
+                        StoreError::Internal(format!("chunk {index} is past the end"))
+                    })?;
+                    let mut buf = vec![0u8; len];
+                    disk.read_at(&mut buf, index * w.chunk_size())?;
+                    w.write_chunk(index, buf)?;
                 }
-            })
-            .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok::<u64, StoreError>)))
-            .try_flatten();
-
-        let this = self.clone();
-        let kms_key_for_chunks = kms_key_id.clone();
-        let id_for_chunks = id.clone();
-        let level = self.opts.zstd_level;
-        let results = indices
-            .map_ok(move |index| {
-                let this = this.clone();
-                let disk = disk.clone();
-                let dedup = dedup.clone();
-                let aead = aead.clone();
-                let parent_map = parent_map.clone();
-                let kms_key = kms_key_for_chunks.clone();
-                let id = id_for_chunks.clone();
-                async move {
-                    this.store_chunk(
-                        disk,
-                        index,
-                        cs,
-                        size,
-                        &dedup,
-                        &aead,
-                        &parent_map,
-                        &kms_key,
-                        &id,
-                        level,
-                    )
-                    .await
-                    .map(|stored| (cs.min(size - index * cs), stored))
-                }
-            })
-            .try_buffer_unordered(self.opts.concurrency.max(1));
-        let mut results = std::pin::pin!(results);
-
-        let mut stored: Vec<Stored> = Vec::new();
-        let mut last_refresh = std::time::Instant::now();
-        let mut done_bytes = 0u64;
-        while let Some(item) = results.next().await {
-            let (len, s) = item?;
-            done_bytes += len;
-            if let Some(s) = s {
-                stored.push(s);
-            }
-            if let Some(p) = &progress {
-                p.store(done_bytes, Ordering::Relaxed);
-            }
-            if last_refresh.elapsed() > Duration::from_secs(60) {
-                self.store
-                    .put(&pending, PutPayload::from(now_secs().to_string()))
-                    .await?;
-                last_refresh = std::time::Instant::now();
+            });
+        }
+        let mut first = None;
+        while let Some(r) = set.join_next().await {
+            let r = r.map_err(|e| StoreError::Internal(e.to_string())).and_then(|r| r);
+            if let Err(e) = r {
+                w.stop();
+                first.get_or_insert(e);
             }
         }
-        stored.sort_by_key(|s| s.index);
-
-        let mut origins: Vec<String> = Vec::new();
-        let mut origin_no: HashMap<String, u32> = HashMap::new();
-        let mut chunks = Vec::with_capacity(stored.len());
-        let (mut data_bytes, mut added_bytes) = (0u64, 0u64);
-        for s in stored {
-            let n = match origin_no.get(&s.origin.snapshot) {
-                Some(n) => *n,
-                None => {
-                    let n = u32::try_from(origins.len())
-                        .map_err(|_| StoreError::Internal("too many origins".into()))?;
-                    origins.push(s.origin.snapshot.clone());
-                    origin_no.insert(s.origin.snapshot.clone(), n);
-                    n
-                }
-            };
-            data_bytes += s.data;
-            added_bytes += s.added;
-            chunks.push(manifest::Entry(s.index, s.name, n, s.origin.index));
-        }
-        let body = manifest::ManifestBody {
-            format: manifest::FORMAT,
-            snapshot_id: id.clone(),
-            volume_size: size,
-            chunk_size: self.opts.chunk_size,
-            kms_key_id,
-            parent: req.parent.clone(),
-            created: now_secs(),
-            data_bytes,
-            added_bytes,
-            origins,
-            chunks,
-        };
-        let summary = SnapshotSummary::from(&body);
-        let bytes = manifest::seal(body, &dk.plaintext).map_err(StoreError::Internal)?;
-        // Large manifests go up in parts; either way the object appears atomically.
-        let mut w = object_store::buffered::BufWriter::with_capacity(
-            self.store.clone(),
-            self.manifest_path(&id),
-            8 << 20,
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut w, &bytes)
-            .await
-            .map_err(|e| StoreError::Internal(format!("writing manifest: {e}")))?;
-        tokio::io::AsyncWriteExt::shutdown(&mut w)
-            .await
-            .map_err(|e| StoreError::Internal(format!("committing manifest: {e}")))?;
-        // The write is committed; the marker only protected it from GC.
-        let _ = self.store.delete(&pending).await;
-        Ok(summary)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store_chunk(
-        &self,
-        disk: Arc<dyn Disk>,
-        index: u64,
-        cs: u64,
-        size: u64,
-        dedup: &Arc<Zeroizing<[u8; 32]>>,
-        aead: &Arc<AeadKey>,
-        parent_map: &HashMap<u64, (String, Origin)>,
-        kms_key: &str,
-        id: &str,
-        level: i32,
-    ) -> Result<Option<Stored>> {
-        let off = index * cs;
-        let len = cs.min(size - off);
-        let dk = dedup.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<Option<(Vec<u8>, String)>> {
-            let len =
-                usize::try_from(len).map_err(|_| StoreError::Internal("chunk too large".into()))?;
-            let mut buf = vec![0u8; len];
-            disk.read_at(&mut buf, off)?;
-            if is_zero(&buf) {
-                return Ok(None);
+        drop(guard);
+        let w = Arc::try_unwrap(w)
+            .map_err(|_| StoreError::Internal("a chunk reader outlived the write".into()))?;
+        match first {
+            Some(e) => {
+                w.abort().await;
+                Err(e)
             }
-            let name = hex::encode(kms::aead::hmac_sha256(&dk[..], &buf));
-            Ok(Some((buf, name)))
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
-        let Some((plain, name)) = read else {
-            return Ok(None);
-        };
-        let data = plain.len() as u64;
-        if let Some((pname, porigin)) = parent_map.get(&index)
-            && *pname == name
-        {
-            return Ok(Some(Stored {
-                index,
-                name,
-                origin: porigin.clone(),
-                added: 0,
-                data,
-            }));
-        }
-        let path = self.chunk_path(kms_key, &name);
-        if let Some(origin) = self.existing_origin(&path).await? {
-            return Ok(Some(Stored {
-                index,
-                name,
-                origin,
-                added: 0,
-                data,
-            }));
-        }
-        let origin = Origin {
-            snapshot: id.to_string(),
-            index,
-        };
-        let (aead, o2, n2) = (aead.clone(), origin.clone(), name.clone());
-        let obj =
-            tokio::task::spawn_blocking(move || chunk::encode(&aead, &o2, &n2, &plain, level))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let added = obj.len() as u64;
-        match self
-            .store
-            .put_opts(
-                &path,
-                PutPayload::from(obj),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        {
-            Ok(_) => Ok(Some(Stored {
-                index,
-                name,
-                origin,
-                added,
-                data,
-            })),
-            // Written meanwhile by a concurrent writer (or an identical chunk of ours).
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => {
-                match self.existing_origin(&path).await? {
-                    Some(origin) => Ok(Some(Stored {
-                        index,
-                        name,
-                        origin,
-                        added: 0,
-                        data,
-                    })),
-                    None => Err(StoreError::Internal(format!(
-                        "chunk {name} vanished while being written"
-                    ))),
-                }
-            }
-            Err(e) => Err(e.into()),
+            None => w.publish().await,
         }
     }
 
@@ -923,27 +679,63 @@ fn older_than(t: impl Into<SystemTime>, now: SystemTime, grace: Duration) -> boo
     now.duration_since(t.into()).is_ok_and(|age| age >= grace)
 }
 
-/// Start offsets of 1 GiB windows over a volume of `size` bytes.
-fn window_starts(size: u64) -> impl Iterator<Item = u64> {
-    const WINDOW: u64 = 1 << 30;
-    (0..size.div_ceil(WINDOW)).map(|i| i * WINDOW)
+/// Stops a writer when the future holding it is dropped (readers on the blocking pool see it
+/// at their next chunk).
+struct StopOnDrop(Arc<SnapshotWriter>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
-/// Indices of chunks of size `cs` that overlap data extents in the window at `start`.
-fn data_chunks(disk: &dyn Disk, start: u64, cs: u64) -> Result<Vec<u64>> {
+/// The chunks of a disk that overlap data extents, in order, found one 1 GiB window at a time
+/// (bounded memory for huge sparse disks).
+#[derive(Debug)]
+pub struct ChunkPlan {
+    size: u64,
+    chunk: u64,
+    next_window: u64,
+    pending: std::collections::VecDeque<u64>,
+}
+
+impl ChunkPlan {
     const WINDOW: u64 = 1 << 30;
-    let mut out: Vec<u64> = Vec::new();
-    for e in disk.extents(start, WINDOW)? {
-        if e.kind != ExtentKind::Data || e.length == 0 {
-            continue;
+
+    /// A plan over a disk of `size` bytes in chunks of `chunk` bytes.
+    #[must_use]
+    pub fn new(size: u64, chunk: u64) -> Self {
+        ChunkPlan {
+            size,
+            chunk: chunk.max(1),
+            next_window: 0,
+            pending: std::collections::VecDeque::new(),
         }
-        let first = e.offset / cs;
-        let last = (e.offset + e.length - 1) / cs;
-        for i in first..=last {
-            if out.last() != Some(&i) {
-                out.push(i);
+    }
+
+    /// The next chunk index that holds data, or `None` at the end.
+    pub fn next(&mut self, disk: &dyn Disk) -> diskfmt::Result<Option<u64>> {
+        loop {
+            if let Some(i) = self.pending.pop_front() {
+                return Ok(Some(i));
+            }
+            if self.next_window >= self.size {
+                return Ok(None);
+            }
+            let start = self.next_window;
+            self.next_window = start.saturating_add(Self::WINDOW);
+            for e in disk.extents(start, Self::WINDOW)? {
+                if e.kind != ExtentKind::Data || e.length == 0 {
+                    continue;
+                }
+                let first = e.offset / self.chunk;
+                let last = (e.offset + e.length - 1) / self.chunk;
+                for i in first..=last {
+                    if self.pending.back() != Some(&i) {
+                        self.pending.push_back(i);
+                    }
+                }
             }
         }
     }
-    Ok(out)
 }

@@ -6,8 +6,10 @@
 //! - **Encrypted with a throw-away key** (AES-256-GCM, 256-bit, drawn when the volume is made,
 //!   held only in this process's memory and never written anywhere). The disk is cut into
 //!   64 KiB blocks; each is sealed with the block number as nonce and associated data, so a
-//!   block moved, swapped or altered on disk fails to open. Blocks are written once, in
-//!   ascending order (how a decoded disk is copied), so a nonce is never reused.
+//!   block moved, swapped or altered on disk fails to open. Each block is written at most
+//!   once — in ascending order through [`Scratch::write_at`], or in any order from several
+//!   threads through [`Scratch::put_blocks`], which refuses a block already written — so a
+//!   nonce is never reused.
 //! - **Sparse**: all-zero blocks are not written and read back as zeros; the extent map
 //!   reports only written blocks, so later stages skip the holes.
 //! - **Destroyed when dropped**, however the task ends (completed, failed, cancelled, or a
@@ -17,6 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,7 +42,7 @@ pub enum ScratchError {
         /// Why.
         source: io::Error,
     },
-    /// A write went backwards or past the end.
+    /// A write went backwards, past the end, or over a block already written.
     #[error("intermediate volume: write of {len} bytes at {offset} is out of order or past {size}")]
     Order {
         /// Offset.
@@ -94,10 +97,9 @@ pub struct Scratch {
     file: File,
     key: LessSafeKey,
     size: u64,
-    /// Which blocks hold data: ascending, disjoint runs `[start, end)` of block numbers
-    /// (blocks are written in ascending order, so a run grows or a new one starts). Memory
-    /// follows the data written, not the virtual size.
-    runs: Vec<(u64, u64)>,
+    /// Which blocks hold data: disjoint runs `[start, end)` of block numbers keyed by start,
+    /// merged as they touch. Memory follows the data written, not the virtual size.
+    runs: Mutex<Runs>,
     /// The block being filled: (index, plaintext).
     open: Option<(u64, Vec<u8>)>,
     /// The next writable offset (writes never go back).
@@ -140,7 +142,7 @@ impl Scratch {
             file,
             key,
             size,
-            runs: Vec::new(),
+            runs: Mutex::new(Runs::default()),
             open: None,
             next: 0,
             cache: Mutex::new(None),
@@ -160,10 +162,7 @@ impl Scratch {
     }
 
     fn seal(&mut self, index: u64, mut block: Vec<u8>) -> Result<(), ScratchError> {
-        let zero = block
-            .chunks(64)
-            .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0);
-        if zero {
+        if is_zero(&block) {
             return Ok(());
         }
         block.resize(BLOCK_LEN, 0);
@@ -174,12 +173,62 @@ impl Scratch {
                 &mut block,
             )
             .map_err(|_| ScratchError::Seal(index))?;
+        if !self.runs_mut().insert(index) {
+            return Err(ScratchError::Order {
+                offset: index * BLOCK,
+                len: BLOCK_LEN,
+                size: self.size,
+            });
+        }
         self.file
             .write_all_at(&block, index * SLOT)
             .map_err(io_err(&self.path))?;
-        match self.runs.last_mut() {
-            Some((_, end)) if *end == index => *end += 1,
-            _ => self.runs.push((index, index + 1)),
+        Ok(())
+    }
+
+    fn runs_mut(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes `data` at `offset` from any thread: `offset` is a multiple of [`BLOCK`] and
+    /// `data` whole blocks (the last may end at the end of the volume). All-zero blocks are
+    /// skipped; each other block is sealed on the calling thread and written to its slot.
+    /// A block already written is refused (its nonce would be reused), so callers write
+    /// disjoint ranges, e.g. the chunks of a decoded disk from several threads.
+    pub fn put_blocks(&self, data: &[u8], offset: u64) -> Result<(), ScratchError> {
+        let order = || ScratchError::Order {
+            offset,
+            len: data.len(),
+            size: self.size,
+        };
+        let end = offset.checked_add(data.len() as u64).ok_or_else(order)?;
+        if offset % BLOCK != 0 || end > self.size || (end % BLOCK != 0 && end != self.size) {
+            return Err(order());
+        }
+        let mut sealed = Vec::with_capacity(BLOCK_LEN + 16);
+        for (n, block) in data.chunks(BLOCK_LEN).enumerate() {
+            if is_zero(block) {
+                continue;
+            }
+            let index = offset / BLOCK + n as u64;
+            if !self.runs_mut().insert(index) {
+                return Err(order());
+            }
+            sealed.clear();
+            sealed.extend_from_slice(block);
+            sealed.resize(BLOCK_LEN, 0);
+            self.key
+                .seal_in_place_append_tag(
+                    Self::nonce(index),
+                    Aad::from(index.to_be_bytes()),
+                    &mut sealed,
+                )
+                .map_err(|_| ScratchError::Seal(index))?;
+            self.file
+                .write_all_at(&sealed, index * SLOT)
+                .map_err(io_err(&self.path))?;
         }
         Ok(())
     }
@@ -230,8 +279,7 @@ impl Scratch {
 
     /// The first run of written blocks that ends after block `index`.
     fn run_after(&self, index: u64) -> Option<(u64, u64)> {
-        let i = self.runs.partition_point(|&(_, end)| end <= index);
-        self.runs.get(i).copied()
+        self.runs_mut().after(index)
     }
 
     /// Calls `f` with the plaintext of block `index` (zeros for a block never written),
@@ -310,6 +358,58 @@ impl diskfmt::ReadAt for Scratch {
     }
 }
 
+fn is_zero(b: &[u8]) -> bool {
+    b.chunks(64)
+        .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
+/// Disjoint runs `[start, end)` of block numbers, keyed by start; touching runs merge.
+#[derive(Debug, Default)]
+struct Runs(BTreeMap<u64, u64>);
+
+impl Runs {
+    /// Adds block `i`; false if it is already there.
+    fn insert(&mut self, i: u64) -> bool {
+        let before = self.0.range(..=i).next_back().map(|(&s, &e)| (s, e));
+        if let Some((_, e)) = before
+            && e > i
+        {
+            return false;
+        }
+        let after = self.0.get(&(i + 1)).copied();
+        match (before, after) {
+            (Some((s, e)), Some(ae)) if e == i => {
+                self.0.remove(&(i + 1));
+                self.0.insert(s, ae);
+            }
+            (Some((s, e)), None) if e == i => {
+                self.0.insert(s, i + 1);
+            }
+            (_, Some(ae)) => {
+                self.0.remove(&(i + 1));
+                self.0.insert(i, ae);
+            }
+            _ => {
+                self.0.insert(i, i + 1);
+            }
+        }
+        true
+    }
+
+    /// The first run that ends after block `i`.
+    fn after(&self, i: u64) -> Option<(u64, u64)> {
+        if let Some((&s, &e)) = self.0.range(..=i).next_back()
+            && e > i
+        {
+            return Some((s, e));
+        }
+        self.0
+            .range(i.saturating_add(1)..)
+            .next()
+            .map(|(&s, &e)| (s, e))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.path)
@@ -383,6 +483,79 @@ mod tests {
         // Dropped: gone.
         drop(v);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn test_put_blocks_from_several_threads_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_dir(dir.path()).unwrap();
+        let size = 64 * BLOCK + 1000;
+        let v = Scratch::create(dir.path(), "import-ami-00000000000000002", size).unwrap();
+        let piece = 4 * BLOCK;
+        let pieces = size.div_ceil(piece);
+        let content = |i: u64| -> Vec<u8> {
+            let len = piece.min(size - i * piece) as usize;
+            let mut b: Vec<u8> = (0..len).map(|j| (j as u64 * 31 + i) as u8 | 1).collect();
+            // Every third piece has a zero block in it, every fifth is all zero.
+            if i % 3 == 0 && len > BLOCK as usize {
+                b[..BLOCK as usize].fill(0);
+            }
+            if i % 5 == 0 {
+                b.fill(0);
+            }
+            b
+        };
+        std::thread::scope(|s| {
+            for t in 0..3u64 {
+                let v = &v;
+                s.spawn(move || {
+                    // Each thread takes every third piece, from the end backwards.
+                    for i in (0..pieces).rev().filter(|i| i % 3 == t) {
+                        v.put_blocks(&content(i), i * piece).unwrap();
+                    }
+                });
+            }
+        });
+        let mut want = Vec::new();
+        for i in 0..pieces {
+            want.extend(content(i));
+        }
+        let mut got = vec![0u8; size as usize];
+        assert_eq!(v.read_at(&mut got, 0).unwrap(), size as usize);
+        assert!(got == want);
+        // The extent map covers every non-zero byte and skips the all-zero pieces.
+        let mut covered = 0;
+        let mut o = 0;
+        while let Some((s, e)) = v.next_data(o).unwrap() {
+            assert!(want[o as usize..s as usize].iter().all(|&b| b == 0));
+            covered += e - s;
+            o = e;
+        }
+        assert!(want[o as usize..].iter().all(|&b| b == 0));
+        assert!(covered < size);
+        // A block written twice would reuse its nonce: refused. Unaligned writes too.
+        assert!(matches!(
+            v.put_blocks(&content(1), piece),
+            Err(ScratchError::Order { .. })
+        ));
+        assert!(matches!(
+            v.put_blocks(&[1u8; 10], 5),
+            Err(ScratchError::Order { .. })
+        ));
+    }
+
+    #[test]
+    fn test_runs_merge_and_refuse_duplicates() {
+        let mut r = Runs::default();
+        for i in [5, 7, 6, 1, 0, 9] {
+            assert!(r.insert(i));
+        }
+        assert!(!r.insert(6) && !r.insert(0));
+        assert_eq!(r.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), [(0, 2), (5, 8), (9, 10)]);
+        assert_eq!(r.after(3), Some((5, 8)));
+        assert_eq!(r.after(6), Some((5, 8)));
+        assert_eq!(r.after(8), Some((9, 10)));
+        assert_eq!(r.after(10), None);
     }
 
     #[test]

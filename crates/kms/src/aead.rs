@@ -57,6 +57,27 @@ impl AeadKey {
         out
     }
 
+    /// Seals `plaintext` bound to `aad` and appends the sealed message to `out` (what
+    /// [`AeadKey::seal`] returns), copying the plaintext once: for large messages whose
+    /// container already holds a header.
+    pub fn seal_append(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        random(&mut nonce);
+        out.reserve(plaintext.len() + OVERHEAD);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        // Sealing only fails for messages above GCM's 64 GiB limit, far beyond what we seal.
+        let Ok(tag) = self.0.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[start..],
+        ) else {
+            unreachable!("AES-GCM sealing fails only above 64 GiB per message");
+        };
+        out.extend_from_slice(tag.as_ref());
+    }
+
     /// Opens a sealed message; `None` when it was altered, truncated, sealed under another key
     /// or bound to other associated data.
     #[must_use]
@@ -129,5 +150,19 @@ mod tests {
         assert!(key.open(b"ctx", &sealed[..10]).is_none());
         let other = AeadKey::new(&random_key());
         assert!(other.open(b"ctx", &sealed).is_none());
+    }
+
+    #[test]
+    fn test_seal_append_opens_like_seal_after_the_header() {
+        let key = AeadKey::new(&random_key());
+        let mut out = b"HDR".to_vec();
+        key.seal_append(b"ctx", b"hello world", &mut out);
+        assert_eq!(&out[..3], b"HDR");
+        assert_eq!(out.len(), 3 + 11 + OVERHEAD);
+        assert_eq!(
+            key.open(b"ctx", &out[3..]).as_deref().map(Vec::as_slice),
+            Some(&b"hello world"[..])
+        );
+        assert!(key.open(b"other", &out[3..]).is_none());
     }
 }

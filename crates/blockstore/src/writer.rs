@@ -1,0 +1,536 @@
+//! A snapshot written from many threads at once: a *pending* snapshot that chunks are added
+//! to in any order while a disk is still being decoded, published when its task says so
+//! (after validation) or abandoned.
+//!
+//! - [`BlockStore::begin`] writes the pending marker (which keeps GC away) and the wrapped
+//!   data key, and returns a [`SnapshotWriter`].
+//! - [`SnapshotWriter::write_chunk`] takes the plaintext of one chunk from any thread: an
+//!   all-zero chunk costs a scan and nothing else; the others are named by their keyed hash on
+//!   the calling thread, and a chunk whose name this writer has already seen (a duplicate
+//!   inside the disk), or that the parent snapshot holds at the same index, costs nothing
+//!   more. A new name is looked up in the store first (stored by another snapshot: not
+//!   compressed nor encrypted again), then compressed, sealed and uploaded as an async task;
+//!   at most `concurrency` chunks are in flight, so memory stays bounded and the caller is
+//!   held back when the store is slower than the decoder.
+//! - [`SnapshotWriter::publish`] waits for the chunks in flight and writes the manifest: the
+//!   snapshot becomes visible at that moment and not before. [`SnapshotWriter::abort`] (or
+//!   dropping the writer) stops it: nothing becomes visible, and GC collects what it wrote
+//!   after the grace period, as for a crashed writer.
+//!
+//! While the writer lives, the pending marker is renewed every minute, so a pending snapshot
+//! held through a long validation or boot check is not mistaken for an abandoned one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use kms::aead::AeadKey;
+
+use crate::chunk::{self, Origin};
+use crate::error::{Result, StoreError};
+use crate::{BlockStore, PutRequest, SnapshotSummary, manifest, now_secs, snapshot_context};
+
+/// How often the pending marker of a live writer is renewed.
+const RENEW: Duration = Duration::from_secs(60);
+
+/// A chunk name this writer has met.
+enum Known {
+    /// Being looked up or uploaded by one of this writer's tasks.
+    InFlight,
+    /// Stored (by this snapshot or an earlier one): its origin.
+    Stored(Origin),
+}
+
+/// One non-zero chunk of the snapshot: index, name, origin when already known (the
+/// parent's), and its length.
+struct Entry {
+    index: u64,
+    name: String,
+    origin: Option<Origin>,
+    len: u64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    names: HashMap<String, Known>,
+    added: u64,
+    error: Option<StoreError>,
+}
+
+struct Inner {
+    store: BlockStore,
+    id: String,
+    kms_key_id: String,
+    parent: Option<String>,
+    data_key: Zeroizing<[u8; 32]>,
+    aead: AeadKey,
+    dedup: Zeroizing<[u8; 32]>,
+    parent_map: HashMap<u64, (String, Origin)>,
+    size: u64,
+    chunk_size: u64,
+    level: i32,
+    handle: tokio::runtime::Handle,
+    slots: Arc<Semaphore>,
+    max_slots: u32,
+    state: Mutex<State>,
+    stopped: AtomicBool,
+    done: Arc<AtomicU64>,
+    pending: Path,
+}
+
+/// A pending snapshot being written; see the [module](self) documentation.
+pub struct SnapshotWriter {
+    inner: Arc<Inner>,
+    renew: tokio::task::JoinHandle<()>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for SnapshotWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("snapshot", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the first error; later chunks are refused.
+    fn fail(&self, e: StoreError) {
+        self.stopped.store(true, Ordering::Relaxed);
+        let mut s = self.lock();
+        if s.error.is_none() {
+            s.error = Some(e);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.stopped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match &self.lock().error {
+            Some(e) => Err(StoreError::Internal(format!(
+                "snapshot {} stopped: {e}",
+                self.id
+            ))),
+            None => Err(StoreError::Internal(format!(
+                "snapshot {} was abandoned",
+                self.id
+            ))),
+        }
+    }
+
+    /// Looks up, or compresses, seals and uploads, the chunk `name` first met at `index`.
+    async fn store_new(self: &Arc<Self>, index: u64, name: &str, plain: Vec<u8>) -> Result<()> {
+        let path = self.store.chunk_path(&self.kms_key_id, name);
+        let (origin, added) = if let Some(o) = self.store.existing_origin(&path).await? {
+            (o, 0)
+        } else {
+            let origin = Origin {
+                snapshot: self.id.clone(),
+                index,
+            };
+            let (me, o2, n2) = (self.clone(), origin.clone(), name.to_string());
+            let obj = tokio::task::spawn_blocking(move || {
+                chunk::encode(&me.aead, &o2, &n2, &plain, me.level)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let added = obj.len() as u64;
+            match self
+                .store
+                .store
+                .put_opts(
+                    &path,
+                    PutPayload::from(obj),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            {
+                Ok(_) => (origin, added),
+                // Written meanwhile by a concurrent writer.
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => match self.store.existing_origin(&path).await? {
+                    Some(o) => (o, 0),
+                    None => {
+                        return Err(StoreError::Internal(format!(
+                            "chunk {name} vanished while being written"
+                        )));
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut s = self.lock();
+        s.added += added;
+        s.names.insert(name.to_string(), Known::Stored(origin));
+        Ok(())
+    }
+
+    /// Waits until no chunk is in flight.
+    async fn drain(&self) -> Result<()> {
+        let all = self
+            .slots
+            .acquire_many(self.max_slots)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        drop(all);
+        Ok(())
+    }
+}
+
+impl BlockStore {
+    /// Starts the pending snapshot `req.snapshot_id` of a volume of `size` bytes: checks that
+    /// no snapshot of that id exists, draws its data key under the KMS key, and writes the
+    /// pending marker and the wrapped key. `progress` (if given) counts the bytes of every
+    /// chunk handed to the writer once it is done with it.
+    pub async fn begin(
+        &self,
+        req: PutRequest,
+        size: u64,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<SnapshotWriter> {
+        let id = req.snapshot_id.clone();
+        crate::validate_id(&id)?;
+        match self.store.head(&self.manifest_path(&id)).await {
+            Ok(_) => return Err(StoreError::AlreadyExists(id)),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let key_ref = match &req.kms_key {
+            Some(k) => k.clone(),
+            None => {
+                self.kms
+                    .default_ebs_key()
+                    .await
+                    .map_err(|source| StoreError::Key {
+                        snapshot: id.clone(),
+                        source,
+                    })?
+                    .key_id
+            }
+        };
+        let dk = self
+            .kms
+            .generate_data_key(&req.caller, &key_ref, &snapshot_context(&id))
+            .await
+            .map_err(|source| StoreError::Key {
+                snapshot: id.clone(),
+                source,
+            })?;
+        let kms_key_id = dk.key_id.clone();
+
+        let pending = self.path(&["pending", &id]);
+        self.store
+            .put(&pending, PutPayload::from(now_secs().to_string()))
+            .await?;
+        match self
+            .store
+            .put_opts(
+                &self.key_path(&id),
+                PutPayload::from(dk.ciphertext.clone()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(StoreError::AlreadyExists(id));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let dedup = self.dedup_key(&req.caller, &kms_key_id).await?;
+
+        let cs = u64::from(self.opts.chunk_size);
+        let mut parent_map: HashMap<u64, (String, Origin)> = HashMap::new();
+        if let Some(parent) = &req.parent {
+            let (pb, _) = self.load_manifest(&req.caller, parent).await?;
+            if pb.kms_key_id == kms_key_id && u64::from(pb.chunk_size) == cs {
+                for e in &pb.chunks {
+                    if let Some(o) = pb.origin(e) {
+                        parent_map.insert(e.0, (e.1.clone(), o));
+                    }
+                }
+            }
+        }
+        let max_slots = u32::try_from(self.opts.concurrency.clamp(1, 1024)).unwrap_or(8);
+        let inner = Arc::new(Inner {
+            store: self.clone(),
+            id,
+            kms_key_id,
+            parent: req.parent.clone(),
+            aead: AeadKey::new(&dk.plaintext),
+            data_key: dk.plaintext,
+            dedup,
+            parent_map,
+            size,
+            chunk_size: cs,
+            level: self.opts.zstd_level,
+            handle: tokio::runtime::Handle::current(),
+            slots: Arc::new(Semaphore::new(max_slots as usize)),
+            max_slots,
+            state: Mutex::new(State::default()),
+            stopped: AtomicBool::new(false),
+            done: progress.unwrap_or_default(),
+            pending: pending.clone(),
+        });
+        let renew = {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENEW).await;
+                    if let Err(e) = store
+                        .put(&pending, PutPayload::from(now_secs().to_string()))
+                        .await
+                    {
+                        tracing::warn!(marker = %pending, error = %e, "could not renew a pending snapshot's marker");
+                    }
+                }
+            })
+        };
+        Ok(SnapshotWriter {
+            inner,
+            renew,
+            ended: false,
+        })
+    }
+}
+
+impl SnapshotWriter {
+    /// The snapshot's id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Chunk size in bytes: chunk `i` covers `[i * chunk_size, (i + 1) * chunk_size)`.
+    #[must_use]
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.chunk_size
+    }
+
+    /// Size of the volume in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// Bytes of the chunks the writer is done with (zero, duplicate or stored).
+    #[must_use]
+    pub fn done_bytes(&self) -> u64 {
+        self.inner.done.load(Ordering::Relaxed)
+    }
+
+    /// Length of chunk `index`, or `None` past the end of the volume.
+    #[must_use]
+    pub fn chunk_len(&self, index: u64) -> Option<usize> {
+        let off = index.checked_mul(self.inner.chunk_size)?;
+        (off < self.inner.size)
+            .then(|| usize::try_from(self.inner.chunk_size.min(self.inner.size - off)).ok())
+            .flatten()
+    }
+
+    /// Adds chunk `index` with plaintext `plain` (exactly [`SnapshotWriter::chunk_len`]
+    /// bytes). Blocking: call it from a thread of its own or the blocking pool, never from an
+    /// async task. Each index is written at most once; chunks not written read as zeros.
+    /// Fails once the writer has failed or been stopped.
+    pub fn write_chunk(&self, index: u64, plain: Vec<u8>) -> Result<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        if self.chunk_len(index) != Some(plain.len()) {
+            return Err(StoreError::Invalid(format!(
+                "chunk {index} of {} bytes does not fit a volume of {} bytes in chunks of {}",
+                plain.len(),
+                inner.size,
+                inner.chunk_size
+            )));
+        }
+        let len = plain.len() as u64;
+        if crate::is_zero(&plain) {
+            inner.done.fetch_add(len, Ordering::Relaxed);
+            return Ok(());
+        }
+        let name = hex::encode(kms::aead::hmac_sha256(&inner.dedup[..], &plain));
+        let from_parent = inner
+            .parent_map
+            .get(&index)
+            .filter(|(pname, _)| *pname == name)
+            .map(|(_, o)| o.clone());
+        let new = {
+            let mut s = inner.lock();
+            let new = from_parent.is_none() && !s.names.contains_key(&name);
+            if new {
+                s.names.insert(name.clone(), Known::InFlight);
+            }
+            s.entries.push(Entry {
+                index,
+                name: name.clone(),
+                origin: from_parent,
+                len,
+            });
+            new
+        };
+        if !new {
+            inner.done.fetch_add(len, Ordering::Relaxed);
+            return Ok(());
+        }
+        let permit = inner
+            .handle
+            .block_on(inner.slots.clone().acquire_owned())
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let me = inner.clone();
+        inner.handle.spawn(async move {
+            if let Err(e) = me.store_new(index, &name, plain).await {
+                me.fail(e);
+            }
+            me.done.fetch_add(len, Ordering::Relaxed);
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Waits for the chunks in flight and commits the manifest: the snapshot is visible from
+    /// now on. Fails with the first error any chunk met.
+    pub async fn publish(mut self) -> Result<SnapshotSummary> {
+        self.ended = true;
+        self.renew.abort();
+        let inner = self.inner.clone();
+        inner.drain().await?;
+        let (entries, names, added) = {
+            let mut s = inner.lock();
+            if let Some(e) = s.error.take() {
+                return Err(e);
+            }
+            if inner.stopped.load(Ordering::Relaxed) {
+                return Err(StoreError::Internal(format!(
+                    "snapshot {} was abandoned",
+                    inner.id
+                )));
+            }
+            (
+                std::mem::take(&mut s.entries),
+                std::mem::take(&mut s.names),
+                s.added,
+            )
+        };
+        let mut entries = entries;
+        entries.sort_by_key(|e| e.index);
+        let mut origins: Vec<String> = Vec::new();
+        let mut origin_no: HashMap<String, u32> = HashMap::new();
+        let mut chunks = Vec::with_capacity(entries.len());
+        let mut data_bytes = 0u64;
+        let mut last = None;
+        for e in entries {
+            if last == Some(e.index) {
+                return Err(StoreError::Invalid(format!(
+                    "chunk {} was written twice",
+                    e.index
+                )));
+            }
+            last = Some(e.index);
+            let origin = match e.origin {
+                Some(o) => o,
+                None => match names.get(&e.name) {
+                    Some(Known::Stored(o)) => o.clone(),
+                    _ => {
+                        return Err(StoreError::Internal(format!(
+                            "chunk {} was never stored",
+                            e.index
+                        )));
+                    }
+                },
+            };
+            let n = match origin_no.get(&origin.snapshot) {
+                Some(n) => *n,
+                None => {
+                    let n = u32::try_from(origins.len())
+                        .map_err(|_| StoreError::Internal("too many origins".into()))?;
+                    origins.push(origin.snapshot.clone());
+                    origin_no.insert(origin.snapshot.clone(), n);
+                    n
+                }
+            };
+            data_bytes += e.len;
+            chunks.push(manifest::Entry(e.index, e.name, n, origin.index));
+        }
+        let body = manifest::ManifestBody {
+            format: manifest::FORMAT,
+            snapshot_id: inner.id.clone(),
+            volume_size: inner.size,
+            chunk_size: u32::try_from(inner.chunk_size)
+                .map_err(|_| StoreError::Internal("chunk size".into()))?,
+            kms_key_id: inner.kms_key_id.clone(),
+            parent: inner.parent.clone(),
+            created: now_secs(),
+            data_bytes,
+            added_bytes: added,
+            origins,
+            chunks,
+        };
+        let summary = SnapshotSummary::from(&body);
+        let bytes = manifest::seal(body, &inner.data_key).map_err(StoreError::Internal)?;
+        // Large manifests go up in parts; either way the object appears atomically.
+        let mut w = object_store::buffered::BufWriter::with_capacity(
+            inner.store.store.clone(),
+            inner.store.manifest_path(&inner.id),
+            8 << 20,
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut w, &bytes)
+            .await
+            .map_err(|e| StoreError::Internal(format!("writing manifest: {e}")))?;
+        tokio::io::AsyncWriteExt::shutdown(&mut w)
+            .await
+            .map_err(|e| StoreError::Internal(format!("committing manifest: {e}")))?;
+        // The write is committed; the marker only protected it from GC.
+        let _ = inner.store.store.delete(&inner.pending).await;
+        Ok(summary)
+    }
+
+    /// Stops the writer, waits for the chunks in flight and removes the pending marker: the
+    /// snapshot never becomes visible, and GC collects its chunks and key after the grace
+    /// period (other snapshots that found its chunks meanwhile keep them).
+    pub async fn abort(mut self) {
+        self.ended = true;
+        self.renew.abort();
+        self.inner.stopped.store(true, Ordering::Relaxed);
+        let _ = self.inner.drain().await;
+        let _ = self.inner.store.store.delete(&self.inner.pending).await;
+    }
+
+    /// Stops the writer at once: chunks not yet handed over are refused. What is in flight
+    /// finishes; call [`SnapshotWriter::abort`] to also remove the marker.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Neither published nor aborted (a panic, or a caller that forgot): stop it and
+        // remove its marker in the background; GC does the rest.
+        self.renew.abort();
+        self.inner.stopped.store(true, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        inner.handle.clone().spawn(async move {
+            let _ = inner.drain().await;
+            let _ = inner.store.store.delete(&inner.pending).await;
+        });
+    }
+}
