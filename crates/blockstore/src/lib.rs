@@ -400,7 +400,7 @@ impl BlockStore {
     ) -> Result<SnapshotSummary> {
         let size = disk.virtual_size();
         let w = Arc::new(self.begin(req, size, progress).await?);
-        let guard = StopOnDrop(w.clone());
+        let mut guard = StopOnDrop(Some(w.clone()));
         let plan = Arc::new(std::sync::Mutex::new(ChunkPlan::new(size, w.chunk_size())));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..self.opts.threads.max(1) {
@@ -425,12 +425,16 @@ impl BlockStore {
         }
         let mut first = None;
         while let Some(r) = set.join_next().await {
-            let r = r.map_err(|e| StoreError::Internal(e.to_string())).and_then(|r| r);
+            let r = r
+                .map_err(|e| StoreError::Internal(e.to_string()))
+                .and_then(|r| r);
             if let Err(e) = r {
                 w.stop();
                 first.get_or_insert(e);
             }
         }
+        // Every reader has ended: the writer is ours again, nothing to stop.
+        guard.0 = None;
         drop(guard);
         let w = Arc::try_unwrap(w)
             .map_err(|_| StoreError::Internal("a chunk reader outlived the write".into()))?;
@@ -681,11 +685,13 @@ fn older_than(t: impl Into<SystemTime>, now: SystemTime, grace: Duration) -> boo
 
 /// Stops a writer when the future holding it is dropped (readers on the blocking pool see it
 /// at their next chunk).
-struct StopOnDrop(Arc<SnapshotWriter>);
+struct StopOnDrop(Option<Arc<SnapshotWriter>>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.stop();
+        if let Some(w) = self.0.take() {
+            w.stop();
+        }
     }
 }
 

@@ -1,16 +1,19 @@
-//! The import pipelines: fetch → detect and inspect (safety) → decode into the task's
-//! encrypted intermediate volume → validate the guest (import-image) → commit encrypted
-//! snapshots → describe the image.
+//! The import pipelines: fetch → detect and inspect (safety) → decode once, on every core,
+//! into a pending snapshot (import-image: and into the task's encrypted intermediate volume
+//! in the same pass) → validate the guest and boot it (import-image) → publish the snapshots
+//! → describe the image. Nothing is published before the checks pass; a pending snapshot
+//! that is not published is abandoned (see [`crate::fill`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use blockstore::PutRequest;
+use blockstore::{PutRequest, SnapshotWriter};
 use catalog::{BlockDevice, Image, Snapshot};
-use diskfmt::{Disk, DiskError, ExtentKind, Format, Refusal, Source};
+use diskfmt::{Disk, DiskError, Format, Refusal, Source};
 use kms::Caller;
 
 use crate::error::Failure;
+use crate::fill::Trailing;
 use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
 use crate::scratch::Scratch;
 use crate::source::{Location, locate};
@@ -21,6 +24,10 @@ use crate::{DiskDetail, TaskDetail};
 struct Volume {
     disk: Arc<dyn Disk>,
     detail: DiskDetail,
+    /// Its snapshot, pending until commit.
+    pending: Pending,
+    /// Bytes of the disk the store is done with.
+    done: Arc<AtomicU64>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -189,86 +196,69 @@ fn open_disks(
     Ok(vec![(d, detected.name().to_ascii_uppercase())])
 }
 
-/// Copies `disk` into a new intermediate volume, reading with several threads and writing
-/// in order; `on_bytes` gets the data bytes copied so far.
+/// Where a disk's pending snapshot stands when decoding ends.
+enum Pending {
+    /// Read from a stored snapshot (ImportImage's `SnapshotId`): stored at commit.
+    Stored,
+    /// import-image: the store follows the decoders, reading from the intermediate volume
+    /// what it had no room for; published after validation and the boot check.
+    Trailing(Trailing),
+    /// import-snapshot: every chunk is handed over; publishing waits for those in flight.
+    Written(SnapshotWriter),
+}
+
+/// Decodes `disk` once, on every core: each chunk that holds data goes to the pending
+/// snapshot `snap` and, with `volume`, into a new intermediate volume in the same pass (see
+/// [`crate::fill`]). `on_bytes` gets the data bytes decoded so far; `done` counts the bytes
+/// the store is done with.
+#[allow(clippy::too_many_arguments)]
 fn decode(
     ctx: &Ctx,
-    name: &str,
+    (name, volume): (&str, bool),
     disk: &dyn Disk,
-    n: usize,
-    shown: &str,
+    (n, shown): (usize, &str),
+    (snap, kms_key): (&str, Option<&str>),
+    done: &Arc<AtomicU64>,
     mut on_bytes: impl FnMut(u64) -> Result<(), Failure>,
-) -> Result<Scratch, Failure> {
-    const PIECE: u64 = 1 << 20;
-    const WINDOW: u64 = 1 << 30;
+) -> Result<(Option<Arc<Scratch>>, Pending), Failure> {
     let size = disk.virtual_size();
     let fmt = disk.info().format;
     let fail = |e: DiskError| disk_failure(n, shown, Some(fmt), &e);
-    let mut vol = Scratch::create(&ctx.inner.cfg.scratch_dir, name, size)?;
+    let req = PutRequest {
+        snapshot_id: snap.to_string(),
+        kms_key: kms_key.map(str::to_string),
+        parent: None,
+        caller: Caller::account_root(&ctx.task.account),
+    };
+    let store = &ctx.inner.store;
+    let writer = ctx.wait(
+        async { Ok(store.begin(req, size, Some(done.clone())).await?) },
+        None,
+    )?;
+    let cs = writer.chunk_size();
     let threads = ctx.inner.cfg.threads.max(1);
-    let mut done = 0u64;
-    let mut off = 0u64;
-    while off < size {
-        let len = WINDOW.min(size - off);
-        let mut pieces = Vec::new();
-        for e in disk.extents(off, len).map_err(fail)? {
-            if e.kind != ExtentKind::Data {
-                continue;
+    if !volume {
+        let sink = |i: u64, buf: Vec<u8>| Ok(writer.write_chunk(i, buf)?);
+        let r = crate::fill::decode_chunks(ctx, disk, cs, &fail, &sink, &mut on_bytes);
+        return match r {
+            Ok(()) => Ok((None, Pending::Written(writer))),
+            Err(f) => {
+                ctx.handle.block_on(writer.abort());
+                Err(f)
             }
-            let mut at = e.offset;
-            while at < e.end() {
-                let l = PIECE.min(e.end() - at);
-                pieces.push((at, l));
-                at += l;
-            }
-        }
-        for batch in pieces.chunks(threads * 4) {
-            ctx.check()?;
-            let per = batch.len().div_ceil(threads);
-            let bufs: Vec<Result<Vec<Vec<u8>>, DiskError>> = std::thread::scope(|s| {
-                let hs: Vec<_> = batch
-                    .chunks(per)
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.iter()
-                                .map(|&(at, l)| {
-                                    let mut b = vec![0u8; usize::try_from(l).unwrap_or(0)];
-                                    disk.read_at(&mut b, at).map(|()| b)
-                                })
-                                .collect()
-                        })
-                    })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(DiskError::io(
-                                "decoding",
-                                std::io::Error::other("a decoding thread panicked"),
-                            ))
-                        })
-                    })
-                    .collect()
-            });
-            let mut i = 0;
-            for part in bufs {
-                for b in part.map_err(fail)? {
-                    let (at, l) = batch[i];
-                    vol.write_at(&b, at)?;
-                    done += l;
-                    i += 1;
-                }
-            }
-            ctx.inner
-                .stats
-                .bytes_imported
-                .fetch_add(batch.iter().map(|p| p.1).sum(), Ordering::Relaxed);
-            on_bytes(done)?;
-        }
-        off += len;
+        };
     }
-    vol.finish()?;
-    Ok(vol)
+    let vol = Arc::new(Scratch::create(&ctx.inner.cfg.scratch_dir, name, size)?);
+    let (trailing, feeder) = Trailing::start(ctx, vol.clone(), writer, threads);
+    let sink = |i: u64, buf: Vec<u8>| {
+        vol.put_blocks(&buf, i * cs)?;
+        feeder.offer(i, buf)
+    };
+    let r = crate::fill::decode_chunks(ctx, disk, cs, &fail, &sink, &mut on_bytes);
+    // The decoders are done: the store reads what it had no room for from the volume.
+    drop(feeder);
+    r?;
+    Ok((Some(vol), Pending::Trailing(trailing)))
 }
 
 /// Disk `n` read from the stored snapshot `id` (ImportImage's `SnapshotId`), as the task's
@@ -285,7 +275,12 @@ fn from_snapshot(ctx: &Ctx, n: usize, id: &str, mut dd: DiskDetail) -> Result<Vo
     dd.virtual_size = Some(disk.virtual_size());
     dd.disk_image_size = dd.disk_image_size.or(Some(disk.virtual_size()));
     dd.snapshot_id = None;
-    Ok(Volume { disk, detail: dd })
+    Ok(Volume {
+        disk,
+        detail: dd,
+        pending: Pending::Stored,
+        done: Arc::default(),
+    })
 }
 
 /// Fetches and decodes every container; progress runs from 2 to `upto` percent. The disks
@@ -298,6 +293,7 @@ fn load(
     stage: &str,
     upto: i64,
     max_disks: usize,
+    (kms_key, volume): (Option<&str>, bool),
     detail: &mut TaskDetail,
 ) -> Result<Vec<Volume>, Failure> {
     let mut vols = Vec::new();
@@ -332,22 +328,46 @@ fn load(
                 .map_err(|e| disk_failure(n, &shown, Some(d.info().format), &e))?
                 .max(1);
             let name = format!("{}-v{}-{j}", ctx.task.id, n);
-            let vol = decode(ctx, &name, d.as_ref(), n, &shown, |done| {
-                let p = lo
-                    + (hi - lo) * i64::try_from(done.min(total) * 100 / total).unwrap_or(0) / 100;
-                ctx.report(stage, p)
-            })?;
+            let snap = snapshot_id(&ctx.task.id, vols.len(), ctx.task.attempts);
+            let done = Arc::new(AtomicU64::new(0));
+            let d: Arc<dyn Disk> = Arc::from(d);
+            let (vol, pending) = decode(
+                ctx,
+                (&name, volume),
+                d.as_ref(),
+                (n, &shown),
+                (&snap, kms_key),
+                &done,
+                |done| {
+                    let p = lo
+                        + (hi - lo) * i64::try_from(done.min(total) * 100 / total).unwrap_or(0)
+                            / 100;
+                    ctx.report(stage, p)
+                },
+            )?;
             let mut dd = base.clone();
             dd.format = Some(fmt);
             dd.virtual_size = Some(d.virtual_size());
-            drop(d);
-            let src: Source = Arc::new(vol);
-            let disk: Arc<dyn Disk> = Arc::from(
-                diskfmt::open_as(src, Format::Raw, &ctx.inner.cfg.limits).map_err(|e| {
-                    Failure::Server(format!("reopening the intermediate volume: {e}"))
-                })?,
-            );
-            vols.push(Volume { disk, detail: dd });
+            // import-image reads the decoded disk from its volume from now on; import-snapshot
+            // has handed every chunk over and keeps the disk only to count its data.
+            let disk = match vol {
+                Some(vol) => {
+                    drop(d);
+                    let src: Source = vol;
+                    Arc::from(
+                        diskfmt::open_as(src, Format::Raw, &ctx.inner.cfg.limits).map_err(|e| {
+                            Failure::Server(format!("reopening the intermediate volume: {e}"))
+                        })?,
+                    )
+                }
+                None => d,
+            };
+            vols.push(Volume {
+                disk,
+                detail: dd,
+                pending,
+                done,
+            });
         }
     }
     detail.disks = vols.iter().map(|v| v.detail.clone()).collect();
@@ -385,28 +405,31 @@ fn commit(
             )));
         }
         let id = snapshot_id(&ctx.task.id, i, ctx.task.attempts);
-        let done = Arc::new(AtomicU64::new(0));
-        let req = PutRequest {
-            snapshot_id: id.clone(),
-            kms_key: kms_key.map(str::to_string),
-            parent: None,
-            caller: caller.clone(),
-        };
-        let disk = v.disk.clone();
-        let pct = || {
-            let d = before + done.load(Ordering::Relaxed).min(total);
+        let done = v.done.clone();
+        let pct_of = |d: u64| {
+            let d = before + d.min(total);
             from + (to - from) * i64::try_from(d * 100 / all).unwrap_or(0) / 100
         };
-        let summary = ctx.wait(
-            async { Ok(inner.store.put(disk, req, Some(done.clone())).await?) },
-            Some((stage, &pct)),
-        );
-        let summary = match summary {
-            Ok(s) => s,
-            Err(f) => {
-                // The put may have committed just before a cancel was seen.
-                drop(v);
-                return Err(f);
+        let pct = || pct_of(done.load(Ordering::Relaxed));
+        // Published now, after the checks, and not before; a failure (or a cancel) drops
+        // the volumes, which abandons every pending snapshot.
+        let summary = match v.pending {
+            Pending::Trailing(t) => t.finish(ctx, stage, &pct_of)?,
+            Pending::Written(w) => {
+                ctx.wait(async { Ok(w.publish().await?) }, Some((stage, &pct)))?
+            }
+            Pending::Stored => {
+                let req = PutRequest {
+                    snapshot_id: id.clone(),
+                    kms_key: kms_key.map(str::to_string),
+                    parent: None,
+                    caller: caller.clone(),
+                };
+                let disk = v.disk.clone();
+                ctx.wait(
+                    async { Ok(inner.store.put(disk, req, Some(done.clone())).await?) },
+                    Some((stage, &pct)),
+                )?
             }
         };
         before += total;
@@ -567,6 +590,7 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         "converting",
         50,
         crate::request::MAX_DISKS,
+        (req.kms_key_id.as_deref(), true),
         &mut detail,
     )?;
 
@@ -684,8 +708,9 @@ pub(crate) fn import_snapshot(ctx: &Ctx) -> Result<Outcome, Failure> {
         ctx,
         std::slice::from_ref(&req.disk_container),
         STAGE,
-        50,
+        96,
         1,
+        (req.kms_key_id.as_deref(), false),
         &mut detail,
     )?;
     if vols.len() != 1 {
@@ -699,7 +724,7 @@ pub(crate) fn import_snapshot(ctx: &Ctx) -> Result<Outcome, Failure> {
         ctx,
         vols,
         STAGE,
-        (50, 98),
+        (96, 99),
         req.kms_key_id.as_deref(),
         (&description, &req.snapshot_tags),
         &mut detail,

@@ -16,10 +16,10 @@
 //!   panic unwinding). A volume left by a killed process cannot be read by anyone (its key
 //!   died with the process); [`sweep`] deletes such files at the next start.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -359,8 +359,7 @@ impl diskfmt::ReadAt for Scratch {
 }
 
 fn is_zero(b: &[u8]) -> bool {
-    b.chunks(64)
-        .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
 /// Disjoint runs `[start, end)` of block numbers, keyed by start; touching runs merge.
@@ -551,7 +550,10 @@ mod tests {
             assert!(r.insert(i));
         }
         assert!(!r.insert(6) && !r.insert(0));
-        assert_eq!(r.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), [(0, 2), (5, 8), (9, 10)]);
+        assert_eq!(
+            r.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
+            [(0, 2), (5, 8), (9, 10)]
+        );
         assert_eq!(r.after(3), Some((5, 8)));
         assert_eq!(r.after(6), Some((5, 8)));
         assert_eq!(r.after(8), Some((9, 10)));
