@@ -349,6 +349,9 @@ impl diskfmt::ReadAt for Scratch {
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        if offset >= self.size {
+            return Ok(None);
+        }
         Ok(self.run_after(offset / BLOCK).map(|(start, end)| {
             (
                 (start * BLOCK).max(offset),

@@ -424,6 +424,7 @@ impl Sources {
             size,
             handle: handle.clone(),
             cache: Mutex::new(VecDeque::new()),
+            fetch: Mutex::new(None),
         }))
     }
 
@@ -719,44 +720,86 @@ async fn upload(
     Ok(())
 }
 
-/// An object read by ranges, 1 MiB at a time, with the last 16 blocks kept.
+/// An object read by ranges of 4 MiB, the last 8 kept. A miss right after the block read
+/// before it (a decoder going forward) fetches the next few blocks too, in parallel, so an
+/// import from a remote store is not bound by one request's latency at a time; misses are
+/// served one at a time, so two decoding threads never fetch the same block twice.
 struct ObjectSource {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
     size: u64,
     handle: tokio::runtime::Handle,
     cache: Mutex<VecDeque<(u64, Bytes)>>,
+    /// Held while a miss is fetched; the block last missed.
+    fetch: Mutex<Option<u64>>,
 }
 
-const OBJ_BLOCK: u64 = 1 << 20;
-const OBJ_CACHE: usize = 16;
+const OBJ_BLOCK: u64 = 4 << 20;
+const OBJ_CACHE: usize = 8;
+/// Blocks fetched at once on a forward miss.
+const OBJ_AHEAD: u64 = 4;
 
 impl ObjectSource {
+    fn cached(&self, index: u64) -> Option<Bytes> {
+        let c = self.cache.lock().ok()?;
+        c.iter().find(|(i, _)| *i == index).map(|(_, b)| b.clone())
+    }
+
     fn block(&self, index: u64) -> io::Result<Bytes> {
-        if let Ok(c) = self.cache.lock()
-            && let Some((_, b)) = c.iter().find(|(i, _)| *i == index)
-        {
-            return Ok(b.clone());
+        if let Some(b) = self.cached(index) {
+            return Ok(b);
         }
-        let start = index * OBJ_BLOCK;
-        let end = (start + OBJ_BLOCK).min(self.size);
-        let b = self
-            .handle
-            .block_on(self.store.get_range(&self.path, start..end))
-            .map_err(io::Error::other)?;
-        if b.len() as u64 != end - start {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the object changed size while it was read",
-            ));
+        let mut last = self
+            .fetch
+            .lock()
+            .map_err(|_| io::Error::other("object reader poisoned"))?;
+        // Fetched by another thread while this one waited.
+        if let Some(b) = self.cached(index) {
+            return Ok(b);
         }
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() >= OBJ_CACHE {
-                c.pop_front();
+        let blocks = self.size.div_ceil(OBJ_BLOCK);
+        let forward = last.is_some_and(|l| index > l && index <= l + OBJ_AHEAD + 1);
+        let upto = if forward || index == 0 {
+            (index + OBJ_AHEAD).min(blocks)
+        } else {
+            index + 1
+        };
+        *last = Some(index);
+        let wanted: Vec<u64> = (index..upto)
+            .filter(|&i| i == index || self.cached(i).is_none())
+            .collect();
+        let gets = wanted.iter().map(|&i| {
+            let start = i * OBJ_BLOCK;
+            let end = (start + OBJ_BLOCK).min(self.size);
+            let (store, path) = (self.store.clone(), self.path.clone());
+            async move {
+                let b = store
+                    .get_range(&path, start..end)
+                    .await
+                    .map_err(io::Error::other)?;
+                if b.len() as u64 != end - start {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object changed size while it was read",
+                    ));
+                }
+                Ok::<_, io::Error>((i, b))
             }
-            c.push_back((index, b.clone()));
+        });
+        let got = self.handle.block_on(futures::future::try_join_all(gets))?;
+        let mut first = None;
+        if let Ok(mut c) = self.cache.lock() {
+            for (i, b) in got {
+                if i == index {
+                    first = Some(b.clone());
+                }
+                if c.len() >= OBJ_CACHE {
+                    c.pop_front();
+                }
+                c.push_back((i, b));
+            }
         }
-        Ok(b)
+        first.ok_or_else(|| io::Error::other("object reader cache poisoned"))
     }
 }
 
