@@ -98,6 +98,70 @@ async fn import_from_and_export_to_an_s3_server() {
     server.abort();
 }
 
+/// A bench figure, not a check of time: the same import-snapshot from a local bucket and
+/// from the test S3 server behind a proxy adding 20 ms to every request; both must complete
+/// with the same snapshot, and the times and their ratio are printed (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_a_distant_s3_server_prints_its_time() {
+    let s3dir = tempfile::tempdir().unwrap();
+    let (url, server) = s3::start_s3_slow(s3dir.path(), "src", Duration::from_millis(20)).await;
+    let work = tempfile::tempdir().unwrap();
+    // 96 MiB of data that neither compresses nor deduplicates, in a 128 MiB qcow2.
+    let raw = work.path().join("d.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    fill_random(&raw, 16..112, 0x5eed);
+    let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
+    std::fs::copy(&img, s3dir.path().join("src/d.qcow2")).unwrap();
+
+    let mut times = Vec::new();
+    let mut contents = Vec::new();
+    for remote in [false, true] {
+        let buckets = remote.then(|| engine::Buckets::S3(s3::s3_config(url.clone(), "")));
+        let env = env_over(None, &UrlPolicy::default(), buckets, |_, _| {}).await;
+        if !remote {
+            env.upload(&img, "d.qcow2");
+        }
+        let e = &env.engine;
+        let t0 = std::time::Instant::now();
+        let t = e
+            .import_snapshot(
+                sub(),
+                ImportSnapshotRequest {
+                    disk_container: from_bucket("d.qcow2"),
+                    ..ImportSnapshotRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        let done = run_until_ended(e, std::slice::from_ref(&t.id)).await;
+        times.push(t0.elapsed());
+        assert_eq!(
+            done[0].status,
+            status::COMPLETED,
+            "{}",
+            done[0].status_message
+        );
+        let detail = TaskDetail::of(&done[0]);
+        let snap = detail.disks[0].snapshot_id.clone().unwrap();
+        contents.push(snapshot_bytes(e, &snap).await);
+    }
+    assert!(contents[0] == contents[1], "the two imports differ");
+    assert!(
+        contents[0] == std::fs::read(&raw).unwrap(),
+        "the import differs from the disk"
+    );
+    println!(
+        "import-snapshot of 96 MiB in a qcow2: local bucket {:.2} s, S3 with 20 ms per request {:.2} s, ratio {:.2}",
+        times[0].as_secs_f64(),
+        times[1].as_secs_f64(),
+        times[1].as_secs_f64() / times[0].as_secs_f64()
+    );
+    server.abort();
+}
+
 struct Server(Child);
 
 impl Drop for Server {

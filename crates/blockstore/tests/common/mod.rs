@@ -113,6 +113,25 @@ pub async fn start_s3_gated(
     bucket: &str,
     gate: Option<Gate>,
 ) -> (String, tokio::task::JoinHandle<()>) {
+    start_s3_with(root, bucket, gate, None).await
+}
+
+/// [`start_s3`] behind a proxy that adds `latency` to every request, as a distant S3 service
+/// would.
+pub async fn start_s3_slow(
+    root: &Path,
+    bucket: &str,
+    latency: std::time::Duration,
+) -> (String, tokio::task::JoinHandle<()>) {
+    start_s3_with(root, bucket, None, Some(latency)).await
+}
+
+async fn start_s3_with(
+    root: &Path,
+    bucket: &str,
+    gate: Option<Gate>,
+    latency: Option<std::time::Duration>,
+) -> (String, tokio::task::JoinHandle<()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     std::fs::create_dir_all(root.join(bucket)).unwrap();
     let fs = s3s_fs::FileSystem::new(root).unwrap();
@@ -137,6 +156,9 @@ pub async fn start_s3_gated(
                     async move {
                         if let Some(g) = &gate {
                             g.pass(&req).await;
+                        }
+                        if let Some(l) = latency {
+                            tokio::time::sleep(l).await;
                         }
                         hyper::service::Service::call(&service, req).await
                     }
