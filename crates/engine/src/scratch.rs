@@ -204,7 +204,10 @@ impl Scratch {
             size: self.size,
         };
         let end = offset.checked_add(data.len() as u64).ok_or_else(order)?;
-        if offset % BLOCK != 0 || end > self.size || (end % BLOCK != 0 && end != self.size) {
+        if !offset.is_multiple_of(BLOCK)
+            || end > self.size
+            || (!end.is_multiple_of(BLOCK) && end != self.size)
+        {
             return Err(order());
         }
         let mut sealed = Vec::with_capacity(BLOCK_LEN + 16);
@@ -499,10 +502,10 @@ mod tests {
             let len = piece.min(size - i * piece) as usize;
             let mut b: Vec<u8> = (0..len).map(|j| (j as u64 * 31 + i) as u8 | 1).collect();
             // Every third piece has a zero block in it, every fifth is all zero.
-            if i % 3 == 0 && len > BLOCK as usize {
+            if i.is_multiple_of(3) && len > BLOCK as usize {
                 b[..BLOCK as usize].fill(0);
             }
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 b.fill(0);
             }
             b
