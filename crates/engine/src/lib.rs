@@ -28,6 +28,7 @@ pub mod boot;
 mod copy;
 pub mod error;
 mod export;
+mod fill;
 pub mod gc;
 mod fill;
 mod import;
