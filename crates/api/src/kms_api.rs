@@ -621,6 +621,17 @@ async fn state<O: Op>(call: &KCall<O>, cx: &Cx<'_>) -> Result<Value, ApiError> {
                 })?;
             json!({"KeyId": m.arn})
         }
+        _ => policy_and_tags(call, cx).await?,
+    })
+}
+
+/// A key's policy and tags.
+async fn policy_and_tags<O: Op>(call: &KCall<O>, cx: &Cx<'_>) -> Result<Value, ApiError> {
+    let kms = cx.env.engine.store().kms();
+    let caller = cx.who.kms_caller();
+    let key = call.key()?;
+    let e = |e: KmsError| kms_error(&e);
+    Ok(match O::SPEC.name {
         "GetKeyPolicy" => {
             check_choice(call, "PolicyName", "default")?;
             let p = kms.get_key_policy(&caller, key).await.map_err(e)?;

@@ -576,7 +576,7 @@ fn kms_json(name: &str, fx: &Fixtures) -> Option<String> {
         ),
         "TagResource" => format!(r#"{{"KeyId":"{key}",{tags}}}"#),
         "UntagResource" => format!(r#"{{"KeyId":"{key}","TagKeys":["protected"]}}"#),
-        "Encrypt" => format!(r#"{{"KeyId":"alias/fixture","Plaintext":"aGVsbG8="}}"#),
+        "Encrypt" => r#"{"KeyId":"alias/fixture","Plaintext":"aGVsbG8="}"#.into(),
         "Decrypt" => format!(r#"{{"CiphertextBlob":"{}"}}"#, fx.blob),
         "GenerateDataKey" => format!(r#"{{"KeyId":"{key}","KeySpec":"AES_256"}}"#),
         _ => return None,

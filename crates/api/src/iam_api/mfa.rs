@@ -87,49 +87,53 @@ pub(super) async fn run(name: &str, p: &Params, cx: &Cx<'_>) -> Result<Option<St
                 "<MFADevices>{items}</MFADevices><IsTruncated>false</IsTruncated>"
             ))
         }
-        _ => {
-            // ListVirtualMFADevices
-            let status = p.get("AssignmentStatus").unwrap_or("Any");
-            if !matches!(status, "Assigned" | "Unassigned" | "Any") {
-                return Err(ApiError::client(
-                    "ValidationError",
-                    "AssignmentStatus is Assigned, Unassigned or Any",
-                ));
-            }
-            let users = c.users(a).await.map_err(cfail)?;
-            let ds: Vec<_> = c
-                .virtual_mfas(a)
-                .await
-                .map_err(cfail)?
-                .into_iter()
-                .filter(|d| match status {
-                    "Assigned" => d.user_name.is_some(),
-                    "Unassigned" => d.user_name.is_none(),
-                    _ => true,
-                })
-                .collect();
-            let (ds, next) = page(p, ds)?;
-            let items: String = ds
-                .iter()
-                .map(|d| {
-                    let user = d.user_name.as_ref().map_or(String::new(), |u| {
-                        let created = users
-                            .iter()
-                            .find(|x| x.name == *u)
-                            .map_or(0, |x| x.created_ms);
-                        format!(
-                            "<User>{}</User>{}",
-                            super::users::user_body(a, u, created),
-                            leaf("EnableDate", &date(d.enabled_ms.unwrap_or(0)))
-                        )
-                    });
-                    format!("<member>{}{user}</member>", leaf("SerialNumber", &d.serial))
-                })
-                .collect();
-            Some(format!(
-                "<VirtualMFADevices>{items}</VirtualMFADevices>{}",
-                truncation(next.as_deref())
-            ))
-        }
+        _ => list_virtual(p, cx).await?,
     })
+}
+
+/// ListVirtualMFADevices.
+async fn list_virtual(p: &Params, cx: &Cx<'_>) -> Result<Option<String>, ApiError> {
+    let c = cx.env.identity.catalog();
+    let a = &cx.who.account;
+    let status = p.get("AssignmentStatus").unwrap_or("Any");
+    if !matches!(status, "Assigned" | "Unassigned" | "Any") {
+        return Err(ApiError::client(
+            "ValidationError",
+            "AssignmentStatus is Assigned, Unassigned or Any",
+        ));
+    }
+    let users = c.users(a).await.map_err(cfail)?;
+    let ds: Vec<_> = c
+        .virtual_mfas(a)
+        .await
+        .map_err(cfail)?
+        .into_iter()
+        .filter(|d| match status {
+            "Assigned" => d.user_name.is_some(),
+            "Unassigned" => d.user_name.is_none(),
+            _ => true,
+        })
+        .collect();
+    let (ds, next) = page(p, ds)?;
+    let items: String = ds
+        .iter()
+        .map(|d| {
+            let user = d.user_name.as_ref().map_or(String::new(), |u| {
+                let created = users
+                    .iter()
+                    .find(|x| x.name == *u)
+                    .map_or(0, |x| x.created_ms);
+                format!(
+                    "<User>{}</User>{}",
+                    super::users::user_body(a, u, created),
+                    leaf("EnableDate", &date(d.enabled_ms.unwrap_or(0)))
+                )
+            });
+            format!("<member>{}{user}</member>", leaf("SerialNumber", &d.serial))
+        })
+        .collect();
+    Ok(Some(format!(
+        "<VirtualMFADevices>{items}</VirtualMFADevices>{}",
+        truncation(next.as_deref())
+    )))
 }

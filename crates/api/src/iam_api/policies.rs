@@ -285,7 +285,17 @@ async fn simulate(p: &Params, cx: &Cx<'_>) -> Result<Option<String>, ApiError> {
     let results = cx
         .env
         .identity
-        .simulate(a, kind, name, &extra, &actions, &resources, &keys)
+        .simulate(
+            a,
+            kind,
+            name,
+            &crate::identity::manage::Simulation {
+                extra: &extra,
+                actions: &actions,
+                resources: &resources,
+                keys: &keys,
+            },
+        )
         .await
         .map_err(fail)?;
     let (results, next) = page(p, results)?;

@@ -198,31 +198,35 @@ async fn keys(name: &str, p: &Params, cx: &Cx<'_>) -> Result<Option<String>, Api
                 .map_err(cfail)?;
             None
         }
-        _ => {
-            // GetAccessKeyLastUsed: any key of the account.
-            let kid = p.get("AccessKeyId").unwrap_or_default();
-            let k = c
-                .access_key(kid)
-                .await
-                .map_err(cfail)?
-                .filter(|x| x.account == *a)
-                .ok_or_else(|| ApiError {
-                    status: 404,
-                    code: "NoSuchEntity".into(),
-                    message: "The Access Key cannot be found.".into(),
-                })?;
-            let used = match k.last_used_ms {
-                Some(ms) => format!(
-                    "{}<ServiceName>N/A</ServiceName>{}",
-                    leaf("LastUsedDate", &date(ms)),
-                    leaf("Region", &cx.env.region)
-                ),
-                None => "<ServiceName>N/A</ServiceName><Region>N/A</Region>".into(),
-            };
-            Some(format!(
-                "{}<AccessKeyLastUsed>{used}</AccessKeyLastUsed>",
-                leaf("UserName", &k.user_name)
-            ))
-        }
+        _ => last_used(p, cx).await?,
     })
+}
+
+/// GetAccessKeyLastUsed: any key of the account.
+async fn last_used(p: &Params, cx: &Cx<'_>) -> Result<Option<String>, ApiError> {
+    let c = cx.env.identity.catalog();
+    let a = &cx.who.account;
+    let kid = p.get("AccessKeyId").unwrap_or_default();
+    let k = c
+        .access_key(kid)
+        .await
+        .map_err(cfail)?
+        .filter(|x| x.account == *a)
+        .ok_or_else(|| ApiError {
+            status: 404,
+            code: "NoSuchEntity".into(),
+            message: "The Access Key cannot be found.".into(),
+        })?;
+    let used = match k.last_used_ms {
+        Some(ms) => format!(
+            "{}<ServiceName>N/A</ServiceName>{}",
+            leaf("LastUsedDate", &date(ms)),
+            leaf("Region", &cx.env.region)
+        ),
+        None => "<ServiceName>N/A</ServiceName><Region>N/A</Region>".into(),
+    };
+    Ok(Some(format!(
+        "{}<AccessKeyLastUsed>{used}</AccessKeyLastUsed>",
+        leaf("UserName", &k.user_name)
+    )))
 }

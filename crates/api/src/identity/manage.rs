@@ -82,6 +82,19 @@ pub struct AssumeRequest<'a> {
     pub policy: Option<&'a str>,
 }
 
+/// What SimulatePrincipalPolicy asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Simulation<'a> {
+    /// Policies evaluated with the principal's own (`PolicyInputList`).
+    pub extra: &'a [Policy],
+    /// IAM actions.
+    pub actions: &'a [String],
+    /// Resource ARNs (`*` when empty).
+    pub resources: &'a [String],
+    /// Context keys and their values.
+    pub keys: &'a [(String, Vec<String>)],
+}
+
 impl Identity {
     /// Creates a role with its trust policy (checked), description and longest session
     /// (1 to 12 hours).
@@ -280,11 +293,14 @@ impl Identity {
         account: &str,
         kind: PrincipalKind,
         name: &str,
-        extra: &[Policy],
-        actions: &[String],
-        resources: &[String],
-        keys: &[(String, Vec<String>)],
+        q: &Simulation<'_>,
     ) -> Result<Vec<(String, String, Decision)>, IdentityError> {
+        let Simulation {
+            extra,
+            actions,
+            resources,
+            keys,
+        } = *q;
         if !self.catalog.principal_exists(account, kind, name).await? {
             return Err(CatalogError::NotFound(name.into()).into());
         }
