@@ -505,6 +505,9 @@ code = totp(time.time())
 err = sts("get-session-token", "--serial-number", serial, "--token-code", "000000" if code != "000000" else "111111",
           keys=mfa_user, ok=False)
 assert "(AccessDenied)" in err, err
+# One invalid code holds the device back for a second (crates/api/src/mfa.rs): wait that out.
+time.sleep(1.5)
+code = totp(time.time())
 creds = sts("get-session-token", "--serial-number", serial, "--token-code", code,
             "--duration-seconds", "900", keys=mfa_user)["Credentials"]
 err = sts("get-session-token", "--serial-number", serial, "--token-code", code, keys=mfa_user, ok=False)
