@@ -69,16 +69,24 @@ fn the_aws_cli_and_boto3_use_s3_on_the_endpoint() {
     // the endpoint itself for URL imports (a presigned URL of its own bucket).
     let port = free_port();
     let mut first = serve(&data, port, &log, &[]);
+    // Its standard output is read to the end (a closed pipe would fail its last words).
     let out = first.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let (mut id, mut secret) = (String::new(), String::new());
-    for line in BufReader::new(out).lines() {
-        let line = line.unwrap();
+    while secret.is_empty() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the admin key is printed");
         if let Some(v) = line.strip_prefix("AccessKeyId:") {
             id = v.trim().into();
         }
         if let Some(v) = line.strip_prefix("SecretAccessKey:") {
             secret = v.trim().into();
-            break;
         }
     }
     assert!(id.starts_with("AKIA"), "the admin key was not printed");
