@@ -320,6 +320,38 @@ async fn lifecycle(c: &Catalog) {
 }
 
 /// Four workers race over 40 tasks: each task is claimed and finished exactly once.
+/// Settings as a compare-and-swap (the activity log's digest chain): of several writers
+/// expecting the same old value, exactly one wins.
+async fn settings_swap(c: &Catalog) {
+    assert!(c.swap_setting("swap", "head", None, "1").await.unwrap());
+    assert!(!c.swap_setting("swap", "head", None, "x").await.unwrap());
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.swap_setting("swap", "head", Some("1"), &format!("2-{i}"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tries {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert!(
+        c.setting("swap", "head")
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("2-")
+    );
+    c.delete_setting("swap", "head").await.unwrap();
+    c.delete_setting("swap", "head").await.unwrap();
+    assert_eq!(c.setting("swap", "head").await.unwrap(), None);
+}
+
 async fn race(c: &Catalog) {
     let mut ids = HashSet::new();
     for _ in 0..40 {
@@ -462,6 +494,7 @@ async fn test_catalog_sqlite() {
     lifecycle(&c).await;
     identities(&c).await;
     race(&c).await;
+    settings_swap(&c).await;
     // Reopening finds everything, and migrating again changes nothing.
     drop(c);
     let c = Catalog::open(&url).await.unwrap();
@@ -482,6 +515,7 @@ async fn test_catalog_postgres() {
     lifecycle(&c).await;
     identities(&c).await;
     race(&c).await;
+    settings_swap(&c).await;
     // A second process's catalog on the same database migrates nothing and sees the same.
     let other = Catalog::open(&pg.url).await.unwrap();
     // Request counts are shared: hits through either handle add up, concurrently.
