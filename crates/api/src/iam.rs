@@ -768,6 +768,59 @@ mod tests {
         assert!(Policy::parse(&"x".repeat(MAX_POLICY + 1)).is_err());
     }
 
+    #[test]
+    fn trust_policies_name_who_may_assume() {
+        let t = Policy::parse_trust(
+            r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::111122223333:user/bob","444455556666"]},"Action":"sts:AssumeRole",
+                 "Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"}}},
+                {"Effect":"Allow","Principal":{"Service":"vmie.amazonaws.com"},"Action":"sts:AssumeRole"},
+                {"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::111122223333:user/bob","arn:aws:iam::444455556666:root"]},"Action":"*"}]}"#,
+        )
+        .unwrap();
+        let ctx = |who: &str, account: &str, mfa: bool| {
+            let mut c = Context::new("sts:AssumeRole", "arn:aws:iam::111122223333:role/r")
+                .with("aws:PrincipalAccount", &[account]);
+            if mfa {
+                c = c.with("aws:MultiFactorAuthPresent", &["true"]);
+            }
+            c.principals = vec![who.to_string()];
+            c
+        };
+        let bob = "arn:aws:iam::111122223333:user/bob";
+        assert_eq!(
+            evaluate([&t], &ctx(bob, "111122223333", true)),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate([&t], &ctx(bob, "111122223333", false)),
+            Decision::ImplicitDeny,
+            "the condition wants MFA"
+        );
+        let carol = "arn:aws:iam::111122223333:user/carol";
+        assert_eq!(
+            evaluate([&t], &ctx(carol, "111122223333", true)),
+            Decision::ExplicitDeny,
+            "NotPrincipal: everybody else is denied"
+        );
+        let other = "arn:aws:iam::444455556666:user/dave";
+        assert_eq!(
+            evaluate([&t], &ctx(other, "444455556666", true)),
+            Decision::Allow,
+            "an account id stands for its root: every principal of it"
+        );
+        // Identity policies still refuse a Principal; trust policies refuse what they cannot
+        // match.
+        assert!(Policy::parse(r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}}"#).is_err());
+        for bad in [
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"sts:AssumeRole"}}"#,
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"Federated":"x"},"Action":"sts:AssumeRole"}}"#,
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"sts:AssumeRole"}}"#,
+        ] {
+            assert!(Policy::parse_trust(bad).is_err(), "{bad}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn any_document_gets_a_verdict(doc in "[ -~]{0,400}") {
