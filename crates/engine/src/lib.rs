@@ -30,7 +30,6 @@ pub mod error;
 mod export;
 mod fill;
 pub mod gc;
-mod fill;
 mod import;
 pub mod request;
 pub mod resources;
