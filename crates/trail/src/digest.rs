@@ -343,9 +343,13 @@ pub(crate) struct Stopped {
 }
 
 impl Stopped {
-    /// Whether a record of `account` made at `ms` falls in it.
+    /// Whether a record of `account` whose `eventTime` is the whole second starting at `ms`
+    /// falls in it: the whole second must. A record made in the second logging stopped, or
+    /// in the second it started again, is delivered (its time cannot tell).
     pub(crate) fn covers(&self, account: &str, ms: i64) -> bool {
-        self.account == account && ms >= self.from && self.until.is_none_or(|u| ms < u)
+        self.account == account
+            && ms >= self.from
+            && self.until.is_none_or(|u| ms.saturating_add(999) < u)
     }
 }
 

@@ -315,8 +315,8 @@ impl TrailWriter {
         let mut by_account: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in &chain.buffer {
             let account = account_of(r, &default);
-            // A record's time is whole seconds: one made in the second logging stopped is
-            // delivered.
+            // A record's time is whole seconds: one made in the second logging stopped or
+            // started again is delivered.
             let made = r["eventTime"]
                 .as_str()
                 .and_then(crate::times::parse_iso)
