@@ -92,16 +92,11 @@ impl Engine {
                 ),
             });
         }
-        let (_, key) = self
-            .kms_key(&sub.account, req.encrypted, req.kms_key_id.as_deref())
+        let (key, task_id) = self
+            .copy_key_and_task(&sub, kind, req.encrypted, req.kms_key_id.as_deref())
             .await?;
-        let key = key.unwrap_or_default();
         req.kms_key_id = Some(key.clone());
         req.encrypted = Some(true);
-        let task_id = sub
-            .task_id
-            .clone()
-            .unwrap_or_else(|| crate::new_task_id(kind));
         req.image_id = catalog::derived_id("ami-", &[&task_id]);
         req.snapshot_ids = (0..src.block_devices.len())
             .map(|i| catalog::derived_id("snap-", &[&task_id, &i.to_string()]))
@@ -194,6 +189,23 @@ impl Engine {
         Ok((snaps, image))
     }
 
+    /// The key a copy is encrypted under (the one asked for, else the account's default) and
+    /// the copy task's id (pre-allocated by the API, else new): what both copies start with.
+    async fn copy_key_and_task(
+        &self,
+        sub: &Submit,
+        kind: TaskKind,
+        encrypted: Option<bool>,
+        kms_key_id: Option<&str>,
+    ) -> Result<(String, String), EngineError> {
+        let (_, key) = self.kms_key(&sub.account, encrypted, kms_key_id).await?;
+        let task_id = sub
+            .task_id
+            .clone()
+            .unwrap_or_else(|| crate::new_task_id(kind));
+        Ok((key.unwrap_or_default(), task_id))
+    }
+
     /// CopySnapshot: checks the request, records the copy (`pending`) and its task.
     pub async fn copy_snapshot(
         &self,
@@ -219,16 +231,11 @@ impl Engine {
                 ),
             });
         }
-        let (_, key) = self
-            .kms_key(&sub.account, req.encrypted, req.kms_key_id.as_deref())
+        let (key, task_id) = self
+            .copy_key_and_task(&sub, kind, req.encrypted, req.kms_key_id.as_deref())
             .await?;
-        let key = key.unwrap_or_default();
         req.kms_key_id = Some(key.clone());
         req.encrypted = Some(true);
-        let task_id = sub
-            .task_id
-            .clone()
-            .unwrap_or_else(|| crate::new_task_id(kind));
         req.snapshot_id = catalog::derived_id("snap-", &[&task_id, "0"]);
         let mut snap = pending_snapshot(
             &req.snapshot_id,
