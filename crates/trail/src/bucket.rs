@@ -2,24 +2,20 @@
 //! CloudTrail delivers them, with their object metadata (`x-amz-meta-signature`,
 //! `x-amz-meta-signature-algorithm` on digest files).
 //!
-//! A bucket of the S3 service keeps metadata itself. A local-folder bucket (the embedded
-//! default, `DATA/buckets/NAME`) keeps an object's metadata beside the bucket folders in
-//! the form s3s-fs uses, `DATA/buckets/.bucket-<b64(NAME)>.object-<b64(key)>.metadata.json`
-//! holding `{"user_metadata": {...}}` (base64url without padding), so that an S3 server
-//! over the buckets folder serves it; bucket names cannot start with a dot, so these files
-//! are in no bucket.
+//! An object's metadata is kept as the S3 endpoint keeps it for every object of the
+//! deployment's buckets (the [`objectmeta`] record: `DATA/buckets/.vmie-meta/NAME/KEY.json`
+//! in the embedded default, the bucket's `.vmie-meta/KEY.json` at scale), so that
+//! `aws cloudtrail validate-logs` reading the trail bucket through vmie's own S3 endpoint
+//! gets each digest's signature as `x-amz-meta-signature`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{
-    Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutOptions, PutPayload,
-};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use objectmeta::{Meta, Records, Stat};
 
 use crate::TrailError;
 
@@ -52,14 +48,8 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Sidecar {
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-}
-
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+fn record_error(e: objectmeta::RecordError) -> TrailError {
+    TrailError::Bucket(e.to_string())
 }
 
 impl Bucket {
@@ -99,64 +89,68 @@ impl Bucket {
         }
     }
 
-    fn sidecar(&self, key: &str) -> Option<PathBuf> {
+    fn records(&self) -> Records {
         match self {
-            Bucket::Local { root, name, .. } => Some(root.join(format!(
-                ".bucket-{}.object-{}.metadata.json",
-                b64(name),
-                b64(key)
-            ))),
-            Bucket::S3 { .. } => None,
+            Bucket::Local { root, .. } => Records::Local { root: root.clone() },
+            Bucket::S3 { store, .. } => Records::Remote {
+                store: Arc::clone(store),
+            },
         }
     }
 
-    /// Writes `data` at `key` with user metadata `meta` (`x-amz-meta-<name>`).
+    /// The stored object at `key` as the S3 endpoint identifies it (`None` when missing).
+    async fn stat(&self, key: &str) -> Result<Option<Stat>, TrailError> {
+        match self {
+            Bucket::Local { root, name, .. } => {
+                match tokio::fs::metadata(root.join(name).join(key)).await {
+                    Ok(m) => Ok(Some(Stat::local(&m))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(TrailError::Bucket(format!("{key}: {e}"))),
+                }
+            }
+            Bucket::S3 { store, .. } => match store.head(&Path::from(key)).await {
+                Ok(m) => Ok(Some(Stat {
+                    size: m.size,
+                    modified: m.last_modified.into(),
+                    tag: m.e_tag.unwrap_or_default(),
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Writes `data` at `key` with user metadata `meta` (`x-amz-meta-<name>`), and its
+    /// record (ETag, metadata) as the S3 endpoint keeps it.
     pub async fn put(
         &self,
         key: &str,
         data: Vec<u8>,
         meta: &[(&str, &str)],
     ) -> Result<(), TrailError> {
-        let path = Path::from(key);
-        match self.sidecar(key) {
-            Some(side) => {
-                if !meta.is_empty() {
-                    // The metadata first: an object is never seen without it.
-                    let s = Sidecar {
-                        user_metadata: Some(
-                            meta.iter()
-                                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                                .collect(),
-                        ),
-                    };
-                    let bytes =
-                        serde_json::to_vec(&s).map_err(|e| TrailError::Encode(e.to_string()))?;
-                    let tmp = side.with_extension("json.tmp");
-                    let io =
-                        |e: std::io::Error| TrailError::Bucket(format!("{}: {e}", side.display()));
-                    tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-                    tokio::fs::rename(&tmp, &side).await.map_err(io)?;
-                }
-                self.store().put(&path, PutPayload::from(data)).await?;
+        let mut record = Meta::for_bytes(
+            &data,
+            meta.iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        );
+        let put = self
+            .store()
+            .put(&Path::from(key), PutPayload::from(data))
+            .await?;
+        record.stored = match self {
+            Bucket::Local { .. } => {
+                self.stat(key)
+                    .await?
+                    .ok_or_else(|| TrailError::Bucket(format!("{key}: gone after it was written")))?
+                    .tag
             }
-            None => {
-                let mut attributes = Attributes::new();
-                for (k, v) in meta {
-                    attributes.insert(
-                        Attribute::Metadata((*k).to_string().into()),
-                        AttributeValue::from((*v).to_string()),
-                    );
-                }
-                let opts = PutOptions {
-                    attributes,
-                    ..PutOptions::default()
-                };
-                self.store()
-                    .put_opts(&path, PutPayload::from(data), opts)
-                    .await?;
-            }
-        }
-        Ok(())
+            Bucket::S3 { .. } => put.e_tag.unwrap_or_default(),
+        };
+        self.records()
+            .put(self.name(), key, &record)
+            .await
+            .map_err(record_error)
     }
 
     /// The object at `key` (`None` when there is none).
@@ -170,34 +164,39 @@ impl Bucket {
 
     /// The user metadata of the object at `key` (empty when it has none or is missing).
     pub async fn metadata(&self, key: &str) -> Result<BTreeMap<String, String>, TrailError> {
-        match self.sidecar(key) {
-            Some(side) => match tokio::fs::read(&side).await {
-                Ok(b) => Ok(serde_json::from_slice::<Sidecar>(&b)
-                    .ok()
-                    .and_then(|s| s.user_metadata)
-                    .unwrap_or_default()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-                Err(e) => Err(TrailError::Bucket(format!("{}: {e}", side.display()))),
-            },
-            None => {
-                let opts = GetOptions {
-                    head: true,
-                    ..GetOptions::default()
-                };
-                match self.store().get_opts(&Path::from(key), opts).await {
-                    Ok(r) => Ok(r
-                        .attributes
-                        .iter()
-                        .filter_map(|(k, v)| match k {
-                            Attribute::Metadata(n) => Some((n.to_string(), v.to_string())),
-                            _ => None,
-                        })
-                        .collect()),
-                    Err(object_store::Error::NotFound { .. }) => Ok(BTreeMap::new()),
-                    Err(e) => Err(e.into()),
-                }
-            }
+        let Some(stat) = self.stat(key).await? else {
+            return Ok(BTreeMap::new());
+        };
+        if let Some(m) = self.records().get(self.name(), key, &stat).await {
+            return Ok(m.metadata);
         }
+        Ok(self.legacy_metadata(key).await)
+    }
+
+    /// Metadata written by the first CloudTrail-layout release beside a local bucket, in
+    /// s3s-fs's form (`.bucket-<b64 name>.object-<b64 key>.metadata.json` holding
+    /// `{"user_metadata": {...}}`): still read, so digests written then keep verifying.
+    async fn legacy_metadata(&self, key: &str) -> BTreeMap<String, String> {
+        use base64::Engine as _;
+        #[derive(serde::Deserialize)]
+        struct Sidecar {
+            user_metadata: Option<BTreeMap<String, String>>,
+        }
+        let Bucket::Local { root, name, .. } = self else {
+            return BTreeMap::new();
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let side = root.join(format!(
+            ".bucket-{}.object-{}.metadata.json",
+            b64(name),
+            b64(key)
+        ));
+        tokio::fs::read(&side)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok())
+            .and_then(|s| s.user_metadata)
+            .unwrap_or_default()
     }
 
     /// Every object under `prefix`.
@@ -209,15 +208,13 @@ impl Bucket {
             .await?)
     }
 
-    /// Deletes the object at `key` and its metadata (tests: tampering).
+    /// Deletes the object at `key` and its record (tests: tampering).
     pub async fn delete(&self, key: &str) -> Result<(), TrailError> {
         match self.store().delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        if let Some(side) = self.sidecar(key) {
-            let _ = tokio::fs::remove_file(side).await;
-        }
+        self.records().delete(self.name(), key).await;
         Ok(())
     }
 }
@@ -228,7 +225,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn local_buckets_keep_metadata_as_s3s_fs_does() {
+    async fn local_buckets_keep_metadata_as_the_s3_endpoint_does() {
         let d = tempfile::tempdir().unwrap();
         let b = Bucket::local(d.path(), "trail").unwrap();
         b.put("AWSLogs/a.json.gz", b"x".to_vec(), &[("signature", "ab")])
@@ -238,13 +235,13 @@ mod tests {
             std::fs::read(d.path().join("trail/AWSLogs/a.json.gz")).unwrap(),
             b"x"
         );
-        let side = d
-            .path()
-            .join(".bucket-dHJhaWw.object-QVdTTG9ncy9hLmpzb24uZ3o.metadata.json");
-        assert_eq!(
-            std::fs::read_to_string(side).unwrap(),
-            r#"{"user_metadata":{"signature":"ab"}}"#
-        );
+        let record: Meta = serde_json::from_slice(
+            &std::fs::read(d.path().join(".vmie-meta/trail/AWSLogs/a.json.gz.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record.metadata["signature"], "ab");
+        // The ETag S3 computes for a single PUT: the MD5 of the bytes.
+        assert_eq!(record.etag, "\"9dd4e461268c8034f5c8564e155c67a6\"");
         assert_eq!(
             b.metadata("AWSLogs/a.json.gz").await.unwrap()["signature"],
             "ab"
@@ -253,5 +250,28 @@ mod tests {
         assert_eq!(b.list("AWSLogs").await.unwrap().len(), 1);
         b.delete("AWSLogs/a.json.gz").await.unwrap();
         assert!(b.get("AWSLogs/a.json.gz").await.unwrap().is_none());
+        assert!(
+            !d.path()
+                .join(".vmie-meta/trail/AWSLogs/a.json.gz.json")
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn metadata_written_in_the_first_layout_is_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bucket::local(d.path(), "trail").unwrap();
+        std::fs::create_dir_all(d.path().join("trail/AWSLogs")).unwrap();
+        std::fs::write(d.path().join("trail/AWSLogs/a.json.gz"), b"x").unwrap();
+        std::fs::write(
+            d.path()
+                .join(".bucket-dHJhaWw.object-QVdTTG9ncy9hLmpzb24uZ3o.metadata.json"),
+            r#"{"user_metadata":{"signature":"ab"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            b.metadata("AWSLogs/a.json.gz").await.unwrap()["signature"],
+            "ab"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The trail bucket on an S3 service (s3s-fs on loopback, started here): digest files keep
-//! their `x-amz-meta-signature` and `x-amz-meta-signature-algorithm` through object_store's
-//! attributes, and the log verifies as it does in a local folder.
+//! their `x-amz-meta-signature` and `x-amz-meta-signature-algorithm` in the bucket's object
+//! records (`.vmie-meta/KEY.json`, what vmie's S3 endpoint serves them from), and the log
+//! verifies as it does in a local folder.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;

@@ -5,11 +5,12 @@
 //!
 //! An object is its bytes at its key, nothing else: a local bucket's file `DIR/KEY`, or the
 //! remote bucket's object `KEY`. What S3 keeps beside the bytes (the ETag as S3 computes it,
-//! `Content-Type`, `x-amz-meta-*`) is a small JSON record: in the embedded default under
-//! `BUCKETS/.vmie-meta/BUCKET/KEY.json`, remotely the bucket's `.vmie-meta/KEY.json`. It
-//! names the stored bytes it describes (size and modification, or the backend's ETag), so a
-//! record left behind by bytes replaced some other way (an export) is ignored. Keys with a
-//! part starting `.vmie-` are the service's own and refused.
+//! `Content-Type`, `x-amz-meta-*`) is a small JSON record (crate `objectmeta`, which the
+//! activity log writes too): in the embedded default under `BUCKETS/.vmie-meta/BUCKET/KEY.json`,
+//! remotely the bucket's `.vmie-meta/KEY.json`. It names the stored bytes it describes (size
+//! and modification, or the backend's ETag), so a record left behind by bytes replaced some
+//! other way (an export) is ignored. Keys with a part starting `.vmie-` are the service's own
+//! and refused.
 //!
 //! Uploads never leave half an object: a single `PUT` is written to a temporary file in the
 //! key's folder and renamed into place once its digests are checked (remotely, a multipart
@@ -18,7 +19,6 @@
 //! assembles them the same way; an abort removes them. Bodies stream: memory stays bounded
 //! whatever their size.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,8 +57,8 @@ impl StoreError {
 
 type R<T> = Result<T, StoreError>;
 
-/// The prefix of names the service keeps for itself in buckets.
-pub const RESERVED: &str = ".vmie-";
+pub use objectmeta::{Meta, RESERVED, Stat};
+use objectmeta::{Records, quoted};
 /// Largest object written by one `PUT`, and largest part: S3's 5 GiB.
 pub const MAX_PUT: u64 = 5 << 30;
 /// Smallest part but the last.
@@ -69,34 +69,6 @@ pub const MAX_PARTS: i32 = 10_000;
 const MAX_WALK: usize = 1_000_000;
 /// Buffer of file writes (a block of zeros in it is skipped, leaving a hole).
 const BLOCK: usize = 64 << 10;
-
-/// What S3 keeps beside an object's bytes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Meta {
-    /// The ETag, quoted, as S3 computes it.
-    pub etag: String,
-    /// `Content-Type`.
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// `x-amz-meta-*`, names without the prefix.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// The stored bytes it describes (see [`Stat::tag`]).
-    #[serde(default)]
-    pub stored: String,
-}
-
-/// An object as stored.
-#[derive(Debug, Clone)]
-pub struct Stat {
-    /// Bytes.
-    pub size: u64,
-    /// Last modified.
-    pub modified: SystemTime,
-    /// What identifies these very bytes (a local file's inode, modification and size; a
-    /// remote object's ETag).
-    pub tag: String,
-}
 
 /// An object's stat and what S3 keeps beside it.
 #[derive(Debug, Clone)]
@@ -250,10 +222,6 @@ fn no_upload() -> StoreError {
         "NoSuchUpload",
         "The specified multipart upload does not exist; it may have been aborted or completed",
     )
-}
-
-fn quoted(hex: &str) -> String {
-    format!("\"{hex}\"")
 }
 
 fn from_os(e: &object_store::Error, key: &str) -> StoreError {
@@ -472,21 +440,14 @@ impl Store {
             .map_err(|_| no_bucket(bucket))
     }
 
-    /// Where a bucket's records live, and the path of `key`'s record.
-    fn meta_at(&self, bucket: &str, key: &str) -> R<(Arc<dyn ObjectStore>, ObjPath)> {
-        match &self.local {
-            Some(root) => {
-                let dir = root.join(".vmie-meta");
-                std::fs::create_dir_all(&dir).map_err(StoreError::internal)?;
-                let s = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(StoreError::internal)?;
-                Ok((Arc::new(s), obj(&format!("{bucket}/{key}.json"))?))
-            }
-            None => Ok((
-                self.remote_store(bucket)?,
-                obj(&format!(".vmie-meta/{key}.json"))?,
-            )),
-        }
+    /// Where `bucket`'s records live.
+    fn records(&self, bucket: &str) -> R<Records> {
+        Ok(match &self.local {
+            Some(root) => Records::Local { root: root.clone() },
+            None => Records::Remote {
+                store: self.remote_store(bucket)?,
+            },
+        })
     }
 
     /// Where a bucket's multipart uploads are kept, and the prefix of upload `id`.
@@ -702,7 +663,7 @@ impl Store {
             if !m.is_file() {
                 return Err(no_key(key));
             }
-            return Ok(local_stat(&m));
+            return Ok(Stat::local(&m));
         }
         let m = self
             .remote_store(bucket)?
@@ -718,23 +679,11 @@ impl Store {
 
     /// The record of `key`, if it describes the bytes `stat` says are stored.
     async fn meta(&self, bucket: &str, key: &str, stat: &Stat) -> Meta {
-        let found = async {
-            let (s, p) = self.meta_at(bucket, key).ok()?;
-            let b = s.get(&p).await.ok()?.bytes().await.ok()?;
-            serde_json::from_slice::<Meta>(&b).ok()
-        }
-        .await;
-        match found {
-            Some(m) if m.stored == stat.tag => m,
-            _ => Meta {
-                etag: if stat.tag.starts_with('"') {
-                    stat.tag.clone()
-                } else {
-                    quoted(&stat.tag)
-                },
-                ..Meta::default()
-            },
-        }
+        let found = match self.records(bucket) {
+            Ok(r) => r.get(bucket, key, stat).await,
+            Err(_) => None,
+        };
+        found.unwrap_or_else(|| Meta::from_stat(stat))
     }
 
     /// The object and its record.
@@ -745,21 +694,18 @@ impl Store {
     }
 
     async fn put_meta(&self, bucket: &str, key: &str, meta: &Meta) -> R<()> {
-        let (s, p) = self.meta_at(bucket, key)?;
-        let b = serde_json::to_vec(meta).map_err(StoreError::internal)?;
-        s.put(&p, PutPayload::from(b))
+        self.records(bucket)?
+            .put(bucket, key, meta)
             .await
-            .map(|_| ())
             .map_err(StoreError::internal)
     }
 
     async fn delete_meta(&self, bucket: &str, key: &str) {
-        if let Ok((s, p)) = self.meta_at(bucket, key) {
-            let _ = s.delete(&p).await;
+        if let Ok(r) = self.records(bucket) {
+            r.delete(bucket, key).await;
         }
     }
 
-    /// Where `key` of `bucket` is written.
     async fn sink_for(&self, bucket: &str, key: &str) -> R<Sink> {
         check_key(key)?;
         self.need_bucket(bucket).await?;
@@ -1272,20 +1218,6 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn local_stat(m: &std::fs::Metadata) -> Stat {
-    use std::os::unix::fs::MetadataExt as _;
-    let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let ns = modified
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    Stat {
-        size: m.len(),
-        modified,
-        tag: format!("{:x}-{ns:x}-{:x}", m.ino(), m.len()),
-    }
-}
-
 /// The files of the bucket folder `dir` whose keys start with `prefix` (symbolic links and
 /// the service's own names skipped).
 fn walk(dir: &Path, prefix: &str) -> R<Vec<(String, Stat)>> {
@@ -1333,7 +1265,7 @@ fn walk(dir: &Path, prefix: &str) -> R<Vec<(String, Stat)>> {
                         "more than 1,000,000 keys under the prefix",
                     ));
                 }
-                out.push((key, local_stat(&m)));
+                out.push((key, Stat::local(&m)));
             }
         }
     }
