@@ -227,6 +227,7 @@ actions! {
     S3CompleteMultipartUpload => crate::s3::actions::CompleteMultipartUpload,
     S3AbortMultipartUpload => crate::s3::actions::AbortMultipartUpload,
     S3ListParts => crate::s3::actions::ListParts,
+    S3ListMultipartUploads => crate::s3::actions::ListMultipartUploads,
 }
 
 /// The table as Markdown rows (docs/api.md carries it between `<!-- action-table -->` marks,

@@ -747,7 +747,7 @@ fn router(
     gate: Option<Arc<crate::conn::Gate>>,
     domains: Vec<String>,
 ) -> std::io::Result<Router> {
-    let s3 = crate::s3::Endpoint::new(&env, crate::s3::domains(&domains))
+    let s3 = crate::s3::Endpoint::new(&env, crate::s3::domains(&domains), limiter.clone())
         .map_err(std::io::Error::other)?;
     Ok(Router::new()
         .route("/healthz", any(healthz))

@@ -1197,8 +1197,13 @@ fn s3_sample(name: &str, upload: &(String, String)) -> Option<(S3Req, api::s3::T
             s3_req("GET", "/out/mp.raw", &format!("uploadId={id}"), b""),
             t("out", "mp.raw"),
         ),
+        "ListMultipartUploads" => (s3_req("GET", "/out", "uploads", b""), t("out", "")),
         _ => return None,
     })
+}
+
+fn no_limit() -> Arc<api::server::Limiter> {
+    Arc::new(api::server::Limiter::new(0))
 }
 
 /// Whether an S3 answer is a refusal of authorization (DeleteObjects refuses key by key,
@@ -1229,7 +1234,7 @@ async fn every_s3_action_is_refused_when_denied_and_changes_nothing() {
             let w = world().await;
             std::fs::create_dir_all(w.dir.path().join("buckets/empty")).unwrap();
             let key = s3_user(&w).await;
-            let ep = api::s3::Endpoint::new(&w.env, vec!["localhost".into()]).unwrap();
+            let ep = api::s3::Endpoint::new(&w.env, vec!["localhost".into()], no_limit()).unwrap();
             let upload = s3_setup(&ep, &key).await;
             (w, key, ep, upload)
         };
@@ -1295,4 +1300,112 @@ async fn every_s3_action_is_refused_when_denied_and_changes_nothing() {
         "S3 actions in the table without a sample request in tests/deny.rs: {missing:?}"
     );
     assert!(checked >= 2 * 18, "{checked} S3 denials checked");
+}
+
+#[tokio::test]
+async fn s3_requests_count_against_the_users_rate_and_the_uploads_in_progress_are_listed() {
+    let w = world().await;
+    let key = s3_user(&w).await;
+    // One request a second, bursts of two: sent back to back, one soon finds the budget
+    // spent (however slow the machine: 100 requests would have to take 98 s for none to).
+    let limited = Arc::new(api::server::Limiter::new(1));
+    let ep = api::s3::Endpoint::new(&w.env, vec!["localhost".into()], limited).unwrap();
+    let list = s3_req("GET", "/src", "list-type=2", b"");
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        let a = s3_send(&ep, &key, &list).await;
+        let over = a.0 == 503;
+        answers.push(a);
+        if over {
+            break;
+        }
+    }
+    let (status, body) = answers.last().unwrap();
+    assert_eq!(*status, 503, "never refused: {answers:?}");
+    assert!(
+        answers.len() >= 3,
+        "the burst of two was not served: {answers:?}"
+    );
+    assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
+
+    // ListMultipartUploads: each upload in progress, by key, paged with the markers, and an
+    // upload gone once completed or aborted.
+    let ep = api::s3::Endpoint::new(&w.env, vec!["localhost".into()], no_limit()).unwrap();
+    let mut ids = Vec::new();
+    for k in ["b/two.raw", "a.raw", "b/one.raw"] {
+        let (_, body) = s3_send(
+            &ep,
+            &key,
+            &s3_req("POST", &format!("/out/{k}"), "uploads", b""),
+        )
+        .await;
+        ids.push(
+            body.split("<UploadId>")
+                .nth(1)
+                .and_then(|t| t.split("</UploadId>").next())
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let keys = |body: &str| -> Vec<String> {
+        body.split("<Key>")
+            .skip(1)
+            .map(|t| t.split("</Key>").next().unwrap().to_string())
+            .collect()
+    };
+    let (status, body) = s3_send(&ep, &key, &s3_req("GET", "/out", "uploads", b"")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(keys(&body), ["a.raw", "b/one.raw", "b/two.raw"], "{body}");
+    assert!(body.contains(&ids[1]), "{body}");
+    let (_, body) = s3_send(
+        &ep,
+        &key,
+        &s3_req("GET", "/out", "delimiter=%2F&uploads=", b""),
+    )
+    .await;
+    assert_eq!(keys(&body), ["a.raw"], "{body}");
+    assert!(body.contains("<Prefix>b/</Prefix>"), "{body}");
+    let (_, body) = s3_send(
+        &ep,
+        &key,
+        &s3_req("GET", "/out", "max-uploads=2&uploads=", b""),
+    )
+    .await;
+    assert_eq!(keys(&body), ["a.raw", "b/one.raw"], "{body}");
+    assert!(body.contains("<IsTruncated>true</IsTruncated>"), "{body}");
+    assert!(
+        body.contains("<NextKeyMarker>b/one.raw</NextKeyMarker>"),
+        "{body}"
+    );
+    let (_, body) = s3_send(
+        &ep,
+        &key,
+        &s3_req(
+            "GET",
+            "/out",
+            &format!(
+                "key-marker=b%2Fone.raw&upload-id-marker={}&uploads=",
+                ids[2]
+            ),
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(keys(&body), ["b/two.raw"], "{body}");
+    let (_, body) = s3_send(
+        &ep,
+        &key,
+        &s3_req("GET", "/out", "prefix=b%2Ft&uploads=", b""),
+    )
+    .await;
+    assert_eq!(keys(&body), ["b/two.raw"], "{body}");
+    let (status, _) = s3_send(
+        &ep,
+        &key,
+        &s3_req("DELETE", "/out/a.raw", &format!("uploadId={}", ids[1]), b""),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, body) = s3_send(&ep, &key, &s3_req("GET", "/out", "uploads", b"")).await;
+    assert_eq!(keys(&body), ["b/one.raw", "b/two.raw"], "{body}");
 }

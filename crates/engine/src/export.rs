@@ -91,6 +91,18 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     let sink = inner
         .sources
         .export_sink(&loc.s3_bucket, &key, &inner.cfg.scratch_dir)?;
+    // A bucket kept encrypted at rest gets the export sealed under its key.
+    let sink = ctx.wait(
+        inner.sources.seal_export(
+            sink,
+            &loc.s3_bucket,
+            &key,
+            inner.store.kms(),
+            &ctx.task.account,
+            &inner.cfg.scratch_dir,
+        ),
+        None,
+    )?;
 
     ctx.report("converting", 5)?;
     let size = disk.virtual_size().max(1);

@@ -12,7 +12,7 @@ use catalog::{BlockDevice, Image, Snapshot};
 use diskfmt::{Disk, DiskError, Format, Refusal, Source};
 use kms::Caller;
 
-use crate::error::Failure;
+use crate::error::{EngineError, Failure};
 use crate::fill::Trailing;
 use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
 use crate::scratch::Scratch;
@@ -85,16 +85,20 @@ fn fetch(
     let shown = loc.shown();
     match loc {
         Location::Bucket(b) => {
-            let size = ctx.wait(
+            let (stored, sealed) = ctx.wait(
                 async {
-                    inner
+                    let fail = |e: EngineError| Failure::Client(e.to_string());
+                    let stored = inner.sources.head(&b).await.map_err(fail)?;
+                    let sealed = inner
                         .sources
-                        .head(&b)
+                        .unseal(&b, inner.store.kms(), &ctx.task.account)
                         .await
-                        .map_err(|e| Failure::Client(e.to_string()))
+                        .map_err(fail)?;
+                    Ok((stored, sealed))
                 },
                 None,
             )?;
+            let size = sealed.as_ref().map_or(stored, |u| u.size);
             if size > inner.cfg.max_image_bytes {
                 return Err(Failure::Client(format!(
                     "disk {n} ({shown}) is {size} bytes, more than the limit of {} bytes",
@@ -102,7 +106,12 @@ fn fetch(
                 )));
             }
             detail.disk_image_size = Some(size);
-            Ok((inner.sources.open(&b, size, &ctx.handle)?, shown))
+            Ok((
+                inner
+                    .sources
+                    .open(&b, stored, sealed.as_ref(), &ctx.handle)?,
+                shown,
+            ))
         }
         Location::Https(url) => {
             let max = inner.cfg.max_image_bytes;

@@ -524,7 +524,13 @@ impl Engine {
             dc.disk_image_size = u64::try_from(snap.volume_size).ok();
         }
         if let source::Location::Bucket(b) = &loc {
-            let size = self.inner.sources.head(b).await?;
+            let stored = self.inner.sources.head(b).await?;
+            let sealed = self
+                .inner
+                .sources
+                .unseal(b, self.inner.store.kms(), account)
+                .await?;
+            let size = sealed.as_ref().map_or(stored, |u| u.size);
             dc.disk_image_size = Some(size);
             let max = self.inner.cfg.max_image_bytes;
             if size > max {
@@ -546,7 +552,9 @@ impl Engine {
             let sources = self.inner.sources.clone();
             let b2 = b.clone();
             let detected = tokio::task::spawn_blocking(move || {
-                let src = sources.open(&b2, size, &handle).map_err(|f| f.message())?;
+                let src = sources
+                    .open(&b2, stored, sealed.as_ref(), &handle)
+                    .map_err(|f| f.message())?;
                 diskfmt::detect(&*src).map_err(|e| e.to_string())
             })
             .await

@@ -284,6 +284,7 @@ pub struct Sources {
     buckets: Buckets,
     allow: Arc<Vec<IpNet>>,
     http: reqwest::Client,
+    keys: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// Largest image accepted by default: 2 TiB (of file size).
@@ -325,7 +326,59 @@ impl Sources {
             buckets,
             allow,
             http,
+            keys: Arc::default(),
         })
+    }
+
+    /// The buckets the deployment marks encrypted at rest: every object written to one of
+    /// them (uploads through the S3 endpoint, exports) is sealed under its KMS key (an id,
+    /// ARN or alias; empty: the account's default `alias/aws/s3`).
+    #[must_use]
+    pub fn with_bucket_keys(mut self, keys: std::collections::BTreeMap<String, String>) -> Self {
+        self.keys = Arc::new(keys);
+        self
+    }
+
+    /// The KMS key objects written to `bucket` are sealed under, if the deployment marks it
+    /// encrypted at rest (`Some("")`: the default key).
+    #[must_use]
+    pub fn bucket_key(&self, bucket: &str) -> Option<&str> {
+        self.keys.get(bucket).map(String::as_str)
+    }
+
+    /// Where the records of `bucket`'s objects are kept (ETag, metadata, encryption).
+    pub fn records(&self, bucket: &str) -> Result<objectmeta::Records, EngineError> {
+        Ok(match &self.buckets {
+            Buckets::Local { root } => objectmeta::Records::Local { root: root.clone() },
+            Buckets::S3(_) => objectmeta::Records::Remote {
+                store: self.store(bucket)?,
+            },
+        })
+    }
+
+    /// How the object `b` is encrypted at rest, if it is (its record, when the record
+    /// describes the bytes stored).
+    pub async fn sse(&self, b: &UserBucket) -> Result<Option<objectmeta::Sse>, EngineError> {
+        let stat = if let Some(dir) = self.local_dir(&b.s3_bucket) {
+            let path = inside(&dir, &b.s3_key).ok_or_else(|| no_key(b))?;
+            objectmeta::Stat::local(&std::fs::metadata(path).map_err(|_| no_key(b))?)
+        } else {
+            let m = self
+                .store(&b.s3_bucket)?
+                .head(&obj_path(&b.s3_key)?)
+                .await
+                .map_err(|_| no_key(b))?;
+            objectmeta::Stat {
+                size: m.size,
+                modified: m.last_modified.into(),
+                tag: m.e_tag.unwrap_or_default(),
+            }
+        };
+        Ok(self
+            .records(&b.s3_bucket)?
+            .get(&b.s3_bucket, &b.s3_key, &stat)
+            .await
+            .and_then(|m| m.sse))
     }
 
     /// The bucket configuration.
@@ -395,9 +448,67 @@ impl Sources {
         }
     }
 
-    /// Opens the object `b` for positioned reads. Call from a blocking thread: reads of a
+    /// The data key of the object `b` when it is encrypted at rest (its record says so),
+    /// unwrapped by `kms` for the account's service, and its plaintext size. An import reads
+    /// such an object as the S3 endpoint serves it: unsealed, block by block.
+    pub async fn unseal(
+        &self,
+        b: &UserBucket,
+        kms: &kms::Kms,
+        account: &str,
+    ) -> Result<Option<Unsealed>, EngineError> {
+        let Some(sse) = self.sse(b).await? else {
+            return Ok(None);
+        };
+        let blob = hex::decode(&sse.data_key).map_err(|_| {
+            EngineError::Internal(format!(
+                "the encryption record of s3://{}/{} is damaged",
+                b.s3_bucket, b.s3_key
+            ))
+        })?;
+        let key = kms
+            .decrypt_data_key(
+                &kms::Caller::account_root(account),
+                &blob,
+                &objectmeta::Sse::context(&b.s3_bucket, &b.s3_key),
+            )
+            .await
+            .map_err(|e| EngineError::Request {
+                code: "InvalidParameter",
+                message: format!(
+                    "the object s3://{}/{} is encrypted at rest under {} and its key could not be unwrapped: {e}",
+                    b.s3_bucket, b.s3_key, sse.key_id
+                ),
+            })?;
+        Ok(Some(Unsealed {
+            size: sse.size,
+            key,
+        }))
+    }
+
+    /// Opens the object `b` (`size` bytes stored) for positioned reads, unsealed with
+    /// `sealed` when it is encrypted at rest. Call from a blocking thread: reads of a
     /// remote object wait on `handle`.
     pub fn open(
+        &self,
+        b: &UserBucket,
+        size: u64,
+        sealed: Option<&Unsealed>,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Source, Failure> {
+        let stored = self.open_stored(b, size, handle)?;
+        Ok(match sealed {
+            Some(u) => Arc::new(SealedSource {
+                inner: stored,
+                opener: objectmeta::seal::Opener::new(&u.key, 0),
+                plain: u.size,
+                cache: Mutex::new(VecDeque::new()),
+            }),
+            None => stored,
+        })
+    }
+
+    fn open_stored(
         &self,
         b: &UserBucket,
         size: u64,
@@ -544,12 +655,152 @@ impl Sources {
         }
     }
 
+    /// `sink` sealed at rest when the deployment marks `bucket` so (else `sink` as it is):
+    /// a data key is drawn for the object under the bucket's KMS key (or `alias/aws/s3`)
+    /// for the account's service, and the writer fills a temporary file in `temp_dir`.
+    pub async fn seal_export(
+        &self,
+        sink: ExportSink,
+        bucket: &str,
+        key: &str,
+        kms: &kms::Kms,
+        account: &str,
+        temp_dir: &Path,
+    ) -> Result<ExportSink, Failure> {
+        let Some(key_ref) = self.bucket_key(bucket) else {
+            return Ok(sink);
+        };
+        let fail = |e: &dyn std::fmt::Display| {
+            Failure::Server(format!(
+                "bucket {bucket} keeps objects encrypted at rest, and its key could not be used: {e}"
+            ))
+        };
+        let key_ref = if key_ref.is_empty() {
+            kms.default_s3_key().await.map_err(|e| fail(&e))?.key_id
+        } else {
+            key_ref.to_string()
+        };
+        let caller = kms::Caller::account_root(account);
+        let dk = kms
+            .generate_data_key(&caller, &key_ref, &objectmeta::Sse::context(bucket, key))
+            .await
+            .map_err(|e| fail(&e))?;
+        let arn = kms.key_info(&dk.key_id).await.map_err(|e| fail(&e))?.0.arn;
+        let file = tempfile::tempfile_in(temp_dir).map_err(|e| {
+            Failure::Server(format!(
+                "cannot create a temporary file in {}: {e}",
+                temp_dir.display()
+            ))
+        })?;
+        Ok(ExportSink::Sealed {
+            file,
+            dest: Box::new(sink),
+            records: self.records(bucket).map_err(|e| fail(&e))?,
+            at: (bucket.to_string(), key.to_string()),
+            sse: objectmeta::Sse {
+                algorithm: "aws:kms".into(),
+                key_id: arn,
+                data_key: hex::encode(&dk.ciphertext),
+                size: 0,
+            },
+            key: dk.plaintext,
+        })
+    }
+
     /// Whether the bucket exists (local buckets) — S3 buckets are checked when written.
     pub fn check_export_bucket(&self, bucket: &str) -> Result<(), EngineError> {
         match self.local_dir(bucket) {
             Some(dir) if !dir.is_dir() => Err(no_bucket(bucket)),
             _ => Ok(()),
         }
+    }
+}
+
+/// What reading a sealed object takes: its data key and plaintext size.
+pub struct Unsealed {
+    /// Plaintext bytes.
+    pub size: u64,
+    /// The data key.
+    pub key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opened blocks a sealed object's reader keeps (1 MiB).
+const SEALED_CACHE: usize = 16;
+
+/// A sealed object's plaintext ([`objectmeta::seal`]), opened block by block.
+struct SealedSource {
+    inner: Source,
+    opener: objectmeta::seal::Opener,
+    plain: u64,
+    cache: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl SealedSource {
+    fn block(&self, index: u64) -> io::Result<Arc<Vec<u8>>> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((_, b)) = c.iter().find(|(i, _)| *i == index)
+        {
+            return Ok(b.clone());
+        }
+        let (at, len) = objectmeta::seal::slot(self.plain, index);
+        let mut sealed = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.inner.read_at(&mut sealed[done..], at + done as u64)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the encrypted object is shorter than its record says",
+                ));
+            }
+            done += n;
+        }
+        let plain = self.opener.open(self.plain, index, &sealed).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("block {index} of the encrypted object does not open: it was altered at rest"),
+            )
+        })?;
+        let plain = Arc::new(plain);
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= SEALED_CACHE {
+                c.pop_front();
+            }
+            c.push_back((index, plain.clone()));
+        }
+        Ok(plain)
+    }
+}
+
+impl ReadAt for SealedSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.plain {
+            return Ok(0);
+        }
+        let block = objectmeta::seal::BLOCK as u64;
+        let n = usize::try_from((self.plain - offset).min(buf.len() as u64)).unwrap_or(0);
+        let mut done = 0usize;
+        while done < n {
+            let at = offset + done as u64;
+            let b = self.block(at / block)?;
+            let within = usize::try_from(at % block).unwrap_or(0);
+            let take = (b.len() - within).min(n - done);
+            buf[done..done + take].copy_from_slice(&b[within..within + take]);
+            done += take;
+        }
+        Ok(n)
+    }
+
+    fn size(&self) -> u64 {
+        self.plain
     }
 }
 
@@ -681,6 +932,23 @@ pub enum ExportSink {
         /// The key.
         path: ObjPath,
     },
+    /// Into a bucket the deployment keeps encrypted at rest: the writer fills an unnamed
+    /// temporary file among the intermediate volumes; at the end it is sealed block by block
+    /// into `dest` ([`objectmeta::seal`]) and the object's record names its wrapped key.
+    Sealed {
+        /// The file the writer fills.
+        file: std::fs::File,
+        /// Where the sealed object goes.
+        dest: Box<ExportSink>,
+        /// The object's records.
+        records: objectmeta::Records,
+        /// Bucket and key.
+        at: (String, String),
+        /// Its encryption record (size set at the end) and data key.
+        sse: objectmeta::Sse,
+        /// The data key.
+        key: zeroize::Zeroizing<[u8; 32]>,
+    },
 }
 
 impl ExportSink {
@@ -689,13 +957,85 @@ impl ExportSink {
     pub fn file(&self) -> &std::fs::File {
         match self {
             ExportSink::Local { tmp, .. } => tmp.as_file(),
-            ExportSink::Remote { file, .. } => file,
+            ExportSink::Remote { file, .. } | ExportSink::Sealed { file, .. } => file,
         }
+    }
+
+    /// Seals `plain` into this sink's file.
+    async fn fill_sealed(&self, plain: std::fs::File, key: &[u8; 32]) -> Result<u64, Failure> {
+        use std::io::Write as _;
+        use std::os::unix::fs::FileExt as _;
+        let fail = |e: &dyn std::fmt::Display| Failure::Server(format!("sealing the export: {e}"));
+        let out = self.file().try_clone().map_err(|e| fail(&e))?;
+        let mut sealer = objectmeta::seal::Sealer::new(key, 0);
+        tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let size = plain.metadata()?.len();
+            let mut out = io::BufWriter::with_capacity(1 << 20, &out);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut sealed = Vec::with_capacity((1 << 20) + 4096);
+            let mut off = 0u64;
+            while off < size {
+                let n = usize::try_from((size - off).min(buf.len() as u64)).unwrap_or(0);
+                plain.read_exact_at(&mut buf[..n], off)?;
+                sealed.clear();
+                sealer.push(&buf[..n], &mut sealed);
+                out.write_all(&sealed)?;
+                off += n as u64;
+            }
+            sealed.clear();
+            sealer.finish(&mut sealed);
+            out.write_all(&sealed)?;
+            out.flush()?;
+            Ok(size)
+        })
+        .await
+        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(&e))
     }
 
     /// Publishes the file under its key.
     pub async fn commit(self) -> Result<(), Failure> {
         match self {
+            ExportSink::Sealed {
+                file,
+                dest,
+                records,
+                at,
+                mut sse,
+                key,
+            } => {
+                sse.size = dest.fill_sealed(file, &key).await?;
+                let target = match &*dest {
+                    ExportSink::Local { target, .. } => Some(target.clone()),
+                    _ => None,
+                };
+                let remote = match &*dest {
+                    ExportSink::Remote { store, path, .. } => Some((store.clone(), path.clone())),
+                    _ => None,
+                };
+                Box::pin(dest.commit()).await?;
+                let fail = |e: &dyn std::fmt::Display| {
+                    Failure::Server(format!("recording the export: {e}"))
+                };
+                let stat = match (target, remote) {
+                    (Some(t), _) => {
+                        objectmeta::Stat::local(&std::fs::metadata(t).map_err(|e| fail(&e))?)
+                    }
+                    (None, Some((store, path))) => {
+                        let m = store.head(&path).await.map_err(|e| fail(&e))?;
+                        objectmeta::Stat {
+                            size: m.size,
+                            modified: m.last_modified.into(),
+                            tag: m.e_tag.unwrap_or_default(),
+                        }
+                    }
+                    (None, None) => return Err(fail(&"a sealed export inside another")),
+                };
+                let mut meta = objectmeta::Meta::from_stat(&stat);
+                meta.stored = stat.tag;
+                meta.sse = Some(sse);
+                records.put(&at.0, &at.1, &meta).await.map_err(|e| fail(&e))
+            }
             ExportSink::Local { tmp, target } => {
                 tmp.as_file()
                     .sync_all()

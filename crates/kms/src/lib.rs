@@ -35,6 +35,8 @@ pub use root::RootKey;
 
 /// The alias EC2 clients use for the default snapshot key.
 pub const EBS_DEFAULT_ALIAS: &str = "alias/aws/ebs";
+/// The alias of the default key for objects encrypted at rest in buckets.
+pub const S3_DEFAULT_ALIAS: &str = "alias/aws/s3";
 /// Shortest deletion waiting period, in days (as AWS KMS).
 pub const MIN_DELETION_DAYS: u32 = 7;
 /// Longest deletion waiting period, in days.
@@ -703,7 +705,27 @@ impl Kms {
     /// The default key for snapshots (`alias/aws/ebs`), created with yearly rotation the first
     /// time anyone asks. Safe to call from several processes at once: one alias wins.
     pub async fn default_ebs_key(&self) -> Result<KeyMetadata> {
-        match self.resolve(EBS_DEFAULT_ALIAS).await {
+        self.managed_key(
+            EBS_DEFAULT_ALIAS,
+            "Default key that protects my EBS volumes when no other key is defined",
+        )
+        .await
+    }
+
+    /// The default key for objects encrypted at rest in buckets (`alias/aws/s3`), made as
+    /// [`Kms::default_ebs_key`] is.
+    pub async fn default_s3_key(&self) -> Result<KeyMetadata> {
+        self.managed_key(
+            S3_DEFAULT_ALIAS,
+            "Default key that protects my S3 objects when no other key is defined",
+        )
+        .await
+    }
+
+    /// The AWS-managed key behind `alias`, created with yearly rotation the first time anyone
+    /// asks. Safe to call from several processes at once: one alias wins.
+    async fn managed_key(&self, alias: &str, description: &str) -> Result<KeyMetadata> {
+        match self.resolve(alias).await {
             Ok(id) => return Ok(KeyMetadata::from(&self.load(&id).await?.0)),
             Err(KmsError::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -713,16 +735,14 @@ impl Kms {
             .create(
                 &root,
                 CreateKey {
-                    description:
-                        "Default key that protects my EBS volumes when no other key is defined"
-                            .into(),
+                    description: description.into(),
                     policy: None,
                     rotation: true,
                 },
                 KeyManager::Aws,
             )
             .await?;
-        match self.put_alias(EBS_DEFAULT_ALIAS, &meta.key_id).await {
+        match self.put_alias(alias, &meta.key_id).await {
             Ok(()) => Ok(meta),
             Err(KmsError::AlreadyExists(_)) => {
                 // Another process won the race; retire our key and use theirs.
@@ -730,7 +750,7 @@ impl Kms {
                 rec.state = KeyState::Deleted;
                 rec.versions.clear();
                 self.save(&rec, false).await?;
-                let id = self.resolve(EBS_DEFAULT_ALIAS).await?;
+                let id = self.resolve(alias).await?;
                 Ok(KeyMetadata::from(&self.load(&id).await?.0))
             }
             Err(e) => Err(e),

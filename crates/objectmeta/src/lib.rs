@@ -16,6 +16,8 @@
 //! with the wrong ETag. Names with a part starting `.vmie-` are the service's own: the S3
 //! endpoint refuses them as keys, and bucket names cannot start with a dot.
 
+pub mod seal;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +45,36 @@ pub struct Meta {
     /// The stored bytes it describes (see [`Stat::tag`]).
     #[serde(default)]
     pub stored: String,
+    /// How the bytes are encrypted at rest, when they are ([`seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<Sse>,
+}
+
+/// Server-side encryption of an object: its bytes are sealed ([`seal`]) under a data key of
+/// its own, kept here wrapped under a KMS key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sse {
+    /// What the client asked for and is told: `aws:kms` or `AES256`.
+    pub algorithm: String,
+    /// The ARN of the KMS key wrapping the data key.
+    pub key_id: String,
+    /// The data key's ciphertext blob under that key (hex), with the encryption context
+    /// [`Sse::context`] of the object.
+    pub data_key: String,
+    /// Plaintext bytes of the object.
+    pub size: u64,
+}
+
+impl Sse {
+    /// The KMS encryption context an object's data key is bound to, as S3 uses:
+    /// `aws:s3:arn` = the object's ARN.
+    #[must_use]
+    pub fn context(bucket: &str, key: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "aws:s3:arn".to_string(),
+            format!("arn:aws:s3:::{bucket}/{key}"),
+        )])
+    }
 }
 
 impl Meta {
@@ -56,6 +88,7 @@ impl Meta {
             content_type: None,
             metadata,
             stored: String::new(),
+            sse: None,
         }
     }
 

@@ -365,7 +365,10 @@ pub async fn open_deployment(
             ca_pem,
         },
     )
-    .map_err(|e| engine_err(&e))?;
+    .map_err(|e| engine_err(&e))?
+    .with_bucket_keys(bucket_keys(
+        crate::config::var("VMIE_BUCKET_KEYS").as_deref(),
+    )?);
     let mut cfg = EngineConfig::new(scratch_dir(data_dir, o.scratch_dir.as_deref()));
     cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
     cfg.boot_check = o.boot_check();
@@ -727,4 +730,26 @@ pub fn images(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliErro
         }
         Ok(())
     })
+}
+
+/// The buckets kept encrypted at rest (`bucket_keys`): `BUCKET=KEY` or `BUCKET` (the default
+/// key), comma-separated.
+pub fn bucket_keys(
+    spec: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in spec.unwrap_or_default().split(',').map(str::trim) {
+        if entry.is_empty() {
+            continue;
+        }
+        let (bucket, key) = entry.split_once('=').unwrap_or((entry, ""));
+        let bucket = bucket.trim();
+        engine::request::check_bucket("bucket_keys", bucket).map_err(|e| {
+            err(format!(
+                "bucket_keys: {e} (each entry is BUCKET=KMS-KEY or BUCKET)"
+            ))
+        })?;
+        out.insert(bucket.to_string(), key.trim().to_string());
+    }
+    Ok(out)
 }

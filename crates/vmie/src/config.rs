@@ -83,6 +83,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "intermediate volumes (default DATA/scratch); local disk, one per process",
     ),
     (
+        "bucket_keys",
+        "VMIE_BUCKET_KEYS",
+        "buckets kept encrypted at rest, comma-separated BUCKET=KMS-KEY (id, ARN or alias; BUCKET alone: alias/aws/s3): every object written there, uploaded or exported, is sealed under the key",
+    ),
+    (
         "url_allow",
         "VMIE_URL_ALLOW",
         "networks image URLs may point at despite the address guard (comma-separated CIDRs)",

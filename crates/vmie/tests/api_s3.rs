@@ -33,6 +33,8 @@ impl Drop for Server {
 fn serve(data: &std::path::Path, port: u16, log: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmie"))
         .env("VMIE_BOOT_CHECK", "off")
+        // The bucket "sealed" is kept encrypted at rest (s3_client.py checks it).
+        .env("VMIE_BUCKET_KEYS", "sealed=alias/images")
         .arg("--data-dir")
         .arg(data)
         .args([

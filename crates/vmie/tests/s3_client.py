@@ -155,10 +155,14 @@ cli("s3api", "upload-part", "--bucket", "uploads", "--key", "aborted.raw", "--up
     "--part-number", "1", "--body", part)
 parts = cli("s3api", "list-parts", "--bucket", "uploads", "--key", "aborted.raw", "--upload-id", up)
 assert [p["PartNumber"] for p in parts["Parts"]] == [1], parts
+# An interrupted upload is found again to resume (or abort) it.
+pending = cli("s3api", "list-multipart-uploads", "--bucket", "uploads")
+assert [(u["Key"], u["UploadId"]) for u in pending["Uploads"]] == [("aborted.raw", up)], pending
 assert files_under(os.path.join(BUCKETS, ".vmie-uploads")), "the part is kept apart"
 cli("s3api", "abort-multipart-upload", "--bucket", "uploads", "--key", "aborted.raw", "--upload-id", up)
 assert files_under(os.path.join(BUCKETS, ".vmie-uploads")) == [], "parts left after abort"
 assert not os.path.exists(os.path.join(BUCKETS, "uploads/aborted.raw"))
+assert "Uploads" not in cli("s3api", "list-multipart-uploads", "--bucket", "uploads")
 assert "(NoSuchUpload)" in cli("s3api", "list-parts", "--bucket", "uploads", "--key", "aborted.raw",
                                "--upload-id", up, ok=False)
 # A body that does not match its Content-MD5: refused, nothing stored, no temporary file.
@@ -208,6 +212,86 @@ assert "(AccessDenied)" in cli("s3", "rb", "s3://uploads", keys=reader, ok=False
 assert files_under(os.path.join(BUCKETS, "uploads")) == before
 # A wrong secret is refused.
 assert "SignatureDoesNotMatch" in cli("s3", "ls", keys=(ADMIN[0], "x" * 40), ok=False)
+
+# --- encrypted at rest: SSE-KMS -----------------------------------------------------------
+# The server marks the bucket "sealed" (VMIE_BUCKET_KEYS=sealed=alias/images): everything
+# written there is sealed under that key; elsewhere, objects are sealed when asked.
+key = cli("kms", "create-key", "--description", "images at rest")["KeyMetadata"]
+cli("kms", "create-alias", "--alias-name", "alias/images", "--target-key-id", key["KeyId"])
+cli("s3", "mb", "s3://sealed")
+MARK = b"SSE-PLAINTEXT-MARKER-91c4"
+
+
+def plaintext_at_rest(root):
+    for p in files_under(root):
+        with open(p, "rb") as f:
+            if MARK in f.read():
+                return p
+    return None
+
+
+blob = os.path.join(WORK, "sse.bin")
+with open(blob, "wb") as f:
+    f.write((MARK + os.urandom(4000)) * 3000)  # 12 MB: aws s3 cp uploads it in parts
+cli("s3", "cp", blob, "s3://sealed/blob.bin", "--only-show-errors")
+h = cli("s3api", "head-object", "--bucket", "sealed", "--key", "blob.bin")
+assert h["ServerSideEncryption"] == "aws:kms" and h["SSEKMSKeyId"] == key["Arn"], h
+assert h["ContentLength"] == os.path.getsize(blob), h
+assert plaintext_at_rest(BUCKETS) is None, plaintext_at_rest(BUCKETS)
+back = os.path.join(WORK, "sse-back.bin")
+cli("s3", "cp", "s3://sealed/blob.bin", back, "--only-show-errors")
+assert same(blob, back)
+with open(blob, "rb") as f:
+    f.seek(70000)
+    want = f.read(100_000)
+got = s3.get_object(Bucket="sealed", Key="blob.bin", Range="bytes=70000-169999")
+assert got["Body"].read() == want and got["ServerSideEncryption"] == "aws:kms", got
+listed = s3.list_objects_v2(Bucket="sealed")["Contents"]
+assert [(o["Key"], o["Size"]) for o in listed] == [("blob.bin", os.path.getsize(blob))], listed
+# Asked for per object in a bucket that is not marked: SSE-KMS under a named key, SSE-S3.
+small = os.path.join(WORK, "sse-small.bin")
+with open(small, "wb") as f:
+    f.write(MARK * 10)
+cli("s3", "mb", "s3://plain")
+put = cli("s3api", "put-object", "--bucket", "plain", "--key", "kms.bin", "--body", small,
+          "--server-side-encryption", "aws:kms", "--ssekms-key-id", "alias/images")
+assert put["ServerSideEncryption"] == "aws:kms" and put["SSEKMSKeyId"] == key["Arn"], put
+put = cli("s3api", "put-object", "--bucket", "plain", "--key", "s3.bin", "--body", small,
+          "--server-side-encryption", "AES256")
+assert put["ServerSideEncryption"] == "AES256", put
+cli("s3api", "put-object", "--bucket", "plain", "--key", "clear.bin", "--body", small)
+assert plaintext_at_rest(os.path.join(BUCKETS, "plain")) == os.path.join(BUCKETS, "plain/clear.bin")
+for k in ("kms.bin", "s3.bin"):
+    assert s3.get_object(Bucket="plain", Key=k)["Body"].read() == MARK * 10
+# A copy out of the marked bucket into a plain one, stored as it comes.
+s3.copy_object(Bucket="plain", Key="copy.bin", CopySource={"Bucket": "sealed", "Key": "blob.bin"})
+assert "ServerSideEncryption" not in s3.head_object(Bucket="plain", Key="copy.bin")
+assert same(blob, os.path.join(BUCKETS, "plain/copy.bin"))
+# A reader allowed s3:GetObject but not kms:Decrypt on the key sees the object, not its bytes.
+assert cli("s3api", "head-object", "--bucket", "sealed", "--key", "blob.bin", keys=reader)
+err = cli("s3api", "get-object", "--bucket", "sealed", "--key", "blob.bin", back, keys=reader, ok=False)
+assert "AccessDenied" in err, err
+# An image in the marked bucket imports; its export there is sealed too.
+disk = os.path.join(WORK, "sse-disk.raw")
+with open(RAW, "rb") as src, open(disk, "wb") as dst:
+    dst.write(src.read())
+    dst.write(MARK + bytes((1 << 20) - len(MARK)))
+cli("s3", "cp", disk, "s3://sealed/disk.raw", "--only-show-errors")
+r = ec2("import-image", "--disk-containers", "Format=RAW,UserBucket={S3Bucket=sealed,S3Key=disk.raw}")
+t = wait("describe-import-image-tasks", "ImportImageTasks", "--import-task-ids", r["ImportTaskId"])
+e = ec2("export-image", "--image-id", t["ImageId"], "--disk-image-format", "RAW",
+        "--s3-export-location", "S3Bucket=sealed,S3Prefix=exports/")
+wait("describe-export-image-tasks", "ExportImageTasks", "--export-image-task-ids", e["ExportImageTaskId"])
+exported = f"exports/{e['ExportImageTaskId']}.raw"
+h = cli("s3api", "head-object", "--bucket", "sealed", "--key", exported)
+assert h["ServerSideEncryption"] == "aws:kms" and h["SSEKMSKeyId"] == key["Arn"], h
+assert plaintext_at_rest(BUCKETS) == os.path.join(BUCKETS, "plain/clear.bin"), plaintext_at_rest(BUCKETS)
+cli("s3", "cp", f"s3://sealed/{exported}", back, "--only-show-errors")
+cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", disk, back],
+                     capture_output=True, text=True)
+assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+cli("s3", "rb", "s3://sealed", "--force")
+cli("s3", "rb", "s3://plain", "--force")
 
 # --- rm, rb ------------------------------------------------------------------------------
 assert "(BucketNotEmpty)" in cli("s3api", "delete-bucket", "--bucket", "uploads", ok=False)

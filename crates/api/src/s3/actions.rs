@@ -154,4 +154,6 @@ s3_actions! {
     AbortMultipartUpload: "s3:AbortMultipartUpload", false, Object, OBJECT, NONE;
     /// ListParts.
     ListParts: "s3:ListMultipartUploadParts", true, Object, OBJECT, NONE;
+    /// ListMultipartUploads: the uploads of a bucket in progress (to resume or abort them).
+    ListMultipartUploads: "s3:ListBucketMultipartUploads", true, Bucket, BUCKET, NONE;
 }

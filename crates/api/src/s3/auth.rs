@@ -54,6 +54,9 @@ impl S3Auth for Auth {
 pub struct Access {
     /// The environment (identities, policies, the region).
     pub env: Env,
+    /// The per-user request rate the whole endpoint shares (`rate_limit`): S3 requests
+    /// count against the same budget as EC2, KMS, IAM, STS and CloudTrail ones.
+    pub limiter: std::sync::Arc<crate::server::Limiter>,
 }
 
 /// The access key a request names, from `Authorization` or `X-Amz-Credential`.
@@ -270,6 +273,14 @@ impl Access {
                 message: e.to_string(),
             })?;
         slot.with(|s| s.who = Some(who.clone()));
+        if !self.limiter.allow_async(&who.arn).await {
+            // S3's own answer to a caller over its rate; the SDKs retry it with back-off.
+            return Err(ApiError {
+                status: 503,
+                code: "SlowDown".into(),
+                message: "Please reduce your request rate.".into(),
+            });
+        }
         let mut origin = cx
             .extensions_mut()
             .get::<Origin>()

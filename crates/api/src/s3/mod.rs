@@ -15,6 +15,7 @@
 pub mod actions;
 pub mod auth;
 pub mod service;
+pub mod sse;
 pub mod store;
 
 use std::net::IpAddr;
@@ -161,8 +162,13 @@ impl s3s::host::S3Host for Hosts {
 }
 
 impl Endpoint {
-    /// The S3 endpoint over `env`'s buckets, with virtual hosts under `domains`.
-    pub fn new(env: &Env, domains: Vec<String>) -> Result<Endpoint, String> {
+    /// The S3 endpoint over `env`'s buckets, with virtual hosts under `domains`, its callers
+    /// held to `limiter`'s per-user rate.
+    pub fn new(
+        env: &Env,
+        domains: Vec<String>,
+        limiter: Arc<crate::server::Limiter>,
+    ) -> Result<Endpoint, String> {
         let store = store::Store::new(env.engine.sources().clone())?;
         let domains = Arc::new(domains);
         let mut b = s3s::service::S3ServiceBuilder::new(service::Vmie {
@@ -172,7 +178,10 @@ impl Endpoint {
         b.set_auth(auth::Auth {
             identity: env.identity.clone(),
         });
-        b.set_access(auth::Access { env: env.clone() });
+        b.set_access(auth::Access {
+            env: env.clone(),
+            limiter,
+        });
         b.set_host(Hosts(domains.clone()));
         let mut cfg = s3s::config::S3Config::default();
         // CompleteMultipartUpload of 10,000 parts, DeleteObjects of 1,000 keys.

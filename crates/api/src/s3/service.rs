@@ -16,9 +16,10 @@ use s3s::dto::{
     DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject,
     ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
     HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
-    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
-    ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective, Object, Owner, Part,
-    PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+    ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsInput,
+    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput,
+    MetadataDirective, MultipartUpload, Object, Owner, Part, PutObjectInput, PutObjectOutput,
+    StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders};
 
@@ -201,7 +202,15 @@ fn meta_of(
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
         stored: String::new(),
+        sse: None,
     }
+}
+
+/// The authorized caller of a request (set by the access check).
+fn caller_of(ext: &axum::http::Extensions) -> S3Result<Caller> {
+    ext.get::<Caller>()
+        .cloned()
+        .ok_or_else(|| s3s::s3_error!(AccessDenied))
 }
 
 fn objects(page: Vec<Listed>) -> Vec<Object> {
@@ -506,15 +515,34 @@ impl S3 for Vmie {
         };
         let digests = expect.digests();
         let meta = meta_of(i.content_type.clone(), i.metadata.clone());
+        let caller = caller_of(&req.extensions)?;
+        let seal = super::sse::for_write(
+            &self.env,
+            &caller,
+            &i.bucket,
+            &i.key,
+            i.server_side_encryption.as_ref(),
+            i.ssekms_key_id.as_deref(),
+        )
+        .await?;
         let (w, got) = self
             .store
-            .put(&i.bucket, &i.key, body_of(i.body), digests, meta, |g| {
-                expect.check(g)
-            })
+            .put(
+                &i.bucket,
+                &i.key,
+                body_of(i.body),
+                digests,
+                meta,
+                seal.as_ref(),
+                |g| expect.check(g),
+            )
             .await
             .map_err(err)?;
         let c = got.checksums;
+        let (sse, kms_key) = super::sse::headers(seal.as_ref().map(|k| &k.sse));
         Ok(S3Response::new(PutObjectOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             e_tag: Some(etag(&w.etag)),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
@@ -529,9 +557,14 @@ impl S3 for Vmie {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let caller = caller_of(&req.extensions)?;
         let i = req.input;
         let o = self.store.head(&i.bucket, &i.key).await.map_err(err)?;
-        let size = o.stat.size;
+        let size = o.size();
+        let key = match &o.meta.sse {
+            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
+            None => None,
+        };
         let range = match &i.range {
             Some(r) => r.check(size).map_err(|_| {
                 s3s::s3_error!(InvalidRange, "The requested range is not satisfiable")
@@ -540,11 +573,14 @@ impl S3 for Vmie {
         };
         let body = self
             .store
-            .read(&i.bucket, &i.key, range.clone())
+            .read(&i.bucket, &i.key, &o, range.clone(), key.as_deref())
             .await
             .map_err(err)?;
         let len = range.end - range.start;
+        let (sse, kms_key) = super::sse::headers(o.meta.sse.as_ref());
         Ok(S3Response::new(GetObjectOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             body: Some(body),
             content_length: i64::try_from(len).ok(),
             content_range: i.range.as_ref().map(|_| {
@@ -569,8 +605,11 @@ impl S3 for Vmie {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         let o = self.store.head(&i.bucket, &i.key).await.map_err(err)?;
+        let (sse, kms_key) = super::sse::headers(o.meta.sse.as_ref());
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: i64::try_from(o.stat.size).ok(),
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
+            content_length: i64::try_from(o.size()).ok(),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o.meta.etag)),
             last_modified: Some(Timestamp::from(o.stat.modified)),
@@ -666,12 +705,36 @@ impl S3 for Vmie {
             ));
         }
         let meta = replace.then(|| meta_of(i.content_type.clone(), i.metadata.clone()));
+        let caller = caller_of(&req.extensions)?;
+        let from = self.store.head(bucket, key).await.map_err(err)?;
+        let open = match &from.meta.sse {
+            Some(e) => Some(super::sse::for_read(&self.env, &caller, bucket, key, e).await?),
+            None => None,
+        };
+        let seal = super::sse::for_write(
+            &self.env,
+            &caller,
+            &i.bucket,
+            &i.key,
+            i.server_side_encryption.as_ref(),
+            i.ssekms_key_id.as_deref(),
+        )
+        .await?;
         let w = self
             .store
-            .copy((bucket, key), (&i.bucket, &i.key), meta)
+            .copy(
+                (bucket, key),
+                (&i.bucket, &i.key),
+                meta,
+                open.as_deref(),
+                seal.as_ref(),
+            )
             .await
             .map_err(err)?;
+        let (sse, kms_key) = super::sse::headers(seal.as_ref().map(|k| &k.sse));
         Ok(S3Response::new(CopyObjectOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&w.etag)),
                 last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
@@ -685,14 +748,30 @@ impl S3 for Vmie {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let caller = caller_of(&req.extensions)?;
         let i = req.input;
-        let meta = meta_of(i.content_type.clone(), i.metadata.clone());
+        let mut meta = meta_of(i.content_type.clone(), i.metadata.clone());
+        let seal = super::sse::for_write(
+            &self.env,
+            &caller,
+            &i.bucket,
+            &i.key,
+            i.server_side_encryption.as_ref(),
+            i.ssekms_key_id.as_deref(),
+        )
+        .await?;
+        // The upload's data key, wrapped: each part and the completed object are sealed
+        // under it.
+        meta.sse = seal.as_ref().map(|k| k.sse.clone());
         let id = self
             .store
             .create_upload(&i.bucket, &i.key, meta)
             .await
             .map_err(err)?;
+        let (sse, kms_key) = super::sse::headers(seal.as_ref().map(|k| &k.sse));
         Ok(S3Response::new(CreateMultipartUploadOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             bucket: Some(i.bucket),
             key: Some(i.key),
             upload_id: Some(id),
@@ -706,6 +785,7 @@ impl S3 for Vmie {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let trailers = req.trailing_headers;
+        let caller = caller_of(&req.extensions)?;
         let i = req.input;
         if i.content_length
             .is_some_and(|n| n < 0 || n.unsigned_abs() > super::store::MAX_PUT)
@@ -729,6 +809,15 @@ impl S3 for Vmie {
             trailers,
         };
         let digests = expect.digests();
+        let up = self
+            .store
+            .upload(&i.bucket, &i.key, &i.upload_id)
+            .await
+            .map_err(err)?;
+        let key = match &up.meta.sse {
+            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
+            None => None,
+        };
         let (info, got) = self
             .store
             .put_part(
@@ -738,12 +827,16 @@ impl S3 for Vmie {
                 i.part_number,
                 body_of(i.body),
                 digests,
+                key.as_deref(),
                 |g| expect.check(g),
             )
             .await
             .map_err(err)?;
         let c = got.checksums;
+        let (sse, kms_key) = super::sse::headers(up.meta.sse.as_ref());
         Ok(S3Response::new(UploadPartOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             e_tag: Some(etag(&info.etag)),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
@@ -758,6 +851,7 @@ impl S3 for Vmie {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let caller = caller_of(&req.extensions)?;
         let i = req.input;
         let chosen: Vec<(i32, String)> = i
             .multipart_upload
@@ -771,12 +865,24 @@ impl S3 for Vmie {
                 )
             })
             .collect();
-        let w = self
+        let up = self
             .store
-            .complete(&i.bucket, &i.key, &i.upload_id, &chosen)
+            .upload(&i.bucket, &i.key, &i.upload_id)
             .await
             .map_err(err)?;
+        let key = match &up.meta.sse {
+            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
+            None => None,
+        };
+        let w = self
+            .store
+            .complete(&i.bucket, &i.key, &i.upload_id, &chosen, key.as_deref())
+            .await
+            .map_err(err)?;
+        let (sse, kms_key) = super::sse::headers(up.meta.sse.as_ref());
         Ok(S3Response::new(CompleteMultipartUploadOutput {
+            server_side_encryption: sse,
+            ssekms_key_id: kms_key,
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
             e_tag: Some(etag(&w.etag)),
@@ -843,6 +949,95 @@ impl S3 for Vmie {
             owner: Some(owner(caller.as_ref())),
             parts: Some(page),
             ..ListPartsOutput::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let caller = req.extensions.get::<Caller>().cloned();
+        let i = req.input;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let all = self.store.uploads(&i.bucket, &prefix).await.map_err(err)?;
+        let max = usize::try_from(i.max_uploads.unwrap_or(1000).clamp(1, 1000)).unwrap_or(1000);
+        // After the markers: keys past `key-marker`, and uploads of that very key past
+        // `upload-id-marker` when one is given.
+        let key_marker = i.key_marker.clone().unwrap_or_default();
+        let start = match (&i.key_marker, &i.upload_id_marker) {
+            (Some(k), Some(id)) => all
+                .iter()
+                .position(|(u, up)| up.key == *k && u == id)
+                .map_or_else(
+                    || all.iter().take_while(|(_, up)| up.key <= *k).count(),
+                    |p| p + 1,
+                ),
+            (Some(k), None) => all.iter().take_while(|(_, up)| up.key <= *k).count(),
+            _ => 0,
+        };
+        let mut uploads = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut truncated = false;
+        let mut last: Option<(String, String)> = None;
+        for (id, up) in all.into_iter().skip(start) {
+            let folded = i
+                .delimiter
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .and_then(|d| {
+                    up.key[prefix.len()..]
+                        .find(d)
+                        .map(|at| up.key[..prefix.len() + at + d.len()].to_string())
+                });
+            if let Some(p) = &folded
+                && prefixes.last() == Some(p)
+            {
+                continue;
+            }
+            if uploads.len() + prefixes.len() == max {
+                truncated = true;
+                break;
+            }
+            last = Some((up.key.clone(), id.clone()));
+            match folded {
+                Some(p) => prefixes.push(p),
+                None => uploads.push(MultipartUpload {
+                    key: Some(up.key),
+                    upload_id: Some(id),
+                    initiated: Some(Timestamp::from(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(
+                                u64::try_from(up.initiated_ms).unwrap_or(0),
+                            ),
+                    )),
+                    owner: Some(owner(caller.as_ref())),
+                    initiator: None,
+                    ..MultipartUpload::default()
+                }),
+            }
+        }
+        let (next_key, next_id) = match (truncated, last) {
+            (true, Some((k, id))) => (Some(k), Some(id)),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            delimiter: i.delimiter,
+            key_marker: Some(key_marker),
+            upload_id_marker: i.upload_id_marker,
+            max_uploads: i32::try_from(max).ok(),
+            is_truncated: Some(truncated),
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            uploads: Some(uploads),
+            common_prefixes: Some(
+                prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..ListMultipartUploadsOutput::default()
         }))
     }
 }

@@ -57,8 +57,27 @@ impl StoreError {
 
 type R<T> = Result<T, StoreError>;
 
-pub use objectmeta::{Meta, RESERVED, Stat};
+use objectmeta::seal::{Opener, Sealer};
+pub use objectmeta::{Meta, RESERVED, Sse, Stat};
 use objectmeta::{Records, quoted};
+
+/// The data key an object's bytes are sealed with ([`objectmeta::seal`]), and its record
+/// (the key wrapped under KMS). Made by the S3 operations, which ask KMS for it as the caller.
+pub struct SealKey {
+    /// The record the object will carry (its `size` is set when the bytes are stored).
+    pub sse: Sse,
+    /// The data key.
+    pub material: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealKey")
+            .field("key_id", &self.sse.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Largest object written by one `PUT`, and largest part: S3's 5 GiB.
 pub const MAX_PUT: u64 = 5 << 30;
 /// Smallest part but the last.
@@ -77,6 +96,14 @@ pub struct Object {
     pub stat: Stat,
     /// Its record, or one made from the stat (ETag: the stored tag) when it has none.
     pub meta: Meta,
+}
+
+impl Object {
+    /// The object's size as clients see it (its plaintext when sealed).
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.meta.sse.as_ref().map_or(self.stat.size, |e| e.size)
+    }
 }
 
 /// What a finished write reports.
@@ -243,8 +270,13 @@ fn write_sparse(f: &mut std::fs::File, buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where a body goes.
-enum Sink {
+/// Where a body goes, sealed on the way when the object is encrypted at rest.
+struct Sink {
+    to: To,
+    sealer: Option<Sealer>,
+}
+
+enum To {
     /// A temporary file, renamed to `target` on commit.
     File {
         file: Option<std::fs::File>,
@@ -263,11 +295,14 @@ impl Sink {
             .tempfile_in(dir)
             .map_err(StoreError::internal)?;
         let (file, tmp) = tmp.into_parts();
-        Ok(Sink::File {
-            file: Some(file),
-            tmp,
-            target,
-            size: 0,
+        Ok(Sink {
+            to: To::File {
+                file: Some(file),
+                tmp,
+                target,
+                size: 0,
+            },
+            sealer: None,
         })
     }
 
@@ -276,34 +311,84 @@ impl Sink {
             .put_multipart(path)
             .await
             .map_err(StoreError::internal)?;
-        Ok(Sink::Remote {
-            w: WriteMultipart::new_with_chunk_size(up, 8 << 20),
+        Ok(Sink {
+            to: To::Remote {
+                w: WriteMultipart::new_with_chunk_size(up, 8 << 20),
+            },
+            sealer: None,
         })
     }
 
-    /// Writes `buf` (hashing it into `d` on the way).
+    /// Seals what is written as stream `stream` under `key` ([`objectmeta::seal`]).
+    fn sealed(mut self, key: Option<&[u8; 32]>, stream: u32) -> Sink {
+        self.sealer = key.map(|k| Sealer::new(k, stream));
+        self
+    }
+
+    /// Writes `buf` (hashing the plaintext into `d` on the way).
     async fn write(&mut self, buf: Vec<u8>, d: &mut Digests) -> R<()> {
+        let Some(mut sealer) = self.sealer.take() else {
+            return self.to.write(buf, Some(d)).await;
+        };
+        let mut dd = std::mem::take(d);
+        let (sealer, dd, out) = tokio::task::spawn_blocking(move || {
+            dd.update(&buf);
+            let mut out = Vec::with_capacity(buf.len() + buf.len() / 1024 + 64);
+            sealer.push(&buf, &mut out);
+            (sealer, dd, out)
+        })
+        .await
+        .map_err(StoreError::internal)?;
+        self.sealer = Some(sealer);
+        *d = dd;
+        self.to.write(out, None).await
+    }
+
+    async fn commit(mut self) -> R<()> {
+        if let Some(sealer) = self.sealer.take() {
+            let mut out = Vec::new();
+            sealer.finish(&mut out);
+            self.to.write(out, None).await?;
+        }
+        self.to.commit().await
+    }
+
+    async fn abort(self) {
+        self.to.abort().await;
+    }
+}
+
+impl To {
+    /// Writes `buf`, hashing it into `d` when given.
+    async fn write(&mut self, buf: Vec<u8>, d: Option<&mut Digests>) -> R<()> {
         match self {
-            Sink::File { file, size, .. } => {
+            To::File { file, size, .. } => {
                 let mut f = file
                     .take()
                     .ok_or_else(|| StoreError::internal("file gone"))?;
-                let mut dd = std::mem::take(d);
+                let mut d = d;
+                let mut taken = d.as_deref_mut().map(std::mem::take);
                 let n = buf.len() as u64;
-                let (f, dd, r) = tokio::task::spawn_blocking(move || {
-                    dd.update(&buf);
+                let (f, back, r) = tokio::task::spawn_blocking(move || {
+                    if let Some(t) = &mut taken {
+                        t.update(&buf);
+                    }
                     let r = write_sparse(&mut f, &buf);
-                    (f, dd, r)
+                    (f, taken, r)
                 })
                 .await
                 .map_err(StoreError::internal)?;
                 *file = Some(f);
-                *d = dd;
+                if let (Some(back), Some(d)) = (back, d) {
+                    *d = back;
+                }
                 *size += n;
                 r.map_err(StoreError::internal)
             }
-            Sink::Remote { w } => {
-                d.update(&buf);
+            To::Remote { w } => {
+                if let Some(d) = d {
+                    d.update(&buf);
+                }
                 w.wait_for_capacity(4).await.map_err(StoreError::internal)?;
                 w.write(&buf);
                 Ok(())
@@ -313,7 +398,7 @@ impl Sink {
 
     async fn commit(self) -> R<()> {
         match self {
-            Sink::File {
+            To::File {
                 file,
                 tmp,
                 target,
@@ -332,15 +417,15 @@ impl Sink {
                 .map_err(StoreError::internal)?
                 .map_err(StoreError::internal)
             }
-            Sink::Remote { w } => w.finish().await.map(|_| ()).map_err(StoreError::internal),
+            To::Remote { w } => w.finish().await.map(|_| ()).map_err(StoreError::internal),
         }
     }
 
     async fn abort(self) {
         match self {
             // The temporary file goes with its path.
-            Sink::File { .. } => {}
-            Sink::Remote { w } => {
+            To::File { .. } => {}
+            To::Remote { w } => {
                 let _ = w.abort().await;
             }
         }
@@ -727,7 +812,9 @@ impl Store {
         Sink::remote(&self.remote_store(bucket)?, &obj(key)?).await
     }
 
-    /// Stores `body` as `key`, checked by `check`; records `meta` with the ETag (the MD5).
+    /// Stores `body` as `key`, checked by `check` and sealed under `seal` when given;
+    /// records `meta` with the ETag (the MD5 of the plaintext).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put(
         &self,
         bucket: &str,
@@ -735,11 +822,19 @@ impl Store {
         body: Body,
         digests: Digests,
         mut meta: Meta,
+        seal: Option<&SealKey>,
         check: impl FnOnce(&Received) -> R<()>,
     ) -> R<(Written, Received)> {
-        let sink = self.sink_for(bucket, key).await?;
+        let sink = self
+            .sink_for(bucket, key)
+            .await?
+            .sealed(seal.map(|k| &*k.material), 0);
         let got = receive(body, sink, digests, check).await?;
         meta.etag = quoted(&hex::encode(got.md5));
+        meta.sse = seal.map(|k| Sse {
+            size: got.size,
+            ..k.sse.clone()
+        });
         self.finish(bucket, key, meta, got).await
     }
 
@@ -763,13 +858,46 @@ impl Store {
         ))
     }
 
-    /// The bytes `range` (end exclusive) of `key`, as a stream.
+    /// The bytes `range` (end exclusive) of `key` as clients see them, as a stream: opened
+    /// with the data key `open` when the object `o` is sealed.
     pub async fn read(
         &self,
         bucket: &str,
         key: &str,
+        o: &Object,
         range: std::ops::Range<u64>,
+        open: Option<&[u8; 32]>,
     ) -> R<s3s::dto::StreamingBlob> {
+        let stream = match (&o.meta.sse, open) {
+            (None, _) => self.read_stored(bucket, key, range).await?,
+            (Some(e), Some(k)) => {
+                if range.is_empty() {
+                    futures::stream::empty().boxed()
+                } else {
+                    let first = range.start / objectmeta::seal::BLOCK as u64;
+                    let last = (range.end - 1) / objectmeta::seal::BLOCK as u64;
+                    let from = objectmeta::seal::slot(e.size, first).0;
+                    let (at, len) = objectmeta::seal::slot(e.size, last);
+                    let stored = self.read_stored(bucket, key, from..at + len as u64).await?;
+                    opened(stored, Opener::new(k, 0), e.size, first, range)
+                }
+            }
+            (Some(_), None) => {
+                return Err(StoreError::internal(
+                    "the object is encrypted at rest and no key was given to read it",
+                ));
+            }
+        };
+        Ok(s3s::dto::StreamingBlob::wrap(SyncStream::new(stream)))
+    }
+
+    /// The stored bytes `range` of `key`.
+    async fn read_stored(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> R<futures::stream::BoxStream<'static, std::io::Result<Bytes>>> {
         if self.local.is_some() {
             let path = self
                 .sources
@@ -797,7 +925,7 @@ impl Store {
                     Err(e) => (Err(std::io::Error::other(e)), (None, 0)),
                 })
             });
-            return Ok(s3s::dto::StreamingBlob::wrap(SyncStream::new(s.boxed())));
+            return Ok(s.boxed());
         }
         let store = self.remote_store(bucket)?;
         let opts = object_store::GetOptions {
@@ -808,9 +936,7 @@ impl Store {
             .get_opts(&obj(key)?, opts)
             .await
             .map_err(|e| from_os(&e, key))?;
-        Ok(s3s::dto::StreamingBlob::wrap(SyncStream::new(
-            r.into_stream().boxed(),
-        )))
+        Ok(r.into_stream().map_err(std::io::Error::other).boxed())
     }
 
     /// Removes `key` (a missing one is fine, as in S3).
@@ -891,7 +1017,7 @@ impl Store {
             let meta = self.meta(bucket, &key, &stat).await;
             page.push(Listed {
                 key,
-                size: stat.size,
+                size: meta.sse.as_ref().map_or(stat.size, |e| e.size),
                 modified: stat.modified,
                 etag: meta.etag,
             });
@@ -906,19 +1032,31 @@ impl Store {
         src: (&str, &str),
         dst: (&str, &str),
         meta: Option<Meta>,
+        open: Option<&[u8; 32]>,
+        seal: Option<&SealKey>,
     ) -> R<Written> {
         let from = self.head(src.0, src.1).await?;
-        let body = self.read(src.0, src.1, 0..from.stat.size).await?;
+        let body = self.read(src.0, src.1, &from, 0..from.size(), open).await?;
         let body: Body = Box::pin(body);
         let mut meta = meta.unwrap_or_else(|| from.meta.clone());
         let (w, got) = self
-            .put(dst.0, dst.1, body, Digests::default(), meta.clone(), |_| {
-                Ok(())
-            })
+            .put(
+                dst.0,
+                dst.1,
+                body,
+                Digests::default(),
+                meta.clone(),
+                seal,
+                |_| Ok(()),
+            )
             .await?;
         // The source's ETag (a multipart one stays one), as S3 keeps it.
         if from.meta.etag != w.etag && from.meta.etag.contains('-') {
             meta.etag.clone_from(&from.meta.etag);
+            meta.sse = seal.map(|k| Sse {
+                size: got.size,
+                ..k.sse.clone()
+            });
             return Ok(self.finish(dst.0, dst.1, meta, got).await?.0);
         }
         Ok(w)
@@ -966,6 +1104,54 @@ impl Store {
         Ok(u)
     }
 
+    /// Every multipart upload of `bucket` in progress whose key starts with `prefix`: its
+    /// id and record, by key then by when it was started (ListMultipartUploads).
+    pub async fn uploads(&self, bucket: &str, prefix: &str) -> R<Vec<(String, Upload)>> {
+        self.need_bucket(bucket).await?;
+        let (s, root) = match &self.local {
+            Some(r) => {
+                let dir = r.join(".vmie-uploads").join(bucket);
+                if !dir.is_dir() {
+                    return Ok(Vec::new());
+                }
+                let s = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(StoreError::internal)?;
+                (Arc::new(s) as Arc<dyn ObjectStore>, None)
+            }
+            None => (self.remote_store(bucket)?, Some(obj(".vmie-uploads")?)),
+        };
+        let records: Vec<ObjPath> = s
+            .list(root.as_ref())
+            .map_ok(|m| m.location)
+            .try_filter(|p| futures::future::ready(p.filename() == Some("upload.json")))
+            .try_collect()
+            .await
+            .map_err(StoreError::internal)?;
+        let mut out = Vec::new();
+        for r in records.into_iter().take(MAX_WALK) {
+            // .../ID/upload.json
+            let parts: Vec<_> = r.parts().collect();
+            let Some(id) = parts
+                .len()
+                .checked_sub(2)
+                .map(|i| parts[i].as_ref().to_string())
+            else {
+                continue;
+            };
+            let Ok(g) = s.get(&r).await else { continue };
+            let Ok(b) = g.bytes().await else { continue };
+            if let Ok(u) = serde_json::from_slice::<Upload>(&b)
+                && u.key.starts_with(prefix)
+            {
+                out.push((id, u));
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.1.key, a.1.initiated_ms, &a.0).cmp(&(&b.1.key, b.1.initiated_ms, &b.0))
+        });
+        Ok(out)
+    }
+
     /// Stores part `n` of upload `id`.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_part(
@@ -976,6 +1162,7 @@ impl Store {
         n: i32,
         body: Body,
         digests: Digests,
+        seal: Option<&[u8; 32]>,
         check: impl FnOnce(&Received) -> R<()>,
     ) -> R<(PartInfo, Received)> {
         if !(1..=MAX_PARTS).contains(&n) {
@@ -989,7 +1176,9 @@ impl Store {
         let sink = match self.upload_dir(bucket, id) {
             Some(dir) => Sink::file(&dir, dir.join(format!("{n}.part")))?,
             None => Sink::remote(&s, &obj(&format!("{p}/{n}.part"))?).await?,
-        };
+        }
+        // A part of an upload sealed at rest is sealed as stream `n` of the upload's key.
+        .sealed(seal, n.unsigned_abs());
         let got = receive(body, sink, digests, check).await?;
         let info = PartInfo {
             number: n,
@@ -1072,6 +1261,7 @@ impl Store {
         key: &str,
         id: &str,
         chosen: &[(i32, String)],
+        seal: Option<&[u8; 32]>,
     ) -> R<Written> {
         let up = self.upload(bucket, key, id).await?;
         let stored = self.parts(bucket, key, id).await?;
@@ -1121,8 +1311,8 @@ impl Store {
             )
         };
         let size: u64 = parts.iter().map(|p| p.size).sum();
-        let mut sink = self.sink_for(bucket, key).await?;
-        let r = self.assemble(bucket, id, &parts, &mut sink).await;
+        let mut sink = self.sink_for(bucket, key).await?.sealed(seal, 0);
+        let r = self.assemble(bucket, id, &parts, seal, &mut sink).await;
         if let Err(e) = r {
             sink.abort().await;
             return Err(e);
@@ -1130,6 +1320,9 @@ impl Store {
         sink.commit().await?;
         let mut meta = up.meta;
         meta.etag = etag;
+        if let Some(e) = &mut meta.sse {
+            e.size = size;
+        }
         let got = Received {
             md5: [0; 16],
             size,
@@ -1140,47 +1333,141 @@ impl Store {
         Ok(w)
     }
 
-    async fn assemble(&self, bucket: &str, id: &str, parts: &[PartInfo], sink: &mut Sink) -> R<()> {
+    /// Writes the parts into `sink`, opened first when the upload is sealed (`seal`).
+    async fn assemble(
+        &self,
+        bucket: &str,
+        id: &str,
+        parts: &[PartInfo],
+        seal: Option<&[u8; 32]>,
+        sink: &mut Sink,
+    ) -> R<()> {
         let mut d = Digests::default();
-        if let Some(dir) = self.upload_dir(bucket, id) {
-            for p in parts {
-                let path = dir.join(format!("{}.part", p.number));
-                let mut f = std::fs::File::open(&path).map_err(StoreError::internal)?;
-                loop {
-                    let (f2, buf) = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; 1 << 20];
-                        let r = read_full(&mut f, &mut buf).map(|n| {
-                            buf.truncate(n);
-                            buf
-                        });
-                        (f, r)
-                    })
-                    .await
-                    .map_err(StoreError::internal)?;
-                    f = f2;
-                    let buf = buf.map_err(StoreError::internal)?;
-                    if buf.is_empty() {
-                        break;
-                    }
-                    sink.write(buf, &mut d).await?;
-                }
-            }
-            return Ok(());
-        }
         let (s, p) = self.uploads_at(bucket, id)?;
         for part in parts {
-            let mut st = s
-                .get(&obj(&format!("{p}/{}.part", part.number))?)
-                .await
-                .map_err(StoreError::internal)?
-                .into_stream();
+            let stored_len = match seal {
+                Some(_) => objectmeta::seal::sealed_len(part.size),
+                None => part.size,
+            };
+            let stored: futures::stream::BoxStream<'static, std::io::Result<Bytes>> =
+                match self.upload_dir(bucket, id) {
+                    Some(dir) => {
+                        let path = dir.join(format!("{}.part", part.number));
+                        let f = std::fs::File::open(&path).map_err(StoreError::internal)?;
+                        file_stream(f)
+                    }
+                    None => s
+                        .get(&obj(&format!("{p}/{}.part", part.number))?)
+                        .await
+                        .map_err(StoreError::internal)?
+                        .into_stream()
+                        .map_err(std::io::Error::other)
+                        .boxed(),
+                };
+            let mut st = match seal {
+                Some(k) => opened(
+                    stored,
+                    Opener::new(k, part.number.unsigned_abs()),
+                    part.size,
+                    0,
+                    0..part.size,
+                ),
+                None => stored,
+            };
+            let mut got = 0u64;
             while let Some(b) = st.next().await {
                 let b = b.map_err(StoreError::internal)?;
+                got += b.len() as u64;
                 sink.write(b.to_vec(), &mut d).await?;
+            }
+            if got != part.size {
+                return Err(StoreError::internal(format!(
+                    "part {} holds {got} bytes of {} ({stored_len} stored)",
+                    part.number, part.size
+                )));
             }
         }
         Ok(())
     }
+}
+
+/// A local file read to its end in blocks of 1 MiB.
+fn file_stream(f: std::fs::File) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
+    futures::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let r = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let r = read_full(&mut f, &mut buf).map(|n| {
+                buf.truncate(n);
+                buf
+            });
+            (f, r)
+        })
+        .await;
+        match r {
+            Ok((_, Ok(buf))) if buf.is_empty() => None,
+            Ok((f, Ok(buf))) => Some((Ok(Bytes::from(buf)), Some(f))),
+            Ok((_, Err(e))) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    })
+    .boxed()
+}
+
+/// The plaintext `range` of a sealed object of `plain` bytes, from its stored bytes read
+/// from the start of block `first` ([`objectmeta::seal::slot`]); a block that does not open
+/// ends the stream with an error (the client sees a short body, never altered bytes).
+fn opened(
+    stored: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    opener: Opener,
+    plain: u64,
+    first: u64,
+    range: std::ops::Range<u64>,
+) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
+    let block = objectmeta::seal::BLOCK as u64;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut index = first;
+    let mut failed = false;
+    stored
+        .map(move |chunk| -> Vec<std::io::Result<Bytes>> {
+            if failed {
+                return Vec::new();
+            }
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = true;
+                    return vec![Err(e)];
+                }
+            };
+            buf.extend_from_slice(&chunk);
+            let mut out = Vec::new();
+            loop {
+                let (_, len) = objectmeta::seal::slot(plain, index);
+                if buf.len() < len || index * block >= range.end {
+                    break;
+                }
+                let sealed: Vec<u8> = buf.drain(..len).collect();
+                let Some(p) = opener.open(plain, index, &sealed) else {
+                    failed = true;
+                    out.push(Err(std::io::Error::other(format!(
+                        "block {index} of the object does not open: it was altered at rest"
+                    ))));
+                    break;
+                };
+                let start = index * block;
+                let lo = usize::try_from(range.start.saturating_sub(start)).unwrap_or(0);
+                let hi =
+                    usize::try_from((range.end - start).min(p.len() as u64)).unwrap_or(p.len());
+                if lo < hi {
+                    out.push(Ok(Bytes::copy_from_slice(&p[lo..hi])));
+                }
+                index += 1;
+            }
+            out
+        })
+        .flat_map(futures::stream::iter)
+        .boxed()
 }
 
 /// Removes the folders of `key` below `dir` that are left empty, deepest first.
