@@ -257,6 +257,7 @@ pub fn markdown() -> String {
             match s.authz {
                 Authz::Policy => "an Allow, no Deny",
                 Authz::UnlessDenied => "unless denied",
+                Authz::Trusted => "an Allow, or the role's trust policy naming the caller; no Deny",
             },
             if s.resources.is_empty() {
                 "`*`".to_string()

@@ -74,7 +74,10 @@ pub async fn authorize(
         }
         let d = decide(who, &ctx);
         let allowed = d == Decision::Allow
-            || (spec.authz == Authz::UnlessDenied && d == Decision::ImplicitDeny);
+            || (spec.authz == Authz::UnlessDenied && d == Decision::ImplicitDeny)
+            || (spec.authz == Authz::Trusted
+                && d == Decision::ImplicitDeny
+                && env.identity.trusts_by_name(who, &t.arn, &ctx).await);
         if !allowed {
             return Err(denied(spec, who, &t.arn, d));
         }

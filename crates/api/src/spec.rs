@@ -78,6 +78,10 @@ pub enum Authz {
     /// Allowed unless a `Deny` matches (as AWS treats `sts:GetSessionToken` and
     /// `sts:GetCallerIdentity`: a caller may always learn about its own credentials).
     UnlessDenied,
+    /// A role's trust decides with the caller's policies, as AWS does within one account
+    /// (`sts:AssumeRole`): an `Allow` of the caller's policies, or else the role's trust
+    /// policy naming the caller itself (its ARN, not only its account); any `Deny` refuses.
+    Trusted,
 }
 
 /// Whether a request's tags enter its authorization.

@@ -185,7 +185,7 @@ impl Handler for AssumeRole {
         name: "AssumeRole",
         iam_action: "sts:AssumeRole",
         read_only: false,
-        authz: Authz::Policy,
+        authz: Authz::Trusted,
         resources: &["role"],
         tags: Tags::None,
         condition_keys: &[],

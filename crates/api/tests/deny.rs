@@ -1409,3 +1409,48 @@ async fn s3_requests_count_against_the_users_rate_and_the_uploads_in_progress_ar
     let (_, body) = s3_send(&ep, &key, &s3_req("GET", "/out", "uploads", b"")).await;
     assert_eq!(keys(&body), ["b/one.raw", "b/two.raw"], "{body}");
 }
+
+/// AssumeRole within one account, as AWS decides it: a role whose trust policy names the
+/// caller may be assumed without an identity-policy Allow; one trusting only the account
+/// needs the caller's own Allow; an explicit Deny refuses either way.
+#[tokio::test]
+async fn a_trust_policy_naming_the_caller_grants_assume_role_without_an_allow() {
+    let w = world().await;
+    let id = &w.env.identity;
+    let account_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"sts:AssumeRole"}]}"#;
+    id.create_role_with(ACCOUNT, "accountwide", Some(account_trust), "", 3600)
+        .await
+        .unwrap();
+    let spec = Action::spec_of(api::action::Service::Sts, "AssumeRole").unwrap();
+    let assume = |role: &str| {
+        Params::parse(
+            format!("RoleArn=arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2F{role}&RoleSessionName=s1")
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    // Policies that allow something else entirely.
+    let unrelated = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:DescribeImages","Resource":"*"}]}"#;
+    let who = caller(unrelated);
+    // deployer trusts user/tester by name.
+    let r = send(&w, spec, &who, &assume("deployer")).await;
+    assert!(r.is_ok(), "named in the trust policy, refused: {r:?}");
+    let r = send(&w, spec, &who, &assume("accountwide")).await;
+    assert!(
+        r.as_ref().is_err_and(|e| e.contains("AccessDenied")),
+        "trusted only as one of the account, allowed without an Allow: {r:?}"
+    );
+    // The caller's own Allow opens the account-wide trust.
+    let allowing = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#;
+    let r = send(&w, spec, &caller(allowing), &assume("accountwide")).await;
+    assert!(r.is_ok(), "{r:?}");
+    // A Deny wins over the trust policy naming the caller.
+    let denying = allow_all_but(
+        r#"{"Effect":"Deny","Action":"sts:AssumeRole","Resource":"arn:aws:iam::111122223333:role/deployer"}"#,
+    );
+    let r = send(&w, spec, &caller(&denying), &assume("deployer")).await;
+    assert!(
+        r.as_ref().is_err_and(|e| e.contains("AccessDenied")),
+        "{r:?}"
+    );
+}

@@ -529,14 +529,12 @@ impl Sources {
             .store(&b.s3_bucket)
             .map_err(|e| Failure::Client(e.to_string()))?;
         let path = obj_path(&b.s3_key).map_err(|e| Failure::Client(e.to_string()))?;
-        Ok(Arc::new(ObjectSource {
+        Ok(Arc::new(ObjectSource::new(
             store,
             path,
             size,
-            handle: handle.clone(),
-            cache: Mutex::new(VecDeque::new()),
-            fetch: Mutex::new(None),
-        }))
+            handle.clone(),
+        )))
     }
 
     /// Starts a `GET` of `url` and returns the response once its size is known to be at
@@ -1082,86 +1080,110 @@ async fn upload(
     Ok(())
 }
 
-/// An object read by ranges of 4 MiB, the last 8 kept. A miss right after the block read
-/// before it (a decoder going forward) fetches the next few blocks too, in parallel, so an
-/// import from a remote store is not bound by one request's latency at a time; misses are
-/// served one at a time, so two decoding threads never fetch the same block twice.
+/// An object read by ranges of 8 MiB. Each read of block *i* makes sure the next
+/// [`OBJ_AHEAD`] blocks are on their way too (fetched in the background, in parallel, while
+/// the decoder works on what it has), so an import from a remote store is bound by its
+/// bandwidth rather than by one request's latency at a time. Blocks are fetched
+/// independently — two decoding threads at different places of the object wait only for
+/// their own blocks — and never twice at once. At most [`OBJ_CACHE`] blocks are kept.
 struct ObjectSource {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
     size: u64,
     handle: tokio::runtime::Handle,
-    cache: Mutex<VecDeque<(u64, Bytes)>>,
-    /// Held while a miss is fetched; the block last missed.
-    fetch: Mutex<Option<u64>>,
+    state: Arc<(Mutex<Blocks>, std::sync::Condvar)>,
 }
 
-const OBJ_BLOCK: u64 = 4 << 20;
+/// The blocks of an [`ObjectSource`]: fetched (oldest first), on their way, failed.
+#[derive(Default)]
+struct Blocks {
+    cache: VecDeque<(u64, Bytes)>,
+    inflight: std::collections::HashSet<u64>,
+    failed: Vec<(u64, io::Error)>,
+}
+
+const OBJ_BLOCK: u64 = 8 << 20;
+/// Blocks kept: the read-ahead windows of two decoding threads and what they work on.
 const OBJ_CACHE: usize = 8;
-/// Blocks fetched at once on a forward miss.
-const OBJ_AHEAD: u64 = 4;
+/// Blocks fetched ahead of the one read.
+const OBJ_AHEAD: u64 = 3;
+/// Most fetches on their way at once.
+const OBJ_INFLIGHT: usize = 6;
 
 impl ObjectSource {
-    fn cached(&self, index: u64) -> Option<Bytes> {
-        let c = self.cache.lock().ok()?;
-        c.iter().find(|(i, _)| *i == index).map(|(_, b)| b.clone())
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        path: ObjPath,
+        size: u64,
+        handle: tokio::runtime::Handle,
+    ) -> ObjectSource {
+        ObjectSource {
+            store,
+            path,
+            size,
+            handle,
+            state: Arc::default(),
+        }
+    }
+
+    /// Starts fetching block `index` (the state's lock held: `b`).
+    fn start(&self, b: &mut Blocks, index: u64) {
+        b.inflight.insert(index);
+        let start = index * OBJ_BLOCK;
+        let end = (start + OBJ_BLOCK).min(self.size);
+        let (store, path, state) = (self.store.clone(), self.path.clone(), self.state.clone());
+        self.handle.spawn(async move {
+            let got = match store.get_range(&path, start..end).await {
+                Ok(b) if b.len() as u64 == end - start => Ok(b),
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object changed size while it was read",
+                )),
+                Err(e) => Err(io::Error::other(e)),
+            };
+            let (lock, cv) = &*state;
+            if let Ok(mut b) = lock.lock() {
+                b.inflight.remove(&index);
+                match got {
+                    Ok(bytes) => {
+                        if b.cache.len() >= OBJ_CACHE {
+                            b.cache.pop_front();
+                        }
+                        b.cache.push_back((index, bytes));
+                    }
+                    Err(e) => b.failed.push((index, e)),
+                }
+            }
+            cv.notify_all();
+        });
     }
 
     fn block(&self, index: u64) -> io::Result<Bytes> {
-        if let Some(b) = self.cached(index) {
-            return Ok(b);
-        }
-        let mut last = self
-            .fetch
-            .lock()
-            .map_err(|_| io::Error::other("object reader poisoned"))?;
-        // Fetched by another thread while this one waited.
-        if let Some(b) = self.cached(index) {
-            return Ok(b);
-        }
+        let (lock, cv) = &*self.state;
+        let poisoned = || io::Error::other("object reader poisoned");
+        let mut b = lock.lock().map_err(|_| poisoned())?;
+        // What follows is wanted next: on its way while this block is decoded.
         let blocks = self.size.div_ceil(OBJ_BLOCK);
-        let forward = last.is_some_and(|l| index > l && index <= l + OBJ_AHEAD + 1);
-        let upto = if forward || index == 0 {
-            (index + OBJ_AHEAD).min(blocks)
-        } else {
-            index + 1
-        };
-        *last = Some(index);
-        let wanted: Vec<u64> = (index..upto)
-            .filter(|&i| i == index || self.cached(i).is_none())
-            .collect();
-        let gets = wanted.iter().map(|&i| {
-            let start = i * OBJ_BLOCK;
-            let end = (start + OBJ_BLOCK).min(self.size);
-            let (store, path) = (self.store.clone(), self.path.clone());
-            async move {
-                let b = store
-                    .get_range(&path, start..end)
-                    .await
-                    .map_err(io::Error::other)?;
-                if b.len() as u64 != end - start {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the object changed size while it was read",
-                    ));
-                }
-                Ok::<_, io::Error>((i, b))
+        for next in index + 1..(index + 1 + OBJ_AHEAD).min(blocks) {
+            if b.inflight.len() >= OBJ_INFLIGHT {
+                break;
             }
-        });
-        let got = self.handle.block_on(futures::future::try_join_all(gets))?;
-        let mut first = None;
-        if let Ok(mut c) = self.cache.lock() {
-            for (i, b) in got {
-                if i == index {
-                    first = Some(b.clone());
-                }
-                if c.len() >= OBJ_CACHE {
-                    c.pop_front();
-                }
-                c.push_back((i, b));
+            if !b.inflight.contains(&next) && !b.cache.iter().any(|(i, _)| *i == next) {
+                self.start(&mut b, next);
             }
         }
-        first.ok_or_else(|| io::Error::other("object reader cache poisoned"))
+        loop {
+            if let Some((_, bytes)) = b.cache.iter().find(|(i, _)| *i == index) {
+                return Ok(bytes.clone());
+            }
+            if let Some(at) = b.failed.iter().position(|(i, _)| *i == index) {
+                return Err(b.failed.swap_remove(at).1);
+            }
+            if !b.inflight.contains(&index) {
+                self.start(&mut b, index);
+            }
+            b = cv.wait(b).map_err(|_| poisoned())?;
+        }
     }
 }
 

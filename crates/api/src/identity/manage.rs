@@ -325,6 +325,34 @@ impl Identity {
         Ok(out)
     }
 
+    /// Whether the trust policy of the role `role_arn` (of the caller's account) allows the
+    /// caller by name — its ARN, or `*` — under the request context `ctx`. Statements
+    /// trusting the whole account (`…:root`) do not count: within one account AWS lets a
+    /// role's trust alone grant `sts:AssumeRole` only to principals it names, and defers to
+    /// the caller's own policies otherwise ([`crate::spec::Authz::Trusted`]).
+    pub async fn trusts_by_name(&self, who: &Principal, role_arn: &str, ctx: &Context) -> bool {
+        let prefix = format!("arn:aws:iam::{}:role/", who.account);
+        let Some(name) = role_arn.strip_prefix(&prefix) else {
+            return false;
+        };
+        let Ok(Some(role)) = self.catalog.role(&who.account, name).await else {
+            return false;
+        };
+        let Some(trust) = role
+            .trust_policy
+            .as_deref()
+            .and_then(|t| Policy::parse_trust(t).ok())
+        else {
+            return false;
+        };
+        let mut ctx = ctx.clone();
+        ctx.action = "sts:AssumeRole".into();
+        ctx.resource = role_arn.to_string();
+        ctx.principals = vec![who.arn.clone(), who.principal_arn()];
+        ctx.keys.remove("aws:principalaccount");
+        evaluate([&trust], &ctx) == Decision::Allow
+    }
+
     /// AssumeRole: `who` gets temporary credentials of the role when its trust policy
     /// allows them `sts:AssumeRole` in `ctx` (the request's global condition keys; an MFA
     /// code given and right adds `aws:MultiFactorAuthPresent`).
