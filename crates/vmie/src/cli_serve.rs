@@ -248,6 +248,10 @@ fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     crate::cli_trail::set_digest_interval(a.trail_digest_interval);
     crate::cli_trail::block_on(async {
+        // SIGTERM is ours before anything listens: a stop sent as soon as the port answers
+        // (or during start-up) is a graceful stop, never the default kill.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(fail)?;
         let node =
             crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
                 format!("{}-{}", crate::cli_trail::hostname(), a.listen.port())
@@ -329,8 +333,6 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             },
             rx,
         ));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(fail)?;
         let mut server = server;
         let mut ended = false;
         let r = tokio::select! {
