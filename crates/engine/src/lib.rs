@@ -307,6 +307,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: EngineConfig,
     pub(crate) stats: Stats,
     pub(crate) events: std::sync::OnceLock<EventHook>,
+    /// Woken whenever a worker of this process ends a task.
+    pub(crate) ended: tokio::sync::Notify,
 }
 
 /// A change in a task's state, as a worker saw it (for the activity log).
@@ -404,8 +406,15 @@ impl Engine {
                 cfg,
                 stats: Stats::default(),
                 events: std::sync::OnceLock::new(),
+                ended: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// Resolves when a worker of this process next ends a task (whichever): a waiter for one
+    /// task looks at it again then instead of on its next poll.
+    pub async fn task_ended(&self) {
+        self.inner.ended.notified().await;
     }
 
     /// Sets, once, the function told of every task state change this engine's workers make

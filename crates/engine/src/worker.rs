@@ -333,6 +333,7 @@ impl Engine {
         if now.ended() {
             self.scrub(&now).await;
         }
+        self.inner.ended.notify_waiters();
         r
     }
 

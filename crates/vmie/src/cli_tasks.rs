@@ -442,7 +442,11 @@ async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
         if t.ended() {
             break t;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Progress every 200 ms; the end as soon as the worker reaches it.
+        tokio::select! {
+            () = e.task_ended() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
