@@ -714,6 +714,35 @@ impl Sources {
     }
 }
 
+/// Fills `buf` from `offset` of a source of `size` bytes kept in blocks of `block` bytes,
+/// `get(i)` giving block `i`; how many bytes were read (short only at the end).
+fn read_by_blocks<B: AsRef<[u8]>>(
+    buf: &mut [u8],
+    offset: u64,
+    size: u64,
+    block: u64,
+    get: impl Fn(u64) -> io::Result<B>,
+) -> io::Result<usize> {
+    let n = usize::try_from(size.saturating_sub(offset).min(buf.len() as u64)).unwrap_or(0);
+    let mut done = 0usize;
+    while done < n {
+        let at = offset + done as u64;
+        let b = get(at / block)?;
+        let b = b.as_ref();
+        let within = usize::try_from(at % block).unwrap_or(0);
+        let take = b.len().saturating_sub(within).min(n - done);
+        if take == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a block is shorter than its place in the source",
+            ));
+        }
+        buf[done..done + take].copy_from_slice(&b[within..within + take]);
+        done += take;
+    }
+    Ok(n)
+}
+
 /// What reading a sealed object takes: its data key and plaintext size.
 pub struct Unsealed {
     /// Plaintext bytes.
@@ -738,11 +767,11 @@ struct SealedSource {
     inner: Source,
     opener: objectmeta::seal::Opener,
     plain: u64,
-    cache: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    cache: Mutex<VecDeque<(u64, Bytes)>>,
 }
 
 impl SealedSource {
-    fn block(&self, index: u64) -> io::Result<Arc<Vec<u8>>> {
+    fn block(&self, index: u64) -> io::Result<Bytes> {
         if let Ok(c) = self.cache.lock()
             && let Some((_, b)) = c.iter().find(|(i, _)| *i == index)
         {
@@ -767,7 +796,7 @@ impl SealedSource {
                 format!("block {index} of the encrypted object does not open: it was altered at rest"),
             )
         })?;
-        let plain = Arc::new(plain);
+        let plain = Bytes::from(plain);
         if let Ok(mut c) = self.cache.lock() {
             if c.len() >= SEALED_CACHE {
                 c.pop_front();
@@ -784,17 +813,7 @@ impl ReadAt for SealedSource {
             return Ok(0);
         }
         let block = objectmeta::seal::BLOCK as u64;
-        let n = usize::try_from((self.plain - offset).min(buf.len() as u64)).unwrap_or(0);
-        let mut done = 0usize;
-        while done < n {
-            let at = offset + done as u64;
-            let b = self.block(at / block)?;
-            let within = usize::try_from(at % block).unwrap_or(0);
-            let take = (b.len() - within).min(n - done);
-            buf[done..done + take].copy_from_slice(&b[within..within + take]);
-            done += take;
-        }
-        Ok(n)
+        read_by_blocks(buf, offset, self.plain, block, |i| self.block(i))
     }
 
     fn size(&self) -> u64 {
@@ -1192,17 +1211,7 @@ impl ReadAt for ObjectSource {
         if offset >= self.size {
             return Ok(0);
         }
-        let n = usize::try_from((self.size - offset).min(buf.len() as u64)).unwrap_or(0);
-        let mut done = 0usize;
-        while done < n {
-            let at = offset + done as u64;
-            let b = self.block(at / OBJ_BLOCK)?;
-            let within = usize::try_from(at % OBJ_BLOCK).unwrap_or(0);
-            let take = (b.len() - within).min(n - done);
-            buf[done..done + take].copy_from_slice(&b[within..within + take]);
-            done += take;
-        }
-        Ok(n)
+        read_by_blocks(buf, offset, self.size, OBJ_BLOCK, |i| self.block(i))
     }
 
     fn size(&self) -> u64 {

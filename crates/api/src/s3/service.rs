@@ -561,10 +561,9 @@ impl S3 for Vmie {
         let i = req.input;
         let o = self.store.head(&i.bucket, &i.key).await.map_err(err)?;
         let size = o.size();
-        let key = match &o.meta.sse {
-            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
-            None => None,
-        };
+        let key =
+            super::sse::key_if_sealed(&self.env, &caller, &i.bucket, &i.key, o.meta.sse.as_ref())
+                .await?;
         let range = match &i.range {
             Some(r) => r.check(size).map_err(|_| {
                 s3s::s3_error!(InvalidRange, "The requested range is not satisfiable")
@@ -707,10 +706,9 @@ impl S3 for Vmie {
         let meta = replace.then(|| meta_of(i.content_type.clone(), i.metadata.clone()));
         let caller = caller_of(&req.extensions)?;
         let from = self.store.head(bucket, key).await.map_err(err)?;
-        let open = match &from.meta.sse {
-            Some(e) => Some(super::sse::for_read(&self.env, &caller, bucket, key, e).await?),
-            None => None,
-        };
+        let open =
+            super::sse::key_if_sealed(&self.env, &caller, bucket, key, from.meta.sse.as_ref())
+                .await?;
         let seal = super::sse::for_write(
             &self.env,
             &caller,
@@ -814,10 +812,9 @@ impl S3 for Vmie {
             .upload(&i.bucket, &i.key, &i.upload_id)
             .await
             .map_err(err)?;
-        let key = match &up.meta.sse {
-            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
-            None => None,
-        };
+        let key =
+            super::sse::key_if_sealed(&self.env, &caller, &i.bucket, &i.key, up.meta.sse.as_ref())
+                .await?;
         let (info, got) = self
             .store
             .put_part(
@@ -870,10 +867,9 @@ impl S3 for Vmie {
             .upload(&i.bucket, &i.key, &i.upload_id)
             .await
             .map_err(err)?;
-        let key = match &up.meta.sse {
-            Some(e) => Some(super::sse::for_read(&self.env, &caller, &i.bucket, &i.key, e).await?),
-            None => None,
-        };
+        let key =
+            super::sse::key_if_sealed(&self.env, &caller, &i.bucket, &i.key, up.meta.sse.as_ref())
+                .await?;
         let w = self
             .store
             .complete(&i.bucket, &i.key, &i.upload_id, &chosen, key.as_deref())

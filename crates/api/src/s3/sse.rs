@@ -171,6 +171,21 @@ pub async fn for_write(
     }))
 }
 
+/// The data key of the object `bucket`/`key` when it is sealed (`sse`), unwrapped for
+/// `caller`; `None` for an object stored as it came.
+pub async fn key_if_sealed(
+    env: &Env,
+    caller: &Caller,
+    bucket: &str,
+    key: &str,
+    sse: Option<&Sse>,
+) -> Result<Option<Zeroizing<[u8; 32]>>, S3Error> {
+    match sse {
+        Some(e) => Ok(Some(for_read(env, caller, bucket, key, e).await?)),
+        None => Ok(None),
+    }
+}
+
 /// The data key of the sealed object `bucket`/`key`, unwrapped for `caller`.
 pub async fn for_read(
     env: &Env,
