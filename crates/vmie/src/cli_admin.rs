@@ -259,39 +259,31 @@ fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>
 
 /// Runs a `vmie admin` command; one that changes identities is recorded in the activity log.
 pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
-        let catalog = crate::cli_store::open_catalog(data_dir).await?;
-        let a = crate::cli_tasks::account();
-        let event = event_of(&cmd);
-        // A command that changes identities is recorded: it opens the store the activity
-        // log lives in (and the root key with it); a listing needs only the root key.
-        let (id, audit) = match event {
-            Some(_) => {
-                let env = crate::cli_store::open_env(data_dir)?;
-                let audit = crate::cli_trail::attach(
-                    data_dir,
-                    env.objects,
-                    &env.root,
-                    &catalog,
-                    &env.kms,
-                    None,
-                    None,
-                )
-                .await?;
-                (Identity::new(catalog, env.root), Some(audit))
-            }
-            None => (
-                Identity::new(catalog, crate::cli_store::root_key(data_dir)?),
-                None,
-            ),
+    let mut cfg = crate::cli_deploy::config(data_dir)?;
+    let a = cfg.account.clone();
+    crate::cli_deploy::block_on(async {
+        let Some((name, params)) = event_of(&cmd) else {
+            // A listing needs only the catalog and the root key (not the store the activity
+            // log lives in).
+            let catalog = deployment::open_catalog(&cfg)
+                .await
+                .map_err(|e| crate::cli_deploy::err(&e))?;
+            let root = deployment::root_key(&cfg).map_err(|e| crate::cli_deploy::err(&e))?;
+            return admin(cmd, &Identity::new(catalog, root), &a).await;
         };
-        let r = admin(cmd, &id, &a).await;
-        if let (Some(au), Some((name, params))) = (audit, event) {
-            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let err = r.as_ref().err().map(|e| e.message.clone());
-            au.operator(&a, "iam.amazonaws.com", name, &params, err.as_deref());
-        }
-        r
+        cfg.node = Some(crate::cli_deploy::cli_node());
+        crate::cli_deploy::with(&cfg, async |d| {
+            let id = Identity::new(d.catalog.clone(), d.root.clone());
+            let r = admin(cmd, &id, &a).await;
+            if let Some(au) = &d.audit {
+                let params: Vec<(&str, &str)> =
+                    params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let err = r.as_ref().err().map(|e| e.message.clone());
+                au.operator(&a, "iam.amazonaws.com", name, &params, err.as_deref());
+            }
+            r
+        })
+        .await
     })
 }
 

@@ -17,7 +17,8 @@ use api::server::{ServeConfig, serve};
 use api::tls::self_signed;
 use catalog::iam::PrincipalKind;
 
-use crate::cli_tasks::{EngineOpts, account, open_deployment};
+use crate::cli_deploy::account;
+use crate::cli_tasks::{EngineOpts, engine_config};
 use crate::{CliError, EXIT_FAILED};
 
 /// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
@@ -200,7 +201,7 @@ fn cert_names(ip: std::net::IpAddr) -> Vec<String> {
         "::1".to_string(),
     ];
     if !ip.is_loopback() {
-        let host = crate::cli_trail::hostname();
+        let host = deployment::hostname();
         if !host.is_empty() && host != "localhost" && !names.contains(&host) {
             names.push(host);
         }
@@ -246,17 +247,36 @@ fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
 
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::set_digest_interval(a.trail_digest_interval);
-    crate::cli_trail::block_on(async {
-        let node =
-            crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
-                format!("{}-{}", crate::cli_trail::hostname(), a.listen.port())
-            }));
-        let (engine, root) = open_deployment(data_dir, &a.engine, Some(&node)).await?;
+    let node = a
+        .node
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", deployment::hostname(), a.listen.port()));
+    let mut cfg = engine_config(data_dir, &a.engine, Some(node.clone()))?;
+    cfg.trail.digest_interval = std::time::Duration::from_secs(a.trail_digest_interval);
+    crate::cli_deploy::block_on(async {
+        let d = crate::cli_deploy::open(&cfg).await?;
+        let r = serve_deployment(&a, data_dir, &d, &deployment::node_name(&node)).await;
+        crate::cli_deploy::flush(&d).await;
+        r
+    })
+}
+
+/// Serves the API of the open deployment `d` until a signal or a failure of the listener.
+async fn serve_deployment(
+    a: &ServeArgs,
+    data_dir: &Path,
+    d: &deployment::Deployment,
+    node: &str,
+) -> Result<(), CliError> {
+    {
+        let Some(engine) = d.engine().cloned() else {
+            return Err(fail("the deployment was opened without its engine"));
+        };
+        let root = d.root.clone();
         // Absolute, so that what is printed can be pasted anywhere.
         let data_dir = &std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         eprintln!("vmie: data folder {}", data_dir.display());
-        let audit = crate::cli_trail::current();
+        let audit = d.audit.clone();
         let identity = Identity::new(engine.catalog().clone(), root);
         let acct = account();
         bootstrap(&identity, &acct).await?;
@@ -276,7 +296,7 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             own_cert = Some(names);
             Some((c, k))
         };
-        let limits = connection_limits(&a);
+        let limits = connection_limits(a);
         crate::cli_tasks::startup(&engine)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let workers = {
@@ -296,10 +316,10 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             audit: audit.clone(),
         };
         let flusher =
-            audit.map(|au| tokio::spawn(au.run_flusher(crate::cli_trail::FLUSH_EVERY, rx.clone())));
+            audit.map(|au| tokio::spawn(au.run_flusher(crate::cli_deploy::FLUSH_EVERY, rx.clone())));
         let registry = tokio::spawn(register(
             env.engine.catalog().clone(),
-            node.clone(),
+            node.to_string(),
             NodeInfo {
                 listen: a.listen.to_string(),
                 tls: tls.is_some(),
@@ -359,5 +379,5 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
             Err(e) => eprintln!("vmie: stopped: {}", e.message),
         }
         r
-    })
+    }
 }
