@@ -10,9 +10,9 @@ use diskfmt::write_image;
 use diskfmt::{Disk, DiskError, Extent, ImageInfo};
 use kms::Caller;
 
+use crate::ctx::{Ctx, Outcome};
 use crate::error::Failure;
 use crate::request::{ExportImageRequest, output_format};
-use crate::worker::{Ctx, Outcome};
 use crate::{ExportDetail, TaskDetail};
 
 /// A disk whose reads fail once `stop` is set, so a writer stops at its next read.

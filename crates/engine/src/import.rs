@@ -12,12 +12,12 @@ use catalog::{BlockDevice, Image, Snapshot};
 use diskfmt::{Disk, DiskError, Format, Refusal, Source};
 use kms::Caller;
 
+use crate::ctx::{Ctx, Outcome, snapshot_id};
 use crate::error::Failure;
 use crate::fill::Trailing;
 use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
 use crate::scratch::Scratch;
 use crate::source::{Location, locate};
-use crate::worker::{Ctx, Outcome, snapshot_id};
 use crate::{DiskDetail, TaskDetail};
 
 /// A decoded disk in its intermediate volume.
@@ -286,7 +286,7 @@ fn from_snapshot(ctx: &Ctx, n: usize, id: &str, mut dd: DiskDetail) -> Result<Vo
 /// Fetches and decodes every container; progress runs from 2 to `upto` percent. The disks
 /// found are counted against `max_disks` before any is decoded: an OVA brings several, and
 /// each becomes a snapshot whose id a retry must be able to derive (see
-/// [`crate::worker::snapshot_id`]).
+/// [`crate::ctx::snapshot_id`]).
 fn load(
     ctx: &Ctx,
     containers: &[DiskContainer],
