@@ -91,37 +91,45 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Lookup, ApiError> {
             "EventCategory must be insight",
         ));
     }
-    let attribute = match r.attributes.as_slice() {
-        [] => None,
-        [a] => {
-            const KEYS: &[&str] = &[
-                "EventId",
-                "EventName",
-                "ReadOnly",
-                "Username",
-                "ResourceType",
-                "ResourceName",
-                "EventSource",
-                "AccessKeyId",
-            ];
-            if !KEYS.contains(&a.key.as_str()) {
-                return Err(bad(
-                    "InvalidLookupAttributesException",
-                    format!(
-                        "AttributeKey {} is not one of {}",
-                        engine::request::shown(&a.key),
-                        KEYS.join(", ")
-                    ),
-                ));
-            }
-            if a.value.is_empty() || a.value.len() > 2000 {
-                return Err(bad(
-                    "InvalidLookupAttributesException",
-                    "AttributeValue must be 1 to 2000 characters",
-                ));
-            }
-            Some((a.key.clone(), a.value.clone()))
+    let attribute = lookup_attribute(&r.attributes)?;
+    let (start_ms, end_ms) = time_range(r.start, r.end, now_ms)?;
+    let max = match r.max_results {
+        None => MAX_RESULTS,
+        Some(n) if (1..=50).contains(&n) => usize::try_from(n).unwrap_or(MAX_RESULTS),
+        Some(_) => {
+            return Err(bad(
+                "InvalidMaxResultsException",
+                "MaxResults must be 1 to 50",
+            ));
         }
+    };
+    let after = r.next_token.as_deref().map(next_token).transpose()?;
+    Ok(Lookup {
+        attribute,
+        start_ms,
+        end_ms,
+        max,
+        after,
+        insight,
+    })
+}
+
+/// The one lookup attribute CloudTrail allows (none is fine): a key it knows, a value of 1
+/// to 2000 characters.
+fn lookup_attribute(attributes: &[Attribute]) -> Result<Option<(String, String)>, ApiError> {
+    const KEYS: &[&str] = &[
+        "EventId",
+        "EventName",
+        "ReadOnly",
+        "Username",
+        "ResourceType",
+        "ResourceName",
+        "EventSource",
+        "AccessKeyId",
+    ];
+    let a = match attributes {
+        [] => return Ok(None),
+        [a] => a,
         _ => {
             return Err(bad(
                 "InvalidLookupAttributesException",
@@ -129,6 +137,28 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Lookup, ApiError> {
             ));
         }
     };
+    if !KEYS.contains(&a.key.as_str()) {
+        return Err(bad(
+            "InvalidLookupAttributesException",
+            format!(
+                "AttributeKey {} is not one of {}",
+                engine::request::shown(&a.key),
+                KEYS.join(", ")
+            ),
+        ));
+    }
+    if a.value.is_empty() || a.value.len() > 2000 {
+        return Err(bad(
+            "InvalidLookupAttributesException",
+            "AttributeValue must be 1 to 2000 characters",
+        ));
+    }
+    Ok(Some((a.key.clone(), a.value.clone())))
+}
+
+/// `StartTime` and `EndTime` (seconds) as a range in ms: the end defaults to now, the start
+/// to [`DEFAULT_RANGE_MS`] before the end.
+fn time_range(start: Option<f64>, end: Option<f64>, now_ms: i64) -> Result<(i64, i64), ApiError> {
     let time = |v: Option<f64>, name: &str| -> Result<Option<i64>, ApiError> {
         v.map(|s| {
             secs_to_ms(s).ok_or_else(|| {
@@ -140,51 +170,31 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Lookup, ApiError> {
         })
         .transpose()
     };
-    let end_ms = time(r.end, "EndTime")?.unwrap_or(now_ms);
-    let start_ms = time(r.start, "StartTime")?.unwrap_or(end_ms - DEFAULT_RANGE_MS);
+    let end_ms = time(end, "EndTime")?.unwrap_or(now_ms);
+    let start_ms = time(start, "StartTime")?.unwrap_or(end_ms - DEFAULT_RANGE_MS);
     if start_ms > end_ms {
         return Err(bad(
             "InvalidTimeRangeException",
             "StartTime is after EndTime",
         ));
     }
-    let max = match r.max_results {
-        None => MAX_RESULTS,
-        Some(n) if (1..=50).contains(&n) => usize::try_from(n).unwrap_or(MAX_RESULTS),
-        Some(_) => {
-            return Err(bad(
-                "InvalidMaxResultsException",
-                "MaxResults must be 1 to 50",
-            ));
-        }
-    };
-    let mut l = Lookup {
-        attribute,
-        start_ms,
-        end_ms,
-        max,
-        after: None,
-        insight,
-    };
-    if let Some(t) = r.next_token {
-        // `<ms>.<event id>` of the last event returned.
-        let parsed = t.split_once('.').and_then(|(ms, id)| {
-            let ok = !id.is_empty()
-                && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-            Some((ms.parse::<i64>().ok()?, id.to_string())).filter(|_| ok)
-        });
-        match parsed {
-            Some(a) => l.after = Some(a),
-            None => {
-                return Err(bad(
-                    "InvalidNextTokenException",
-                    "NextToken is not one this endpoint gave",
-                ));
-            }
-        }
-    }
-    Ok(l)
+    Ok((start_ms, end_ms))
+}
+
+/// A `NextToken` this endpoint gave: `<ms>.<event id>` of the last event returned.
+fn next_token(t: &str) -> Result<(i64, String), ApiError> {
+    let parsed = t.split_once('.').and_then(|(ms, id)| {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        Some((ms.parse::<i64>().ok()?, id.to_string())).filter(|_| ok)
+    });
+    parsed.ok_or_else(|| {
+        bad(
+            "InvalidNextTokenException",
+            "NextToken is not one this endpoint gave",
+        )
+    })
 }
 
 fn time_ms(r: &Value) -> Option<i64> {

@@ -211,62 +211,12 @@ impl BlockStore {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let key_ref = match &req.kms_key {
-            Some(k) => k.clone(),
-            None => {
-                self.kms
-                    .default_ebs_key()
-                    .await
-                    .map_err(|source| StoreError::Key {
-                        snapshot: id.clone(),
-                        source,
-                    })?
-                    .key_id
-            }
-        };
-        let dk = self
-            .kms
-            .generate_data_key(&req.caller, &key_ref, &snapshot_context(&id))
-            .await
-            .map_err(|source| StoreError::Key {
-                snapshot: id.clone(),
-                source,
-            })?;
+        let dk = self.draw_data_key(&req, &id).await?;
         let kms_key_id = dk.key_id.clone();
-
-        let pending = self.path(&["pending", &id]);
-        self.store
-            .put(&pending, PutPayload::from(now_secs().to_string()))
-            .await?;
-        match self
-            .store
-            .put_opts(
-                &self.key_path(&id),
-                PutPayload::from(dk.ciphertext.clone()),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(StoreError::AlreadyExists(id));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let pending = self.mark_pending(&id, &dk.ciphertext).await?;
         let dedup = self.dedup_key(&req.caller, &kms_key_id).await?;
-
         let cs = u64::from(self.opts.chunk_size);
-        let mut parent_map: HashMap<u64, (String, Origin)> = HashMap::new();
-        if let Some(parent) = &req.parent {
-            let (pb, _) = self.load_manifest(&req.caller, parent).await?;
-            if pb.kms_key_id == kms_key_id && u64::from(pb.chunk_size) == cs {
-                for e in &pb.chunks {
-                    if let Some(o) = pb.origin(e) {
-                        parent_map.insert(e.0, (e.1.clone(), o));
-                    }
-                }
-            }
-        }
+        let parent_map = self.parent_chunks(&req, &kms_key_id, cs).await?;
         let max_slots = u32::try_from(self.opts.concurrency.clamp(1, 1024)).unwrap_or(8);
         let inner = Arc::new(Inner {
             store: self.clone(),
@@ -288,24 +238,92 @@ impl BlockStore {
             done: progress.unwrap_or_default(),
             pending: pending.clone(),
         });
-        let renew = {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(RENEW).await;
-                    if let Err(e) = store
-                        .put(&pending, PutPayload::from(now_secs().to_string()))
-                        .await
-                    {
-                        tracing::warn!(marker = %pending, error = %e, "could not renew a pending snapshot's marker");
-                    }
-                }
-            })
-        };
         Ok(SnapshotWriter {
             inner,
-            renew,
+            renew: self.renew_marker(pending),
             ended: false,
+        })
+    }
+
+    /// A fresh data key for snapshot `id` under the request's KMS key (default: the
+    /// account's EBS key), bound to the snapshot by its encryption context.
+    async fn draw_data_key(&self, req: &PutRequest, id: &str) -> Result<kms::DataKey> {
+        let key_err = |source| StoreError::Key {
+            snapshot: id.to_string(),
+            source,
+        };
+        let key_ref = match &req.kms_key {
+            Some(k) => k.clone(),
+            None => self.kms.default_ebs_key().await.map_err(key_err)?.key_id,
+        };
+        self.kms
+            .generate_data_key(&req.caller, &key_ref, &snapshot_context(id))
+            .await
+            .map_err(key_err)
+    }
+
+    /// Writes the pending marker (which keeps GC away from the chunks before the manifest
+    /// exists) and then the wrapped data key; the key is created only if absent, so two
+    /// writers of one id cannot both start. Returns the marker's path.
+    async fn mark_pending(&self, id: &str, wrapped_key: &[u8]) -> Result<Path> {
+        let pending = self.path(&["pending", id]);
+        self.store
+            .put(&pending, PutPayload::from(now_secs().to_string()))
+            .await?;
+        match self
+            .store
+            .put_opts(
+                &self.key_path(id),
+                PutPayload::from(wrapped_key.to_vec()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(pending),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(StoreError::AlreadyExists(id.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The chunks of the request's parent snapshot by index, when the parent can lend them:
+    /// same KMS key and chunk size (otherwise its chunks are not reused and the map is empty).
+    async fn parent_chunks(
+        &self,
+        req: &PutRequest,
+        kms_key_id: &str,
+        chunk_size: u64,
+    ) -> Result<HashMap<u64, (String, Origin)>> {
+        let mut parent_map = HashMap::new();
+        let Some(parent) = &req.parent else {
+            return Ok(parent_map);
+        };
+        let (pb, _) = self.load_manifest(&req.caller, parent).await?;
+        if pb.kms_key_id == kms_key_id && u64::from(pb.chunk_size) == chunk_size {
+            for e in &pb.chunks {
+                if let Some(o) = pb.origin(e) {
+                    parent_map.insert(e.0, (e.1.clone(), o));
+                }
+            }
+        }
+        Ok(parent_map)
+    }
+
+    /// Renews the pending marker every [`RENEW`] while the writer lives, so a snapshot held
+    /// through a long validation is not taken for abandoned.
+    fn renew_marker(&self, pending: Path) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                if let Err(e) = store
+                    .put(&pending, PutPayload::from(now_secs().to_string()))
+                    .await
+                {
+                    tracing::warn!(marker = %pending, error = %e, "could not renew a pending snapshot's marker");
+                }
+            }
         })
     }
 }

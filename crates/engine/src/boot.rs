@@ -18,8 +18,8 @@ use catalog::{CatalogError, TaskKind};
 use diskfmt::Disk;
 use kms::Caller;
 
+use crate::ctx::Ctx;
 use crate::error::{EngineError, Failure};
-use crate::worker::Ctx;
 use crate::{DESCRIBE_WINDOW_MS, Engine, TaskDetail, request};
 
 /// The sealed-object kind evidence is stored under.

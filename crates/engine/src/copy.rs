@@ -14,9 +14,9 @@ use blockstore::PutRequest;
 use catalog::{BlockDevice, Image, ImageExtra, Snapshot, SnapshotExtra, TaskKind};
 use kms::Caller;
 
+use crate::ctx::{Ctx, Outcome};
 use crate::error::{EngineError, Failure};
 use crate::request::{CopyImageRequest, CopySnapshotRequest, check_description, shown};
-use crate::worker::{Ctx, Outcome};
 use crate::{Engine, Submit, TaskDetail};
 
 fn pending_snapshot(

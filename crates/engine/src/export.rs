@@ -10,9 +10,9 @@ use diskfmt::write_image;
 use diskfmt::{Disk, DiskError, Extent, ImageInfo};
 use kms::Caller;
 
+use crate::ctx::{Ctx, Outcome};
 use crate::error::Failure;
 use crate::request::{ExportImageRequest, output_format};
-use crate::worker::{Ctx, Outcome};
 use crate::{ExportDetail, TaskDetail};
 
 /// A disk whose reads fail once `stop` is set, so a writer stops at its next read.
@@ -50,18 +50,7 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     let (canon, _, fmt) =
         output_format(&req.disk_image_format).map_err(|e| Failure::Client(e.to_string()))?;
     ctx.report("validating", 2)?;
-    // The account's own image, or one shared with it (checked again: it may have been
-    // unshared since the request).
-    let img = ctx
-        .handle
-        .block_on(ctx.engine().visible_image(&ctx.task.account, &req.image_id))
-        .map_err(|e| match e {
-            crate::EngineError::Request { .. } => Failure::Client(format!(
-                "the image {} was deregistered or unshared before it could be exported",
-                req.image_id
-            )),
-            e => Failure::Server(e.to_string()),
-        })?;
+    let img = exported_image(ctx, &req.image_id)?;
     let dev = img
         .block_devices
         .first()
@@ -105,22 +94,65 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     )?;
 
     ctx.report("converting", 5)?;
-    let size = disk.virtual_size().max(1);
-    let progress = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
     let opts = WriteOptions {
         name: key.rsplit('/').next().map(str::to_string),
         temp_dir: Some(inner.cfg.scratch_dir.clone()),
         threads: inner.cfg.threads.max(1),
         ..WriteOptions::default()
     };
-    let written = std::thread::scope(|s| {
+    let written = write_reporting(ctx, &disk, sink.file(), (canon, fmt), &opts)?;
+    inner
+        .stats
+        .bytes_exported
+        .fetch_add(written.file_size, Ordering::Relaxed);
+    ctx.report("converting", 92)?;
+    // Publishing is the one irreversible step: the task must still be ours and not
+    // cancelled.
+    ctx.confirm()?;
+    ctx.wait(sink.commit(), None)?;
+    if let Some(e) = detail.export.as_mut() {
+        e.size = Some(written.file_size);
+    }
+    Ok(Outcome {
+        detail,
+        snapshots: Vec::new(),
+        image: None,
+    })
+}
+
+/// The image to export: the account's own, or one shared with it (checked again here: it
+/// may have been deregistered or unshared since the request).
+fn exported_image(ctx: &Ctx, image_id: &str) -> Result<catalog::Image, Failure> {
+    ctx.handle
+        .block_on(ctx.engine().visible_image(&ctx.task.account, image_id))
+        .map_err(|e| match e {
+            crate::EngineError::Request { .. } => Failure::Client(format!(
+                "the image {image_id} was deregistered or unshared before it could be exported"
+            )),
+            e => Failure::Server(e.to_string()),
+        })
+}
+
+/// Writes `disk` to `out` in `fmt` on a thread of its own while this one reports progress
+/// (5 to 90 %). The writer cannot be interrupted from outside, so a cancel or a lost lease
+/// (seen by the progress report) makes the disk's next read fail, which stops it.
+fn write_reporting(
+    ctx: &Ctx,
+    disk: &dyn Disk,
+    out: &std::fs::File,
+    (canon, fmt): (&str, diskfmt::Format),
+    opts: &WriteOptions,
+) -> Result<diskfmt::write::WriteStats, Failure> {
+    let size = disk.virtual_size().max(1);
+    let progress = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
         let w = s.spawn(|| {
             let d = Stoppable {
-                inner: &disk,
+                inner: disk,
                 stop: &stop,
             };
-            write_image(&d, sink.file(), fmt, &opts, &progress)
+            write_image(&d, out, fmt, opts, &progress)
         });
         let mut stopped = None;
         while !w.is_finished() {
@@ -145,20 +177,5 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
             Some(f) => Err(f),
             None => r.map_err(|e| Failure::Server(format!("writing the {canon} file failed: {e}"))),
         }
-    })?;
-    inner
-        .stats
-        .bytes_exported
-        .fetch_add(written.file_size, Ordering::Relaxed);
-    ctx.report("converting", 92)?;
-    ctx.confirm()?;
-    ctx.wait(sink.commit(), None)?;
-    if let Some(e) = detail.export.as_mut() {
-        e.size = Some(written.file_size);
-    }
-    Ok(Outcome {
-        detail,
-        snapshots: Vec::new(),
-        image: None,
     })
 }

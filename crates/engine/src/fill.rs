@@ -22,9 +22,9 @@ use std::time::Duration;
 use blockstore::{ChunkPlan, SnapshotSummary, SnapshotWriter};
 use diskfmt::{Disk, DiskError, ReadAt};
 
+use crate::ctx::Ctx;
 use crate::error::Failure;
 use crate::scratch::Scratch;
-use crate::worker::Ctx;
 
 /// How often the task's thread looks at cancel, the lease and progress while others work.
 const POLL: Duration = Duration::from_millis(100);

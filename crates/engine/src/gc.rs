@@ -33,7 +33,7 @@ async fn in_use_by_tasks(catalog: &Catalog) -> Result<HashSet<String>, EngineErr
     for t in catalog.unfinished_tasks().await? {
         for attempt in 0..=t.attempts.max(0).saturating_add(1) {
             for disk in 0..crate::request::MAX_DISKS {
-                ids.insert(crate::worker::snapshot_id(&t.id, disk, attempt));
+                ids.insert(crate::ctx::snapshot_id(&t.id, disk, attempt));
             }
         }
     }

@@ -12,12 +12,12 @@ use catalog::{BlockDevice, Image, Snapshot};
 use diskfmt::{Disk, DiskError, Format, Refusal, Source};
 use kms::Caller;
 
+use crate::ctx::{Ctx, Outcome, snapshot_id};
 use crate::error::{EngineError, Failure};
 use crate::fill::Trailing;
 use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
 use crate::scratch::Scratch;
 use crate::source::{Location, locate};
-use crate::worker::{Ctx, Outcome, snapshot_id};
 use crate::{DiskDetail, TaskDetail};
 
 /// A decoded disk in its intermediate volume.
@@ -295,7 +295,7 @@ fn from_snapshot(ctx: &Ctx, n: usize, id: &str, mut dd: DiskDetail) -> Result<Vo
 /// Fetches and decodes every container; progress runs from 2 to `upto` percent. The disks
 /// found are counted against `max_disks` before any is decoded: an OVA brings several, and
 /// each becomes a snapshot whose id a retry must be able to derive (see
-/// [`crate::worker::snapshot_id`]).
+/// [`crate::ctx::snapshot_id`]).
 fn load(
     ctx: &Ctx,
     containers: &[DiskContainer],
@@ -488,92 +488,9 @@ fn resolve(
     r: &guest::Report,
     detail: &mut TaskDetail,
 ) -> Result<(), Failure> {
-    let where_ = "disk 1";
-    let found_platform = r
-        .platform
-        .as_deref()
-        .map(|p| if p == "windows" { "Windows" } else { "Linux" });
-    let os = r.name.clone().or_else(|| r.distribution.clone());
-    let platform = match (found_platform, req.platform.as_deref()) {
-        (Some(f), Some(w)) if !f.eq_ignore_ascii_case(w) => {
-            return Err(Failure::Client(format!(
-                "Platform {w} was requested but {where_} holds {} ({f}); correct Platform or leave it out",
-                os.as_deref().unwrap_or("an operating system")
-            )));
-        }
-        (Some(f), _) => f.to_string(),
-        (None, Some(w)) => {
-            detail.warnings.push(format!(
-                "no operating system was identified on {where_}; imported as {w} because the request says so"
-            ));
-            if w.eq_ignore_ascii_case("windows") {
-                "Windows".into()
-            } else {
-                "Linux".into()
-            }
-        }
-        (None, None) => {
-            let mut m =
-                format!("Unknown OS / Missing OS files: no operating system was found on {where_}");
-            let fs: Vec<String> = r
-                .volumes
-                .iter()
-                .map(|v| {
-                    format!(
-                        "partition {}: {}",
-                        v.number,
-                        v.filesystem
-                            .as_ref()
-                            .map_or("no filesystem".to_string(), |f| format!("{:?}", f.kind)
-                                .to_lowercase())
-                    )
-                })
-                .collect();
-            if !fs.is_empty() {
-                m.push_str(&format!(" ({})", fs.join(", ")));
-            }
-            for w in &r.warnings {
-                m.push_str("; ");
-                m.push_str(w);
-            }
-            m.push_str(". If the disk holds an operating system vmie cannot identify, import it with Platform (Linux or Windows) and Architecture; to keep a data disk, use import-snapshot");
-            return Err(Failure::Client(m));
-        }
-    };
-    let found_arch = r.architecture.as_deref();
-    let arch = match (found_arch, req.architecture.as_deref()) {
-        (Some(f), _) if canonical_arch(f).is_none() => {
-            return Err(Failure::Client(format!(
-                "Unsupported architecture: {where_} holds a {f} operating system; vmie imports x86_64, i386 and arm64 guests"
-            )));
-        }
-        (Some(f), Some(w)) if canonical_arch(f) != canonical_arch(w) => {
-            return Err(Failure::Client(format!(
-                "Architecture {w} was requested but {where_} holds a {f} operating system; correct Architecture or leave it out"
-            )));
-        }
-        (Some(f), _) => canonical_arch(f).unwrap_or("x86_64").to_string(),
-        (None, Some(w)) => w.to_string(),
-        (None, None) => {
-            detail.warnings.push(format!(
-                "the architecture of {where_} could not be read from its kernel; x86_64 assumed"
-            ));
-            "x86_64".into()
-        }
-    };
-    let found_boot = r.boot_mode.as_deref();
-    let boot = match (found_boot, req.boot_mode.as_deref()) {
-        (Some("uefi"), Some("legacy-bios")) | (Some("legacy-bios"), Some("uefi")) => {
-            return Err(Failure::Client(format!(
-                "BootMode {} was requested but {where_} can only boot with {}; correct BootMode or leave it out",
-                req.boot_mode.as_deref().unwrap_or_default(),
-                found_boot.unwrap_or_default()
-            )));
-        }
-        (_, Some(w)) => Some(w.to_string()),
-        (Some(f), None) => Some(f.to_string()),
-        (None, None) => None,
-    };
+    let platform = resolve_platform(req.platform.as_deref(), r, detail)?;
+    let arch = resolve_arch(req.architecture.as_deref(), r, detail)?;
+    let boot = resolve_boot_mode(req.boot_mode.as_deref(), r)?;
     if arch == "arm64" && boot.as_deref() == Some("legacy-bios") {
         return Err(Failure::Client(
             "arm64 guests boot with UEFI only, but the disk boots with legacy BIOS".into(),
@@ -582,9 +499,120 @@ fn resolve(
     detail.platform = Some(platform);
     detail.architecture = Some(arch);
     detail.boot_mode = boot;
-    detail.os_name = os;
+    detail.os_name = r.name.clone().or_else(|| r.distribution.clone());
     detail.warnings.extend(r.warnings.iter().cloned());
     Ok(())
+}
+
+/// Where the operating system is looked for (the boot disk), as messages name it.
+const BOOT_DISK: &str = "disk 1";
+
+/// `Linux` or `Windows`: what inspection found, else what the request says (with a warning);
+/// neither is a client error that lists what the disk holds.
+fn resolve_platform(
+    wanted: Option<&str>,
+    r: &guest::Report,
+    detail: &mut TaskDetail,
+) -> Result<String, Failure> {
+    let found = r
+        .platform
+        .as_deref()
+        .map(|p| if p == "windows" { "Windows" } else { "Linux" });
+    match (found, wanted) {
+        (Some(f), Some(w)) if !f.eq_ignore_ascii_case(w) => {
+            let os = r.name.as_deref().or(r.distribution.as_deref());
+            Err(Failure::Client(format!(
+                "Platform {w} was requested but {BOOT_DISK} holds {} ({f}); correct Platform or leave it out",
+                os.unwrap_or("an operating system")
+            )))
+        }
+        (Some(f), _) => Ok(f.to_string()),
+        (None, Some(w)) => {
+            detail.warnings.push(format!(
+                "no operating system was identified on {BOOT_DISK}; imported as {w} because the request says so"
+            ));
+            Ok(if w.eq_ignore_ascii_case("windows") {
+                "Windows".into()
+            } else {
+                "Linux".into()
+            })
+        }
+        (None, None) => Err(Failure::Client(no_os_message(r))),
+    }
+}
+
+/// EC2's "Unknown OS" failure, with what each partition holds and what inspection noticed,
+/// so that the user can tell a data disk from an unrecognized system.
+fn no_os_message(r: &guest::Report) -> String {
+    let mut m =
+        format!("Unknown OS / Missing OS files: no operating system was found on {BOOT_DISK}");
+    let fs: Vec<String> = r
+        .volumes
+        .iter()
+        .map(|v| {
+            let kind = v
+                .filesystem
+                .as_ref()
+                .map_or("no filesystem".to_string(), |f| {
+                    format!("{:?}", f.kind).to_lowercase()
+                });
+            format!("partition {}: {kind}", v.number)
+        })
+        .collect();
+    if !fs.is_empty() {
+        m.push_str(&format!(" ({})", fs.join(", ")));
+    }
+    for w in &r.warnings {
+        m.push_str("; ");
+        m.push_str(w);
+    }
+    m.push_str(". If the disk holds an operating system vmie cannot identify, import it with Platform (Linux or Windows) and Architecture; to keep a data disk, use import-snapshot");
+    m
+}
+
+/// The architecture: what the kernel says (it must be one vmie imports, and agree with the
+/// request), else the request's, else x86_64 with a warning.
+fn resolve_arch(
+    wanted: Option<&str>,
+    r: &guest::Report,
+    detail: &mut TaskDetail,
+) -> Result<String, Failure> {
+    match (r.architecture.as_deref(), wanted) {
+        (Some(f), _) if canonical_arch(f).is_none() => Err(Failure::Client(format!(
+            "Unsupported architecture: {BOOT_DISK} holds a {f} operating system; vmie imports x86_64, i386 and arm64 guests"
+        ))),
+        (Some(f), Some(w)) if canonical_arch(f) != canonical_arch(w) => {
+            Err(Failure::Client(format!(
+                "Architecture {w} was requested but {BOOT_DISK} holds a {f} operating system; correct Architecture or leave it out"
+            )))
+        }
+        (Some(f), _) => Ok(canonical_arch(f).unwrap_or("x86_64").to_string()),
+        (None, Some(w)) => Ok(w.to_string()),
+        (None, None) => {
+            detail.warnings.push(format!(
+                "the architecture of {BOOT_DISK} could not be read from its kernel; x86_64 assumed"
+            ));
+            Ok("x86_64".into())
+        }
+    }
+}
+
+/// The boot mode: the request's unless the disk can only boot the other way, else what was
+/// found (`uefi-preferred` is compatible with both).
+fn resolve_boot_mode(wanted: Option<&str>, r: &guest::Report) -> Result<Option<String>, Failure> {
+    let found = r.boot_mode.as_deref();
+    match (found, wanted) {
+        (Some("uefi"), Some("legacy-bios")) | (Some("legacy-bios"), Some("uefi")) => {
+            Err(Failure::Client(format!(
+                "BootMode {} was requested but {BOOT_DISK} can only boot with {}; correct BootMode or leave it out",
+                wanted.unwrap_or_default(),
+                found.unwrap_or_default()
+            )))
+        }
+        (_, Some(w)) => Ok(Some(w.to_string())),
+        (Some(f), None) => Ok(Some(f.to_string())),
+        (None, None) => Ok(None),
+    }
 }
 
 /// import-image.
@@ -638,26 +666,24 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     )?;
 
     ctx.report("preparing ami", 92)?;
+    let image = image_of(ctx, &req, &snaps, description, &mut detail);
+    Ok(Outcome {
+        detail,
+        snapshots: snaps,
+        image: Some(image),
+    })
+}
+
+/// The AMI an import publishes: one block device per snapshot, and the platform, license
+/// and billing code EC2 would report (recorded in `detail` too).
+fn image_of(
+    ctx: &Ctx,
+    req: &ImportImageRequest,
+    snaps: &[Snapshot],
+    description: String,
+    detail: &mut TaskDetail,
+) -> Image {
     let image_id = catalog::derived_id("ami-", &[&ctx.task.id]);
-    let devices: Vec<BlockDevice> = snaps
-        .iter()
-        .zip(&detail.disks)
-        .enumerate()
-        .map(|(i, (s, d))| BlockDevice {
-            device_name: d
-                .device_name
-                .clone()
-                .unwrap_or_else(|| crate::request::device_name(i)),
-            snapshot_id: s.id.clone(),
-            volume_size_gib: i64::try_from(
-                u64::try_from(s.volume_size)
-                    .unwrap_or(0)
-                    .div_ceil(GIB)
-                    .max(1),
-            )
-            .unwrap_or(i64::MAX),
-        })
-        .collect();
     detail.image_id = Some(image_id.clone());
     let platform = detail.platform.clone().unwrap_or_else(|| "Linux".into());
     // What EC2 reports of an import: the license asked for, else BYOL for Linux and AWS for
@@ -675,7 +701,7 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
         .clone()
         .unwrap_or_else(|| crate::request::default_usage_operation(&platform).into());
     detail.usage_operation = Some(usage.clone());
-    let image = Image {
+    Image {
         id: image_id,
         account: ctx.task.account.clone(),
         task_id: Some(ctx.task.id.clone()),
@@ -687,7 +713,7 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
             .unwrap_or_else(|| "x86_64".into()),
         platform,
         boot_mode: detail.boot_mode.clone(),
-        block_devices: devices,
+        block_devices: block_devices(snaps, &detail.disks),
         encrypted: true,
         kms_key_id: detail.kms_key_id.clone(),
         state: "available".into(),
@@ -698,12 +724,31 @@ pub(crate) fn import_image(ctx: &Ctx) -> Result<Outcome, Failure> {
             license_type: Some(license),
             ..catalog::ImageExtra::default()
         },
-    };
-    Ok(Outcome {
-        detail,
-        snapshots: snaps,
-        image: Some(image),
-    })
+    }
+}
+
+/// The image's block devices: each snapshot under its disk's device name (the request's, or
+/// `/dev/sda1`, `/dev/sdb`, … in order), sized in whole GiB rounded up.
+fn block_devices(snaps: &[Snapshot], disks: &[DiskDetail]) -> Vec<BlockDevice> {
+    snaps
+        .iter()
+        .zip(disks)
+        .enumerate()
+        .map(|(i, (s, d))| BlockDevice {
+            device_name: d
+                .device_name
+                .clone()
+                .unwrap_or_else(|| crate::request::device_name(i)),
+            snapshot_id: s.id.clone(),
+            volume_size_gib: i64::try_from(
+                u64::try_from(s.volume_size)
+                    .unwrap_or(0)
+                    .div_ceil(GIB)
+                    .max(1),
+            )
+            .unwrap_or(i64::MAX),
+        })
+        .collect()
 }
 
 /// import-snapshot.

@@ -26,6 +26,7 @@
 pub mod addr;
 pub mod boot;
 mod copy;
+mod ctx;
 pub mod error;
 mod export;
 mod fill;

@@ -259,186 +259,199 @@ fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>
 
 /// Runs a `vmie admin` command; one that changes identities is recorded in the activity log.
 pub fn run(cmd: AdminCmd, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
-        let catalog = crate::cli_store::open_catalog(data_dir).await?;
-        let a = crate::cli_tasks::account();
-        let event = event_of(&cmd);
-        // A command that changes identities is recorded: it opens the store the activity
-        // log lives in (and the root key with it); a listing needs only the root key.
-        let (id, audit) = match event {
-            Some(_) => {
-                let env = crate::cli_store::open_env(data_dir)?;
-                let audit = crate::cli_trail::attach(
-                    data_dir,
-                    env.objects,
-                    &env.root,
-                    &catalog,
-                    &env.kms,
-                    None,
-                    None,
-                )
-                .await?;
-                (Identity::new(catalog, env.root), Some(audit))
-            }
-            None => (
-                Identity::new(catalog, crate::cli_store::root_key(data_dir)?),
-                None,
-            ),
+    let mut cfg = crate::cli_deploy::config(data_dir)?;
+    let a = cfg.account.clone();
+    crate::cli_deploy::block_on(async {
+        let Some((name, params)) = event_of(&cmd) else {
+            // A listing needs only the catalog and the root key (not the store the activity
+            // log lives in).
+            let catalog = deployment::open_catalog(&cfg)
+                .await
+                .map_err(|e| crate::cli_deploy::err(&e))?;
+            let root = deployment::root_key(&cfg).map_err(|e| crate::cli_deploy::err(&e))?;
+            return admin(cmd, &Identity::new(catalog, root), &a).await;
         };
-        let r = admin(cmd, &id, &a).await;
-        if let (Some(au), Some((name, params))) = (audit, event) {
-            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let err = r.as_ref().err().map(|e| e.message.clone());
-            au.operator(&a, "iam.amazonaws.com", name, &params, err.as_deref());
-        }
-        r
+        cfg.node = Some(crate::cli_deploy::cli_node());
+        crate::cli_deploy::with(&cfg, async |d| {
+            let id = Identity::new(d.catalog.clone(), d.root.clone());
+            let r = admin(cmd, &id, &a).await;
+            if let Some(au) = &d.audit {
+                let params: Vec<(&str, &str)> =
+                    params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let err = r.as_ref().err().map(|e| e.message.clone());
+                au.operator(&a, "iam.amazonaws.com", name, &params, err.as_deref());
+            }
+            r
+        })
+        .await
     })
 }
 
 async fn admin(cmd: AdminCmd, id: &Identity, a: &str) -> Result<(), CliError> {
-    let a = a.to_string();
+    match cmd {
+        AdminCmd::User(c) => named(PrincipalKind::User, c, id, a).await,
+        AdminCmd::Role(c) => named(PrincipalKind::Role, c, id, a).await,
+        AdminCmd::AccessKey(c) => access_key(c, id, a).await,
+        AdminCmd::Policy(c) => policy(c, id, a).await,
+        AdminCmd::Mfa(c) => mfa(c, id, a).await,
+    }
+}
+
+/// `vmie admin user|role create|list|delete`.
+async fn named(kind: PrincipalKind, cmd: NamedCmd, id: &Identity, a: &str) -> Result<(), CliError> {
     let c = id.catalog();
-    {
-        match cmd {
-            AdminCmd::User(NamedCmd::Create { name }) => {
-                id.create_user(&a, &name).await.map_err(fail)?;
+    let role = kind == PrincipalKind::Role;
+    match cmd {
+        NamedCmd::Create { name } => {
+            if role {
+                id.create_role(a, &name).await.map_err(fail)?;
+                println!("arn:aws:iam::{a}:role/{name}");
+            } else {
+                id.create_user(a, &name).await.map_err(fail)?;
                 println!("arn:aws:iam::{a}:user/{name}");
             }
-            AdminCmd::Role(NamedCmd::Create { name }) => {
-                id.create_role(&a, &name).await.map_err(fail)?;
-                println!("arn:aws:iam::{a}:role/{name}");
-            }
-            AdminCmd::User(NamedCmd::List { json }) => {
-                let names: Vec<String> = c
-                    .users(&a)
-                    .await
-                    .map_err(fail)?
-                    .into_iter()
-                    .map(|u| u.name)
-                    .collect();
-                list(&names, json)?;
-            }
-            AdminCmd::Role(NamedCmd::List { json }) => {
-                list(&c.roles(&a).await.map_err(fail)?, json)?
-            }
-            AdminCmd::User(NamedCmd::Delete { name }) => {
-                c.delete_principal(&a, PrincipalKind::User, &name)
-                    .await
-                    .map_err(fail)?;
-            }
-            AdminCmd::Role(NamedCmd::Delete { name }) => {
-                c.delete_principal(&a, PrincipalKind::Role, &name)
-                    .await
-                    .map_err(fail)?;
-            }
-            AdminCmd::AccessKey(KeyCmd::Create { user, json }) => {
-                let k = id.create_access_key(&a, &user).await.map_err(fail)?;
-                if json {
-                    print_json(&k)?;
-                } else {
-                    println!("AccessKeyId:     {}", k.access_key_id);
-                    println!("SecretAccessKey: {}", k.secret_access_key.as_str());
-                    eprintln!(
-                        "vmie: the secret is shown only now; it is stored sealed and cannot be read back"
-                    );
-                }
-            }
-            AdminCmd::AccessKey(KeyCmd::List { user, json }) => {
-                let keys = c.access_keys(&a, user.as_deref()).await.map_err(fail)?;
-                if json {
-                    let v: Vec<_> = keys
-                        .iter()
-                        .map(|k| {
-                            serde_json::json!({"AccessKeyId": k.access_key_id, "UserName": k.user_name,
-                                "Status": k.status, "CreateDate": k.created_ms, "LastUsedDate": k.last_used_ms})
-                        })
-                        .collect();
-                    print_json(&v)?;
-                } else {
-                    for k in keys {
-                        println!("{:<22} {:<10} {}", k.access_key_id, k.status, k.user_name);
-                    }
-                }
-            }
-            AdminCmd::AccessKey(KeyCmd::Deactivate { id: k }) => {
-                c.set_access_key_status(&a, &k, "Inactive")
-                    .await
-                    .map_err(fail)?;
-            }
-            AdminCmd::AccessKey(KeyCmd::Activate { id: k }) => {
-                c.set_access_key_status(&a, &k, "Active")
-                    .await
-                    .map_err(fail)?;
-            }
-            AdminCmd::AccessKey(KeyCmd::Delete { id: k }) => {
-                c.delete_access_key(&a, &k).await.map_err(fail)?;
-            }
-            AdminCmd::Policy(PolicyCmd::Put {
-                name,
-                file,
-                document,
-            }) => {
-                let doc = match (file, document) {
-                    (_, Some(d)) => d,
-                    (Some(f), None) if f.as_os_str() == "-" => {
-                        std::io::read_to_string(std::io::stdin()).map_err(fail)?
-                    }
-                    (Some(f), None) => std::fs::read_to_string(&f)
-                        .map_err(|e| fail(format!("{}: {e}", f.display())))?,
-                    (None, None) => {
-                        return Err(fail("give the document with --file or --document"));
-                    }
-                };
-                id.put_policy(&a, &name, &doc).await.map_err(fail)?;
-            }
-            AdminCmd::Policy(PolicyCmd::List { json }) => {
-                let ps = c.policies(&a).await.map_err(fail)?;
-                if json {
-                    let v: Vec<_> = ps
-                        .iter()
-                        .map(|p| {
-                            serde_json::json!({"PolicyName": p.name,
-                                "Document": serde_json::from_str::<serde_json::Value>(&p.document).unwrap_or_default()})
-                        })
-                        .collect();
-                    print_json(&v)?;
-                } else {
-                    for p in ps {
-                        println!("{}", p.name);
-                    }
-                }
-            }
-            AdminCmd::Mfa(MfaCmd::Enable { user }) => {
-                let (serial, uri) = id.enable_mfa(&a, &user).await.map_err(fail)?;
-                println!("SerialNumber: {serial}");
-                println!("URI:          {}", uri.as_str());
+        }
+        NamedCmd::List { json } => {
+            let names = if role {
+                c.roles(a).await.map_err(fail)?
+            } else {
+                let users = c.users(a).await.map_err(fail)?;
+                users.into_iter().map(|u| u.name).collect()
+            };
+            list(&names, json)?;
+        }
+        NamedCmd::Delete { name } => {
+            c.delete_principal(a, kind, &name).await.map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// `vmie admin access-key …`.
+async fn access_key(cmd: KeyCmd, id: &Identity, a: &str) -> Result<(), CliError> {
+    let c = id.catalog();
+    match cmd {
+        KeyCmd::Create { user, json } => {
+            let k = id.create_access_key(a, &user).await.map_err(fail)?;
+            if json {
+                print_json(&k)?;
+            } else {
+                println!("AccessKeyId:     {}", k.access_key_id);
+                println!("SecretAccessKey: {}", k.secret_access_key.as_str());
                 eprintln!(
-                    "vmie: the device secret is shown only now; add the URI to an authenticator app"
+                    "vmie: the secret is shown only now; it is stored sealed and cannot be read back"
                 );
-            }
-            AdminCmd::Mfa(MfaCmd::List) => list(&c.mfa_users(&a).await.map_err(fail)?, false)?,
-            AdminCmd::Mfa(MfaCmd::Unlock { user }) => {
-                if !c.mfa_unlock(&a, &user).await.map_err(fail)? {
-                    return Err(fail(format!("the user {user} has no MFA device")));
-                }
-                eprintln!(
-                    "vmie: the MFA device of {user} is unlocked; its failure count is cleared"
-                );
-            }
-            AdminCmd::Policy(PolicyCmd::Delete { name }) => {
-                c.delete_policy(&a, &name).await.map_err(fail)?
-            }
-            AdminCmd::Policy(PolicyCmd::Attach { name, to }) => {
-                let (kind, who) = to.get();
-                c.attach_policy(&a, kind, who, &name).await.map_err(fail)?;
-            }
-            AdminCmd::Policy(PolicyCmd::Detach { name, to }) => {
-                let (kind, who) = to.get();
-                c.detach_policy(&a, kind, who, &name).await.map_err(fail)?;
             }
         }
-        Ok(())
+        KeyCmd::List { user, json } => {
+            let keys = c.access_keys(a, user.as_deref()).await.map_err(fail)?;
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({"AccessKeyId": k.access_key_id, "UserName": k.user_name,
+                            "Status": k.status, "CreateDate": k.created_ms, "LastUsedDate": k.last_used_ms})
+                    })
+                    .collect();
+                print_json(&v)?;
+            } else {
+                for k in keys {
+                    println!("{:<22} {:<10} {}", k.access_key_id, k.status, k.user_name);
+                }
+            }
+        }
+        KeyCmd::Deactivate { id: k } => {
+            c.set_access_key_status(a, &k, "Inactive")
+                .await
+                .map_err(fail)?;
+        }
+        KeyCmd::Activate { id: k } => {
+            c.set_access_key_status(a, &k, "Active")
+                .await
+                .map_err(fail)?;
+        }
+        KeyCmd::Delete { id: k } => c.delete_access_key(a, &k).await.map_err(fail)?,
     }
+    Ok(())
+}
+
+/// The document of `vmie admin policy put`: inline, from a file, or from standard input.
+fn policy_document(file: Option<PathBuf>, document: Option<String>) -> Result<String, CliError> {
+    match (file, document) {
+        (_, Some(d)) => Ok(d),
+        (Some(f), None) if f.as_os_str() == "-" => {
+            std::io::read_to_string(std::io::stdin()).map_err(fail)
+        }
+        (Some(f), None) => {
+            std::fs::read_to_string(&f).map_err(|e| fail(format!("{}: {e}", f.display())))
+        }
+        (None, None) => Err(fail("give the document with --file or --document")),
+    }
+}
+
+/// `vmie admin policy …`.
+async fn policy(cmd: PolicyCmd, id: &Identity, a: &str) -> Result<(), CliError> {
+    let c = id.catalog();
+    match cmd {
+        PolicyCmd::Put {
+            name,
+            file,
+            document,
+        } => {
+            let doc = policy_document(file, document)?;
+            id.put_policy(a, &name, &doc).await.map_err(fail)?;
+        }
+        PolicyCmd::List { json } => {
+            let ps = c.policies(a).await.map_err(fail)?;
+            if json {
+                let v: Vec<_> = ps
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({"PolicyName": p.name,
+                            "Document": serde_json::from_str::<serde_json::Value>(&p.document).unwrap_or_default()})
+                    })
+                    .collect();
+                print_json(&v)?;
+            } else {
+                for p in ps {
+                    println!("{}", p.name);
+                }
+            }
+        }
+        PolicyCmd::Delete { name } => c.delete_policy(a, &name).await.map_err(fail)?,
+        PolicyCmd::Attach { name, to } => {
+            let (kind, who) = to.get();
+            c.attach_policy(a, kind, who, &name).await.map_err(fail)?;
+        }
+        PolicyCmd::Detach { name, to } => {
+            let (kind, who) = to.get();
+            c.detach_policy(a, kind, who, &name).await.map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// `vmie admin mfa …`.
+async fn mfa(cmd: MfaCmd, id: &Identity, a: &str) -> Result<(), CliError> {
+    let c = id.catalog();
+    match cmd {
+        MfaCmd::Enable { user } => {
+            let (serial, uri) = id.enable_mfa(a, &user).await.map_err(fail)?;
+            println!("SerialNumber: {serial}");
+            println!("URI:          {}", uri.as_str());
+            eprintln!(
+                "vmie: the device secret is shown only now; add the URI to an authenticator app"
+            );
+        }
+        MfaCmd::List => list(&c.mfa_users(a).await.map_err(fail)?, false)?,
+        MfaCmd::Unlock { user } => {
+            if !c.mfa_unlock(a, &user).await.map_err(fail)? {
+                return Err(fail(format!("the user {user} has no MFA device")));
+            }
+            eprintln!("vmie: the MFA device of {user} is unlocked; its failure count is cleared");
+        }
+    }
+    Ok(())
 }
 
 fn list(names: &[String], json: bool) -> Result<(), CliError> {

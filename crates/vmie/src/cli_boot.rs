@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::CliError;
-use crate::cli_tasks::{EngineOpts, RemoteOpts, account, engine_err, open_engine};
+use crate::cli_deploy::account;
+use crate::cli_tasks::{EngineOpts, RemoteOpts, engine_err, with_engine};
 
 /// `vmie boot-evidence` arguments.
 #[derive(Debug, Args)]
@@ -48,17 +49,18 @@ fn write_attempt(dir: &Path, prefix: &str, a: &bootcheck::Attempt) -> Result<(),
 
 /// `vmie boot-evidence ID --out DIR`.
 pub fn run(a: &BootEvidenceArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         // From a running server (as any caller allowed to describe the image or task), or
         // from the data folder.
         let (task_id, image_id, report) = match a.remote.remote()? {
             Some(r) => r.boot_evidence(&a.id).await?,
             None => {
-                let e = open_engine(data_dir, &a.engine).await?;
-                let ev = e
-                    .boot_evidence(&account(), &a.id)
-                    .await
-                    .map_err(|x| engine_err(&x))?;
+                let ev = with_engine(data_dir, &a.engine, async |e| {
+                    e.boot_evidence(&account(), &a.id)
+                        .await
+                        .map_err(|x| engine_err(&x))
+                })
+                .await?;
                 (ev.task_id, ev.image_id, ev.report)
             }
         };

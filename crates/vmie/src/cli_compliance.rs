@@ -13,9 +13,9 @@ use api::iam::{Context, Decision, Policy, evaluate};
 use catalog::iam::PrincipalKind;
 
 use crate::cli_serve::{NODES, NodeInfo};
-use crate::cli_store::{Env, open_catalog, open_env};
 use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
+use deployment::Deployment;
 
 /// Days after which an access key that was never used, or not used since, fails.
 const KEY_UNUSED_DAYS: i64 = 90;
@@ -169,7 +169,7 @@ async fn listeners(cat: &catalog::Catalog) -> Result<Vec<Control>, CliError> {
     ])
 }
 
-fn root_key_file(data_dir: &Path) -> Control {
+fn root_key_file(path: &Path) -> Control {
     use std::os::unix::fs::MetadataExt;
     if std::env::var_os("VMIE_ROOT_KEY").is_some() {
         return control(
@@ -180,8 +180,7 @@ fn root_key_file(data_dir: &Path) -> Control {
             "",
         );
     }
-    let path = crate::cli_store::root_key_path(data_dir);
-    match std::fs::metadata(&path) {
+    match std::fs::metadata(path) {
         Ok(m) => {
             let mode = m.mode() & 0o777;
             // This process's user owns /proc/self.
@@ -297,12 +296,8 @@ async fn encryption_by_default(cat: &catalog::Catalog, account: &str) -> Result<
 }
 
 /// `activity-log-verified`: the whole activity log verifies, against the catalog's heads.
-async fn activity_log(
-    data_dir: &Path,
-    env: &Env,
-    cat: &catalog::Catalog,
-) -> Result<Control, CliError> {
-    let trail = crate::cli_trail::open_trail(data_dir, env.objects.clone(), &env.root, cat)?;
+async fn activity_log(d: &Deployment) -> Result<Control, CliError> {
+    let trail = d.trail().map_err(|e| crate::cli_deploy::err(&e))?;
     let r = trail::verify(&trail).await.map_err(fail)?;
     let ok = r.problems.is_empty() && r.digests > 0;
     let detail = if r.digests == 0 {
@@ -323,7 +318,7 @@ async fn activity_log(
 }
 
 /// `kms-key-rotation`: every enabled customer key rotates.
-async fn key_rotation(env: &Env) -> Result<Control, CliError> {
+async fn key_rotation(env: &Deployment) -> Result<Control, CliError> {
     let keys = env.kms.list_keys().await.map_err(fail)?;
     let unrotated: Vec<String> = keys
         .iter()
@@ -377,19 +372,22 @@ async fn orphaned_volumes(data_dir: &Path, cat: &catalog::Catalog, account: &str
 async fn controls(data_dir: &Path) -> Result<Vec<Control>, CliError> {
     // A root key that does not load (for example, readable by others: it is refused)
     // leaves the controls that need it unchecked, and so failing.
-    let env = open_env(data_dir);
-    let cat = open_catalog(data_dir).await?;
-    let account = crate::cli_tasks::account();
+    let cfg = crate::cli_deploy::config(data_dir)?;
+    let cat = deployment::open_catalog(&cfg)
+        .await
+        .map_err(|e| crate::cli_deploy::err(&e))?;
+    let env = crate::cli_deploy::open(&cfg).await;
+    let account = cfg.account.clone();
     let unchecked = |id: &'static str, e: &CliError, remedy: &str| {
         control(id, false, format!("not checked: {}", e.message), remedy)
     };
     let mut out = listeners(&cat).await?;
     out.push(encryption_by_default(&cat, &account).await?);
     out.push(match &env {
-        Ok(env) => activity_log(data_dir, env, &cat).await?,
+        Ok(env) => activity_log(env).await?,
         Err(e) => unchecked("activity-log-verified", e, VERIFY_REMEDY),
     });
-    out.push(root_key_file(data_dir));
+    out.push(root_key_file(&cfg.root_key_path()));
     out.extend(identities(&cat, &account).await?);
     out.push(match &env {
         Ok(env) => key_rotation(env).await?,
@@ -417,7 +415,7 @@ fn print_table(controls: &[Control]) {
 
 /// Runs `vmie compliance`.
 pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
-    let controls = crate::cli_trail::block_on(controls(data_dir))?;
+    let controls = crate::cli_deploy::block_on(controls(data_dir))?;
     if a.json {
         print_json(&controls)?;
     } else {

@@ -17,7 +17,8 @@ use api::server::{ServeConfig, serve};
 use api::tls::self_signed;
 use catalog::iam::PrincipalKind;
 
-use crate::cli_tasks::{EngineOpts, account, open_deployment};
+use crate::cli_deploy::account;
+use crate::cli_tasks::{EngineOpts, engine_config};
 use crate::{CliError, EXIT_FAILED};
 
 /// The policy of the embedded default's `vmimport` role: every bucket of this deployment.
@@ -200,7 +201,7 @@ fn cert_names(ip: std::net::IpAddr) -> Vec<String> {
         "::1".to_string(),
     ];
     if !ip.is_loopback() {
-        let host = crate::cli_trail::hostname();
+        let host = deployment::hostname();
         if !host.is_empty() && host != "localhost" && !names.contains(&host) {
             names.push(host);
         }
@@ -246,120 +247,178 @@ fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
 
 /// Runs `vmie serve`.
 pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::set_digest_interval(a.trail_digest_interval);
-    crate::cli_trail::block_on(async {
-        // SIGTERM is ours before anything listens: a stop sent as soon as the port answers
-        // (or during start-up) is a graceful stop, never the default kill.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(fail)?;
-        let node =
-            crate::cli_trail::node_name(&a.node.clone().unwrap_or_else(|| {
-                format!("{}-{}", crate::cli_trail::hostname(), a.listen.port())
-            }));
-        let (engine, root) = open_deployment(data_dir, &a.engine, Some(&node)).await?;
-        // Absolute, so that what is printed can be pasted anywhere.
-        let data_dir = &std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        eprintln!("vmie: data folder {}", data_dir.display());
-        let audit = crate::cli_trail::current();
-        let identity = Identity::new(engine.catalog().clone(), root);
-        let acct = account();
-        bootstrap(&identity, &acct).await?;
-        let mut own_cert = None;
-        let tls = if a.plain_http {
-            None
-        } else if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
-            Some((c, k))
-        } else {
-            let names = cert_names(a.listen.ip());
-            let (c, k) = self_signed(&data_dir.join("tls"), &names)
-                .map_err(|e| fail(format!("TLS certificate: {e}")))?;
-            eprintln!(
-                "vmie: TLS certificate {} (pass it to clients as their CA bundle)",
-                c.display()
-            );
-            own_cert = Some(names);
-            Some((c, k))
-        };
-        let limits = connection_limits(&a);
-        crate::cli_tasks::startup(&engine)?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let workers = {
-            let e = engine.clone();
-            let rx = rx.clone();
-            let n = a.workers;
-            tokio::spawn(async move { e.run_workers(n, rx).await })
-        };
-        let env = Env {
-            engine,
-            identity,
-            region: a.region.clone(),
-            guard: match a.sensitive_data {
-                Sensitive::Warn => api::guard::Policy::Warn,
-                Sensitive::Reject => api::guard::Policy::Reject,
-            },
-            audit: audit.clone(),
-        };
-        let flusher =
-            audit.map(|au| tokio::spawn(au.run_flusher(crate::cli_trail::FLUSH_EVERY, rx.clone())));
-        let registry = tokio::spawn(register(
-            env.engine.catalog().clone(),
-            node.clone(),
-            NodeInfo {
-                listen: a.listen.to_string(),
-                tls: tls.is_some(),
-                plain_http: a.plain_http,
-                pid: std::process::id(),
-                activity_log: env.audit.is_some(),
-                started_ms: catalog::now_ms(),
-                heartbeat_ms: 0,
-                stopped: false,
-            },
-            rx.clone(),
-        ));
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!(
-            "vmie: serving the EC2 API at {scheme}://{} (region {}) with {} worker(s); stop with Ctrl-C or SIGTERM",
-            a.listen, a.region, a.workers
-        );
-        let server = tokio::spawn(serve(
-            env,
-            ServeConfig {
-                listen: a.listen,
-                tls,
-                plain_http: a.plain_http,
-                rate_limit: a.rate_limit,
-                own_cert,
-                limits,
-            },
-            rx,
-        ));
-        let mut server = server;
-        let mut ended = false;
-        let r = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-            r = &mut server => {
-                ended = true;
-                r.map_err(fail).and_then(|r| r.map_err(fail))
-            }
-        };
-        eprintln!(
-            "vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log"
-        );
-        let _ = tx.send(true);
-        // The listener stops and queues its last records before the log is flushed.
-        if !ended {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
-        }
-        let _ = workers.await;
-        if let Some(f) = flusher {
-            let _ = f.await;
-        }
-        let _ = registry.await;
-        match &r {
-            Ok(()) => eprintln!("vmie: stopped"),
-            Err(e) => eprintln!("vmie: stopped: {}", e.message),
-        }
+    let node = a
+        .node
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", deployment::hostname(), a.listen.port()));
+    let mut cfg = engine_config(data_dir, &a.engine, Some(node.clone()))?;
+    cfg.trail.digest_interval = std::time::Duration::from_secs(a.trail_digest_interval);
+    crate::cli_deploy::block_on(async {
+        let d = crate::cli_deploy::open(&cfg).await?;
+        let r = serve_deployment(&a, data_dir, &d, &deployment::node_name(&node)).await;
+        crate::cli_deploy::flush(&d).await;
         r
     })
+}
+
+/// The certificate and key to serve with (`None`: plain HTTP), and the names vmie's own
+/// certificate covers when it made one (made on first start in `DIR/tls/`).
+fn tls_files(
+    a: &ServeArgs,
+    data_dir: &Path,
+) -> Result<(Option<TlsFiles>, Option<Vec<String>>), CliError> {
+    if a.plain_http {
+        return Ok((None, None));
+    }
+    if let (Some(c), Some(k)) = (a.tls_cert.clone(), a.tls_key.clone()) {
+        return Ok((Some((c, k)), None));
+    }
+    let names = cert_names(a.listen.ip());
+    let (c, k) = self_signed(&data_dir.join("tls"), &names)
+        .map_err(|e| fail(format!("TLS certificate: {e}")))?;
+    eprintln!(
+        "vmie: TLS certificate {} (pass it to clients as their CA bundle)",
+        c.display()
+    );
+    Ok((Some((c, k)), Some(names)))
+}
+
+/// A certificate file and its key file (PEM).
+type TlsFiles = (PathBuf, PathBuf);
+
+/// What a serving node runs beside the listener; stopped with it.
+struct Background {
+    workers: tokio::task::JoinHandle<()>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    registry: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the task workers, the activity log's flusher and the node registry's heartbeat,
+/// all stopping when `rx` turns true.
+fn start_background(
+    a: &ServeArgs,
+    d: &deployment::Deployment,
+    engine: &engine::Engine,
+    node: &str,
+    tls: bool,
+    rx: &tokio::sync::watch::Receiver<bool>,
+) -> Background {
+    let workers = {
+        let (e, rx, n) = (engine.clone(), rx.clone(), a.workers);
+        tokio::spawn(async move { e.run_workers(n, rx).await })
+    };
+    let flusher = d
+        .audit
+        .clone()
+        .map(|au| tokio::spawn(au.run_flusher(crate::cli_deploy::FLUSH_EVERY, rx.clone())));
+    let info = NodeInfo {
+        listen: a.listen.to_string(),
+        tls,
+        plain_http: a.plain_http,
+        pid: std::process::id(),
+        activity_log: d.audit.is_some(),
+        started_ms: catalog::now_ms(),
+        heartbeat_ms: 0,
+        stopped: false,
+    };
+    let registry = tokio::spawn(register(
+        engine.catalog().clone(),
+        node.to_string(),
+        info,
+        rx.clone(),
+    ));
+    Background {
+        workers,
+        flusher,
+        registry,
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or the listener's end, then stops everything in order: the
+/// listener first (it queues its last records), then the workers (their tasks resume
+/// elsewhere or at the next start), then the flusher writes the activity log.
+async fn until_stopped(
+    mut term: tokio::signal::unix::Signal,
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    tx: tokio::sync::watch::Sender<bool>,
+    bg: Background,
+) -> Result<(), CliError> {
+    let mut ended = false;
+    let r = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        r = &mut server => {
+            ended = true;
+            r.map_err(fail).and_then(|r| r.map_err(fail))
+        }
+    };
+    eprintln!(
+        "vmie: stopping: finishing requests, stopping workers (their tasks resume elsewhere or at the next start), writing the activity log"
+    );
+    let _ = tx.send(true);
+    // The listener stops and queues its last records before the log is flushed.
+    if !ended {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    }
+    let _ = bg.workers.await;
+    if let Some(f) = bg.flusher {
+        let _ = f.await;
+    }
+    let _ = bg.registry.await;
+    match &r {
+        Ok(()) => eprintln!("vmie: stopped"),
+        Err(e) => eprintln!("vmie: stopped: {}", e.message),
+    }
+    r
+}
+
+/// Serves the API of the open deployment `d` until a signal or a failure of the listener.
+async fn serve_deployment(
+    a: &ServeArgs,
+    data_dir: &Path,
+    d: &deployment::Deployment,
+    node: &str,
+) -> Result<(), CliError> {
+    // SIGTERM is ours before anything listens: a stop sent as soon as the port answers (or
+    // during start-up) is a graceful stop, never the default kill.
+    let term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(fail)?;
+    let Some(engine) = d.engine().cloned() else {
+        return Err(fail("the deployment was opened without its engine"));
+    };
+    // Absolute, so that what is printed can be pasted anywhere.
+    let data_dir = &std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    eprintln!("vmie: data folder {}", data_dir.display());
+    let identity = Identity::new(engine.catalog().clone(), d.root.clone());
+    bootstrap(&identity, &account()).await?;
+    let (tls, own_cert) = tls_files(a, data_dir)?;
+    let limits = connection_limits(a);
+    crate::cli_tasks::startup(&engine)?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let bg = start_background(a, d, &engine, node, tls.is_some(), &rx);
+    let env = Env {
+        engine,
+        identity,
+        region: a.region.clone(),
+        guard: match a.sensitive_data {
+            Sensitive::Warn => api::guard::Policy::Warn,
+            Sensitive::Reject => api::guard::Policy::Reject,
+        },
+        audit: d.audit.clone(),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "vmie: serving the EC2 API at {scheme}://{} (region {}) with {} worker(s); stop with Ctrl-C or SIGTERM",
+        a.listen, a.region, a.workers
+    );
+    let config = ServeConfig {
+        listen: a.listen,
+        tls,
+        plain_http: a.plain_http,
+        rate_limit: a.rate_limit,
+        own_cert,
+        limits,
+    };
+    let server = tokio::spawn(serve(env, config, rx));
+    until_stopped(term, server, tx, bg).await
 }

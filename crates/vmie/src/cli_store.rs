@@ -1,22 +1,17 @@
 //! `vmie snapshot …` and `vmie kms …`: the snapshot store and key service of a deployment,
-//! driven directly (operators, scripts, benchmarks).
-//!
-//! Where things live: the data folder (`--data-dir`, `$VMIE_DATA`, default `./vmie-data`)
-//! holds the root key (`root.key`, created mode 0600 on first use, unless `$VMIE_ROOT_KEY`
-//! gives it) and, by default, the object store (`objects/`). With `$VMIE_S3_BUCKET` set, objects
-//! go to an S3-compatible service instead: `$VMIE_S3_ENDPOINT`, `$VMIE_S3_REGION`,
-//! `$VMIE_S3_PATH_STYLE` (default on when an endpoint is given), `$VMIE_S3_ALLOW_HTTP` (loopback
-//! test servers only) and the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//! driven directly (operators, scripts, benchmarks). Where they live: see
+//! [`crate::cli_deploy`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use blockstore::{Backend, BlockStore, PutRequest, S3Config, StoreOptions};
+use blockstore::PutRequest;
 use clap::Subcommand;
-use kms::{Caller, CreateKey, Kms, KmsConfig, RootKey};
+use deployment::Deployment;
+use kms::CreateKey;
+use tokio::runtime::Runtime;
 
-use crate::config;
 use crate::progress::Progress;
 use crate::{CliError, EXIT_FAILED, input_format, print_json};
 
@@ -159,132 +154,27 @@ pub enum KmsCmd {
     Maintenance,
 }
 
-pub(crate) struct Env {
-    pub(crate) objects: Arc<dyn object_store::ObjectStore>,
-    pub(crate) store: BlockStore,
-    pub(crate) kms: Kms,
-    pub(crate) caller: Caller,
-    pub(crate) root: Arc<RootKey>,
-}
-
-/// The deployment's root key: `$VMIE_ROOT_KEY`, else the `root_key_file` setting, else
-/// `DIR/root.key` (made on first use).
-pub(crate) fn root_key(data_dir: &Path) -> Result<Arc<RootKey>, CliError> {
-    Ok(Arc::new(
-        RootKey::from_env_or_file(&root_key_path(data_dir)).map_err(kms_err)?,
-    ))
-}
-
-/// Where the root key file is (when it does not come from `$VMIE_ROOT_KEY`).
-pub(crate) fn root_key_path(data_dir: &Path) -> std::path::PathBuf {
-    config::var("VMIE_ROOT_KEY_FILE").map_or_else(|| data_dir.join("root.key"), Into::into)
-}
-
-/// The catalog: `$VMIE_CATALOG_URL`, else `sqlite://DIR/catalog.db`.
-pub(crate) async fn open_catalog(data_dir: &Path) -> Result<catalog::Catalog, CliError> {
-    private_dir(data_dir)?;
-    let url = config::var("VMIE_CATALOG_URL")
-        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
-    catalog::Catalog::open(&url).await.map_err(|e| CliError {
-        message: e.to_string(),
-        exit: EXIT_FAILED,
-    })
-}
-
-/// Makes the data folder (if needed) accessible to this user only: 0700, also when an
-/// earlier version (or the umask) left it open to others, which is then said once.
-pub(crate) fn private_dir(data_dir: &Path) -> Result<(), CliError> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail = |e: std::io::Error| crate::cli_convert::fail(&data_dir.display().to_string(), &e);
-    std::fs::create_dir_all(data_dir).map_err(fail)?;
-    let mode = std::fs::metadata(data_dir)
-        .map_err(fail)?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
-        eprintln!(
-            "vmie: {} was mode {mode:04o}; made it 0700 (only this user may read the data folder)",
-            data_dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// The S3 service of the deployment (`s3.*` settings), when `s3.bucket` is set.
-pub(crate) fn s3_settings() -> Option<S3Config> {
-    let bucket = config::var("VMIE_S3_BUCKET")?;
-    let endpoint = config::var("VMIE_S3_ENDPOINT");
-    Some(S3Config {
-        bucket,
-        region: config::var("VMIE_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-        path_style: config::flag("VMIE_S3_PATH_STYLE").unwrap_or(endpoint.is_some()),
-        allow_http: config::flag("VMIE_S3_ALLOW_HTTP").unwrap_or(false),
-        endpoint,
-        access_key_id: config::var("VMIE_S3_ACCESS_KEY_ID"),
-        secret_access_key: config::var("VMIE_S3_SECRET_ACCESS_KEY"),
-        ..S3Config::default()
-    })
-}
-
-pub(crate) fn open_env(data_dir: &Path) -> Result<Env, CliError> {
-    let backend = match s3_settings() {
-        Some(c) => Backend::S3(c),
-        None => Backend::Local {
-            root: data_dir.join("objects"),
-        },
-    };
-    let objects = backend.open().map_err(store_err)?;
-    let root = root_key(data_dir)?;
-    let cfg = KmsConfig {
-        region: config::var("VMIE_REGION").unwrap_or_else(|| "us-east-1".into()),
-        account: crate::cli_tasks::account(),
-    };
-    let caller = Caller::account_root(&cfg.account);
-    let kms = Kms::new(objects.clone(), "kms", root.clone(), cfg);
-    let store = BlockStore::new(
-        objects.clone(),
-        "snapshots",
-        kms.clone(),
-        StoreOptions::default(),
-    )
-    .map_err(store_err)?;
-    Ok(Env {
-        objects,
-        store,
-        kms,
-        caller,
-        root,
-    })
-}
-
 pub(crate) fn store_err(e: blockstore::StoreError) -> CliError {
-    let mut message = format!("{}: {e}", e.code());
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        src = s.source();
-    }
-    CliError {
-        message,
-        exit: EXIT_FAILED,
-    }
+    crate::cli_deploy::err(&deployment::DeploymentError::Store(e))
 }
 
 fn kms_err(e: kms::KmsError) -> CliError {
-    CliError {
-        message: format!("{}: {e}", e.code()),
-        exit: EXIT_FAILED,
-    }
+    crate::cli_deploy::err(&deployment::DeploymentError::Kms(e))
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::cli_convert::fail("cannot start the async runtime", &e))
+/// Runs `f` on the data folder's deployment (store and keys, no engine) with this process
+/// attached to the activity log (key usage is recorded), then writes the records it queued.
+fn with_store<T>(
+    data_dir: &Path,
+    f: impl FnOnce(&Runtime, &Deployment) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let rt = crate::cli_deploy::runtime()?;
+    let mut cfg = crate::cli_deploy::config(data_dir)?;
+    cfg.node = Some(crate::cli_deploy::cli_node());
+    let d = rt.block_on(crate::cli_deploy::open(&cfg))?;
+    let r = f(&rt, &d);
+    rt.block_on(crate::cli_deploy::flush(&d));
+    r
 }
 
 /// Runs a `vmie snapshot` command.
@@ -293,31 +183,7 @@ pub fn run_snapshot(
     data_dir: &Path,
     limits: &diskfmt::Limits,
 ) -> Result<(), CliError> {
-    let rt = runtime()?;
-    let env = attached_env(&rt, data_dir)?;
-    let r = snapshot_cmd(cmd, &rt, &env, data_dir, limits);
-    rt.block_on(crate::cli_trail::flush());
-    r
-}
-
-/// The data folder's store and keys, with this process attached to the activity log (key
-/// usage is recorded).
-fn attached_env(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Result<Env, CliError> {
-    let env = open_env(data_dir)?;
-    rt.block_on(async {
-        let cat = open_catalog(data_dir).await?;
-        crate::cli_trail::attach(
-            data_dir,
-            env.objects.clone(),
-            &env.root,
-            &cat,
-            &env.kms,
-            None,
-            None,
-        )
-        .await
-    })?;
-    Ok(env)
+    with_store(data_dir, |rt, d| snapshot_cmd(cmd, rt, d, limits))
 }
 
 /// The values of `vmie snapshot create`.
@@ -333,8 +199,8 @@ struct SnapshotCreate {
 
 /// `vmie snapshot create`: decodes an image straight into the store.
 fn snapshot_create(
-    rt: &tokio::runtime::Runtime,
-    env: &Env,
+    rt: &Runtime,
+    env: &Deployment,
     limits: &diskfmt::Limits,
     c: SnapshotCreate,
 ) -> Result<(), CliError> {
@@ -377,7 +243,7 @@ fn snapshot_create(
 }
 
 /// `vmie snapshot list`.
-fn snapshot_list(rt: &tokio::runtime::Runtime, env: &Env, json: bool) -> Result<(), CliError> {
+fn snapshot_list(rt: &Runtime, env: &Deployment, json: bool) -> Result<(), CliError> {
     let list = rt.block_on(env.store.list()).map_err(store_err)?;
     if json {
         return print_json(&list);
@@ -400,11 +266,7 @@ fn snapshot_list(rt: &tokio::runtime::Runtime, env: &Env, json: bool) -> Result<
 }
 
 /// `vmie snapshot verify`: every chunk read back and authenticated.
-fn snapshot_verify(
-    rt: &tokio::runtime::Runtime,
-    env: &Env,
-    snapshot: &str,
-) -> Result<(), CliError> {
+fn snapshot_verify(rt: &Runtime, env: &Deployment, snapshot: &str) -> Result<(), CliError> {
     let report = rt
         .block_on(env.store.verify(&env.caller, snapshot))
         .map_err(store_err)?;
@@ -428,9 +290,8 @@ fn snapshot_verify(
 
 fn snapshot_cmd(
     cmd: SnapshotCmd,
-    rt: &tokio::runtime::Runtime,
-    env: &Env,
-    data_dir: &Path,
+    rt: &Runtime,
+    env: &Deployment,
     limits: &diskfmt::Limits,
 ) -> Result<(), CliError> {
     match cmd {
@@ -473,9 +334,8 @@ fn snapshot_cmd(
         SnapshotCmd::Delete { snapshot } => {
             // The API's rule: a snapshot an image uses is not deleted.
             rt.block_on(async {
-                let cat = open_catalog(data_dir).await?;
                 engine::resources::delete_snapshot(
-                    &cat,
+                    &env.catalog,
                     &env.store,
                     &env.caller.account,
                     &snapshot,
@@ -491,13 +351,10 @@ fn snapshot_cmd(
             Ok(())
         }
         SnapshotCmd::Gc { grace_seconds } => {
-            let r = rt.block_on(async {
-                let cat = open_catalog(data_dir).await?;
-                let grace = std::time::Duration::from_secs(grace_seconds);
-                engine::gc::collect(&cat, &env.store, grace)
-                    .await
-                    .map_err(|e| crate::cli_tasks::engine_err(&e))
-            })?;
+            let grace = std::time::Duration::from_secs(grace_seconds);
+            let r = rt
+                .block_on(engine::gc::collect(&env.catalog, &env.store, grace))
+                .map_err(|e| crate::cli_deploy::err(&e.into()))?;
             print_json(&r)
         }
     }
@@ -505,14 +362,10 @@ fn snapshot_cmd(
 
 /// Runs a `vmie kms` command.
 pub fn run_kms(cmd: KmsCmd, data_dir: &Path) -> Result<(), CliError> {
-    let rt = runtime()?;
-    let env = attached_env(&rt, data_dir)?;
-    let r = kms_cmd(cmd, &rt, &env);
-    rt.block_on(crate::cli_trail::flush());
-    r
+    with_store(data_dir, |rt, d| kms_cmd(cmd, rt, d))
 }
 
-fn kms_cmd(cmd: KmsCmd, rt: &tokio::runtime::Runtime, env: &Env) -> Result<(), CliError> {
+fn kms_cmd(cmd: KmsCmd, rt: &Runtime, env: &Deployment) -> Result<(), CliError> {
     let (kms, who) = (&env.kms, &env.caller);
     let meta = match cmd {
         KmsCmd::CreateKey {

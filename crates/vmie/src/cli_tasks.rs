@@ -15,12 +15,11 @@ use clap::Args;
 
 use catalog::{Task, TaskKind, status};
 use engine::{
-    Buckets, DiskContainer, Engine, EngineConfig, ExportImageRequest, ExportLocation,
-    ImportImageRequest, ImportSnapshotRequest, Sources, Submit, TaskDetail, UrlPolicy, UserBucket,
+    DiskContainer, Engine, ExportImageRequest, ExportLocation, ImportImageRequest,
+    ImportSnapshotRequest, Submit, TaskDetail, UserBucket,
 };
 
 use crate::cli_remote::Remote;
-use crate::cli_store::open_env;
 use crate::print_json;
 use crate::{CliError, EXIT_FAILED};
 
@@ -86,6 +85,19 @@ pub struct EngineOpts {
 }
 
 impl EngineOpts {
+    /// The engine's settings for the data folder `data_dir`.
+    #[must_use]
+    pub fn settings(&self, data_dir: &Path) -> deployment::EngineSettings {
+        deployment::EngineSettings {
+            scratch_dir: scratch_dir(data_dir, self.scratch_dir.as_deref()),
+            lease: Duration::from_secs(self.lease_seconds.max(1)),
+            boot_check: self.boot_check(),
+            url_allow: self.url_allow.clone(),
+            url_ca_file: self.url_ca_file.clone(),
+            bucket_keys: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// The boot-check settings.
     #[must_use]
     pub fn boot_check(&self) -> engine::BootCheckConfig {
@@ -307,11 +319,6 @@ pub struct ExportImageArgs {
     remote: RemoteOpts,
 }
 
-/// The account the data folder's commands act in (`$VMIE_ACCOUNT_ID`).
-pub fn account() -> String {
-    crate::config::var("VMIE_ACCOUNT_ID").unwrap_or_else(|| "000000000000".into())
-}
-
 fn err(e: impl std::fmt::Display) -> CliError {
     CliError {
         message: e.to_string(),
@@ -326,64 +333,34 @@ pub fn engine_err(e: &engine::EngineError) -> CliError {
     }
 }
 
-/// The engine of the data folder (catalog, snapshot store, buckets, intermediate volumes).
-pub async fn open_engine(data_dir: &Path, o: &EngineOpts) -> Result<Engine, CliError> {
-    Ok(open_deployment(data_dir, o, None).await?.0)
-}
-
-/// The engine of the data folder and its root key, with this process attached to the
-/// activity log as `node` (see [`crate::cli_trail::attach`]).
-pub async fn open_deployment(
+/// The data folder's deployment with the engine `o` describes, attached to the activity log
+/// as `node` (default: this process's own name, see [`crate::cli_deploy::cli_node`]).
+pub fn engine_config(
     data_dir: &Path,
     o: &EngineOpts,
-    node: Option<&str>,
-) -> Result<(Engine, std::sync::Arc<kms::RootKey>), CliError> {
-    let env = open_env(data_dir)?;
-    let catalog = crate::cli_store::open_catalog(data_dir).await?;
-    let ca_pem = o
-        .url_ca_file
-        .as_ref()
-        .map(|p| std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display()))))
-        .transpose()?;
-    let buckets = match crate::config::var("VMIE_BUCKETS").as_deref() {
-        None | Some("local") => {
-            let root = data_dir.join("buckets");
-            std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
-            Buckets::Local { root }
-        }
-        Some("s3") => Buckets::S3(crate::cli_store::s3_settings().ok_or_else(|| {
-            err("buckets = s3 needs the S3 service: set s3.bucket (VMIE_S3_BUCKET) and s3.endpoint")
-        })?),
-        Some(other) => {
-            return Err(err(format!("buckets is {other}; it must be local or s3")));
-        }
-    };
-    let sources = Sources::new(
-        buckets,
-        &UrlPolicy {
-            allow: o.url_allow.clone(),
-            ca_pem,
-        },
-    )
-    .map_err(|e| engine_err(&e))?
-    .with_bucket_keys(bucket_keys(
-        crate::config::var("VMIE_BUCKET_KEYS").as_deref(),
-    )?);
-    let mut cfg = EngineConfig::new(scratch_dir(data_dir, o.scratch_dir.as_deref()));
-    cfg.lease = Duration::from_secs(o.lease_seconds.max(1));
-    cfg.boot_check = o.boot_check();
-    let engine = Engine::new(catalog, env.store, sources, cfg);
-    crate::cli_trail::attach(
-        data_dir,
-        env.objects,
-        &env.root,
-        engine.catalog(),
-        &env.kms,
-        Some(&engine),
-        node,
-    )
-    .await?;
-    Ok((engine, env.root))
+    node: Option<String>,
+) -> Result<deployment::Config, CliError> {
+    let mut cfg = crate::cli_deploy::config(data_dir)?;
+    let mut settings = o.settings(data_dir);
+    settings.bucket_keys = bucket_keys(crate::config::var("VMIE_BUCKET_KEYS").as_deref())?;
+    cfg.engine = Some(settings);
+    cfg.node = Some(node.unwrap_or_else(crate::cli_deploy::cli_node));
+    Ok(cfg)
+}
+
+/// Runs `f` on the engine of the data folder (catalog, snapshot store, buckets,
+/// intermediate volumes), then writes the activity records it queued.
+pub async fn with_engine<T>(
+    data_dir: &Path,
+    o: &EngineOpts,
+    f: impl AsyncFnOnce(&Engine) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let cfg = engine_config(data_dir, o, None)?;
+    crate::cli_deploy::with(&cfg, async |d| match d.engine() {
+        Some(e) => f(e).await,
+        None => Err(err("the deployment was opened without its engine")),
+    })
+    .await
 }
 
 fn print_task(t: &Task, json: bool) -> Result<(), CliError> {
@@ -430,7 +407,11 @@ async fn wait_for(e: &Engine, id: &str) -> Result<Task, CliError> {
     let bar = crate::progress::percent_bar();
     let mut last = String::new();
     let t = loop {
-        let t = e.catalog().task(&account(), id).await.map_err(err)?;
+        let t = e
+            .catalog()
+            .task(&crate::cli_deploy::account(), id)
+            .await
+            .map_err(err)?;
         let line = format!("{} {}", t.status_message, t.progress);
         if let Some(b) = &bar {
             b.set_position(u64::try_from(t.progress).unwrap_or(0));
@@ -490,7 +471,7 @@ async fn submitted(e: &Engine, t: Task, no_wait: bool, json: bool) -> Result<(),
 
 fn submit_of(o: &SubmitOpts) -> Submit {
     Submit {
-        account: account(),
+        account: crate::cli_deploy::account(),
         task_id: None,
         client_token: o.client_token.clone(),
         tags: Vec::new(),
@@ -499,7 +480,7 @@ fn submit_of(o: &SubmitOpts) -> Submit {
 
 /// `vmie import-image`.
 pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         let req = ImportImageRequest {
             architecture: a.architecture,
             boot_mode: a.boot_mode,
@@ -518,18 +499,20 @@ pub fn import_image(a: ImportImageArgs, data_dir: &Path) -> Result<(), CliError>
                 .await?;
             return remote_submitted(&r, id, a.submit.no_wait, a.submit.json).await;
         }
-        let e = open_engine(data_dir, &a.engine).await?;
-        let t = e
-            .import_image(submit_of(&a.submit), req)
-            .await
-            .map_err(|x| engine_err(&x))?;
-        submitted(&e, t, a.submit.no_wait, a.submit.json).await
+        with_engine(data_dir, &a.engine, async |e| {
+            let t = e
+                .import_image(submit_of(&a.submit), req)
+                .await
+                .map_err(|x| engine_err(&x))?;
+            submitted(e, t, a.submit.no_wait, a.submit.json).await
+        })
+        .await
     })
 }
 
 /// `vmie import-snapshot`.
 pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         let mut cs = a.source.containers();
         if cs.len() != 1 {
             return Err(err(
@@ -550,18 +533,20 @@ pub fn import_snapshot(a: ImportSnapshotArgs, data_dir: &Path) -> Result<(), Cli
                 .await?;
             return remote_submitted(&r, id, a.submit.no_wait, a.submit.json).await;
         }
-        let e = open_engine(data_dir, &a.engine).await?;
-        let t = e
-            .import_snapshot(submit_of(&a.submit), req)
-            .await
-            .map_err(|x| engine_err(&x))?;
-        submitted(&e, t, a.submit.no_wait, a.submit.json).await
+        with_engine(data_dir, &a.engine, async |e| {
+            let t = e
+                .import_snapshot(submit_of(&a.submit), req)
+                .await
+                .map_err(|x| engine_err(&x))?;
+            submitted(e, t, a.submit.no_wait, a.submit.json).await
+        })
+        .await
     })
 }
 
 /// `vmie export-image`.
 pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         let req = ExportImageRequest {
             image_id: a.image_id,
             disk_image_format: a.format,
@@ -576,21 +561,23 @@ pub fn export_image(a: ExportImageArgs, data_dir: &Path) -> Result<(), CliError>
             let id = r.export_image(&req, a.client_token.as_deref()).await?;
             return remote_submitted(&r, id, a.no_wait, a.json).await;
         }
-        let e = open_engine(data_dir, &a.engine).await?;
-        let sub = Submit {
-            account: account(),
-            task_id: None,
-            client_token: a.client_token,
-            tags: Vec::new(),
-        };
-        let t = e.export_image(sub, req).await.map_err(|x| engine_err(&x))?;
-        submitted(&e, t, a.no_wait, a.json).await
+        with_engine(data_dir, &a.engine, async |e| {
+            let sub = Submit {
+                account: crate::cli_deploy::account(),
+                task_id: None,
+                client_token: a.client_token,
+                tags: Vec::new(),
+            };
+            let t = e.export_image(sub, req).await.map_err(|x| engine_err(&x))?;
+            submitted(e, t, a.no_wait, a.json).await
+        })
+        .await
     })
 }
 
 /// `vmie tasks`: every task of the last 7 days.
 pub fn tasks(json: bool, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         if let Some(r) = r.remote()? {
             let all = r.tasks(None).await?;
             if json {
@@ -609,45 +596,52 @@ pub fn tasks(json: bool, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Res
             }
             return Ok(());
         }
-        let e = open_engine(data_dir, o).await?;
-        let mut all = Vec::new();
-        for k in [
-            TaskKind::ImportImage,
-            TaskKind::ImportSnapshot,
-            TaskKind::ExportImage,
-        ] {
-            all.extend(
-                e.describe(&account(), k, &[])
-                    .await
-                    .map_err(|x| engine_err(&x))?,
-            );
-        }
-        all.sort_by_key(|t| t.created_ms);
-        if json {
-            return print_json(&all.iter().map(task_json).collect::<Vec<_>>());
-        }
-        println!("{:<29} {:<10} {:>4}%  STATUS MESSAGE", "TASK", "STATUS", "");
-        for t in &all {
-            println!(
-                "{:<29} {:<10} {:>4}%  {}",
-                t.id, t.status, t.progress, t.status_message
-            );
-        }
-        Ok(())
+        with_engine(data_dir, o, async |e| {
+            let mut all = Vec::new();
+            for k in [
+                TaskKind::ImportImage,
+                TaskKind::ImportSnapshot,
+                TaskKind::ExportImage,
+            ] {
+                all.extend(
+                    e.describe(&crate::cli_deploy::account(), k, &[])
+                        .await
+                        .map_err(|x| engine_err(&x))?,
+                );
+            }
+            all.sort_by_key(|t| t.created_ms);
+            if json {
+                return print_json(&all.iter().map(task_json).collect::<Vec<_>>());
+            }
+            println!("{:<29} {:<10} {:>4}%  STATUS MESSAGE", "TASK", "STATUS", "");
+            for t in &all {
+                println!(
+                    "{:<29} {:<10} {:>4}%  {}",
+                    t.id, t.status, t.progress, t.status_message
+                );
+            }
+            Ok(())
+        })
+        .await
     })
 }
 
 /// `vmie cancel TASK`.
 pub fn cancel(id: &str, o: &EngineOpts, r: &RemoteOpts, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         if let Some(r) = r.remote()? {
             println!("{id} {}", r.cancel(id).await?);
             return Ok(());
         }
-        let e = open_engine(data_dir, o).await?;
-        let t = e.cancel(&account(), id).await.map_err(|x| engine_err(&x))?;
-        println!("{} {}", t.id, t.status);
-        Ok(())
+        with_engine(data_dir, o, async |e| {
+            let t = e
+                .cancel(&crate::cli_deploy::account(), id)
+                .await
+                .map_err(|x| engine_err(&x))?;
+            println!("{} {}", t.id, t.status);
+            Ok(())
+        })
+        .await
     })
 }
 
@@ -659,80 +653,95 @@ pub fn wait(
     r: &RemoteOpts,
     data_dir: &Path,
 ) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
+    crate::cli_deploy::block_on(async {
         if let Some(r) = r.remote()? {
             let t = r.wait(id).await?;
             return remote_ended(&t, json);
         }
-        let e = open_engine(data_dir, o).await?;
-        let t = e.catalog().task(&account(), id).await.map_err(err)?;
-        submitted(&e, t, false, json).await
+        with_engine(data_dir, o, async |e| {
+            let t = e
+                .catalog()
+                .task(&crate::cli_deploy::account(), id)
+                .await
+                .map_err(err)?;
+            submitted(e, t, false, json).await
+        })
+        .await
     })
 }
 
 /// `vmie work`: workers until SIGINT or SIGTERM.
 pub fn work(workers: usize, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
-        let e = open_engine(data_dir, o).await?;
-        startup(&e)?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let run = {
-            let e = e.clone();
-            tokio::spawn(async move { e.run_workers(workers, rx).await })
-        };
-        eprintln!("vmie: {workers} worker(s) running; stop with Ctrl-C or SIGTERM");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(err)?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("vmie: stopping; tasks in progress are taken over after their lease");
-        let _ = tx.send(true);
-        let _ = run.await;
-        Ok(())
+    crate::cli_deploy::block_on(async {
+        with_engine(data_dir, o, async |e| {
+            startup(e)?;
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let run = {
+                let e = e.clone();
+                tokio::spawn(async move { e.run_workers(workers, rx).await })
+            };
+            eprintln!("vmie: {workers} worker(s) running; stop with Ctrl-C or SIGTERM");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(err)?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("vmie: stopping; tasks in progress are taken over after their lease");
+            let _ = tx.send(true);
+            let _ = run.await;
+            Ok(())
+        })
+        .await
     })
 }
 
 /// `vmie images`.
 pub fn images(json: bool, o: &EngineOpts, data_dir: &Path) -> Result<(), CliError> {
-    crate::cli_trail::block_on(async {
-        let e = open_engine(data_dir, o).await?;
-        let list = e.catalog().images(&account()).await.map_err(err)?;
-        if json {
-            let v: Vec<_> = list
-                .iter()
-                .map(|i| {
-                    serde_json::json!({
-                        "ImageId": i.id, "Name": i.name, "Architecture": i.architecture,
-                        "Platform": i.platform, "BootMode": i.boot_mode,
-                        "BlockDeviceMappings": i.block_devices, "Encrypted": i.encrypted,
-                        "KmsKeyId": i.kms_key_id, "State": i.state, "TaskId": i.task_id,
+    crate::cli_deploy::block_on(async {
+        with_engine(data_dir, o, async |e| {
+            let list = e
+                .catalog()
+                .images(&crate::cli_deploy::account())
+                .await
+                .map_err(err)?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "ImageId": i.id, "Name": i.name, "Architecture": i.architecture,
+                            "Platform": i.platform, "BootMode": i.boot_mode,
+                            "BlockDeviceMappings": i.block_devices, "Encrypted": i.encrypted,
+                            "KmsKeyId": i.kms_key_id, "State": i.state, "TaskId": i.task_id,
+                        })
                     })
-                })
-                .collect();
-            return print_json(&v);
-        }
-        println!(
-            "{:<22} {:<8} {:<8} {:<15} SNAPSHOTS",
-            "IMAGE", "PLATFORM", "ARCH", "BOOT"
-        );
-        for i in &list {
-            let snaps: Vec<&str> = i
-                .block_devices
-                .iter()
-                .map(|b| b.snapshot_id.as_str())
-                .collect();
+                    .collect();
+                return print_json(&v);
+            }
             println!(
-                "{:<22} {:<8} {:<8} {:<15} {}",
-                i.id,
-                i.platform,
-                i.architecture,
-                i.boot_mode.as_deref().unwrap_or("-"),
-                snaps.join(",")
+                "{:<22} {:<8} {:<8} {:<15} SNAPSHOTS",
+                "IMAGE", "PLATFORM", "ARCH", "BOOT"
             );
-        }
-        Ok(())
+            for i in &list {
+                let snaps: Vec<&str> = i
+                    .block_devices
+                    .iter()
+                    .map(|b| b.snapshot_id.as_str())
+                    .collect();
+                println!(
+                    "{:<22} {:<8} {:<8} {:<15} {}",
+                    i.id,
+                    i.platform,
+                    i.architecture,
+                    i.boot_mode.as_deref().unwrap_or("-"),
+                    snaps.join(",")
+                );
+            }
+            Ok(())
+        })
+        .await
     })
 }
 

@@ -9,6 +9,7 @@ mod cli_admin;
 mod cli_boot;
 mod cli_compliance;
 mod cli_convert;
+mod cli_deploy;
 mod cli_info;
 mod cli_inspect;
 mod cli_remote;
