@@ -43,6 +43,7 @@ pub mod iam;
 pub mod iam_api;
 pub mod identity;
 pub mod kms_api;
+pub mod limiter;
 pub mod mfa;
 pub mod op;
 pub mod query;

@@ -56,7 +56,7 @@ pub struct Access {
     pub env: Env,
     /// The per-user request rate the whole endpoint shares (`rate_limit`): S3 requests
     /// count against the same budget as EC2, KMS, IAM, STS and CloudTrail ones.
-    pub limiter: std::sync::Arc<crate::server::Limiter>,
+    pub limiter: std::sync::Arc<crate::limiter::Limiter>,
 }
 
 /// The access key a request names, from `Authorization` or `X-Amz-Credential`.
@@ -218,6 +218,35 @@ impl Access {
         crate::authz::authorize(env, &caller.who, &caller.origin, spec, &decl).await
     }
 
+    /// CopyObject reads its source: `s3:GetObject` on it, decided as a GetObject of it.
+    async fn copy_source_readable(
+        env: &Env,
+        caller: &Caller,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        let src = headers
+            .get("x-amz-copy-source")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| s3s::dto::CopySource::parse(v).ok());
+        let Some(s3s::dto::CopySource::Bucket { bucket, key, .. }) = src else {
+            return Err(ApiError::client(
+                "InvalidArgument",
+                "x-amz-copy-source must name BUCKET/KEY",
+            ));
+        };
+        let get = Action::spec_of(Service::S3, "GetObject").ok_or_else(|| ApiError {
+            status: 403,
+            code: "AccessDenied".into(),
+            message: "GetObject is not in the table".into(),
+        })?;
+        let source = Target {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            ..Target::default()
+        };
+        Self::decide(env, caller, get, &source).await
+    }
+
     async fn check_inner(&self, cx: &mut S3AccessContext<'_>, slot: &Slot) -> Result<(), ApiError> {
         let denied = |m: &str| ApiError {
             status: 403,
@@ -300,25 +329,7 @@ impl Access {
         }
         Self::decide(&self.env, &caller, spec, &target).await?;
         if name == "CopyObject" {
-            let src = cx
-                .headers()
-                .get("x-amz-copy-source")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| s3s::dto::CopySource::parse(v).ok());
-            let Some(s3s::dto::CopySource::Bucket { bucket, key, .. }) = src else {
-                return Err(ApiError::client(
-                    "InvalidArgument",
-                    "x-amz-copy-source must name BUCKET/KEY",
-                ));
-            };
-            let get = Action::spec_of(Service::S3, "GetObject")
-                .ok_or_else(|| denied("GetObject is not in the table"))?;
-            let source = Target {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                ..Target::default()
-            };
-            Self::decide(&self.env, &caller, get, &source).await?;
+            Self::copy_source_readable(&self.env, &caller, cx.headers()).await?;
         }
         Ok(())
     }

@@ -167,7 +167,7 @@ impl Endpoint {
     pub fn new(
         env: &Env,
         domains: Vec<String>,
-        limiter: Arc<crate::server::Limiter>,
+        limiter: Arc<crate::limiter::Limiter>,
     ) -> Result<Endpoint, String> {
         let store = store::Store::new(env.engine.sources().clone())?;
         let domains = Arc::new(domains);
