@@ -258,7 +258,12 @@ impl Disk for BlockingReader {
         self.handle
             .block_on(self.inner.read_at(buf, offset))
             .map_err(|e| {
-                diskfmt::DiskError::io("reading snapshot", std::io::Error::other(e.to_string()))
+                // The cause goes into the context: callers show a disk error's message only,
+                // and a task's status must say what failed (a store error, a damaged chunk).
+                diskfmt::DiskError::io(
+                    format!("reading snapshot at byte {offset}: {e}"),
+                    std::io::Error::other(e.to_string()),
+                )
             })
     }
 
