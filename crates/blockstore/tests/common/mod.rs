@@ -143,16 +143,21 @@ async fn start_s3_with(
     let service = b.build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // s3s-fs checks `If-None-Match: *` and then writes, so two such PUTs of one key at
+    // once could both succeed; S3 decides them atomically (one gets 412), and the store's
+    // content-addressed chunks rely on that. Conditional PUTs are served one at a time here.
+    let conditional = Arc::new(tokio::sync::Mutex::new(()));
     let handle = tokio::spawn(async move {
         let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
-            let (service, gate) = (service.clone(), gate.clone());
+            let (service, gate, conditional) = (service.clone(), gate.clone(), conditional.clone());
             let gated =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (service, gate) = (service.clone(), gate.clone());
+                    let (service, gate, conditional) =
+                        (service.clone(), gate.clone(), conditional.clone());
                     async move {
                         if let Some(g) = &gate {
                             g.pass(&req).await;
@@ -160,6 +165,13 @@ async fn start_s3_with(
                         if let Some(l) = latency {
                             tokio::time::sleep(l).await;
                         }
+                        let _one_at_a_time = if req.method() == hyper::Method::PUT
+                            && req.headers().contains_key("if-none-match")
+                        {
+                            Some(conditional.lock().await)
+                        } else {
+                            None
+                        };
                         hyper::service::Service::call(&service, req).await
                     }
                 });
