@@ -38,23 +38,15 @@ fn invalid(message: impl Into<String>) -> S3Error {
 
 fn kms_refusal(e: &kms::KmsError) -> S3Error {
     let a = crate::kms_api::kms_error(e);
-    let mut x = S3Error::with_message(
-        if a.status >= 500 {
-            s3s::S3ErrorCode::InternalError
-        } else if a.code.contains("AccessDenied") {
-            s3s::S3ErrorCode::AccessDenied
-        } else {
-            s3s::S3ErrorCode::InvalidArgument
-        },
-        format!("KMS: {} ({})", a.message, a.code),
-    );
-    if let Ok(s) = axum::http::StatusCode::from_u16(if a.code.contains("AccessDenied") {
-        403
-    } else if a.status >= 500 {
-        a.status
+    let (code, status) = if a.status >= 500 {
+        (s3s::S3ErrorCode::InternalError, a.status)
+    } else if a.code.contains("AccessDenied") {
+        (s3s::S3ErrorCode::AccessDenied, 403)
     } else {
-        400
-    }) {
+        (s3s::S3ErrorCode::InvalidArgument, 400)
+    };
+    let mut x = S3Error::with_message(code, format!("KMS: {} ({})", a.message, a.code));
+    if let Ok(s) = axum::http::StatusCode::from_u16(status) {
         x.set_status_code(s);
     }
     x
@@ -118,14 +110,12 @@ pub async fn for_write(
             "x-amz-server-side-encryption-aws-kms-key-id needs x-amz-server-side-encryption: aws:kms",
         ));
     }
-    let marked = env
-        .engine
-        .sources()
-        .bucket_key(bucket)
-        .filter(|k| !k.is_empty());
-    if asked.is_none() && env.engine.sources().bucket_key(bucket).is_none() {
+    // The bucket's mark: `Some("")` is the default key.
+    let mark = env.engine.sources().bucket_key(bucket);
+    if asked.is_none() && mark.is_none() {
         return Ok(None);
     }
+    let marked = mark.filter(|k| !k.is_empty());
     let kms = env.engine.store().kms();
     // The customer key named, or the bucket's; otherwise the service's own.
     let customer = if asked == Some(ServerSideEncryption::AES256) {
