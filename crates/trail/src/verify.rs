@@ -350,7 +350,7 @@ async fn one_digest(
 
 /// Reads the records of every file written at or after `since_ms` (a file is written
 /// after the records it holds, so older files hold only older records), oldest first:
-/// log files in the trail bucket and batches of the old layout.
+/// batches of the old layout, then log files in the trail bucket.
 pub async fn records(trail: &Trail, since_ms: Option<i64>) -> Result<Vec<Value>, TrailError> {
     let mut found: Vec<(i64, String, bool)> = Vec::new();
     let batches: Vec<_> = trail
@@ -374,7 +374,10 @@ pub async fn records(trail: &Trail, since_ms: Option<i64>) -> Result<Vec<Value>,
     if let Some(t) = since_ms {
         found.retain(|(ms, _, _)| *ms >= t);
     }
-    found.sort();
+    // The old layout was written before this version's first file; files written within
+    // one millisecond (a fast disk's timestamps) then go by name, which orders each
+    // node's batches and each account's log files.
+    found.sort_by(|a, b| (!a.2, a.0, &a.1).cmp(&(!b.2, b.0, &b.1)));
     let mut out = Vec::new();
     for (_, key, legacy) in found {
         let data = if legacy {
