@@ -92,6 +92,25 @@ pub struct Call<'a> {
     pub account: Option<&'a str>,
 }
 
+/// A console sign-in or sign-out, for [`Audit::console`].
+#[derive(Debug, Clone)]
+pub struct ConsoleEvent<'a> {
+    /// `ConsoleLogin` or `ConsoleLogout`.
+    pub name: &'a str,
+    /// The account signed in to.
+    pub account: &'a str,
+    /// The user, when it is one of the account's (`None`: withheld).
+    pub user: Option<&'a str>,
+    /// The client's address.
+    pub source_ip: IpAddr,
+    /// The `User-Agent` header.
+    pub user_agent: &'a str,
+    /// Whether an MFA code was given and right.
+    pub mfa_used: bool,
+    /// Why it failed (`None`: it succeeded).
+    pub error: Option<&'a str>,
+}
+
 /// A random id in the UUID (version 4) shape: event ids, and the request ids clients get.
 pub(crate) fn event_id() -> String {
     let mut b = [0u8; 16];
@@ -614,6 +633,58 @@ impl Audit {
             )),
         );
         r.insert("recipientAccountId".into(), json!(u.caller.account));
+        self.writer.record(Value::Object(r));
+    }
+
+    /// Queues the record of a console sign-in or sign-out (`ConsoleLogin`,
+    /// `ConsoleLogout`), as CloudTrail records them: event source `signin.amazonaws.com`,
+    /// type `AwsConsoleSignIn`, the outcome in `responseElements`, whether MFA was used in
+    /// `additionalEventData`. A user name that is not a user of the account is withheld
+    /// (people type passwords into the wrong field).
+    pub fn console(&self, e: &ConsoleEvent<'_>) {
+        let mut r = self.base(
+            catalog::now_ms(),
+            "signin.amazonaws.com",
+            e.name,
+            "AwsConsoleSignIn",
+        );
+        let identity = match e.user {
+            Some(u) => json!({
+                "type": "IAMUser",
+                "principalId": principal_id(e.account, u),
+                "arn": format!("arn:aws:iam::{}:user/{u}", e.account),
+                "accountId": e.account,
+                "userName": u,
+            }),
+            None => json!({
+                "type": "IAMUser",
+                "accountId": e.account,
+                "accessKeyId": "",
+                "userName": "HIDDEN_DUE_TO_SECURITY_REASONS",
+            }),
+        };
+        r.insert("userIdentity".into(), identity);
+        r.insert("sourceIPAddress".into(), json!(e.source_ip.to_string()));
+        r.insert("userAgent".into(), json!(text(e.user_agent)));
+        r.insert("requestParameters".into(), Value::Null);
+        r.insert(
+            "responseElements".into(),
+            json!({ e.name: if e.error.is_none() { "Success" } else { "Failure" } }),
+        );
+        r.insert(
+            "additionalEventData".into(),
+            json!({
+                "LoginTo": "/console/",
+                "MobileVersion": "No",
+                "MFAUsed": if e.mfa_used { "Yes" } else { "No" },
+            }),
+        );
+        if let Some(m) = e.error {
+            r.insert("errorMessage".into(), json!(clean_message(m)));
+        }
+        r.insert("requestID".into(), json!(event_id()));
+        r.insert("readOnly".into(), json!(false));
+        r.insert("recipientAccountId".into(), json!(e.account));
         self.writer.record(Value::Object(r));
     }
 

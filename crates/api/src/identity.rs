@@ -17,6 +17,7 @@ use kms::RootKey;
 use crate::iam::{Policy, PolicyError};
 use crate::sigv4::{self, AuthError};
 
+pub mod login;
 pub mod manage;
 
 /// The policy the embedded default gives its first user.

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::action::{Action, Input, Service, Spec};
 use crate::dispatch::{Env, Origin, dispatch};
 use crate::error::ApiError;
+use crate::identity::Principal;
 use crate::query::Params;
 use crate::sigv4;
 use crate::xml;
@@ -70,12 +71,21 @@ pub struct Metrics {
 }
 
 #[derive(Clone)]
-struct App {
-    env: Env,
+pub(crate) struct App {
+    pub(crate) env: Env,
     metrics: Arc<Metrics>,
     limiter: Arc<Limiter>,
     gate: Option<Arc<crate::conn::Gate>>,
-    s3: crate::s3::Endpoint,
+    pub(crate) s3: crate::s3::Endpoint,
+}
+
+/// Who a request to the Query and JSON endpoint comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// Whoever signed it (SigV4).
+    Signed,
+    /// A signed-in console session (`crate::console`), for `service`.
+    Console(Box<Principal>, Service),
 }
 
 pub use crate::limiter::Limiter;
@@ -139,9 +149,9 @@ mod tests {
 }
 
 #[derive(Clone, Copy)]
-struct Peer {
-    addr: IpAddr,
-    secure: bool,
+pub(crate) struct Peer {
+    pub(crate) addr: IpAddr,
+    pub(crate) secure: bool,
 }
 
 fn request_id() -> String {
@@ -250,13 +260,14 @@ async fn read_body(body: axum::body::Body, headers: &HeaderMap) -> Result<Bytes,
 }
 
 /// The EC2 (and STS, and CloudTrail) endpoint: answers, then records the call.
-async fn ec2_endpoint(
+pub(crate) async fn ec2_endpoint(
     State(app): State<App>,
     Extension(peer): Extension<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
+    caller: Caller,
 ) -> Response {
     let rid = request_id();
     let time_ms = catalog::now_ms();
@@ -274,7 +285,15 @@ async fn ec2_endpoint(
     };
     let work = async {
         match read_body(body, &headers).await {
-            Ok(body) => answer(&app, &peer, &method, &uri, &headers, &body, &rid, &mut rec).await,
+            Ok(body) => {
+                let req = Received {
+                    method: &method,
+                    uri: &uri,
+                    headers: &headers,
+                    body: &body,
+                };
+                answer(&app, &peer, &req, &caller, &rid, &mut rec).await
+            }
             // Too large, or unreadable: refused before anything else, and recorded too.
             Err(refusal) => {
                 let mut r = error_response(&refusal.error, &rid);
@@ -374,17 +393,23 @@ fn query_params(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<Params,
     Ok(Params::parse(&form)?)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A request as read off the wire.
+struct Received<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
 async fn answer(
     app: &App,
     peer: &Peer,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
+    r: &Received<'_>,
+    caller: &Caller,
     rid: &str,
     rec: &mut Rec,
 ) -> Response {
+    let (method, uri, headers, body) = (r.method, r.uri, r.headers, r.body);
     let hs: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| {
@@ -405,13 +430,19 @@ async fn answer(
     let now = catalog::now_ms() / 1000;
     // EC2, STS and CloudTrail share the endpoint: with a custom endpoint URL the CLI sends
     // them all to the same place.
-    let signed = sigv4::parse(&req).ok();
+    let signed = match caller {
+        Caller::Signed => sigv4::parse(&req).ok(),
+        Caller::Console(..) => None,
+    };
     rec.key_id = signed.as_ref().map(|s| s.access_key_id.clone());
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let service = service_of(signed.as_ref(), target.as_deref());
+    let service = match caller {
+        Caller::Signed => service_of(signed.as_ref(), target.as_deref()),
+        Caller::Console(_, service) => *service,
+    };
     rec.service = service;
     let fail = |rec: &mut Rec, e: ApiError| -> Response {
         let r = match service {
@@ -451,12 +482,16 @@ async fn answer(
         }
     }
     rec.spec = Action::spec_of(service, &rec.action);
-    let who = match app
-        .env
-        .identity
-        .authenticate(&req, &app.env.region, service.name(), now)
-        .await
-    {
+    let authenticated = match caller {
+        Caller::Signed => {
+            app.env
+                .identity
+                .authenticate(&req, &app.env.region, service.name(), now)
+                .await
+        }
+        Caller::Console(who, _) => Ok(Principal::clone(who)),
+    };
+    let who = match authenticated {
         Ok(p) => p,
         Err(e) => {
             app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -669,7 +704,7 @@ fn router(
 
 /// An S3 request's body: streamed as it comes, but given up after [`REQUEST_TIMEOUT`]
 /// without a byte (S3 bodies may take hours; a silent one may not).
-fn s3_body(body: axum::body::Body, headers: &HeaderMap) -> axum::body::Body {
+pub(crate) fn s3_body(body: axum::body::Body, headers: &HeaderMap) -> axum::body::Body {
     use futures::StreamExt;
     // No body: say so exactly (s3s needs the length of what it verifies).
     let none = headers
@@ -703,6 +738,10 @@ async fn root(
     Extension(peer): Extension<Peer>,
     req: axum::extract::Request,
 ) -> Response {
+    if crate::console::is_console(req.uri(), req.headers(), app.s3.domains()) {
+        app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        return crate::console::handle(&app, &peer, req).await;
+    }
     let (parts, body) = req.into_parts();
     if crate::s3::is_s3(&parts.uri, &parts.headers, app.s3.domains()) {
         app.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -721,6 +760,7 @@ async fn root(
         parts.uri,
         parts.headers,
         body,
+        Caller::Signed,
     )
     .await
 }

@@ -534,9 +534,47 @@ pub fn authorization(
     amz_date: &str,
     signed_headers: &[String],
 ) -> Result<String, AuthError> {
+    authorization_over(
+        req,
+        &sha256_hex(req.body),
+        Credentials {
+            access_key_id,
+            secret,
+        },
+        region,
+        service,
+        amz_date,
+        signed_headers,
+    )
+}
+
+/// Whose request is signed.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The access key id.
+    pub access_key_id: &'a str,
+    /// Its secret.
+    pub secret: &'a str,
+}
+
+/// [`authorization`] over a payload whose hash is given (`UNSIGNED-PAYLOAD` for a body
+/// streamed through, as S3 allows).
+pub fn authorization_over(
+    req: &Request<'_>,
+    payload_hash: &str,
+    who: Credentials<'_>,
+    region: &str,
+    service: &str,
+    amz_date: &str,
+    signed_headers: &[String],
+) -> Result<String, AuthError> {
+    let Credentials {
+        access_key_id,
+        secret,
+    } = who;
     let date = amz_date.get(..8).unwrap_or_default();
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let creq = canonical_request(req, signed_headers, &sha256_hex(req.body), false)?;
+    let creq = canonical_request(req, signed_headers, payload_hash, false)?;
     let sig = hmac_sha256(
         &signing_key(secret, date, region, service),
         string_to_sign(amz_date, &scope, &creq).as_bytes(),

@@ -260,6 +260,14 @@ async fn iam_fixtures(id: &Identity) -> (String, (String, String)) {
         .await
         .unwrap();
     id.enable_mfa(ACCOUNT, "alice").await.unwrap();
+    id.create_login_profile(
+        ACCOUNT,
+        "alice",
+        zeroize::Zeroizing::new("Alice-pass-1".into()),
+        false,
+    )
+    .await
+    .unwrap();
     for r in ["deployer", "barerole"] {
         id.create_role_with(ACCOUNT, r, Some(TRUST), "", 3600)
             .await
@@ -536,6 +544,13 @@ fn iam_sample<'a>(name: &str, fx: &'a Fixtures) -> Option<Vec<(&'a str, &'a str)
         "DeleteVirtualMFADevice" => {
             vec![("SerialNumber", "arn:aws:iam::111122223333:mfa/spare")]
         }
+        "CreateLoginProfile" => vec![("UserName", "bare"), ("Password", "Bare-pass-12")],
+        "GetLoginProfile" | "DeleteLoginProfile" => vec![("UserName", "alice")],
+        "UpdateLoginProfile" => vec![
+            ("UserName", "alice"),
+            ("Password", "New-alice-pass-2"),
+            ("PasswordResetRequired", "true"),
+        ],
         "SimulatePrincipalPolicy" => vec![
             ("PolicySourceArn", alice),
             ("ActionNames.member.1", "ec2:DescribeImages"),

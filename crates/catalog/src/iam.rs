@@ -18,10 +18,29 @@ pub struct User {
     pub created_ms: i64,
 }
 
-/// What [`Catalog::mfa_attempt`] decided.
+/// What counts failed attempts in a row, with back-off: a user's MFA device, or the
+/// password of their console login profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// `iam_mfa_devices`.
+    MfaDevice,
+    /// `iam_login_profiles`.
+    LoginProfile,
+}
+
+impl Counted {
+    fn table(self) -> &'static str {
+        match self {
+            Counted::MfaDevice => "iam_mfa_devices",
+            Counted::LoginProfile => "iam_login_profiles",
+        }
+    }
+}
+
+/// What [`Catalog::mfa_attempt`] and [`Catalog::login_attempt`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MfaAttempt {
-    /// The user has no MFA device.
+    /// The user has no MFA device (for a sign-in: no login profile).
     NoDevice,
     /// Refused unchecked: an earlier failure's back-off or lockout runs until `until_ms`.
     Wait {
@@ -232,12 +251,27 @@ impl Catalog {
         now_ms: i64,
         delay_ms: impl Fn(i64) -> i64,
     ) -> Result<MfaAttempt> {
+        self.counted_attempt(Counted::MfaDevice, account, user, now_ms, delay_ms)
+            .await
+    }
+
+    /// One attempt counted in `what`'s row of `user` (see [`Catalog::mfa_attempt`]);
+    /// `NoDevice` when there is no such row.
+    pub(crate) async fn counted_attempt(
+        &self,
+        what: Counted,
+        account: &str,
+        user: &str,
+        now_ms: i64,
+        delay_ms: impl Fn(i64) -> i64,
+    ) -> Result<MfaAttempt> {
+        let table = what.table();
         let mut tx = self.pool.begin().await?;
         // A write first: it locks the row (PostgreSQL) or the database (SQLite) until the
         // transaction ends, so two nodes decide one after the other.
-        let locked = sqlx::query(
-            "UPDATE iam_mfa_devices SET failures = failures WHERE account = $1 AND user_name = $2",
-        )
+        let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET failures = failures WHERE account = $1 AND user_name = $2"
+        )))
         .bind(account)
         .bind(user)
         .execute(&mut *tx)
@@ -246,9 +280,9 @@ impl Catalog {
             tx.rollback().await?;
             return Ok(MfaAttempt::NoDevice);
         }
-        let row = sqlx::query(
-            "SELECT failures, next_attempt_ms FROM iam_mfa_devices WHERE account = $1 AND user_name = $2",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT failures, next_attempt_ms FROM {table} WHERE account = $1 AND user_name = $2"
+        )))
         .bind(account)
         .bind(user)
         .fetch_one(&mut *tx)
@@ -262,10 +296,10 @@ impl Catalog {
             });
         }
         let failures = failures.saturating_add(1);
-        sqlx::query(
-            "UPDATE iam_mfa_devices SET failures = $1, last_failure_ms = $2, next_attempt_ms = $3 \
-             WHERE account = $4 AND user_name = $5",
-        )
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET failures = $1, last_failure_ms = $2, next_attempt_ms = $3 \
+             WHERE account = $4 AND user_name = $5"
+        )))
         .bind(failures)
         .bind(now_ms)
         .bind(now_ms.saturating_add(delay_ms(failures)))
@@ -488,6 +522,7 @@ impl Catalog {
             for sql in [
                 "DELETE FROM iam_access_keys WHERE account = $1 AND user_name = $2",
                 "DELETE FROM iam_mfa_devices WHERE account = $1 AND user_name = $2",
+                "DELETE FROM iam_login_profiles WHERE account = $1 AND user_name = $2",
                 "UPDATE iam_virtual_mfa SET user_name = NULL, enabled_ms = NULL WHERE account = $1 AND user_name = $2",
             ] {
                 sqlx::query(sql)

@@ -16,6 +16,7 @@
 
 pub mod iam;
 pub mod iam_api;
+pub mod login;
 pub mod pgtest;
 mod schema;
 

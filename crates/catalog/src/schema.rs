@@ -227,4 +227,20 @@ pub const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE iam_sessions ADD COLUMN session_policy TEXT",
         ],
     ),
+    (
+        9,
+        "console passwords: one login profile per IAM user (an argon2id hash), with failed \
+         sign-ins counted and backed off like MFA codes",
+        &["CREATE TABLE iam_login_profiles (
+                account TEXT NOT NULL,
+                user_name TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                reset_required BIGINT NOT NULL DEFAULT 0,
+                created_ms BIGINT NOT NULL,
+                failures BIGINT NOT NULL DEFAULT 0,
+                last_failure_ms BIGINT NOT NULL DEFAULT 0,
+                next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (account, user_name)
+            )"],
+    ),
 ];

@@ -30,6 +30,35 @@ pub enum AdminCmd {
     /// Virtual MFA devices (TOTP, RFC 6238) of users.
     #[command(subcommand)]
     Mfa(MfaCmd),
+    /// Console passwords of users (the web console at https://HOST:PORT/console/).
+    #[command(subcommand)]
+    LoginProfile(LoginCmd),
+}
+
+/// Console password commands.
+#[derive(Debug, Subcommand)]
+pub enum LoginCmd {
+    /// Set USER's console password, read from standard input (one line): 8 to 128
+    /// characters with at least three of lower case, upper case, digits and symbols. It is
+    /// stored only as an argon2id hash.
+    Set {
+        /// The user.
+        user: String,
+        /// The user must choose a new password at the next sign-in.
+        #[arg(long)]
+        reset_required: bool,
+    },
+    /// Remove USER's console password (they can no longer sign in to the console).
+    Delete {
+        /// The user.
+        user: String,
+    },
+    /// Clear USER's failed sign-ins and end their lockout (after five wrong passwords in a
+    /// row sign-in is locked for 15 minutes, then longer).
+    Unlock {
+        /// The user.
+        user: String,
+    },
 }
 
 /// MFA commands.
@@ -249,6 +278,15 @@ fn event_of(cmd: &AdminCmd) -> Option<(&'static str, Vec<(&'static str, String)>
         AdminCmd::Mfa(MfaCmd::Unlock { user }) => {
             ("UnlockMFADevice", vec![("UserName", user.clone())])
         }
+        AdminCmd::LoginProfile(LoginCmd::Set { user, .. }) => {
+            ("SetLoginProfile", vec![("UserName", user.clone())])
+        }
+        AdminCmd::LoginProfile(LoginCmd::Delete { user }) => {
+            ("DeleteLoginProfile", vec![("UserName", user.clone())])
+        }
+        AdminCmd::LoginProfile(LoginCmd::Unlock { user }) => {
+            ("UnlockLoginProfile", vec![("UserName", user.clone())])
+        }
         AdminCmd::User(NamedCmd::List { .. })
         | AdminCmd::Role(NamedCmd::List { .. })
         | AdminCmd::AccessKey(KeyCmd::List { .. })
@@ -294,7 +332,57 @@ async fn admin(cmd: AdminCmd, id: &Identity, a: &str) -> Result<(), CliError> {
         AdminCmd::AccessKey(c) => access_key(c, id, a).await,
         AdminCmd::Policy(c) => policy(c, id, a).await,
         AdminCmd::Mfa(c) => mfa(c, id, a).await,
+        AdminCmd::LoginProfile(c) => login_profile(c, id, a).await,
     }
+}
+
+/// `vmie admin login-profile …`.
+async fn login_profile(cmd: LoginCmd, id: &Identity, a: &str) -> Result<(), CliError> {
+    let c = id.catalog();
+    let api = |e: api::error::ApiError| fail(format!("{}: {}", e.code, e.message));
+    match cmd {
+        LoginCmd::Set {
+            user,
+            reset_required,
+        } => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| fail(format!("reading the password from standard input: {e}")))?;
+            let pw = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+            let made = id
+                .create_login_profile(a, &user, pw.clone(), reset_required)
+                .await
+                .map_err(api)?;
+            if !made {
+                id.update_login_profile(a, &user, Some(pw), Some(reset_required))
+                    .await
+                    .map_err(api)?;
+            }
+            eprintln!(
+                "vmie: {user} can sign in to the console at /console/{}",
+                if reset_required {
+                    " and must choose a new password first"
+                } else {
+                    ""
+                }
+            );
+        }
+        LoginCmd::Delete { user } => {
+            if !c.delete_login_profile(a, &user).await.map_err(fail)? {
+                return Err(fail(format!("the user {user} has no console password")));
+            }
+            eprintln!("vmie: {user} can no longer sign in to the console");
+        }
+        LoginCmd::Unlock { user } => {
+            if c.login_profile(a, &user).await.map_err(fail)?.is_none() {
+                return Err(fail(format!("the user {user} has no console password")));
+            }
+            c.login_success(a, &user).await.map_err(fail)?;
+            eprintln!("vmie: console sign-in of {user} is unlocked; its failure count is cleared");
+        }
+    }
+    Ok(())
 }
 
 /// `vmie admin user|role create|list|delete`.

@@ -17,6 +17,7 @@ use crate::op::{Op, ops};
 use crate::query::Params;
 use crate::spec::{Authz, Kind, Service, Spec, Tags, field, plain};
 
+mod login;
 mod mfa;
 mod policies;
 mod roles;
@@ -238,6 +239,8 @@ impl<O: Op> Handler for Call<O> {
             | "ListMFADevices"
             | "ListVirtualMFADevices"
             | "DeleteVirtualMFADevice" => mfa::run(name, &self.p, cx).await?,
+            "CreateLoginProfile" | "GetLoginProfile" | "UpdateLoginProfile"
+            | "DeleteLoginProfile" => login::run(name, &self.p, cx).await?,
             _ => policies::run(name, &self.p, cx).await?,
         };
         Ok(answer(name, cx.request_id, body.as_deref()))
@@ -265,7 +268,11 @@ fn declare(name: &str, p: &Params, who: &Principal, d: &mut Declaration) {
         | "UpdateAccessKey"
         | "DeleteAccessKey"
         | "ListMFADevices"
-        | "DeactivateMFADevice" => {
+        | "DeactivateMFADevice"
+        | "CreateLoginProfile"
+        | "GetLoginProfile"
+        | "UpdateLoginProfile"
+        | "DeleteLoginProfile" => {
             d.touches(user_arn(a, &user_or_self(p, who)));
         }
         // A key of nobody here: authorized on every user, then not found.
@@ -402,6 +409,14 @@ ops! { Service::Iam, "iam", Authz::Policy;
         params: &[plain("AssignmentStatus"), PAGE[0], PAGE[1]] }
     DeleteVirtualMFADevice { read: false, resources: &["mfa"], tags: Tags::None, keys: &[], required: &["SerialNumber"],
         params: &[plain("SerialNumber")] }
+    CreateLoginProfile { read: false, resources: USER, tags: Tags::None, keys: &[], required: &["Password"],
+        params: &[plain("UserName"), field("Password", Kind::Secret), plain("PasswordResetRequired")] }
+    GetLoginProfile { read: true, resources: USER, tags: Tags::None, keys: &[], required: &[],
+        params: &[plain("UserName")] }
+    UpdateLoginProfile { read: false, resources: USER, tags: Tags::None, keys: &[], required: &["UserName"],
+        params: &[plain("UserName"), field("Password", Kind::Secret), plain("PasswordResetRequired")] }
+    DeleteLoginProfile { read: false, resources: USER, tags: Tags::None, keys: &[], required: &[],
+        params: &[plain("UserName")] }
     SimulatePrincipalPolicy { read: true, resources: &["user", "role"], tags: Tags::None, keys: &[], required: &["PolicySourceArn"],
         params: &[plain("PolicySourceArn"), plain("ActionNames.member.N"), plain("ResourceArns.member.N"),
                   field("PolicyInputList.member.N", DOC), plain("ContextEntries.member.N.ContextKeyName"),

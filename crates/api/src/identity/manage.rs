@@ -202,6 +202,8 @@ impl Identity {
             "access keys"
         } else if kind == PrincipalKind::User && c.mfa_serial(account, name).await?.is_some() {
             "an MFA device"
+        } else if kind == PrincipalKind::User && c.login_profile(account, name).await?.is_some() {
+            "the login profile"
         } else {
             return Ok(None);
         };
