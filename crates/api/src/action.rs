@@ -136,6 +136,7 @@ actions! {
     CreateInstanceExportTask => crate::ec2::unsupported::CreateInstanceExportTask,
     GetImageBootEvidence => crate::ec2::boot_evidence::GetImageBootEvidence,
     GetImportTaskBootEvidence => crate::ec2::boot_evidence::GetImportTaskBootEvidence,
+    GetComplianceReport => crate::ec2::compliance::GetComplianceReport,
     GetSessionToken => crate::sts::GetSessionToken,
     LookupEvents => crate::cloudtrail::LookupEvents,
     DescribeTrails => crate::cloudtrail_trail::DescribeTrails,

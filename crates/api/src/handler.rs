@@ -172,6 +172,8 @@ pub struct Env {
     pub guard: crate::guard::Policy,
     /// The activity log (`None`: not kept, which `vmie compliance` reports).
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// What runs the deployment's compliance controls (`None`: not available).
+    pub compliance: Option<Arc<dyn crate::ec2::compliance::Source>>,
 }
 
 /// Where a request came from, for policy conditions.

@@ -182,6 +182,7 @@ async fn world() -> World {
         region: REGION.into(),
         guard: api::guard::Policy::Warn,
         audit: None,
+        compliance: None,
     };
     World { dir, env, fx }
 }
@@ -456,6 +457,7 @@ fn sample(name: &str, fx: &Fixtures) -> Option<Vec<(String, String)>> {
         }
         "CancelExportTask" => p(&[("ExportTaskId", "export-i-0123456789abcdef0")]),
         "GetImageBootEvidence" => p(&[("ImageId", fx.image.as_str())]),
+        "GetComplianceReport" => p(&[]),
         "GetImportTaskBootEvidence" => p(&[("ImportTaskId", fx.image_task.as_str())]),
         "CreateInstanceExportTask" => p(&[
             ("InstanceId", "i-0123456789abcdef0"),
@@ -869,6 +871,8 @@ async fn every_action_in_the_table_is_refused_when_denied_and_changes_nothing() 
             "EnableImage" => Some("IncorrectState"),
             // The fixtures were never boot-checked.
             "GetImageBootEvidence" | "GetImportTaskBootEvidence" => Some("has no boot evidence"),
+            // This world has no compliance controls (vmie serve gives them).
+            "GetComplianceReport" => Some("not available"),
             "DescribeConversionTasks"
             | "DescribeExportTasks"
             | "CancelExportTask"

@@ -397,6 +397,27 @@ async fn controls(data_dir: &Path) -> Result<Vec<Control>, CliError> {
     Ok(out)
 }
 
+/// The controls of the deployment in `data_dir`, for the endpoint's `GetComplianceReport`
+/// (the console's compliance page): the same checks as `vmie compliance`.
+#[derive(Debug)]
+pub struct Controls {
+    /// The data folder.
+    pub data_dir: std::path::PathBuf,
+}
+
+impl api::ec2::compliance::Source for Controls {
+    fn report(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let c = controls(&self.data_dir).await.map_err(|e| e.message)?;
+            serde_json::to_value(&c).map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Prints the controls as a table, remedies under the failing ones.
 fn print_table(controls: &[Control]) {
     let w = controls.iter().map(|c| c.control.len()).max().unwrap_or(0);

@@ -405,6 +405,9 @@ async fn serve_deployment(
             Sensitive::Reject => api::guard::Policy::Reject,
         },
         audit: d.audit.clone(),
+        compliance: Some(std::sync::Arc::new(crate::cli_compliance::Controls {
+            data_dir: data_dir.clone(),
+        })),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

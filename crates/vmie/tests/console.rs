@@ -173,18 +173,41 @@ async fn fill(c: &Client, id: &str, value: &str) {
     e.send_keys(value).await.unwrap();
 }
 
+/// Clicks the submit button `id` and waits for the page the form's answer loads (the old
+/// document is marked first, so a page still showing is never taken for the answer).
+async fn submit(c: &Client, id: &str) {
+    c.execute(
+        "document.documentElement.dataset.old = '1'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the form's answer", Duration::from_secs(60), || async {
+        let v = c
+            .execute(
+                "return document.readyState === 'complete' && !document.documentElement.dataset.old;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v == serde_json::Value::Bool(true)).then_some(())
+    })
+    .await;
+}
+
 /// Submits the password form; the page's answer (error text, or the URL's path).
 async fn password_step(c: &Client, base: &str, account: &str, user: &str, pw: &str) -> String {
     c.goto(&format!("{base}/console/signin")).await.unwrap();
     fill(c, "account", account).await;
     fill(c, "user", user).await;
     fill(c, "password", pw).await;
-    c.find(Locator::Id("signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "signin").await;
     let err = text_of(c, "#signin-error").await;
     if err.is_empty() {
         c.current_url().await.unwrap().path().to_string()
@@ -299,12 +322,7 @@ async fn a_person_signs_in_with_mfa_imports_from_the_browser_and_is_held_to_the_
     let at = password_step(&c, &base, &account, "alice", ALICE_PW).await;
     assert_eq!(at, "/console/signin", "the MFA step is on the sign-in page");
     fill(&c, "code", &code(&secret, &mut step)).await;
-    c.find(Locator::Id("verify"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&c, "verify").await;
     let path = c.current_url().await.unwrap().path().to_string();
     assert_eq!(
         path,
@@ -331,6 +349,7 @@ async fn a_person_signs_in_with_mfa_imports_from_the_browser_and_is_held_to_the_
         .click()
         .await
         .unwrap();
+    c.wait().for_element(Locator::Id("bucket")).await.unwrap();
     fill(&c, "bucket", "images").await;
     c.find(Locator::Id("file"))
         .await
@@ -440,18 +459,39 @@ async fn a_person_signs_in_with_mfa_imports_from_the_browser_and_is_held_to_the_
         .await;
     }
 
+    // The compliance page: the controls vmie compliance checks, through the API.
+    c.goto(&format!("{base}/console/compliance")).await.unwrap();
+    until(
+        "the compliance controls",
+        Duration::from_secs(120),
+        || async {
+            let t = text_of(&c, "#compliance tbody").await;
+            (t.contains("activity-log-verified") && (t.contains("PASS") || t.contains("FAIL")))
+                .then_some(())
+        },
+    )
+    .await;
+    // A narrow screen: one column, nothing wider than the window but the tables' own
+    // scrolling boxes.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/console/tasks")).await.unwrap();
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the tasks page fits a narrow screen");
+    c.set_window_size(1280, 800).await.unwrap();
+
     // Sign out: the session's credentials are gone, even for a copy of the cookie (which
     // opened the console until then).
     assert_eq!(
         landing(&base, session.value()),
         format!("{base}/console/tasks")
     );
-    c.find(Locator::Id("signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&c, "signout").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/console/signin");
     // A copy of the cookie, sent after sign-out, is sent back to sign in.
     assert_eq!(
@@ -466,6 +506,11 @@ async fn a_person_signs_in_with_mfa_imports_from_the_browser_and_is_held_to_the_
     assert!(
         c.find(Locator::Id("import-button")).await.is_err(),
         "no import button for a describe-only user"
+    );
+    let nav = text_of(&c, "nav").await;
+    assert!(
+        nav.contains("Images") && !nav.contains("Import") && !nav.contains("Compliance"),
+        "reader's menu offers what reader may do: {nav}"
     );
     until("reader's task list", Duration::from_secs(60), || async {
         text_of(&c, "#tasks tbody")
@@ -535,12 +580,7 @@ async fn a_person_signs_in_with_mfa_imports_from_the_browser_and_is_held_to_the_
         "/console/tasks",
         "a cross-site POST did not sign reader out"
     );
-    c.find(Locator::Id("signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&c, "signout").await;
 
     // --- carol: five wrong passwords lock her sign-in ------------------------------------
     let mut counted = 0;

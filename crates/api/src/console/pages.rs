@@ -105,6 +105,7 @@ const PAGES: &[(&str, &str, &str)] = &[
     ("events", "Activity log", "cloudtrail:LookupEvents"),
     ("keys", "KMS keys", "kms:ListKeys"),
     ("users", "Users", "iam:ListUsers"),
+    ("compliance", "Compliance", "vmie:GetComplianceReport"),
 ];
 
 fn shell(s: &Session, page: &str, id: &str, title: &str, body: &str) -> String {
@@ -279,6 +280,17 @@ pub async fn page(_app: &App, s: &Session, path: &str) -> Option<String> {
                 "users",
                 "Users of this account",
                 &["User", "Created", "Access keys", "MFA", "Console password"],
+            ),
+        ),
+        ("compliance", "") => shell(
+            s,
+            "compliance",
+            "",
+            "Compliance",
+            &table(
+                "compliance",
+                "The deployment's controls (what vmie compliance checks)",
+                &["Control", "Result", "Found", "Remedy"],
             ),
         ),
         _ => return None,

@@ -5,6 +5,7 @@
 pub mod attributes;
 pub mod boot_evidence;
 pub mod cancel_import_task;
+pub mod compliance;
 pub mod copy;
 pub mod delete_snapshot;
 pub mod deregister_image;

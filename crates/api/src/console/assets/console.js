@@ -498,7 +498,24 @@ async function usersPage() {
   fill("users", rows);
 }
 
+async function compliancePage() {
+  const d = await query("ec2", { Action: "GetComplianceReport", Version: "2016-11-15" });
+  const controls = JSON.parse((first(d, "report") || {}).textContent || "[]");
+  fill("compliance", controls.map((c) => {
+    const tr = document.createElement("tr");
+    tr.className = c.pass ? "pass" : "fail";
+    cell(tr, c.control);
+    cell(tr, c.pass ? "PASS" : "FAIL");
+    cell(tr, c.detail);
+    cell(tr, c.remedy);
+    return tr;
+  }));
+  const failed = controls.filter((c) => !c.pass).length;
+  status(failed ? failed + " of " + controls.length + " controls failed" : "All " + controls.length + " controls pass", failed > 0);
+}
+
 const PAGES = {
+  compliance: compliancePage,
   tasks: tasksPage,
   task: taskPage,
   import: importPage,
