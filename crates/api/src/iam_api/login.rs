@@ -28,6 +28,19 @@ fn profile_body(user: &str, created_ms: i64, reset: bool) -> String {
     )
 }
 
+/// `<LoginProfile>…</LoginProfile>` of `user`.
+async fn profile(cx: &Cx<'_>, user: &str) -> Result<String, ApiError> {
+    let l = cx
+        .env
+        .identity
+        .catalog()
+        .login_profile(&cx.who.account, user)
+        .await
+        .map_err(cfail)?
+        .ok_or_else(|| no_profile(user))?;
+    Ok(profile_body(user, l.created_ms, l.reset_required))
+}
+
 /// Runs the login profile action `name`; the result element's content.
 pub(super) async fn run(name: &str, p: &Params, cx: &Cx<'_>) -> Result<Option<String>, ApiError> {
     let id = &cx.env.identity;
@@ -51,23 +64,9 @@ pub(super) async fn run(name: &str, p: &Params, cx: &Cx<'_>) -> Result<Option<St
                     ),
                 });
             }
-            let l = id
-                .catalog()
-                .login_profile(a, &user)
-                .await
-                .map_err(cfail)?
-                .ok_or_else(|| no_profile(&user))?;
-            Some(profile_body(&user, l.created_ms, l.reset_required))
+            Some(profile(cx, &user).await?)
         }
-        "GetLoginProfile" => {
-            let l = id
-                .catalog()
-                .login_profile(a, &user)
-                .await
-                .map_err(cfail)?
-                .ok_or_else(|| no_profile(&user))?;
-            Some(profile_body(&user, l.created_ms, l.reset_required))
-        }
+        "GetLoginProfile" => Some(profile(cx, &user).await?),
         "UpdateLoginProfile" => {
             if !id.update_login_profile(a, &user, password(), reset).await? {
                 return Err(no_profile(&user));

@@ -366,3 +366,38 @@ impl Identity {
         Some((p.account, p.user))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::iam::Policy;
+
+    fn who(docs: &[&str]) -> Principal {
+        Principal {
+            account: "111122223333".into(),
+            user: "u".into(),
+            arn: "arn:aws:iam::111122223333:user/u".into(),
+            access_key_id: String::new(),
+            session_token: None,
+            mfa: false,
+            policies: docs.iter().map(|d| Policy::parse(d).unwrap()).collect(),
+            role: None,
+            session_policy: None,
+        }
+    }
+
+    #[test]
+    fn policies_that_allow_only_with_mfa_require_it_at_sign_in() {
+        let plain = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:Describe*","Resource":"*"}]}"#;
+        let with_mfa = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"*",
+            "Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"}}}]}"#;
+        let deny_without = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"*","Resource":"*"},
+            {"Effect":"Deny","Action":"*","Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}}]}"#;
+        assert!(!requires_mfa(&who(&[plain])));
+        assert!(!requires_mfa(&who(&[])), "nothing allowed either way");
+        assert!(requires_mfa(&who(&[with_mfa])));
+        assert!(requires_mfa(&who(&[plain, deny_without])));
+    }
+}
