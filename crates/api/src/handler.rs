@@ -173,7 +173,16 @@ pub struct Env {
     /// The activity log (`None`: not kept, which `vmie compliance` reports).
     pub audit: Option<Arc<crate::audit::Audit>>,
     /// What runs the deployment's compliance controls (`None`: not available).
-    pub compliance: Option<Arc<dyn crate::ec2::compliance::Source>>,
+    pub compliance: Option<Arc<dyn ComplianceSource>>,
+}
+
+/// What runs a deployment's compliance controls (what `vmie compliance` checks): the
+/// program that assembled the deployment gives one to [`Env`].
+pub trait ComplianceSource: Send + Sync + std::fmt::Debug {
+    /// The controls, as JSON (a list of `{control, pass, detail, remedy}`).
+    fn report(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
 /// Where a request came from, for policy conditions.

@@ -405,7 +405,17 @@ pub struct Controls {
     pub data_dir: std::path::PathBuf,
 }
 
-impl api::ec2::compliance::Source for Controls {
+impl Controls {
+    /// The controls of the deployment in `data_dir` (made absolute), to share.
+    #[must_use]
+    pub fn of(data_dir: &Path) -> std::sync::Arc<dyn api::handler::ComplianceSource> {
+        std::sync::Arc::new(Controls {
+            data_dir: std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+        })
+    }
+}
+
+impl api::handler::ComplianceSource for Controls {
     fn report(
         &self,
     ) -> std::pin::Pin<

@@ -245,8 +245,13 @@ fn connection_limits(a: &ServeArgs) -> api::conn::Limits {
     limits
 }
 
-/// Runs `vmie serve`.
-pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
+/// Runs `vmie serve`; `compliance` runs the deployment's controls for the console's
+/// compliance page.
+pub fn run(
+    a: ServeArgs,
+    data_dir: &Path,
+    compliance: std::sync::Arc<dyn api::handler::ComplianceSource>,
+) -> Result<(), CliError> {
     let node = a
         .node
         .clone()
@@ -255,7 +260,8 @@ pub fn run(a: ServeArgs, data_dir: &Path) -> Result<(), CliError> {
     cfg.trail.digest_interval = std::time::Duration::from_secs(a.trail_digest_interval);
     crate::cli_deploy::block_on(async {
         let d = crate::cli_deploy::open(&cfg).await?;
-        let r = serve_deployment(&a, data_dir, &d, &deployment::node_name(&node)).await;
+        let node = deployment::node_name(&node);
+        let r = serve_deployment(&a, data_dir, &d, &node, compliance).await;
         crate::cli_deploy::flush(&d).await;
         r
     })
@@ -378,6 +384,7 @@ async fn serve_deployment(
     data_dir: &Path,
     d: &deployment::Deployment,
     node: &str,
+    compliance: std::sync::Arc<dyn api::handler::ComplianceSource>,
 ) -> Result<(), CliError> {
     // SIGTERM is ours before anything listens: a stop sent as soon as the port answers (or
     // during start-up) is a graceful stop, never the default kill.
@@ -405,9 +412,7 @@ async fn serve_deployment(
             Sensitive::Reject => api::guard::Policy::Reject,
         },
         audit: d.audit.clone(),
-        compliance: Some(std::sync::Arc::new(crate::cli_compliance::Controls {
-            data_dir: data_dir.clone(),
-        })),
+        compliance: Some(compliance),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

@@ -240,20 +240,10 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Err(e) = config::load(&args) {
-        eprintln!("vmie: {}", e.message);
-        return ExitCode::from(e.exit);
-    }
-    let matches = config::apply(<Cli as clap::CommandFactory>::command()).get_matches_from(args);
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    // Service logs on standard error: `RUST_LOG` filters (default: warnings, and info for
-    // `serve`). Free-form fields, secrets and URL query strings are never logged.
-    let default = if matches!(cli.command, Command::Serve(_) | Command::Work { .. }) {
+/// Service logs on standard error: `RUST_LOG` filters (default: warnings, and info for
+/// `serve` and `work`). Free-form fields, secrets and URL query strings are never logged.
+fn service_log(command: &Command) {
+    let default = if matches!(command, Command::Serve(_) | Command::Work { .. }) {
         "info"
     } else {
         "warn"
@@ -265,6 +255,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config::load(&args) {
+        eprintln!("vmie: {}", e.message);
+        return ExitCode::from(e.exit);
+    }
+    let matches = config::apply(<Cli as clap::CommandFactory>::command()).get_matches_from(args);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    service_log(&cli.command);
     // Whatever the data folder gets (catalog and its log, keys, certificate, buckets files
     // vmie writes, activity log) is readable by this user only, whatever the umask; the
     // offline image commands leave their output files to the caller's umask.
@@ -323,7 +327,11 @@ fn main() -> ExitCode {
         } => cli_tasks::wait(&task, json, &engine, &remote, &cli.data_dir),
         Command::Work { workers, engine } => cli_tasks::work(workers, &engine, &cli.data_dir),
         Command::Admin(cmd) => cli_admin::run(cmd, &cli.data_dir),
-        Command::Serve(a) => cli_serve::run(a, &cli.data_dir),
+        Command::Serve(a) => cli_serve::run(
+            a,
+            &cli.data_dir,
+            cli_compliance::Controls::of(&cli.data_dir),
+        ),
         Command::Trail(cmd) => cli_trail::run(cmd, &cli.data_dir),
         Command::Compliance(a) => cli_compliance::run(&a, &cli.data_dir),
         Command::Images { json, engine } => cli_tasks::images(json, &engine, &cli.data_dir),

@@ -151,6 +151,53 @@ fn table(id: &str, caption: &str, cols: &[&str]) -> String {
 
 const EVIDENCE: &str = r#"<section id="evidence" aria-labelledby="evidence-h"><h2 id="evidence-h">Boot check</h2><p id="evidence-summary"></p><figure hidden id="screen-figure"><img id="screen" alt="The guest's screen when the boot check decided"><figcaption>The guest's screen when the boot check decided</figcaption></figure><h3>Serial console</h3><pre id="serial" tabindex="0"></pre></section>"#;
 
+/// The pages that are one table the script fills: path, title, table id, caption, columns.
+const TABLES: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "images",
+        "Images",
+        "Images of this account",
+        &["Image", "Name", "State", "Encryption key", "Guest", "Tags"],
+    ),
+    (
+        "snapshots",
+        "Snapshots",
+        "Snapshots of this account",
+        &[
+            "Snapshot",
+            "Size (GiB)",
+            "State",
+            "Encryption key",
+            "Description",
+            "Tags",
+        ],
+    ),
+    (
+        "keys",
+        "KMS keys",
+        "Keys of this account",
+        &[
+            "Key",
+            "Aliases",
+            "State",
+            "Description",
+            "Automatic rotation",
+        ],
+    ),
+    (
+        "users",
+        "Users",
+        "Users of this account",
+        &["User", "Created", "Access keys", "MFA", "Console password"],
+    ),
+    (
+        "compliance",
+        "Compliance",
+        "The deployment's controls (what vmie compliance checks)",
+        &["Control", "Result", "Found", "Remedy"],
+    ),
+];
+
 /// The page at `path` for the signed-in user (`None`: no such page).
 pub async fn page(_app: &App, s: &Session, path: &str) -> Option<String> {
     let (page, id) = path.split_once('/').unwrap_or((path, ""));
@@ -159,34 +206,50 @@ pub async fn page(_app: &App, s: &Session, path: &str) -> Option<String> {
         return None;
     }
     Some(match (page, id) {
-        ("" | "tasks", "") => {
-            let import = if allowed(&s.who, "ec2:ImportImage") {
-                r#"<p><a class="button" id="import-button" href="/console/import">Import an image</a></p>"#
-            } else {
-                ""
-            };
-            let body = format!(
-                "{import}{}",
-                table(
-                    "tasks",
-                    "Import and export tasks, newest first (refreshed every two seconds)",
-                    &["Task", "Kind", "Status", "Progress", "Details"]
-                )
-            );
-            shell(s, "tasks", "", "Tasks", &body)
-        }
+        ("" | "tasks", "") => tasks(s),
         ("task", id) if !id.is_empty() => {
             let body = format!(
                 r#"<dl id="facts"></dl><progress id="progress" max="100" value="0" aria-label="Progress"></progress>{EVIDENCE}"#
             );
             shell(s, "task", id, &format!("Task {id}"), &body)
         }
-        ("import", "") => {
-            if !allowed(&s.who, "ec2:ImportImage") {
-                let body = r#"<p class="error" role="alert">You are not allowed to import images (ec2:ImportImage).</p>"#;
-                return Some(shell(s, "denied", "", "Import", body));
-            }
-            let body = r#"<form id="import-form" class="card">
+        ("image", id) if !id.is_empty() => {
+            let body = format!(r#"<dl id="facts"></dl>{EVIDENCE}"#);
+            shell(s, "image", id, &format!("Image {id}"), &body)
+        }
+        ("import", "") => import(s),
+        ("events", "") => events(s),
+        (p, "") => {
+            let (p, title, caption, cols) = TABLES.iter().find(|t| t.0 == p)?;
+            shell(s, p, "", title, &table(p, caption, cols))
+        }
+        _ => return None,
+    })
+}
+
+fn tasks(s: &Session) -> String {
+    let import = if allowed(&s.who, "ec2:ImportImage") {
+        r#"<p><a class="button" id="import-button" href="/console/import">Import an image</a></p>"#
+    } else {
+        ""
+    };
+    let body = format!(
+        "{import}{}",
+        table(
+            "tasks",
+            "Import and export tasks, newest first (refreshed every two seconds)",
+            &["Task", "Kind", "Status", "Progress", "Details"]
+        )
+    );
+    shell(s, "tasks", "", "Tasks", &body)
+}
+
+fn import(s: &Session) -> String {
+    if !allowed(&s.who, "ec2:ImportImage") {
+        let body = r#"<p class="error" role="alert">You are not allowed to import images (ec2:ImportImage).</p>"#;
+        return shell(s, "denied", "", "Import", body);
+    }
+    let body = r#"<form id="import-form" class="card">
 <fieldset><legend>Disk image</legend>
 <label for="file">File to upload (VMDK, VHD, VHDX, qcow2, VDI, OVA, raw)</label><input type="file" id="file">
 <label for="bucket">Bucket</label><input id="bucket" required list="buckets" autocomplete="off"><datalist id="buckets"></datalist>
@@ -196,105 +259,44 @@ pub async fn page(_app: &App, s: &Session, path: &str) -> Option<String> {
 <button type="submit" id="start-import">Upload and import</button>
 <label for="upload-progress">Upload</label><progress id="upload-progress" max="100" value="0"></progress>
 </form>"#;
-            shell(s, "import", "", "Import an image", body)
-        }
-        ("images", "") => shell(
-            s,
-            "images",
-            "",
-            "Images",
-            &table(
-                "images",
-                "Images of this account",
-                &["Image", "Name", "State", "Encryption key", "Guest", "Tags"],
-            ),
-        ),
-        ("image", id) if !id.is_empty() => {
-            let body = format!(r#"<dl id="facts"></dl>{EVIDENCE}"#);
-            shell(s, "image", id, &format!("Image {id}"), &body)
-        }
-        ("snapshots", "") => shell(
-            s,
-            "snapshots",
-            "",
-            "Snapshots",
-            &table(
-                "snapshots",
-                "Snapshots of this account",
-                &[
-                    "Snapshot",
-                    "Size (GiB)",
-                    "State",
-                    "Encryption key",
-                    "Description",
-                    "Tags",
-                ],
-            ),
-        ),
-        ("events", "") => {
-            let body = format!(
-                r#"<form id="events-form" class="filters">
-<label for="attr">Look up by</label><select id="attr"><option value="">(everything)</option><option value="EventName">EventName</option><option value="Username">Username</option><option value="ResourceName">ResourceName</option><option value="ResourceType">ResourceType</option><option value="EventSource">EventSource</option><option value="AccessKeyId">AccessKeyId</option><option value="ReadOnly">ReadOnly</option><option value="EventId">EventId</option></select>
+    shell(s, "import", "", "Import an image", body)
+}
+
+fn events(s: &Session) -> String {
+    let options: String = [
+        "EventName",
+        "Username",
+        "ResourceName",
+        "ResourceType",
+        "EventSource",
+        "AccessKeyId",
+        "ReadOnly",
+        "EventId",
+    ]
+    .iter()
+    .map(|v| format!(r#"<option value="{v}">{v}</option>"#))
+    .collect();
+    let body = format!(
+        r#"<form id="events-form" class="filters">
+<label for="attr">Look up by</label><select id="attr"><option value="">(everything)</option>{options}</select>
 <label for="value">Value</label><input id="value">
 <label for="start">From</label><input id="start" type="datetime-local">
 <label for="end">To</label><input id="end" type="datetime-local">
 <button type="submit">Look up</button></form>{}"#,
-                table(
-                    "events",
-                    "Events, newest first",
-                    &[
-                        "Time",
-                        "Event",
-                        "User",
-                        "Source address",
-                        "Resources",
-                        "Error"
-                    ]
-                )
-            );
-            shell(s, "events", "", "Activity log", &body)
-        }
-        ("keys", "") => shell(
-            s,
-            "keys",
-            "",
-            "KMS keys",
-            &table(
-                "keys",
-                "Keys of this account",
-                &[
-                    "Key",
-                    "Aliases",
-                    "State",
-                    "Description",
-                    "Automatic rotation",
-                ],
-            ),
-        ),
-        ("users", "") => shell(
-            s,
-            "users",
-            "",
-            "Users",
-            &table(
-                "users",
-                "Users of this account",
-                &["User", "Created", "Access keys", "MFA", "Console password"],
-            ),
-        ),
-        ("compliance", "") => shell(
-            s,
-            "compliance",
-            "",
-            "Compliance",
-            &table(
-                "compliance",
-                "The deployment's controls (what vmie compliance checks)",
-                &["Control", "Result", "Found", "Remedy"],
-            ),
-        ),
-        _ => return None,
-    })
+        table(
+            "events",
+            "Events, newest first",
+            &[
+                "Time",
+                "Event",
+                "User",
+                "Source address",
+                "Resources",
+                "Error"
+            ]
+        )
+    );
+    shell(s, "events", "", "Activity log", &body)
 }
 
 /// A page that does not exist.

@@ -62,6 +62,28 @@ pub(super) async fn step(
         set_cookie(&mut r, SIGNIN_COOKIE, &fresh, FORM_SECONDS);
         return r;
     }
+    let ticket = field(f, "ticket");
+    let attempt = match attempt(app, path, f, &nonce).await {
+        Ok(a) => a,
+        Err(page) => return page,
+    };
+    answer(app, client, &nonce, path, ticket, attempt).await
+}
+
+/// What one step came to, and whose sign-in it was.
+struct Attempt {
+    account: String,
+    user: String,
+    outcome: Result<SignIn, crate::identity::login::Refused>,
+}
+
+/// Runs the step `path` of the form `f` (`Err`: a page to show at once).
+async fn attempt(
+    app: &App,
+    path: &str,
+    f: &[(String, Zeroizing<String>)],
+    nonce: &str,
+) -> Result<Attempt, Response> {
     let id = &app.env.identity;
     let now = catalog::now_ms() / 1000;
     let ticket = field(f, "ticket");
@@ -80,23 +102,45 @@ pub(super) async fn step(
             } else {
                 let pw = Zeroizing::new(field(f, "new_password").to_string());
                 if pw.as_str() != field(f, "new_password_again") {
-                    return html(
+                    return Err(html(
                         StatusCode::OK,
                         pages::signin(
-                            &nonce,
+                            nonce,
                             &pages::SignInView {
                                 message: Some("The two new passwords differ.".into()),
                                 step: Some((Step::NewPassword, ticket.to_string())),
                                 ..Default::default()
                             },
                         ),
-                    );
+                    ));
                 }
                 id.sign_in_new_password(ticket, pw, now).await
             };
             (who.0, who.1, o)
         }
     };
+    Ok(Attempt {
+        account,
+        user,
+        outcome,
+    })
+}
+
+/// The answer to a step: the session cookie, the next step's form, or the refusal — each
+/// recorded in the activity log.
+async fn answer(
+    app: &App,
+    client: &Client,
+    nonce: &str,
+    path: &str,
+    ticket: &str,
+    a: Attempt,
+) -> Response {
+    let Attempt {
+        account,
+        user,
+        outcome,
+    } = a;
     let known = known_user(app, &account, &user).await;
     match outcome {
         Ok(SignIn::Done(s, mfa)) => {
@@ -115,7 +159,7 @@ pub(super) async fn step(
         Ok(SignIn::Next(step, ticket)) => html(
             StatusCode::OK,
             pages::signin(
-                &nonce,
+                nonce,
                 &pages::SignInView {
                     step: Some((step, ticket)),
                     ..Default::default()
@@ -137,7 +181,7 @@ pub(super) async fn step(
             html(
                 StatusCode::UNAUTHORIZED,
                 pages::signin(
-                    &nonce,
+                    nonce,
                     &pages::SignInView {
                         message: Some(e.message),
                         account: account.clone(),

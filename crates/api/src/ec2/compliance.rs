@@ -1,25 +1,14 @@
 //! `GetComplianceReport`, vmie's own action (EC2 has none): the deployment checked against
 //! its controls — what `vmie compliance` prints — for the console's compliance page. The
 //! checks belong to the program that assembled the deployment (`vmie serve` hands them to
-//! [`Env::compliance`]); this action only authorizes and answers, as
+//! [`Env::compliance`], a [`crate::handler::ComplianceSource`]); this action only authorizes and answers, as
 //! `vmie:GetComplianceReport` on `*`.
-
-use std::future::Future;
-use std::pin::Pin;
 
 use crate::error::ApiError;
 use crate::handler::{Cx, Declaration, Env, Handler, Input};
 use crate::identity::Principal;
 use crate::spec::{Authz, Service, Spec, Tags};
 use crate::xml::Xml;
-
-/// What runs the controls: `vmie serve` gives one (`None`: the report is not available).
-pub trait Source: Send + Sync + std::fmt::Debug {
-    /// The controls, as JSON (a list of `{control, pass, detail, remedy}`).
-    fn report(
-        &self,
-    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
-}
 
 /// A parsed GetComplianceReport.
 #[derive(Debug)]
