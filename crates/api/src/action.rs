@@ -321,8 +321,11 @@ mod tests {
             // An action's IAM action is its service's and, but for vmie's own actions that
             // read what a describe shows (boot evidence) and S3's (whose IAM actions are
             // named apart from its operations: `s3:ListBucket` for ListObjectsV2), its name.
+            // vmie's own actions that read nothing of a service (the compliance report) are
+            // in the `vmie:` namespace, so that no `ec2:Get*` grants them.
             assert!(
                 s.iam_action == format!("{}:{}", s.service.name(), s.name)
+                    || s.iam_action == format!("vmie:{}", s.name)
                     || (s.service == Service::S3 && s.iam_action.starts_with("s3:"))
                     || (s.name.ends_with("BootEvidence")
                         && s.iam_action

@@ -29,13 +29,17 @@ pub struct ComplianceArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Ask a running server (GetComplianceReport, allowed by `vmie:GetComplianceReport`)
+    /// instead of checking the data folder here.
+    #[command(flatten)]
+    remote: crate::cli_tasks::RemoteOpts,
 }
 
 /// One control's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Control {
     /// Short name.
-    pub control: &'static str,
+    pub control: String,
     /// Passed.
     pub pass: bool,
     /// What was found.
@@ -44,9 +48,29 @@ pub struct Control {
     pub remedy: String,
 }
 
+/// A control as a server reported it.
+#[derive(Debug, serde::Deserialize)]
+struct Reported {
+    control: String,
+    pass: bool,
+    detail: String,
+    remedy: String,
+}
+
+impl Reported {
+    fn into_control(self) -> Control {
+        Control {
+            control: self.control,
+            pass: self.pass,
+            detail: self.detail,
+            remedy: self.remedy,
+        }
+    }
+}
+
 fn control(control: &'static str, pass: bool, detail: String, remedy: &str) -> Control {
     Control {
-        control,
+        control: control.to_string(),
         pass,
         detail,
         remedy: if pass {
@@ -446,7 +470,14 @@ fn print_table(controls: &[Control]) {
 
 /// Runs `vmie compliance`.
 pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
-    let controls = crate::cli_deploy::block_on(controls(data_dir))?;
+    let controls = crate::cli_deploy::block_on(async {
+        match a.remote.remote()? {
+            Some(r) => serde_json::from_value::<Vec<Reported>>(r.compliance().await?)
+                .map_err(|e| fail(format!("the compliance report does not parse: {e}")))
+                .map(|v| v.into_iter().map(Reported::into_control).collect()),
+            None => controls(data_dir).await,
+        }
+    })?;
     if a.json {
         print_json(&controls)?;
     } else {

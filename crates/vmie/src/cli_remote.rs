@@ -325,6 +325,13 @@ impl Remote {
         Ok((task, image, report))
     }
 
+    /// The deployment's compliance controls (vmie's own GetComplianceReport), as JSON.
+    pub async fn compliance(&self) -> Result<serde_json::Value, CliError> {
+        let d = self.call("GetComplianceReport", &[]).await?;
+        serde_json::from_str(d.text_of(&["report"]).unwrap_or_default())
+            .map_err(|e| fail(format!("the compliance report does not parse: {e}")))
+    }
+
     /// ExportImage; returns the task id.
     pub async fn export_image(
         &self,

@@ -146,6 +146,17 @@ for ident in (images["debian.vmdk"], aws("describe-import-image-tasks")["ImportI
                        env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0], AWS_SECRET_ACCESS_KEY=ADMIN[1]))
     assert p.returncode != 0 and "has no boot evidence" in p.stderr, (ident, p.returncode, p.stderr)
 
+# The deployment's controls from the running server (GetComplianceReport): the same list
+# `vmie compliance` prints here; exit 1 when a control fails (this test's server has no
+# rotation on its keys, say), never an error of the call.
+p = subprocess.run([VMIE, "compliance", "--json", "--endpoint-url", ENDPOINT, "--ca-bundle", CA],
+                   capture_output=True, text=True,
+                   env=dict(os.environ, AWS_ACCESS_KEY_ID=ADMIN[0], AWS_SECRET_ACCESS_KEY=ADMIN[1]))
+assert p.returncode in (0, 1), (p.returncode, p.stderr)
+controls = json.loads(p.stdout)
+assert {"tls-listeners", "activity-log-verified"} <= {c["control"] for c in controls}, controls
+assert all(set(c) == {"control", "pass", "detail", "remedy"} for c in controls), controls
+
 # Describe with ids, filters and pages.
 all_images = aws("describe-import-image-tasks")["ImportImageTasks"]
 assert len(all_images) == 2

@@ -199,6 +199,22 @@ def run(endpoint, ca, admin_keys, wait_image):
     # The colleague cannot manage identities.
     refused("AccessDenied", client("iam", colleague).create_user, UserName="mallory")
 
+    # --- Console passwords (login profiles): argon2id hashes, the password never recorded ---
+    pw = "Colleague-console-1"
+    needles.append(pw)
+    lp = iam.create_login_profile(UserName="colleague", Password=pw, PasswordResetRequired=True)["LoginProfile"]
+    assert lp["UserName"] == "colleague" and lp["PasswordResetRequired"] is True, lp
+    assert iam.get_login_profile(UserName="colleague")["LoginProfile"]["PasswordResetRequired"] is True
+    refused("EntityAlreadyExists", iam.create_login_profile, UserName="colleague", Password=pw)
+    refused("PasswordPolicyViolation", iam.update_login_profile, UserName="colleague", Password="short")
+    refused("NoSuchEntity", iam.create_login_profile, UserName="nobody", Password=pw)
+    iam.update_login_profile(UserName="colleague", Password=pw + "x", PasswordResetRequired=False)
+    needles.append(pw + "x")
+    assert iam.get_login_profile(UserName="colleague")["LoginProfile"]["PasswordResetRequired"] is False
+    refused("AccessDenied", client("iam", colleague).get_login_profile, UserName="colleague")
+    iam.delete_login_profile(UserName="colleague")
+    refused("NoSuchEntity", iam.get_login_profile, UserName="colleague")
+
     # --- Managed policies and attachments --------------------------------------------------
     doc = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["ec2:Describe*", "kms:*"], "Resource": "*"}]}
