@@ -49,8 +49,21 @@ pub fn check_policy(password: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Hashes computed at once, at most: each takes 19 MiB, and sign-ins with made-up names
+/// (checked against a decoy) must not be able to take the memory of the host.
+const AT_ONCE: usize = 4;
+
+fn gate() -> &'static tokio::sync::Semaphore {
+    static GATE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    GATE.get_or_init(|| tokio::sync::Semaphore::new(AT_ONCE))
+}
+
 /// The PHC string of `password`'s argon2id hash under a fresh salt.
 pub async fn hash(password: Zeroizing<String>) -> Result<String, ApiError> {
+    let _turn = gate()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("password hash", &e))?;
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         kms::aead::random(&mut salt);
@@ -72,6 +85,9 @@ const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$dm1pZS1kZWNveS1zYWx0$W0eOq4V
 /// Whether `password` matches the PHC string `stored` (`None`: check against a decoy and
 /// answer false). A malformed stored hash never matches.
 pub async fn verify(password: Zeroizing<String>, stored: Option<String>) -> bool {
+    let Ok(_turn) = gate().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let decoy = stored.is_none();
         let s = stored.unwrap_or_else(|| DECOY.to_string());
