@@ -140,9 +140,14 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
+        // Another descriptor of vmie (close-on-exec, as Rust opens every one) that the
+        // child must not get, numbered above anything the child's shell or `ls` opens
+        // itself: a low number would be reused by `ls`'s own directory descriptor and listed
+        // (the test then failed whenever `c` happened to be descriptor 3).
+        let other = rustix::io::fcntl_dupfd_cloexec(&c, 300).unwrap();
         let script = format!(
             "ls /proc/self/fd; echo env=$(env | grep -v -e '^LC_ALL=' -e '^PWD=' -e '^SHLVL=' -e '^_=' | wc -l); ulimit -c; ulimit -t; grep NoNewPrivs /proc/self/status; echo fd{fd}; echo not{}",
-            c.as_raw_fd()
+            other.as_raw_fd()
         );
         let user = sandbox_user(None).unwrap();
         let mut child = spawn(
@@ -167,7 +172,10 @@ mod tests {
         assert!(child.wait().unwrap().success(), "{out}");
         let fds: Vec<&str> = out.lines().take_while(|l| !l.starts_with("env=")).collect();
         assert!(fds.contains(&fd.to_string().as_str()), "{out}");
-        assert!(!fds.contains(&c.as_raw_fd().to_string().as_str()), "{out}");
+        assert!(
+            !fds.contains(&other.as_raw_fd().to_string().as_str()),
+            "{out}"
+        );
         assert!(out.contains("env=0"), "{out}");
         assert!(out.contains("\n0\n7\n"), "{out}");
         assert!(out.contains("NoNewPrivs:\t1"), "{out}");
