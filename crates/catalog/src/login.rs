@@ -66,18 +66,17 @@ impl Catalog {
         password_hash: Option<&str>,
         reset_required: Option<bool>,
     ) -> Result<bool> {
-        let Some(old) = self.login_profile(account, user).await? else {
-            return Ok(false);
-        };
-        let fresh = password_hash.is_some();
+        // One statement, so that a failed sign-in counted meanwhile is not written over.
         let r = sqlx::query(
-            "UPDATE iam_login_profiles SET password_hash = $1, reset_required = $2, \
-             failures = $3, next_attempt_ms = $4 WHERE account = $5 AND user_name = $6",
+            "UPDATE iam_login_profiles SET password_hash = COALESCE($1, password_hash), \
+             reset_required = COALESCE($2, reset_required), \
+             failures = CASE WHEN $3 = 1 THEN 0 ELSE failures END, \
+             next_attempt_ms = CASE WHEN $3 = 1 THEN 0 ELSE next_attempt_ms END \
+             WHERE account = $4 AND user_name = $5",
         )
-        .bind(password_hash.unwrap_or(&old.password_hash))
-        .bind(i64::from(reset_required.unwrap_or(old.reset_required)))
-        .bind(if fresh { 0 } else { old.failures })
-        .bind(if fresh { 0 } else { old.next_attempt_ms })
+        .bind(password_hash)
+        .bind(reset_required.map(i64::from))
+        .bind(i64::from(password_hash.is_some()))
         .bind(account)
         .bind(user)
         .execute(&self.pool)
@@ -167,6 +166,16 @@ mod tests {
         let c = Catalog::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
             .await
             .unwrap();
+        profiles(&c).await;
+    }
+
+    #[tokio::test]
+    async fn profiles_on_postgres() {
+        let pg = crate::pgtest::TempPostgres::start().expect("start PostgreSQL for the test");
+        profiles(&Catalog::open(&pg.url).await.unwrap()).await;
+    }
+
+    async fn profiles(c: &Catalog) {
         let a = "111122223333";
         assert_eq!(
             c.login_attempt(a, "alice", 0, |_| 1000).await.unwrap(),

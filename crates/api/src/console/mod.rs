@@ -141,6 +141,10 @@ fn same(a: &str, b: &str) -> bool {
 /// The session the cookie names, if it is current.
 async fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
     let (id, token) = cookie(headers, COOKIE)?.split_once('.')?;
+    // Only a session's credentials open the console (a long-term key's id never does).
+    if !id.starts_with("ASIA") {
+        return None;
+    }
     let now = catalog::now_ms() / 1000;
     let who = app
         .env
@@ -148,9 +152,6 @@ async fn session(app: &App, headers: &HeaderMap) -> Option<Session> {
         .principal_of_key(id, Some(token), now)
         .await
         .ok()?;
-    if !id.starts_with("ASIA") {
-        return None;
-    }
     Some(Session {
         csrf: csrf_of(id, token),
         who,
@@ -278,7 +279,7 @@ async fn signed_in(
         return s3::proxy(app, peer, &s, parts, body).await;
     }
     if m == Method::GET || m == Method::HEAD {
-        return match pages::page(app, &s, path).await {
+        return match pages::page(&s, path) {
             Some(body) => html(StatusCode::OK, body),
             None => html(StatusCode::NOT_FOUND, pages::not_found(&s)),
         };
@@ -300,7 +301,7 @@ async fn signed_in(
 }
 
 fn forged(s: &Session, path: &str) -> Response {
-    tracing::warn!(user = %s.who.arn, path, "console: a change without its CSRF token refused");
+    tracing::warn!(user = %s.who.arn, path = %engine::request::shown(path), "console: a change without its CSRF token refused");
     refusal(
         StatusCode::FORBIDDEN,
         "InvalidCsrfToken",

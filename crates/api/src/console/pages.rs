@@ -10,7 +10,6 @@ use super::Session;
 use crate::iam::{Context, Decision, evaluate};
 use crate::identity::Principal;
 use crate::identity::login::Step;
-use crate::server::App;
 
 /// The script every page loads.
 pub const SCRIPT: &str = include_str!("assets/console.js");
@@ -199,7 +198,7 @@ const TABLES: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 /// The page at `path` for the signed-in user (`None`: no such page).
-pub async fn page(_app: &App, s: &Session, path: &str) -> Option<String> {
+pub fn page(s: &Session, path: &str) -> Option<String> {
     let (page, id) = path.split_once('/').unwrap_or((path, ""));
     let ok_id = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if !ok_id {

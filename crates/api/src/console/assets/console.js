@@ -184,7 +184,7 @@ async function taskRows() {
 function plain(t) {
   if (t.status === "completed") return t.result ? "Done: " + t.result : "Done";
   if (t.status === "deleted" || t.status === "cancelled") return "Failed or cancelled: " + (t.message || "no reason given");
-  return (t.message || t.status || "waiting") + (t.status ? "" : "");
+  return t.message || t.status || "waiting";
 }
 
 async function tasksPage() {
