@@ -1,9 +1,10 @@
 //! vmie's snapshot store.
 //!
 //! A snapshot is a manifest of fixed-size chunks (1 MiB by default). Chunks that read as zeros
-//! are not stored. Every other chunk is named by a keyed hash of its content (HMAC-SHA256 under
-//! a dedup key that belongs to one KMS key, so equal data deduplicates only within one
-//! encryption key and names reveal nothing without the key), compressed with zstd when that
+//! are not stored. Every other chunk is named by a keyed hash of its content (keyed BLAKE3, or
+//! HMAC-SHA256 in snapshots written before it — see [`naming`] — under a dedup key that belongs
+//! to one KMS key, so equal data deduplicates only within one encryption key and names reveal
+//! nothing without the key), compressed with zstd when that
 //! pays, and sealed with AES-256-GCM under the data key of the snapshot that first wrote it,
 //! with that snapshot's id, the chunk index and the name bound in as associated data.
 //!
@@ -12,7 +13,7 @@
 //! ```text
 //! pending/<snap-id>                 a write in progress (GC keeps its chunks)
 //! keys/<snap-id>.key                the snapshot's data key, wrapped by KMS
-//! dedup/<kms-key-id>.key            the dedup HMAC key of a KMS key, wrapped by KMS
+//! dedup/<kms-key-id>.key            the dedup key of a KMS key, wrapped by KMS
 //! chunks/<kms-key-id>/<hh>/<name>   chunk objects (see [`chunk`])
 //! manifests/<snap-id>.json          committed snapshots (see [`manifest`])
 //! ```
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod chunk;
 pub mod error;
 pub mod manifest;
+pub mod naming;
 pub mod reader;
 pub mod sealed;
 pub mod writer;
@@ -299,7 +301,7 @@ impl BlockStore {
             })
     }
 
-    /// The dedup HMAC key of a KMS key, created on first use (one per KMS key; several
+    /// The dedup key of a KMS key, created on first use (one per KMS key; several
     /// processes racing agree on the first one written).
     async fn dedup_key(&self, caller: &Caller, kms_key_id: &str) -> Result<Zeroizing<[u8; 32]>> {
         let path = self.path(&["dedup", &format!("{kms_key_id}.key")]);
@@ -376,7 +378,7 @@ impl BlockStore {
         let key = self.data_key(caller, id).await?;
         manifest::verify(&file, &key).map_err(integrity)?;
         let b = &file.body;
-        if b.format != manifest::FORMAT
+        if !manifest::READABLE.contains(&b.format)
             || !b.chunk_size.is_power_of_two()
             || b.chunk_size < 1 << 16
             || b.chunk_size > 1 << 24
@@ -507,21 +509,27 @@ impl BlockStore {
     /// against the keyed hash of its content.
     pub async fn verify(&self, caller: &Caller, id: &str) -> Result<VerifyReport> {
         let reader = Arc::new(self.open(caller, id).await?);
-        let dedup = Arc::new(
-            self.dedup_key(caller, &reader.manifest().kms_key_id)
-                .await?,
+        let dedup = self
+            .dedup_key(caller, &reader.manifest().kms_key_id)
+            .await?;
+        let namer = Arc::new(
+            naming::Namer::new(reader.manifest().format, &dedup).ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "manifest format {} has no chunk names",
+                    reader.manifest().format
+                ))
+            })?,
         );
         let n = reader.manifest().chunks.len();
         let mut checks = futures::stream::iter(0..n)
             .map(|i| {
                 let reader = reader.clone();
-                let dedup = dedup.clone();
+                let namer = namer.clone();
                 async move {
                     let e = reader.manifest().chunks[i].clone();
                     match reader.fetch_entry(&e).await {
                         Ok(plain) => {
-                            let h = hex::encode(kms::aead::hmac_sha256(&dedup[..], &plain));
-                            if h == e.1 {
+                            if namer.name(&plain) == e.1 {
                                 Ok((e.0, None))
                             } else {
                                 Ok((

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::Origin;
 
-/// Manifest format version.
-pub const FORMAT: u32 = 1;
+/// Manifest format version written now: 2 names chunks by keyed BLAKE3, 1 (still read) by
+/// HMAC-SHA256 (see [`crate::naming`]); nothing else differs.
+pub const FORMAT: u32 = 2;
+
+/// Manifest formats this store reads.
+pub const READABLE: [u32; 2] = [1, 2];
 
 /// One stored chunk: `[index, name, origin number, origin index]`, where the origin number
 /// points into [`ManifestBody::origins`].
@@ -19,7 +23,7 @@ pub struct Entry(pub u64, pub String, pub u32, pub u64);
 /// What the MAC covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestBody {
-    /// [`FORMAT`].
+    /// [`FORMAT`] when written now; one of [`READABLE`].
     pub format: u32,
     /// Snapshot id.
     pub snapshot_id: String,

@@ -34,6 +34,7 @@ use kms::aead::AeadKey;
 
 use crate::chunk::{self, Origin};
 use crate::error::{Result, StoreError};
+use crate::naming::Namer;
 use crate::{BlockStore, PutRequest, SnapshotSummary, manifest, now_secs, snapshot_context};
 
 /// How often the pending marker of a live writer is renewed.
@@ -71,7 +72,7 @@ struct Inner {
     parent: Option<String>,
     data_key: Zeroizing<[u8; 32]>,
     aead: AeadKey,
-    dedup: Zeroizing<[u8; 32]>,
+    namer: Namer,
     parent_map: HashMap<u64, (String, Origin)>,
     size: u64,
     chunk_size: u64,
@@ -225,7 +226,8 @@ impl BlockStore {
             parent: req.parent.clone(),
             aead: AeadKey::new(&dk.plaintext),
             data_key: dk.plaintext,
-            dedup,
+            namer: Namer::new(manifest::FORMAT, &dedup)
+                .ok_or_else(|| StoreError::Internal("no chunk names for this format".into()))?,
             parent_map,
             size,
             chunk_size: cs,
@@ -288,7 +290,8 @@ impl BlockStore {
     }
 
     /// The chunks of the request's parent snapshot by index, when the parent can lend them:
-    /// same KMS key and chunk size (otherwise its chunks are not reused and the map is empty).
+    /// same KMS key, chunk size and chunk names (otherwise its chunks are not reused and the
+    /// map is empty).
     async fn parent_chunks(
         &self,
         req: &PutRequest,
@@ -300,7 +303,10 @@ impl BlockStore {
             return Ok(parent_map);
         };
         let (pb, _) = self.load_manifest(&req.caller, parent).await?;
-        if pb.kms_key_id == kms_key_id && u64::from(pb.chunk_size) == chunk_size {
+        if pb.kms_key_id == kms_key_id
+            && u64::from(pb.chunk_size) == chunk_size
+            && pb.format == manifest::FORMAT
+        {
             for e in &pb.chunks {
                 if let Some(o) = pb.origin(e) {
                     parent_map.insert(e.0, (e.1.clone(), o));
@@ -382,7 +388,7 @@ impl SnapshotWriter {
             inner.done.fetch_add(len, Ordering::Relaxed);
             return Ok(());
         }
-        let name = hex::encode(kms::aead::hmac_sha256(&inner.dedup[..], &plain));
+        let name = inner.namer.name(&plain);
         let from_parent = inner
             .parent_map
             .get(&index)

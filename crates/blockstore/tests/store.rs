@@ -36,6 +36,7 @@ both_backends!(
     rotated_key_still_decrypts,
     delete_and_gc_reclaims_unreferenced_only,
     sealed_objects_round_trip_and_detect_tampering,
+    format_1_snapshots_still_read_verify_and_parent,
 );
 
 fn req(id: &str, parent: Option<&str>) -> PutRequest {
@@ -477,4 +478,122 @@ async fn sealed_objects_round_trip_and_detect_tampering(kind: Kind) {
         Err(StoreError::NotFound(_))
     ));
     assert!(env.store.get_sealed(&admin(), "../x", "y").await.is_err());
+}
+
+/// Rewrites the committed snapshot `id` as a store written before manifest format 2 held it:
+/// chunks named by HMAC-SHA256 under the dedup key, sealed under those names, manifest of
+/// format 1. Returns the format-1 names by index.
+async fn rewrite_as_format_1(env: &Env, id: &str) -> Vec<(u64, String)> {
+    let get = |p: String| {
+        let objects = env.objects.clone();
+        async move {
+            objects
+                .get(&object_store::path::Path::from(p))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    let ctx = |k: &str, v: &str| -> kms::Context {
+        [(k.to_string(), v.to_string())].into_iter().collect()
+    };
+    let data_key = env
+        .kms
+        .decrypt_data_key(
+            &admin(),
+            &get(format!("snapshots/keys/{id}.key")).await,
+            &ctx("vmie:snapshot", id),
+        )
+        .await
+        .unwrap();
+    let mut file =
+        blockstore::manifest::parse(&get(format!("snapshots/manifests/{id}.json")).await).unwrap();
+    assert_eq!(file.body.format, 2, "written now as format 2");
+    let key_id = file.body.kms_key_id.clone();
+    let dedup = env
+        .kms
+        .decrypt_data_key(
+            &admin(),
+            &get(format!("snapshots/dedup/{key_id}.key")).await,
+            &ctx("vmie:dedup-key", &key_id),
+        )
+        .await
+        .unwrap();
+    let aead = kms::aead::AeadKey::new(&data_key);
+    let reader = env.store.open(&admin(), id).await.unwrap();
+    let cs = u64::from(file.body.chunk_size);
+    let mut names = Vec::new();
+    for e in &mut file.body.chunks {
+        let mut plain = vec![0u8; cs.min(file.body.volume_size - e.0 * cs) as usize];
+        reader.read_at(&mut plain, e.0 * cs).await.unwrap();
+        let old = hex::encode(kms::aead::hmac_sha256(&dedup[..], &plain));
+        let origin = blockstore::Origin {
+            snapshot: id.to_string(),
+            index: e.0,
+        };
+        let obj = blockstore::chunk::encode(&aead, &origin, &old, &plain, 1);
+        let path = format!("snapshots/chunks/{key_id}/{}/{old}", &old[..2]);
+        env.objects
+            .put(&path.as_str().into(), PutPayload::from(obj))
+            .await
+            .unwrap();
+        (e.1, e.2, e.3) = (old.clone(), 0, e.0);
+        names.push((e.0, old));
+    }
+    file.body.origins = vec![id.to_string()];
+    file.body.format = 1;
+    let sealed = blockstore::manifest::seal(file.body, &data_key).unwrap();
+    env.objects
+        .put(
+            &format!("snapshots/manifests/{id}.json").as_str().into(),
+            PutPayload::from(sealed),
+        )
+        .await
+        .unwrap();
+    names
+}
+
+/// Stores written before chunk names moved to keyed BLAKE3 (manifest format 1, HMAC-SHA256
+/// names) stay readable and verifiable, and serve as parents of new (format 2) snapshots.
+async fn format_1_snapshots_still_read_verify_and_parent(kind: Kind) {
+    let env = env(kind).await;
+    let data = make_raw(&raw_path(&env, "a.raw"), 3 << 20, 5);
+    let old = new_snapshot_id();
+    put(&env, "a.raw", &old, None).await;
+    let names = rewrite_as_format_1(&env, &old).await;
+    assert!(!names.is_empty());
+    assert_eq!(read_all(&env, &old).await.unwrap(), data);
+    let report = env.store.verify(&admin(), &old).await.unwrap();
+    assert!(
+        report.failures.is_empty() && report.chunks_checked > 0,
+        "format 1 verifies: {report:?}"
+    );
+    // A child of the format-1 parent is written as format 2 and reads back whole.
+    let child = new_snapshot_id();
+    put(&env, "a.raw", &child, Some(&old)).await;
+    assert_eq!(read_all(&env, &child).await.unwrap(), data);
+    let objects = env.objects.clone();
+    let bytes = objects
+        .get(&format!("snapshots/manifests/{child}.json").as_str().into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body = blockstore::manifest::parse(&bytes).unwrap().body;
+    assert_eq!(body.format, 2);
+    for e in &body.chunks {
+        let (_, old_name) = names.iter().find(|(i, _)| *i == e.0).unwrap();
+        assert_ne!(&e.1, old_name, "chunk {} keeps its format-1 name", e.0);
+    }
+    assert!(
+        env.store
+            .verify(&admin(), &child)
+            .await
+            .unwrap()
+            .failures
+            .is_empty()
+    );
 }
