@@ -45,24 +45,64 @@ fn aad(origin: &Origin, flags: u8, name: &str) -> Vec<u8> {
     a
 }
 
+/// One thread's zstd compression context and output buffer, kept for the next chunk: a
+/// fresh context per chunk (what `zstd::bulk::compress` makes) allocates and clears its
+/// tables every time, and a fresh output buffer is fresh pages to fault in.
+struct Squeezer {
+    level: i32,
+    cctx: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static SQUEEZER: std::cell::RefCell<Option<Squeezer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `plain` compressed at `level` (`None` when zstd refuses, which it does not
+/// for in-memory input it has room for).
+fn with_compressed<R>(plain: &[u8], level: i32, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    SQUEEZER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|s| s.level != level) {
+            *slot = zstd::bulk::Compressor::new(level)
+                .ok()
+                .map(|cctx| Squeezer {
+                    level,
+                    cctx,
+                    out: Vec::new(),
+                });
+        }
+        let Some(sq) = slot.as_mut() else {
+            return f(None);
+        };
+        sq.out.clear();
+        sq.out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        match sq.cctx.compress_to_buffer(plain, &mut sq.out) {
+            Ok(n) => f(Some(&sq.out[..n])),
+            Err(_) => f(None),
+        }
+    })
+}
+
 /// Compresses (when it pays) and seals `plain` as chunk `name` written by `origin`.
 #[must_use]
 pub fn encode(key: &AeadKey, origin: &Origin, name: &str, plain: &[u8], level: i32) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(plain, level).ok();
-    let (flags, payload): (u8, &[u8]) = match &compressed {
-        // Keep the compressed form only when it saves at least 1/32.
-        Some(c) if c.len() < plain.len() - plain.len() / 32 => (FLAG_ZSTD, c),
-        _ => (0, plain),
-    };
-    let id = origin.snapshot.as_bytes();
-    let mut out = Vec::with_capacity(MAX_HEADER + payload.len() + kms::aead::OVERHEAD);
-    out.extend_from_slice(MAGIC);
-    out.push(u8::try_from(id.len().min(MAX_ID_LEN)).unwrap_or(0));
-    out.extend_from_slice(&id[..id.len().min(MAX_ID_LEN)]);
-    out.extend_from_slice(&origin.index.to_be_bytes());
-    out.push(flags);
-    key.seal_append(&aad(origin, flags, name), payload, &mut out);
-    out
+    with_compressed(plain, level, |compressed| {
+        let (flags, payload): (u8, &[u8]) = match compressed {
+            // Keep the compressed form only when it saves at least 1/32.
+            Some(c) if c.len() < plain.len() - plain.len() / 32 => (FLAG_ZSTD, c),
+            _ => (0, plain),
+        };
+        let id = origin.snapshot.as_bytes();
+        let mut out = Vec::with_capacity(MAX_HEADER + payload.len() + kms::aead::OVERHEAD);
+        out.extend_from_slice(MAGIC);
+        out.push(u8::try_from(id.len().min(MAX_ID_LEN)).unwrap_or(0));
+        out.extend_from_slice(&id[..id.len().min(MAX_ID_LEN)]);
+        out.extend_from_slice(&origin.index.to_be_bytes());
+        out.push(flags);
+        key.seal_append(&aad(origin, flags, name), payload, &mut out);
+        out
+    })
 }
 
 /// The origin a chunk object's header names, and where its sealed part starts.
@@ -125,4 +165,92 @@ pub fn decode(
         return Err(format!("decompresses to {n} bytes, expected {len}"));
     }
     Ok(out)
+}
+
+/// Opens a chunk object named `name` that the manifest says `expected` wrote, straight into
+/// `dst` (exactly the chunk's length): the object's own buffer is decrypted in place and
+/// wiped afterwards, and the plaintext is decompressed into `dst` without another copy.
+pub fn decode_into(
+    key: &AeadKey,
+    expected: &Origin,
+    name: &str,
+    obj: &mut [u8],
+    dst: &mut [u8],
+) -> Result<(), String> {
+    let (origin, flags, start) = header(obj)?;
+    if &origin != expected {
+        return Err(format!(
+            "the object was written as chunk {} of {}, but the manifest expects chunk {} of {} (swapped or foreign chunk)",
+            origin.index, origin.snapshot, expected.index, expected.snapshot
+        ));
+    }
+    let payload = key
+        .open_in_place(&aad(&origin, flags, name), &mut obj[start..])
+        .ok_or_else(|| "authentication failed (altered, truncated or moved)".to_string())?;
+    let len = dst.len();
+    let r = if flags & FLAG_ZSTD == 0 {
+        if payload.len() == len {
+            dst.copy_from_slice(payload);
+            Ok(())
+        } else {
+            Err(format!("holds {} bytes, expected {len}", payload.len()))
+        }
+    } else {
+        match zstd::bulk::decompress_to_buffer(payload, dst) {
+            Ok(n) if n == len => Ok(()),
+            Ok(n) => Err(format!("decompresses to {n} bytes, expected {len}")),
+            Err(e) => Err(format!("does not decompress: {e}")),
+        }
+    };
+    zeroize::Zeroize::zeroize(payload);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_whatever_the_previous_chunk_and_level() {
+        let key = AeadKey::new(&[3u8; 32]);
+        let origin = Origin {
+            snapshot: "snap-0123456789abcdef".into(),
+            index: 9,
+        };
+        let mut random = vec![0u8; 1 << 20];
+        kms::aead::random(&mut random);
+        let text: Vec<u8> = b"vmie chunk "
+            .iter()
+            .copied()
+            .cycle()
+            .take(1 << 20)
+            .collect();
+        let small = b"x".to_vec();
+        // The thread's compression context and buffer are reused from chunk to chunk, across
+        // sizes and levels: nothing of one chunk may reach the next.
+        for (plain, level, compressed) in [
+            (&text, 1, true),
+            (&random, 1, false),
+            (&text, -1, true),
+            (&small, 3, false),
+            (&text, 1, true),
+        ] {
+            let obj = encode(&key, &origin, "n", plain, level);
+            let (_, flags, _) = header(&obj).unwrap();
+            assert_eq!(flags & FLAG_ZSTD != 0, compressed);
+            assert!(obj.len() < plain.len() / 4 + 200 || !compressed);
+            let back = decode(&key, &origin, "n", &obj, plain.len()).unwrap();
+            assert_eq!(&back[..], &plain[..]);
+            let mut into = vec![0xeeu8; plain.len()];
+            decode_into(&key, &origin, "n", &mut obj.clone(), &mut into).unwrap();
+            assert_eq!(&into[..], &plain[..]);
+            let mut short = vec![0u8; plain.len() + 1];
+            assert!(decode_into(&key, &origin, "n", &mut obj.clone(), &mut short).is_err());
+            let mut flipped = obj.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            assert!(decode_into(&key, &origin, "n", &mut flipped, &mut into).is_err());
+            assert!(decode(&key, &origin, "m", &obj, plain.len()).is_err());
+        }
+    }
 }

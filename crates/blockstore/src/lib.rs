@@ -49,7 +49,7 @@ pub use backend::{Backend, S3Config};
 pub use chunk::Origin;
 pub use error::{Result, StoreError};
 pub use reader::{BlockingReader, SnapshotReader};
-pub use writer::SnapshotWriter;
+pub use writer::{Buffers, SnapshotWriter};
 
 /// Default chunk size: 1 MiB.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
@@ -419,7 +419,7 @@ impl BlockStore {
                     let len = w.chunk_len(index).ok_or_else(|| {
                         StoreError::Internal(format!("chunk {index} is past the end"))
                     })?;
-                    let mut buf = vec![0u8; len];
+                    let mut buf = w.buffers().take(len);
                     disk.read_at(&mut buf, index * w.chunk_size())?;
                     w.write_chunk(index, buf)?;
                 }

@@ -40,6 +40,56 @@ use crate::{BlockStore, PutRequest, SnapshotSummary, manifest, now_secs, snapsho
 /// How often the pending marker of a live writer is renewed.
 const RENEW: Duration = Duration::from_secs(60);
 
+/// Chunk buffers passed around between the threads that decode a disk and a writer: a
+/// buffer handed to [`SnapshotWriter::write_chunk`] comes back here once the writer is done
+/// with it, so a long import reuses a few buffers instead of asking the allocator for fresh
+/// (zeroed, page-faulted) megabytes per chunk. At most `max` wait here; more are freed.
+#[derive(Debug)]
+pub struct Buffers {
+    free: Mutex<Vec<Vec<u8>>>,
+    max: usize,
+}
+
+impl Buffers {
+    /// A pool keeping at most `max` buffers.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Buffers {
+            free: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// A buffer of `len` bytes. A recycled one still holds an earlier chunk's bytes: the
+    /// caller overwrites every byte (as [`diskfmt::Disk::read_at`] does) before using it.
+    #[must_use]
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match reused {
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => vec![0u8; len],
+        }
+    }
+
+    /// Gives a buffer back for reuse.
+    pub fn give(&self, buf: Vec<u8>) {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if free.len() < self.max && buf.capacity() > 0 {
+            free.push(buf);
+        }
+    }
+}
+
 /// A chunk name this writer has met.
 enum Known {
     /// Being looked up or uploaded by one of this writer's tasks.
@@ -84,6 +134,7 @@ struct Inner {
     stopped: AtomicBool,
     done: Arc<AtomicU64>,
     pending: Path,
+    buffers: Arc<Buffers>,
 }
 
 /// A pending snapshot being written; see the [module](self) documentation.
@@ -137,6 +188,7 @@ impl Inner {
     async fn store_new(self: &Arc<Self>, index: u64, name: &str, plain: Vec<u8>) -> Result<()> {
         let path = self.store.chunk_path(&self.kms_key_id, name);
         let (origin, added) = if let Some(o) = self.store.existing_origin(&path).await? {
+            self.buffers.give(plain);
             (o, 0)
         } else {
             let origin = Origin {
@@ -145,7 +197,9 @@ impl Inner {
             };
             let (me, o2, n2) = (self.clone(), origin.clone(), name.to_string());
             let obj = tokio::task::spawn_blocking(move || {
-                chunk::encode(&me.aead, &o2, &n2, &plain, me.level)
+                let obj = chunk::encode(&me.aead, &o2, &n2, &plain, me.level);
+                me.buffers.give(plain);
+                obj
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -239,6 +293,8 @@ impl BlockStore {
             stopped: AtomicBool::new(false),
             done: progress.unwrap_or_default(),
             pending: pending.clone(),
+            // Room for the chunks in flight and a few on their way from the decoders.
+            buffers: Arc::new(Buffers::new(max_slots as usize + 8)),
         });
         Ok(SnapshotWriter {
             inner,
@@ -359,6 +415,13 @@ impl SnapshotWriter {
         self.inner.done.load(Ordering::Relaxed)
     }
 
+    /// The pool that chunks handed to [`SnapshotWriter::write_chunk`] return to: take the
+    /// buffers to decode into from it.
+    #[must_use]
+    pub fn buffers(&self) -> Arc<Buffers> {
+        self.inner.buffers.clone()
+    }
+
     /// Length of chunk `index`, or `None` past the end of the volume.
     #[must_use]
     pub fn chunk_len(&self, index: u64) -> Option<usize> {
@@ -386,6 +449,7 @@ impl SnapshotWriter {
         let len = plain.len() as u64;
         if crate::is_zero(&plain) {
             inner.done.fetch_add(len, Ordering::Relaxed);
+            inner.buffers.give(plain);
             return Ok(());
         }
         let name = inner.namer.name(&plain);
@@ -410,6 +474,7 @@ impl SnapshotWriter {
         };
         if !new {
             inner.done.fetch_add(len, Ordering::Relaxed);
+            inner.buffers.give(plain);
             return Ok(());
         }
         let permit = inner

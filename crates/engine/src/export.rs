@@ -146,17 +146,20 @@ fn write_reporting(
     let size = disk.virtual_size().max(1);
     let progress = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
+    // The writer says when it ends, so the task does not sleep past it.
+    let (ended, ends) = std::sync::mpsc::channel::<()>();
+    let (progress, stop) = (&progress, &stop);
     std::thread::scope(|s| {
-        let w = s.spawn(|| {
-            let d = Stoppable {
-                inner: disk,
-                stop: &stop,
-            };
-            write_image(&d, out, fmt, opts, &progress)
+        let w = s.spawn(move || {
+            let d = Stoppable { inner: disk, stop };
+            let r = write_image(&d, out, fmt, opts, progress);
+            drop(ended);
+            r
         });
         let mut stopped = None;
-        while !w.is_finished() {
-            std::thread::sleep(Duration::from_millis(200));
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            ends.recv_timeout(Duration::from_millis(200))
+        {
             if stopped.is_some() {
                 continue;
             }

@@ -19,7 +19,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blockstore::{ChunkPlan, SnapshotSummary, SnapshotWriter};
+use blockstore::{Buffers, ChunkPlan, SnapshotSummary, SnapshotWriter};
 use diskfmt::{Disk, DiskError, ReadAt};
 
 use crate::ctx::Ctx;
@@ -66,13 +66,14 @@ impl FirstFailure {
 }
 
 /// Decodes the chunks of `disk` (chunk size `cs`) that overlap data extents, with the
-/// engine's threads, each chunk once, and hands them to `sink` (index, bytes) in no
-/// particular order. The calling thread reports `on_bytes(bytes decoded)` and stops every
+/// engine's threads, each chunk once, into buffers from `buffers`, and hands them to `sink`
+/// (index, bytes) in no particular order. The calling thread reports `on_bytes(bytes decoded)` and stops every
 /// decoder on cancel, lease loss or the first failure; `fail_disk` names a decoding error.
 pub(crate) fn decode_chunks(
     ctx: &Ctx,
     disk: &dyn Disk,
     cs: u64,
+    buffers: &Buffers,
     fail_disk: &(dyn Fn(DiskError) -> Failure + Sync),
     sink: &(dyn Fn(u64, Vec<u8>) -> Result<(), Failure> + Sync),
     on_bytes: &mut dyn FnMut(u64) -> Result<(), Failure>,
@@ -102,7 +103,7 @@ pub(crate) fn decode_chunks(
                     };
                     let off = index * cs;
                     let len = cs.min(size - off);
-                    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                    let mut buf = buffers.take(usize::try_from(len).unwrap_or(0));
                     if let Err(e) = disk.read_at(&mut buf, off) {
                         return failure.set(fail_disk(e));
                     }
@@ -141,14 +142,21 @@ pub(crate) fn decode_chunks(
 pub(crate) struct Feeder {
     tx: SyncSender<(u64, Vec<u8>)>,
     spilled: Arc<Mutex<Vec<u64>>>,
+    buffers: Arc<Buffers>,
 }
 
 impl Feeder {
+    /// The pool the decoders take their buffers from (the store's).
+    pub(crate) fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+
     /// Offers chunk `index` to the store; never waits.
     pub(crate) fn offer(&self, index: u64, buf: Vec<u8>) -> Result<(), Failure> {
         match self.tx.try_send((index, buf)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full((_, buf))) => {
+                self.buffers.give(buf);
                 self.spilled
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -181,6 +189,7 @@ impl Trailing {
         writer: SnapshotWriter,
         threads: usize,
     ) -> (Trailing, Feeder) {
+        let buffers = writer.buffers();
         let writer = Arc::new(writer);
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(FirstFailure::new(stop.clone()));
@@ -212,7 +221,11 @@ impl Trailing {
                 threads: hs,
                 handle: ctx.handle.clone(),
             },
-            Feeder { tx, spilled },
+            Feeder {
+                tx,
+                spilled,
+                buffers,
+            },
         )
     }
 
@@ -288,7 +301,7 @@ fn trail(
         let len = writer
             .chunk_len(index)
             .ok_or_else(|| Failure::Server(format!("chunk {index} is past the end")))?;
-        let mut buf = vec![0u8; len];
+        let mut buf = writer.buffers().take(len);
         let n = vol
             .read_at(&mut buf, index * writer.chunk_size())
             .map_err(|e| Failure::Server(format!("reading the intermediate volume: {e}")))?;

@@ -248,7 +248,8 @@ fn decode(
     let threads = ctx.inner.cfg.threads.max(1);
     if !volume {
         let sink = |i: u64, buf: Vec<u8>| Ok(writer.write_chunk(i, buf)?);
-        let r = crate::fill::decode_chunks(ctx, disk, cs, &fail, &sink, &mut on_bytes);
+        let buffers = writer.buffers();
+        let r = crate::fill::decode_chunks(ctx, disk, cs, &buffers, &fail, &sink, &mut on_bytes);
         return match r {
             Ok(()) => Ok((None, Pending::Written(writer))),
             Err(f) => {
@@ -263,7 +264,8 @@ fn decode(
         vol.put_blocks(&buf, i * cs)?;
         feeder.offer(i, buf)
     };
-    let r = crate::fill::decode_chunks(ctx, disk, cs, &fail, &sink, &mut on_bytes);
+    let r =
+        crate::fill::decode_chunks(ctx, disk, cs, feeder.buffers(), &fail, &sink, &mut on_bytes);
     // The decoders are done: the store reads what it had no room for from the volume.
     drop(feeder);
     r?;

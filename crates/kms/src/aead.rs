@@ -98,6 +98,20 @@ impl AeadKey {
     }
 }
 
+impl AeadKey {
+    /// Opens a sealed message in place: `sealed` (nonce ‖ ciphertext ‖ tag) is overwritten
+    /// and the plaintext returned is the part of it after the nonce. `None` as for
+    /// [`AeadKey::open`]; the buffer then holds no plaintext.
+    pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Option<&'a mut [u8]> {
+        if sealed.len() < OVERHEAD {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        self.0.open_in_place(nonce, Aad::from(aad), body).ok()
+    }
+}
+
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random(buf: &mut [u8]) {
     if aws_lc_rs::rand::fill(buf).is_err() {

@@ -5,6 +5,7 @@
 //! [`crate::registry::FORMATS`]; [`crate::write_image`] picks it from there. The grain-based
 //! writers share one ordered, parallel pipeline, [`ordered_grains`].
 
+mod behind;
 pub mod ova;
 mod pipeline;
 pub mod qcow2;

@@ -18,10 +18,10 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
+use super::behind::WriteBehind;
 use super::{WriteOptions, WriteStats, Writer, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
@@ -140,8 +140,8 @@ fn usize_of(v: u64) -> Result<usize> {
 }
 
 /// The file being appended to: position, refcounts per host cluster and the current L2 table.
-struct Out<'a> {
-    w: BufWriter<&'a File>,
+struct Out {
+    w: WriteBehind,
     pos: u64,
     refs: Vec<u16>,
     l1: Vec<u64>,
@@ -149,7 +149,7 @@ struct Out<'a> {
     l2_index: Option<u64>,
 }
 
-impl Out<'_> {
+impl Out {
     /// Appends the refcount blocks, then the refcount table, covering every cluster written
     /// and themselves; returns the table's offset and size in clusters.
     fn write_refcounts(&mut self) -> Result<(u64, u64)> {
@@ -312,17 +312,15 @@ pub fn write(
     let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER).max(1);
 
     let mut o = Out {
-        // Clusters are gathered into 2 MiB writes: one syscall per cluster costs more than
-        // the copy.
-        w: BufWriter::with_capacity(2 << 20, out),
+        // Clusters are gathered into 2 MiB writes (one syscall per cluster costs more than
+        // the copy), written by I/O threads of their own while the clusters go on.
+        w: WriteBehind::new(out, CLUSTER * (1 + l1_clusters)).map_err(io)?,
         pos: 0,
         refs: Vec::new(),
         l1: vec![0; usize_of(l1_entries)?],
         l2: vec![0; usize_of(L2_ENTRIES)?],
         l2_index: None,
     };
-    o.w.seek(SeekFrom::Start(CLUSTER * (1 + l1_clusters)))
-        .map_err(io)?;
     o.pos = CLUSTER * (1 + l1_clusters);
     for c in 0..1 + l1_clusters {
         o.add_ref(c)?;
@@ -345,8 +343,7 @@ pub fn write(
         o.l1.iter()
             .flat_map(|e| e.to_be_bytes())
             .collect::<Vec<u8>>();
-    o.w.flush().map_err(io)?;
-    drop(o.w);
+    o.w.finish().map_err(io)?;
     // The header and the L1 table last: a file cut short before here is not a valid image.
     let h = header(size, l1_size, table_at, table, kind)?;
     out.write_all_at(&l1, CLUSTER).map_err(io)?;

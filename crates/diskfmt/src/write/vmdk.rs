@@ -15,9 +15,10 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{Seek, SeekFrom};
 use std::sync::atomic::AtomicU64;
 
+use super::behind::WriteBehind;
 use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
@@ -140,12 +141,12 @@ fn marker(num_sectors: u64, kind: u32) -> [u8; 512] {
     m
 }
 
-struct Out<'a> {
-    w: BufWriter<&'a File>,
+struct Out {
+    w: WriteBehind,
     sector: u64,
 }
 
-impl Out<'_> {
+impl Out {
     fn put(&mut self, b: &[u8]) -> Result<()> {
         self.w
             .write_all(b)
@@ -248,8 +249,13 @@ pub fn write(
     let mut gd: Vec<u32> =
         vec![0; usize::try_from(gts).map_err(|_| DiskError::invalid(F, "too many grain tables"))?];
 
+    // From where the file stands (an OVA writes the VMDK into a file of its own); the
+    // grains are written by I/O threads of their own while the next ones are compressed.
+    let start = (&mut &*out)
+        .stream_position()
+        .map_err(|e| DiskError::io("writing the VMDK", e))?;
     let mut o = Out {
-        w: BufWriter::with_capacity(1 << 20, out),
+        w: WriteBehind::new(out, start).map_err(|e| DiskError::io("writing the VMDK", e))?,
         sector: 0,
     };
     o.put(&header(capacity, GD_AT_END))?;
@@ -292,7 +298,11 @@ pub fn write(
     o.put(&marker(1, MARKER_FOOTER))?;
     o.put(&header(capacity, gd_sector))?;
     o.put(&marker(0, MARKER_EOS))?;
-    o.w.flush()
+    o.w.finish()
+        .map_err(|e| DiskError::io("writing the VMDK", e))?;
+    // Leave the file's position after the image, as a sequential writer would.
+    (&mut &*out)
+        .seek(SeekFrom::Start(start + o.sector * SECTOR))
         .map_err(|e| DiskError::io("writing the VMDK", e))?;
     Ok(WriteStats {
         virtual_size: capacity * SECTOR,
@@ -301,7 +311,7 @@ pub fn write(
 }
 
 /// Appends grain table `idx` (with its marker) and records it in the grain directory.
-fn write_gt(o: &mut Out<'_>, gt: &mut [u32], idx: u64, gd: &mut [u32]) -> Result<()> {
+fn write_gt(o: &mut Out, gt: &mut [u32], idx: u64, gd: &mut [u32]) -> Result<()> {
     o.put(&marker(GTES * 4 / SECTOR, MARKER_GT))?;
     let at = sector_u32(o.sector)?;
     let bytes: Vec<u8> = gt.iter().flat_map(|e| e.to_le_bytes()).collect();
