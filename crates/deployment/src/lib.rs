@@ -126,6 +126,10 @@ pub struct Config {
     /// Attach to the activity log as this node: from then on the key service's key uses and
     /// the engine's task events are recorded. `None`: not attached.
     pub node: Option<String>,
+    /// The zstd level of snapshot chunks (`snapshot_zstd_level`): 1 by default; negative
+    /// levels compress faster and less, higher ones slower and more. Only new chunks follow
+    /// a change; every level reads back the same.
+    pub snapshot_zstd_level: i32,
 }
 
 impl Config {
@@ -144,6 +148,7 @@ impl Config {
             trail: TrailSettings::default(),
             engine: None,
             node: None,
+            snapshot_zstd_level: StoreOptions::default().zstd_level,
         }
     }
 
@@ -387,7 +392,10 @@ impl Deployment {
             objects.clone(),
             "snapshots",
             kms.clone(),
-            StoreOptions::default(),
+            StoreOptions {
+                zstd_level: cfg.snapshot_zstd_level,
+                ..StoreOptions::default()
+            },
         )?;
         let engine = match &cfg.engine {
             Some(e) => Some(open_engine(cfg, e, catalog.clone(), store.clone())?),

@@ -103,7 +103,25 @@ pub fn config(data_dir: &Path) -> Result<Config, CliError> {
         trail: trail_settings()?,
         engine: None,
         node: None,
+        snapshot_zstd_level: zstd_level()?,
     })
+}
+
+/// The zstd level of snapshot chunks (`snapshot_zstd_level`): 1 to 19, or -1 to -7 (zstd's
+/// fast levels).
+fn zstd_level() -> Result<i32, CliError> {
+    let Some(v) = config::var("VMIE_SNAPSHOT_ZSTD_LEVEL") else {
+        return Ok(blockstore::StoreOptions::default().zstd_level);
+    };
+    v.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|l| (1..=19).contains(l) || (-7..=-1).contains(l))
+        .ok_or_else(|| {
+            fail(format!(
+                "snapshot_zstd_level is {v:?}; it must be 1 to 19, or -1 to -7 (faster, larger)"
+            ))
+        })
 }
 
 /// The node name of a command-line process in the activity log: `cli-<host>-<pid>`.

@@ -88,6 +88,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "buckets kept encrypted at rest, comma-separated BUCKET=KMS-KEY (id, ARN or alias; BUCKET alone: alias/aws/s3): every object written there, uploaded or exported, is sealed under the key",
     ),
     (
+        "snapshot_zstd_level",
+        "VMIE_SNAPSHOT_ZSTD_LEVEL",
+        "zstd level of snapshot chunks: 1 (default) to 19, or -1 to -7 (faster imports, larger snapshots); new chunks only",
+    ),
+    (
         "url_allow",
         "VMIE_URL_ALLOW",
         "networks image URLs may point at despite the address guard (comma-separated CIDRs)",

@@ -118,3 +118,49 @@ fn test_snapshot_roundtrip_verify_tamper_and_disabled_key() {
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
+
+/// `snapshot_zstd_level`: a fast level stores the same disk in more bytes, both read back
+/// identical (and verify), and a level out of range is refused by name before anything runs.
+#[test]
+fn test_snapshot_zstd_level_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_raw(dir.path());
+    let mut added = Vec::new();
+    for level in ["19", "-7"] {
+        let data = dir.path().join(format!("data{level}"));
+        let out = run(vm(&data).env("VMIE_SNAPSHOT_ZSTD_LEVEL", level).args([
+            "snapshot",
+            "create",
+            "--json",
+            s(&src),
+        ]));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = summary["snapshot_id"].as_str().unwrap().to_string();
+        added.push(summary["added_bytes"].as_u64().unwrap());
+        let back = dir.path().join(format!("back{level}.raw"));
+        // Read back under the default level: the level is a property of the chunks.
+        run(vm(&data).args(["snapshot", "export", &id, s(&back)]));
+        assert_same(
+            &std::fs::read(&back).unwrap(),
+            &std::fs::read(&src).unwrap(),
+            "export vs source",
+        );
+        run(vm(&data).args(["snapshot", "verify", &id]));
+    }
+    assert!(
+        added[0] < added[1],
+        "level 19 stored {} bytes, level -7 {}",
+        added[0],
+        added[1]
+    );
+    for bad in ["0", "20", "-8", "fast"] {
+        let o = vm(&dir.path().join("bad"))
+            .env("VMIE_SNAPSHOT_ZSTD_LEVEL", bad)
+            .args(["snapshot", "list"])
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0));
+        let msg = String::from_utf8_lossy(&o.stderr);
+        assert!(msg.contains("snapshot_zstd_level"), "{bad}: {msg}");
+    }
+}
