@@ -45,49 +45,79 @@ fn aad(origin: &Origin, flags: u8, name: &str) -> Vec<u8> {
     a
 }
 
-/// One thread's zstd compression context and output buffer, kept for the next chunk: a
-/// fresh context per chunk (what `zstd::bulk::compress` makes) allocates and clears its
-/// tables every time, and a fresh output buffer is fresh pages to fault in.
+/// A zstd compression context and its output buffer, kept for the next chunk: a fresh
+/// context per chunk (what `zstd::bulk::compress` makes) allocates and clears its tables
+/// every time, and a fresh output buffer is fresh pages to fault in.
 struct Squeezer {
-    level: i32,
     cctx: zstd::bulk::Compressor<'static>,
     out: Vec<u8>,
 }
 
-thread_local! {
-    static SQUEEZER: std::cell::RefCell<Option<Squeezer>> = const { std::cell::RefCell::new(None) };
+/// The compression contexts of one writer at one level: as many exist as chunks were ever
+/// compressed at once (a writer compresses at most one per core at a time), each reused.
+pub struct Squeezers {
+    level: i32,
+    free: std::sync::Mutex<Vec<Squeezer>>,
 }
 
-/// Runs `f` with `plain` compressed at `level` (`None` when zstd refuses, which it does not
-/// for in-memory input it has room for).
-fn with_compressed<R>(plain: &[u8], level: i32, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-    SQUEEZER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|s| s.level != level) {
-            *slot = zstd::bulk::Compressor::new(level)
+impl Squeezers {
+    /// Contexts compressing at zstd `level`.
+    #[must_use]
+    pub fn new(level: i32) -> Self {
+        Squeezers {
+            level,
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with `plain` compressed (`None` when zstd refuses, which it does not for
+    /// in-memory input it has room for).
+    fn with_compressed<R>(&self, plain: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let taken = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let Some(mut sq) = taken.or_else(|| {
+            zstd::bulk::Compressor::new(self.level)
                 .ok()
                 .map(|cctx| Squeezer {
-                    level,
                     cctx,
                     out: Vec::new(),
-                });
-        }
-        let Some(sq) = slot.as_mut() else {
+                })
+        }) else {
             return f(None);
         };
         sq.out.clear();
         sq.out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
-        match sq.cctx.compress_to_buffer(plain, &mut sq.out) {
+        let r = match sq.cctx.compress_to_buffer(plain, &mut sq.out) {
             Ok(n) => f(Some(&sq.out[..n])),
             Err(_) => f(None),
-        }
-    })
+        };
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(sq);
+        r
+    }
 }
 
 /// Compresses (when it pays) and seals `plain` as chunk `name` written by `origin`.
 #[must_use]
 pub fn encode(key: &AeadKey, origin: &Origin, name: &str, plain: &[u8], level: i32) -> Vec<u8> {
-    with_compressed(plain, level, |compressed| {
+    encode_with(&Squeezers::new(level), key, origin, name, plain)
+}
+
+/// [`encode`] with the compression contexts of `squeezers`.
+#[must_use]
+pub fn encode_with(
+    squeezers: &Squeezers,
+    key: &AeadKey,
+    origin: &Origin,
+    name: &str,
+    plain: &[u8],
+) -> Vec<u8> {
+    squeezers.with_compressed(plain, |compressed| {
         let (flags, payload): (u8, &[u8]) = match compressed {
             // Keep the compressed form only when it saves at least 1/32.
             Some(c) if c.len() < plain.len() - plain.len() / 32 => (FLAG_ZSTD, c),
@@ -226,16 +256,24 @@ mod tests {
             .take(1 << 20)
             .collect();
         let small = b"x".to_vec();
-        // The thread's compression context and buffer are reused from chunk to chunk, across
-        // sizes and levels: nothing of one chunk may reach the next.
+        // A context and its buffer are reused from chunk to chunk, across sizes: nothing of
+        // one chunk may reach the next.
+        let fast = Squeezers::new(-1);
         for (plain, level, compressed) in [
             (&text, 1, true),
             (&random, 1, false),
             (&text, -1, true),
+            (&random, -1, false),
+            (&small, -1, false),
+            (&text, -1, true),
             (&small, 3, false),
             (&text, 1, true),
         ] {
-            let obj = encode(&key, &origin, "n", plain, level);
+            let obj = if level == -1 {
+                encode_with(&fast, &key, &origin, "n", plain)
+            } else {
+                encode(&key, &origin, "n", plain, level)
+            };
             let (_, flags, _) = header(&obj).unwrap();
             assert_eq!(flags & FLAG_ZSTD != 0, compressed);
             assert!(obj.len() < plain.len() / 4 + 200 || !compressed);

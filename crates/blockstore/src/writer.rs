@@ -126,7 +126,10 @@ struct Inner {
     parent_map: HashMap<u64, (String, Origin)>,
     size: u64,
     chunk_size: u64,
-    level: i32,
+    squeezers: chunk::Squeezers,
+    /// One compression per core at a time: more would not go faster, only hold more
+    /// compression contexts.
+    cpu: Semaphore,
     handle: tokio::runtime::Handle,
     slots: Arc<Semaphore>,
     max_slots: u32,
@@ -196,13 +199,19 @@ impl Inner {
                 index,
             };
             let (me, o2, n2) = (self.clone(), origin.clone(), name.to_string());
+            let cpu = self
+                .cpu
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
             let obj = tokio::task::spawn_blocking(move || {
-                let obj = chunk::encode(&me.aead, &o2, &n2, &plain, me.level);
+                let obj = chunk::encode_with(&me.squeezers, &me.aead, &o2, &n2, &plain);
                 me.buffers.give(plain);
                 obj
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
+            drop(cpu);
             let added = obj.len() as u64;
             match self
                 .store
@@ -285,7 +294,8 @@ impl BlockStore {
             parent_map,
             size,
             chunk_size: cs,
-            level: self.opts.zstd_level,
+            squeezers: chunk::Squeezers::new(self.opts.zstd_level),
+            cpu: Semaphore::new(self.opts.threads.max(1)),
             handle: tokio::runtime::Handle::current(),
             slots: Arc::new(Semaphore::new(max_slots as usize)),
             max_slots,
