@@ -17,7 +17,7 @@ use crate::error::{EngineError, Failure};
 use crate::fill::Trailing;
 use crate::request::{DiskContainer, ImportImageRequest, ImportSnapshotRequest};
 use crate::scratch::Scratch;
-use crate::source::{Location, locate};
+use crate::source::{HttpsImage, Location, locate};
 use crate::{DiskDetail, TaskDetail};
 
 /// A decoded disk in its intermediate volume.
@@ -71,8 +71,9 @@ fn disk_failure(n: usize, shown: &str, format: Option<Format>, e: &DiskError) ->
     ))
 }
 
-/// Fetches the container's data: a bucket object is read in place, an `https://` image is
-/// downloaded into its own encrypted volume.
+/// Fetches the container's data: a bucket object is read in place, and so is an `https://`
+/// image whose server answers range requests; one whose server does not is downloaded into
+/// its own encrypted volume.
 fn fetch(
     ctx: &Ctx,
     n: usize,
@@ -115,7 +116,13 @@ fn fetch(
         }
         Location::Https(url) => {
             let max = inner.cfg.max_image_bytes;
-            let (mut resp, len) = ctx.wait(inner.sources.get(&url, max), None)?;
+            let (mut resp, len) = match ctx.wait(inner.sources.get(&url, max, &ctx.handle), None)? {
+                HttpsImage::Ranged { source, size } => {
+                    detail.disk_image_size = Some(size);
+                    return Ok((source, shown));
+                }
+                HttpsImage::Whole { resp, size } => (resp, size),
+            };
             detail.disk_image_size = Some(len);
             let mut vol = Scratch::create(
                 &inner.cfg.scratch_dir,

@@ -537,34 +537,135 @@ impl Sources {
         )))
     }
 
-    /// Starts a `GET` of `url` and returns the response once its size is known to be at
-    /// most `max`. Its body is read with [`reqwest::Response::chunk`].
-    pub async fn get(&self, url: &Url, max: u64) -> Result<(reqwest::Response, u64), Failure> {
+    /// Starts reading the image at `url`, at most `max` bytes. The first request asks for
+    /// its first 8 MiB: a server that answers with that range (`206`, as S3 and its
+    /// presigned URLs do) has the image read in place by ranges — fetched ahead and in
+    /// parallel as a bucket object is, nothing downloaded first — and every later range is
+    /// asked `If-Match` the first answer's ETag, so an image replaced meanwhile fails the
+    /// task rather than mixing two versions. A server that sends the whole body (`200`) has
+    /// it downloaded ([`HttpsImage::Whole`]).
+    pub async fn get(
+        &self,
+        url: &Url,
+        max: u64,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<HttpsImage, Failure> {
         check_https_url(url, &self.allow).map_err(|e| Failure::Client(e.to_string()))?;
         let shown = Location::Https(url.clone()).shown();
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| {
+        let resp = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::RANGE, format!("bytes=0-{}", OBJ_BLOCK - 1))
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::Client(format!(
+                    "the image at {shown} could not be downloaded: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        match resp.status().as_u16() {
+            206 => self.ranged(url, &shown, resp, max, handle).await,
+            416 => Err(Failure::Client(format!("the image at {shown} is empty"))),
+            s if (200..300).contains(&s) => {
+                let Some(len) = resp.content_length() else {
+                    return Err(Failure::Client(format!(
+                        "the server of {shown} did not state the size of the image (Content-Length); vmie needs it to bound the download"
+                    )));
+                };
+                if len > max {
+                    return Err(too_large(&shown, len, max));
+                }
+                Ok(HttpsImage::Whole {
+                    resp: Box::new(resp),
+                    size: len,
+                })
+            }
+            s => Err(Failure::Client(format!(
+                "the server of {shown} answered HTTP {s}; check that the URL (or its presigned signature) is still valid"
+            ))),
+        }
+    }
+
+    /// The image behind a `206` answer to the first range: read in place.
+    async fn ranged(
+        &self,
+        url: &Url,
+        shown: &str,
+        resp: reqwest::Response,
+        max: u64,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<HttpsImage, Failure> {
+        let bad = |why: &str| {
             Failure::Client(format!(
-                "the image at {shown} could not be downloaded: {}",
-                error_chain(&e)
+                "the server of {shown} answered a range request wrongly: {why}"
             ))
-        })?;
-        if !resp.status().is_success() {
-            return Err(Failure::Client(format!(
-                "the server of {shown} answered HTTP {}; check that the URL (or its presigned signature) is still valid",
-                resp.status().as_u16()
-            )));
-        }
-        let Some(len) = resp.content_length() else {
-            return Err(Failure::Client(format!(
-                "the server of {shown} did not state the size of the image (Content-Length); vmie needs it to bound the download"
-            )));
         };
-        if len > max {
-            return Err(Failure::Client(format!(
-                "the image at {shown} is {len} bytes, more than the limit of {max} bytes"
-            )));
+        let (start, end, size) = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range)
+            .ok_or_else(|| bad("no usable Content-Range"))?;
+        if size > max {
+            return Err(too_large(shown, size, max));
         }
-        Ok((resp, len))
+        if start != 0 || end != OBJ_BLOCK.min(size) {
+            return Err(bad("not the range asked for"));
+        }
+        let etag = resp.headers().get(reqwest::header::ETAG).cloned();
+        let first = read_body(resp, end, shown)
+            .await
+            .map_err(|e| Failure::Client(e.to_string()))?;
+        let (http, url, shown2) = (self.http.clone(), url.clone(), shown.to_string());
+        let fetch: Fetch = Arc::new(move |range: std::ops::Range<u64>| {
+            let mut req = http.get(url.clone()).header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
+            if let Some(e) = &etag {
+                req = req.header(reqwest::header::IF_MATCH, e.clone());
+            }
+            let shown = shown2.clone();
+            futures::FutureExt::boxed(async move {
+                let resp = req.send().await.map_err(|e| {
+                    io::Error::other(format!("reading {shown} broke off: {}", error_chain(&e)))
+                })?;
+                match resp.status().as_u16() {
+                    206 => {}
+                    412 => {
+                        return Err(io::Error::other(format!(
+                            "the image at {shown} changed while it was read"
+                        )));
+                    }
+                    s => {
+                        return Err(io::Error::other(format!(
+                            "the server of {shown} answered HTTP {s} to a range request"
+                        )));
+                    }
+                }
+                let got = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range);
+                if got.is_none_or(|(s, e, _)| s != range.start || e != range.end) {
+                    return Err(io::Error::other(format!(
+                        "the server of {shown} sent another range than asked for"
+                    )));
+                }
+                read_body(resp, range.end - range.start, &shown).await
+            })
+        });
+        Ok(HttpsImage::Ranged {
+            source: Arc::new(ObjectSource::with_fetch(
+                fetch,
+                size,
+                handle.clone(),
+                Some(first),
+            )),
+            size,
+        })
     }
 
     /// Where an export is written; see [`ExportSink`].
@@ -716,6 +817,66 @@ impl Sources {
 
 /// Fills `buf` from `offset` of a source of `size` bytes kept in blocks of `block` bytes,
 /// `get(i)` giving block `i`; how many bytes were read (short only at the end).
+/// What a `GET` of an `https://` image found; see [`Sources::get`].
+pub enum HttpsImage {
+    /// The server reads by ranges: the image is read in place.
+    Ranged {
+        /// The image.
+        source: Source,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// It sends the whole image: the response to read it from, and its size.
+    Whole {
+        /// The response, its body not read yet.
+        resp: Box<reqwest::Response>,
+        /// Its size in bytes (`Content-Length`).
+        size: u64,
+    },
+}
+
+fn too_large(shown: &str, len: u64, max: u64) -> Failure {
+    Failure::Client(format!(
+        "the image at {shown} is {len} bytes, more than the limit of {max} bytes"
+    ))
+}
+
+/// `bytes START-LAST/SIZE` as (start, end exclusive, size), or `None`.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (range, size) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b, size) = (
+        a.trim().parse::<u64>().ok()?,
+        b.trim().parse::<u64>().ok()?,
+        size.trim().parse::<u64>().ok()?,
+    );
+    (a <= b && b < size).then_some((a, b + 1, size))
+}
+
+/// The body of `resp`, which must be exactly `len` bytes (at most one block, so bounded).
+async fn read_body(mut resp: reqwest::Response, len: u64, shown: &str) -> io::Result<Bytes> {
+    let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    while let Some(c) = resp
+        .chunk()
+        .await
+        .map_err(|e| io::Error::other(format!("reading {shown} broke off: {}", error_chain(&e))))?
+    {
+        if (out.len() + c.len()) as u64 > len {
+            return Err(io::Error::other(format!(
+                "the server of {shown} sent more than the {len} bytes of the range"
+            )));
+        }
+        out.extend_from_slice(&c);
+    }
+    if out.len() as u64 != len {
+        return Err(io::Error::other(format!(
+            "the server of {shown} sent {} of the {len} bytes of the range",
+            out.len()
+        )));
+    }
+    Ok(out.freeze())
+}
+
 fn read_by_blocks<B: AsRef<[u8]>>(
     buf: &mut [u8],
     offset: u64,
@@ -1106,12 +1267,18 @@ async fn upload(
 /// independently — two decoding threads at different places of the object wait only for
 /// their own blocks — and never twice at once. At most [`OBJ_CACHE`] blocks are kept.
 struct ObjectSource {
-    store: Arc<dyn ObjectStore>,
-    path: ObjPath,
+    fetch: Fetch,
     size: u64,
     handle: tokio::runtime::Handle,
     state: Arc<(Mutex<Blocks>, std::sync::Condvar)>,
 }
+
+/// Fetches a byte range of an object or an image (the range is inside it).
+type Fetch = Arc<
+    dyn Fn(std::ops::Range<u64>) -> futures::future::BoxFuture<'static, io::Result<Bytes>>
+        + Send
+        + Sync,
+>;
 
 /// The blocks of an [`ObjectSource`]: fetched (oldest first), on their way, failed.
 #[derive(Default)]
@@ -1136,12 +1303,34 @@ impl ObjectSource {
         size: u64,
         handle: tokio::runtime::Handle,
     ) -> ObjectSource {
+        let fetch: Fetch = Arc::new(move |range| {
+            let (store, path) = (store.clone(), path.clone());
+            futures::FutureExt::boxed(async move {
+                store
+                    .get_range(&path, range)
+                    .await
+                    .map_err(io::Error::other)
+            })
+        });
+        ObjectSource::with_fetch(fetch, size, handle, None)
+    }
+
+    /// A source of `size` bytes read with `fetch`, block 0 already at hand when `first`.
+    fn with_fetch(
+        fetch: Fetch,
+        size: u64,
+        handle: tokio::runtime::Handle,
+        first: Option<Bytes>,
+    ) -> ObjectSource {
+        let mut blocks = Blocks::default();
+        if let Some(b) = first {
+            blocks.cache.push_back((0, b));
+        }
         ObjectSource {
-            store,
-            path,
+            fetch,
             size,
             handle,
-            state: Arc::default(),
+            state: Arc::new((Mutex::new(blocks), std::sync::Condvar::new())),
         }
     }
 
@@ -1150,15 +1339,15 @@ impl ObjectSource {
         b.inflight.insert(index);
         let start = index * OBJ_BLOCK;
         let end = (start + OBJ_BLOCK).min(self.size);
-        let (store, path, state) = (self.store.clone(), self.path.clone(), self.state.clone());
+        let (fetch, state) = (self.fetch.clone(), self.state.clone());
         self.handle.spawn(async move {
-            let got = match store.get_range(&path, start..end).await {
+            let got = match fetch(start..end).await {
                 Ok(b) if b.len() as u64 == end - start => Ok(b),
                 Ok(_) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the object changed size while it was read",
                 )),
-                Err(e) => Err(io::Error::other(e)),
+                Err(e) => Err(e),
             };
             let (lock, cv) = &*state;
             if let Ok(mut b) = lock.lock() {
@@ -1302,6 +1491,27 @@ mod tests {
                 Ok(Location::Snapshot(_)) => proptest::prop_assert!(false, "a URL is no snapshot"),
                 Err(e) => proptest::prop_assert!(!e.to_string().contains("zz9secret")),
             }
+        }
+    }
+
+    #[test]
+    fn content_ranges_parse_strictly() {
+        assert_eq!(
+            content_range("bytes 0-8388607/20000000"),
+            Some((0, 8_388_608, 20_000_000))
+        );
+        assert_eq!(content_range("bytes 5-5/6"), Some((5, 6, 6)));
+        for bad in [
+            "bytes 0-9/5",
+            "bytes 7-3/10",
+            "bytes */10",
+            "bytes 0-9/*",
+            "items 0-9/10",
+            "bytes 0-9",
+            "bytes -1-9/10",
+            "bytes 0-18446744073709551616/18446744073709551617",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad}");
         }
     }
 

@@ -249,15 +249,46 @@ fn https_server(dir: &std::path::Path) -> (Server, u16, Vec<u8>) {
         .local_addr()
         .unwrap()
         .port();
+    // Under /ranged/ the server answers Range requests (206, Content-Range, an ETag and
+    // If-Match, as S3 does) and notes each one in ranges.log; elsewhere it is Python's plain
+    // file server, which sends whole files only.
     let script = format!(
-        "import http.server, ssl, functools\n\
-         h = functools.partial(http.server.SimpleHTTPRequestHandler, directory='{d}')\n\
-         srv = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h)\n\
-         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-         ctx.load_cert_chain('{c}', '{k}')\n\
-         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-         srv.serve_forever()\n",
+        r#"import http.server, ssl, functools, os, re
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if not self.path.startswith('/ranged/'):
+            return super().do_GET()
+        path = self.translate_path(self.path[len('/ranged'):])
+        rng = self.headers.get('Range', '')
+        with open('{log}', 'a') as f:
+            f.write(rng + '\n')
+        m = re.fullmatch(r'bytes=(\d+)-(\d+)', rng)
+        if not os.path.isfile(path) or not m:
+            return super().do_GET()
+        size = os.path.getsize(path)
+        etag = '"%d-%d"' % (size, os.stat(path).st_mtime_ns)
+        if self.headers.get('If-Match', etag) != etag:
+            self.send_response(412); self.send_header('Content-Length', '0'); self.end_headers(); return
+        a, b = int(m[1]), min(int(m[2]), size - 1)
+        if a >= size:
+            self.send_response(416); self.send_header('Content-Length', '0'); self.end_headers(); return
+        with open(path, 'rb') as f:
+            f.seek(a); data = f.read(b - a + 1)
+        self.send_response(206)
+        self.send_header('Content-Range', 'bytes %d-%d/%d' % (a, b, size))
+        self.send_header('Content-Length', str(len(data)))
+        self.send_header('ETag', etag)
+        self.end_headers()
+        self.wfile.write(data)
+h = functools.partial(H, directory='{d}')
+srv = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain('{c}', '{k}')
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#,
         d = s(&dir.join("www")),
+        log = s(&dir.join("ranges.log")),
         c = cert,
         k = key,
     );
@@ -292,6 +323,15 @@ async fn import_from_an_https_url() {
     let raw = debian_disk(work.path(), "HTTPS-MARKER", 16);
     let qcow = qemu_convert(&raw, "qcow2", "", "d.qcow2");
     std::fs::copy(&qcow, work.path().join("www/d.qcow2")).unwrap();
+    // An image of several 8 MiB ranges for the server that answers ranges.
+    let big_raw = work.path().join("big.raw");
+    std::fs::File::create(&big_raw)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    fill_random(&big_raw, 4..36, 0xb16);
+    let big = qemu_convert(&big_raw, "qcow2", "", "big.qcow2");
+    std::fs::copy(&big, work.path().join("www/big.qcow2")).unwrap();
     let (_server, port, cert) = https_server(work.path());
 
     // Allowed: the operator lists loopback and trusts the server's certificate.
@@ -330,7 +370,17 @@ async fn import_from_an_https_url() {
         )
         .await
         .unwrap();
-    let ended = run_until_ended(e, &[ok.id.clone(), missing.id.clone()]).await;
+    // From a server that answers ranges: read in place, by ranges (no download first).
+    let ranged = e
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!(
+                "https://127.0.0.1:{port}/ranged/big.qcow2?X-Amz-Signature=0123secret"
+            )),
+        )
+        .await
+        .unwrap();
+    let ended = run_until_ended(e, &[ok.id.clone(), missing.id.clone(), ranged.id.clone()]).await;
     assert_eq!(
         ended[0].status,
         status::COMPLETED,
@@ -352,6 +402,24 @@ async fn import_from_an_https_url() {
         "{}",
         ended[1].status_message
     );
+    assert_eq!(
+        ended[2].status,
+        status::COMPLETED,
+        "{}",
+        ended[2].status_message
+    );
+    let snap = TaskDetail::of(&ended[2]).disks[0]
+        .snapshot_id
+        .clone()
+        .unwrap();
+    assert!(snapshot_bytes(e, &snap).await == std::fs::read(&big_raw).unwrap());
+    let ranges = std::fs::read_to_string(work.path().join("ranges.log")).unwrap();
+    let ranges: Vec<&str> = ranges.lines().collect();
+    assert!(
+        ranges.len() >= 3 && ranges.iter().all(|r| r.starts_with("bytes=")),
+        "every request of the image asked for a range: {ranges:?}"
+    );
+    assert_eq!(ranges[0], "bytes=0-8388607", "{ranges:?}");
     for t in &ended {
         let t = e.catalog().task(ACCOUNT, &t.id).await.unwrap();
         let shown = format!("{t:?}");
