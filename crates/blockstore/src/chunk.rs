@@ -163,6 +163,18 @@ pub fn header(obj: &[u8]) -> Result<(Origin, u8, usize), String> {
     ))
 }
 
+/// The header of a chunk object that must have been written by `expected`.
+fn expected_header(obj: &[u8], expected: &Origin) -> Result<(Origin, u8, usize), String> {
+    let (origin, flags, start) = header(obj)?;
+    if &origin != expected {
+        return Err(format!(
+            "the object was written as chunk {} of {}, but the manifest expects chunk {} of {} (swapped or foreign chunk)",
+            origin.index, origin.snapshot, expected.index, expected.snapshot
+        ));
+    }
+    Ok((origin, flags, start))
+}
+
 /// Opens a chunk object named `name` that the manifest says `expected` wrote; returns the
 /// plaintext, exactly `len` bytes.
 pub fn decode(
@@ -172,13 +184,7 @@ pub fn decode(
     obj: &[u8],
     len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let (origin, flags, start) = header(obj)?;
-    if &origin != expected {
-        return Err(format!(
-            "the object was written as chunk {} of {}, but the manifest expects chunk {} of {} (swapped or foreign chunk)",
-            origin.index, origin.snapshot, expected.index, expected.snapshot
-        ));
-    }
+    let (origin, flags, start) = expected_header(obj, expected)?;
     let payload = key
         .open(&aad(&origin, flags, name), &obj[start..])
         .ok_or_else(|| "authentication failed (altered, truncated or moved)".to_string())?;
@@ -207,13 +213,7 @@ pub fn decode_into(
     obj: &mut [u8],
     dst: &mut [u8],
 ) -> Result<(), String> {
-    let (origin, flags, start) = header(obj)?;
-    if &origin != expected {
-        return Err(format!(
-            "the object was written as chunk {} of {}, but the manifest expects chunk {} of {} (swapped or foreign chunk)",
-            origin.index, origin.snapshot, expected.index, expected.snapshot
-        ));
-    }
+    let (origin, flags, start) = expected_header(obj, expected)?;
     let payload = key
         .open_in_place(&aad(&origin, flags, name), &mut obj[start..])
         .ok_or_else(|| "authentication failed (altered, truncated or moved)".to_string())?;

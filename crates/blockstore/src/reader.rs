@@ -94,22 +94,26 @@ impl SnapshotReader {
         Ok(k)
     }
 
-    /// Fetches, authenticates and decrypts the chunk of manifest entry `e`.
-    pub async fn fetch_entry(&self, e: &Entry) -> Result<Zeroizing<Vec<u8>>> {
+    /// The chunk object of manifest entry `e`, with the origin that wrote it and the key
+    /// that seals it.
+    async fn fetch_object(&self, e: &Entry) -> Result<(Origin, Arc<AeadKey>, bytes::Bytes)> {
         let origin: Origin = self.body.origin(e).ok_or_else(|| {
             self.integrity(format!("chunk {}", e.0), "names an unknown origin".into())
         })?;
         let key = self.origin_key(&origin.snapshot).await?;
         let path = self.store.chunk_path(&self.body.kms_key_id, &e.1);
-        let obj = match self.store.store.get(&path).await {
-            Ok(g) => g.bytes().await?,
+        match self.store.store.get(&path).await {
+            Ok(g) => Ok((origin, key, g.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(
-                    self.integrity(format!("chunk {}", e.0), "its object is missing".into())
-                );
+                Err(self.integrity(format!("chunk {}", e.0), "its object is missing".into()))
             }
-            Err(err) => return Err(err.into()),
-        };
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Fetches, authenticates and decrypts the chunk of manifest entry `e`.
+    pub async fn fetch_entry(&self, e: &Entry) -> Result<Zeroizing<Vec<u8>>> {
+        let (origin, key, obj) = self.fetch_object(e).await?;
         let len = self.chunk_len(e.0)?;
         chunk::decode(&key, &origin, &e.1, &obj, len)
             .map_err(|d| self.integrity(format!("chunk {}", e.0), d))
@@ -119,20 +123,7 @@ impl SnapshotReader {
     /// `dst` (exactly the chunk's length), bypassing the cache: for reads of whole chunks
     /// (exports, copies), which need neither a cached copy nor an intermediate one.
     async fn fetch_entry_into(&self, e: &Entry, dst: &mut [u8]) -> Result<()> {
-        let origin: Origin = self.body.origin(e).ok_or_else(|| {
-            self.integrity(format!("chunk {}", e.0), "names an unknown origin".into())
-        })?;
-        let key = self.origin_key(&origin.snapshot).await?;
-        let path = self.store.chunk_path(&self.body.kms_key_id, &e.1);
-        let obj = match self.store.store.get(&path).await {
-            Ok(g) => g.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(
-                    self.integrity(format!("chunk {}", e.0), "its object is missing".into())
-                );
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let (origin, key, obj) = self.fetch_object(e).await?;
         // The object's own buffer when nobody else holds it (a local file read), a copy
         // otherwise.
         let mut obj = obj
