@@ -47,7 +47,12 @@ fn disk_failure(n: usize, shown: &str, format: Option<Format>, e: &DiskError) ->
     );
     let (label, hint) = match e {
         DiskError::Io { .. } => {
-            return Failure::Server(format!("reading disk {n} ({shown}) failed: {e}"));
+            // With its causes (a remote source says what went wrong there), query strings
+            // removed.
+            return Failure::Server(format!(
+                "reading disk {n} ({shown}) failed: {}",
+                crate::source::error_chain(e)
+            ));
         }
         DiskError::Refused(Refusal::Unread(_) | Refusal::NotADisk { .. }) => (
             "Unsupported Disk Image Format".to_string(),

@@ -250,23 +250,30 @@ fn https_server(dir: &std::path::Path) -> (Server, u16, Vec<u8>) {
         .unwrap()
         .port();
     // Under /ranged/ the server answers Range requests (206, Content-Range, an ETag and
-    // If-Match, as S3 does) and notes each one in ranges.log; elsewhere it is Python's plain
-    // file server, which sends whole files only.
+    // If-Match, as S3 does) and notes each one in ranges.log; under /changing/ likewise, but
+    // the ETag changes with every request (the image replaced while it is read); elsewhere
+    // it is Python's plain file server, which sends whole files only.
     let script = format!(
         r#"import http.server, ssl, functools, os, re
+served = [0]
 class H(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
-        if not self.path.startswith('/ranged/'):
+        part = self.path.split('/')[1]
+        if part not in ('ranged', 'changing'):
             return super().do_GET()
-        path = self.translate_path(self.path[len('/ranged'):])
+        path = self.translate_path(self.path[len(part) + 1:])
+        served[0] += 1
         rng = self.headers.get('Range', '')
-        with open('{log}', 'a') as f:
-            f.write(rng + '\n')
+        if part == 'ranged':
+            with open('{log}', 'a') as f:
+                f.write(rng + '\n')
         m = re.fullmatch(r'bytes=(\d+)-(\d+)', rng)
         if not os.path.isfile(path) or not m:
             return super().do_GET()
         size = os.path.getsize(path)
         etag = '"%d-%d"' % (size, os.stat(path).st_mtime_ns)
+        if part == 'changing':
+            etag = '"v%d"' % served[0]
         if self.headers.get('If-Match', etag) != etag:
             self.send_response(412); self.send_header('Content-Length', '0'); self.end_headers(); return
         a, b = int(m[1]), min(int(m[2]), size - 1)
@@ -380,7 +387,24 @@ async fn import_from_an_https_url() {
         )
         .await
         .unwrap();
-    let ended = run_until_ended(e, &[ok.id.clone(), missing.id.clone(), ranged.id.clone()]).await;
+    // An image replaced while it is read (its ETag no longer matches): refused, not mixed.
+    let changing = e
+        .import_snapshot(
+            sub(),
+            snapshot_from_url(format!("https://127.0.0.1:{port}/changing/big.qcow2")),
+        )
+        .await
+        .unwrap();
+    let ended = run_until_ended(
+        e,
+        &[
+            ok.id.clone(),
+            missing.id.clone(),
+            ranged.id.clone(),
+            changing.id.clone(),
+        ],
+    )
+    .await;
     assert_eq!(
         ended[0].status,
         status::COMPLETED,
@@ -420,6 +444,14 @@ async fn import_from_an_https_url() {
         "every request of the image asked for a range: {ranges:?}"
     );
     assert_eq!(ranges[0], "bytes=0-8388607", "{ranges:?}");
+    assert_eq!(ended[3].status, status::DELETED);
+    assert!(
+        ended[3]
+            .status_message
+            .contains("changed while it was read"),
+        "{}",
+        ended[3].status_message
+    );
     for t in &ended {
         let t = e.catalog().task(ACCOUNT, &t.id).await.unwrap();
         let shown = format!("{t:?}");
