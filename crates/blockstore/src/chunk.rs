@@ -54,7 +54,7 @@ struct Squeezer {
 }
 
 /// The compression contexts of one writer at one level: as many exist as chunks were ever
-/// compressed at once (a writer compresses at most one per core at a time), each reused.
+/// compressed at once (a writer bounds that: one per core and one more), each reused.
 pub struct Squeezers {
     level: i32,
     free: std::sync::Mutex<Vec<Squeezer>>,
@@ -214,9 +214,11 @@ pub fn decode_into(
     dst: &mut [u8],
 ) -> Result<(), String> {
     let (origin, flags, start) = expected_header(obj, expected)?;
-    let payload = key
-        .open_in_place(&aad(&origin, flags, name), &mut obj[start..])
-        .ok_or_else(|| "authentication failed (altered, truncated or moved)".to_string())?;
+    let Some(payload) = key.open_in_place(&aad(&origin, flags, name), &mut obj[start..]) else {
+        // A failed open may leave the buffer partly decrypted.
+        zeroize::Zeroize::zeroize(&mut obj[start..]);
+        return Err("authentication failed (altered, truncated or moved)".to_string());
+    };
     let len = dst.len();
     let r = if flags & FLAG_ZSTD == 0 {
         if payload.len() == len {

@@ -4,9 +4,9 @@
 //! are not stored. Every other chunk is named by a keyed hash of its content (keyed BLAKE3, or
 //! HMAC-SHA256 in snapshots written before it — see [`naming`] — under a dedup key that belongs
 //! to one KMS key, so equal data deduplicates only within one encryption key and names reveal
-//! nothing without the key), compressed with zstd when that
-//! pays, and sealed with AES-256-GCM under the data key of the snapshot that first wrote it,
-//! with that snapshot's id, the chunk index and the name bound in as associated data.
+//! nothing without the key), compressed with zstd when that pays, and sealed with AES-256-GCM
+//! under the data key of the snapshot that first wrote it, with that snapshot's id, the chunk
+//! index and the name bound in as associated data.
 //!
 //! Object layout under the store's prefix:
 //!

@@ -67,8 +67,9 @@ impl FirstFailure {
 
 /// Decodes the chunks of `disk` (chunk size `cs`) that overlap data extents, with the
 /// engine's threads, each chunk once, into buffers from `buffers`, and hands them to `sink`
-/// (index, bytes) in no particular order. The calling thread reports `on_bytes(bytes decoded)` and stops every
-/// decoder on cancel, lease loss or the first failure; `fail_disk` names a decoding error.
+/// (index, bytes) in no particular order. The calling thread reports `on_bytes(bytes
+/// decoded)` and stops every decoder on cancel, lease loss or the first failure; `fail_disk`
+/// names a decoding error.
 pub(crate) fn decode_chunks(
     ctx: &Ctx,
     disk: &dyn Disk,

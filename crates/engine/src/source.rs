@@ -815,8 +815,6 @@ impl Sources {
     }
 }
 
-/// Fills `buf` from `offset` of a source of `size` bytes kept in blocks of `block` bytes,
-/// `get(i)` giving block `i`; how many bytes were read (short only at the end).
 /// What a `GET` of an `https://` image found; see [`Sources::get`].
 pub enum HttpsImage {
     /// The server reads by ranges: the image is read in place.
@@ -877,6 +875,8 @@ async fn read_body(mut resp: reqwest::Response, len: u64, shown: &str) -> io::Re
     Ok(out.freeze())
 }
 
+/// Fills `buf` from `offset` of a source of `size` bytes kept in blocks of `block` bytes,
+/// `get(i)` giving block `i`; how many bytes were read (short only at the end).
 fn read_by_blocks<B: AsRef<[u8]>>(
     buf: &mut [u8],
     offset: u64,
@@ -1260,7 +1260,8 @@ async fn upload(
     Ok(())
 }
 
-/// An object read by ranges of 8 MiB. Each read of block *i* makes sure the next
+/// An object (or an `https://` image whose server answers ranges) read by ranges of 8 MiB,
+/// each fetched by its [`Fetch`]. Each read of block *i* makes sure the next
 /// [`OBJ_AHEAD`] blocks are on their way too (fetched in the background, in parallel, while
 /// the decoder works on what it has), so an import from a remote store is bound by its
 /// bandwidth rather than by one request's latency at a time. Blocks are fetched

@@ -361,50 +361,23 @@ async fn import_from_an_https_url() {
         .await
     };
     let e = &env.engine;
-    let ok = e
-        .import_snapshot(
-            sub(),
-            snapshot_from_url(format!(
-                "https://127.0.0.1:{port}/d.qcow2?X-Amz-Signature=0123secret"
-            )),
-        )
-        .await
-        .unwrap();
-    let missing = e
-        .import_snapshot(
-            sub(),
-            snapshot_from_url(format!("https://127.0.0.1:{port}/none.qcow2")),
-        )
-        .await
-        .unwrap();
-    // From a server that answers ranges: read in place, by ranges (no download first).
-    let ranged = e
-        .import_snapshot(
-            sub(),
-            snapshot_from_url(format!(
-                "https://127.0.0.1:{port}/ranged/big.qcow2?X-Amz-Signature=0123secret"
-            )),
-        )
-        .await
-        .unwrap();
-    // An image replaced while it is read (its ETag no longer matches): refused, not mixed.
-    let changing = e
-        .import_snapshot(
-            sub(),
-            snapshot_from_url(format!("https://127.0.0.1:{port}/changing/big.qcow2")),
-        )
-        .await
-        .unwrap();
-    let ended = run_until_ended(
-        e,
-        &[
-            ok.id.clone(),
-            missing.id.clone(),
-            ranged.id.clone(),
-            changing.id.clone(),
-        ],
-    )
-    .await;
+    let urls = [
+        format!("https://127.0.0.1:{port}/d.qcow2?X-Amz-Signature=0123secret"),
+        format!("https://127.0.0.1:{port}/none.qcow2"),
+        // From a server that answers ranges: read in place, by ranges (no download first).
+        format!("https://127.0.0.1:{port}/ranged/big.qcow2?X-Amz-Signature=0123secret"),
+        // An image replaced while it is read (its ETag no longer matches): refused, not mixed.
+        format!("https://127.0.0.1:{port}/changing/big.qcow2"),
+    ];
+    let mut ids = Vec::new();
+    for u in urls {
+        let t = e
+            .import_snapshot(sub(), snapshot_from_url(u))
+            .await
+            .unwrap();
+        ids.push(t.id);
+    }
+    let ended = run_until_ended(e, &ids).await;
     assert_eq!(
         ended[0].status,
         status::COMPLETED,

@@ -96,12 +96,11 @@ impl AeadKey {
         buf.truncate(len);
         Some(buf)
     }
-}
 
-impl AeadKey {
     /// Opens a sealed message in place: `sealed` (nonce ‖ ciphertext ‖ tag) is overwritten
     /// and the plaintext returned is the part of it after the nonce. `None` as for
-    /// [`AeadKey::open`]; the buffer then holds no plaintext.
+    /// [`AeadKey::open`]; the buffer is then left in an unspecified state (possibly partly
+    /// decrypted), which the caller wipes.
     pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Option<&'a mut [u8]> {
         if sealed.len() < OVERHEAD {
             return None;

@@ -35,8 +35,8 @@ pub struct ComplianceArgs {
     remote: crate::cli_tasks::RemoteOpts,
 }
 
-/// One control's result.
-#[derive(Debug, Clone, Serialize)]
+/// One control's result (as checked here, or as a server's report carries it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Control {
     /// Short name.
     pub control: String,
@@ -46,26 +46,6 @@ pub struct Control {
     pub detail: String,
     /// What to do when it failed.
     pub remedy: String,
-}
-
-/// A control as a server reported it.
-#[derive(Debug, serde::Deserialize)]
-struct Reported {
-    control: String,
-    pass: bool,
-    detail: String,
-    remedy: String,
-}
-
-impl Reported {
-    fn into_control(self) -> Control {
-        Control {
-            control: self.control,
-            pass: self.pass,
-            detail: self.detail,
-            remedy: self.remedy,
-        }
-    }
 }
 
 fn control(control: &'static str, pass: bool, detail: String, remedy: &str) -> Control {
@@ -472,9 +452,8 @@ fn print_table(controls: &[Control]) {
 pub fn run(a: &ComplianceArgs, data_dir: &Path) -> Result<(), CliError> {
     let controls = crate::cli_deploy::block_on(async {
         match a.remote.remote()? {
-            Some(r) => serde_json::from_value::<Vec<Reported>>(r.compliance().await?)
-                .map_err(|e| fail(format!("the compliance report does not parse: {e}")))
-                .map(|v| v.into_iter().map(Reported::into_control).collect()),
+            Some(r) => serde_json::from_value::<Vec<Control>>(r.compliance().await?)
+                .map_err(|e| fail(format!("the compliance report does not parse: {e}"))),
             None => controls(data_dir).await,
         }
     })?;
