@@ -37,7 +37,8 @@ def cli(*args, keys=ADMIN, ok=True):
     p = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "--output", "json", *args],
                        capture_output=True, text=True, env=env)
     if ok:
-        assert p.returncode == 0, f"aws {' '.join(args)}: {p.stderr}"
+        assert p.returncode == 0, \
+            f"aws {' '.join(args)}: exit {p.returncode}; stderr: {p.stderr}; stdout: {p.stdout[-2000:]}"
         out = p.stdout.strip()
         return json.loads(out) if out.startswith(("{", "[")) else out
     assert p.returncode != 0, f"aws {' '.join(args)} should have failed: {p.stdout}"
