@@ -94,13 +94,11 @@ fn fetch(
             let (stored, sealed) = ctx.wait(
                 async {
                     let fail = |e: EngineError| Failure::Client(e.to_string());
-                    let stored = inner.sources.head(&b).await.map_err(fail)?;
-                    let sealed = inner
+                    inner
                         .sources
-                        .unseal(&b, inner.store.kms(), &ctx.task.account)
+                        .lookup(&b, inner.store.kms(), &ctx.task.account)
                         .await
-                        .map_err(fail)?;
-                    Ok((stored, sealed))
+                        .map_err(fail)
                 },
                 None,
             )?;
@@ -115,7 +113,7 @@ fn fetch(
             Ok((
                 inner
                     .sources
-                    .open(&b, stored, sealed.as_ref(), &ctx.handle)?,
+                    .open(&b, stored, sealed.as_ref(), &ctx.handle, true)?,
                 shown,
             ))
         }

@@ -534,11 +534,10 @@ impl Engine {
             dc.disk_image_size = u64::try_from(snap.volume_size).ok();
         }
         if let source::Location::Bucket(b) = &loc {
-            let stored = self.inner.sources.head(b).await?;
-            let sealed = self
+            let (stored, sealed) = self
                 .inner
                 .sources
-                .unseal(b, self.inner.store.kms(), account)
+                .lookup(b, self.inner.store.kms(), account)
                 .await?;
             let size = sealed.as_ref().map_or(stored, |u| u.size);
             dc.disk_image_size = Some(size);
@@ -563,7 +562,7 @@ impl Engine {
             let b2 = b.clone();
             let detected = tokio::task::spawn_blocking(move || {
                 let src = sources
-                    .open(&b2, stored, sealed.as_ref(), &handle)
+                    .open(&b2, stored, sealed.as_ref(), &handle, false)
                     .map_err(|f| f.message())?;
                 diskfmt::detect(&*src).map_err(|e| e.to_string())
             })

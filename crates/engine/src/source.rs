@@ -356,31 +356,6 @@ impl Sources {
         })
     }
 
-    /// How the object `b` is encrypted at rest, if it is (its record, when the record
-    /// describes the bytes stored).
-    pub async fn sse(&self, b: &UserBucket) -> Result<Option<objectmeta::Sse>, EngineError> {
-        let stat = if let Some(dir) = self.local_dir(&b.s3_bucket) {
-            let path = inside(&dir, &b.s3_key).ok_or_else(|| no_key(b))?;
-            objectmeta::Stat::local(&std::fs::metadata(path).map_err(|_| no_key(b))?)
-        } else {
-            let m = self
-                .store(&b.s3_bucket)?
-                .head(&obj_path(&b.s3_key)?)
-                .await
-                .map_err(|_| no_key(b))?;
-            objectmeta::Stat {
-                size: m.size,
-                modified: m.last_modified.into(),
-                tag: m.e_tag.unwrap_or_default(),
-            }
-        };
-        Ok(self
-            .records(&b.s3_bucket)?
-            .get(&b.s3_bucket, &b.s3_key, &stat)
-            .await
-            .and_then(|m| m.sse))
-    }
-
     /// The bucket configuration.
     #[must_use]
     pub fn buckets(&self) -> &Buckets {
@@ -421,44 +396,22 @@ impl Sources {
         }
     }
 
-    /// The size of the object `b`, or the request error naming what is missing.
-    pub async fn head(&self, b: &UserBucket) -> Result<u64, EngineError> {
-        if let Some(dir) = self.local_dir(&b.s3_bucket) {
-            if !dir.is_dir() {
-                return Err(no_bucket(&b.s3_bucket));
-            }
-            let path = inside(&dir, &b.s3_key).ok_or_else(|| no_key(b))?;
-            return match std::fs::metadata(path) {
-                Ok(m) if m.is_file() => Ok(m.len()),
-                _ => Err(no_key(b)),
-            };
-        }
-        let store = self.store(&b.s3_bucket)?;
-        let path = obj_path(&b.s3_key)?;
-        match store.head(&path).await {
-            Ok(m) => Ok(m.size),
-            Err(object_store::Error::NotFound { .. }) => Err(no_key(b)),
-            Err(e) => Err(EngineError::Request {
-                code: "InvalidParameter",
-                message: format!(
-                    "the object s3://{}/{} could not be read: {e}; check the bucket, the key and that the service role may read it",
-                    b.s3_bucket, b.s3_key
-                ),
-            }),
-        }
-    }
-
-    /// The data key of the object `b` when it is encrypted at rest (its record says so),
-    /// unwrapped by `kms` for the account's service, and its plaintext size. An import reads
-    /// such an object as the S3 endpoint serves it: unsealed, block by block.
-    pub async fn unseal(
+    /// What an import needs to know of the object `b` before reading it: its size as
+    /// stored and, when it is encrypted at rest (its record says so), its data key unwrapped
+    /// by `kms` for the account's service, with its plaintext size. The object's stat and its
+    /// record are asked at once (each is a round trip to a remote store). A missing bucket or
+    /// object is the request error naming it.
+    pub async fn lookup(
         &self,
         b: &UserBucket,
         kms: &kms::Kms,
         account: &str,
-    ) -> Result<Option<Unsealed>, EngineError> {
-        let Some(sse) = self.sse(b).await? else {
-            return Ok(None);
+    ) -> Result<(u64, Option<Unsealed>), EngineError> {
+        let records = self.records(&b.s3_bucket)?;
+        let (stat, record) = futures::join!(self.stat(b), records.fetch(&b.s3_bucket, &b.s3_key));
+        let stat = stat?;
+        let Some(sse) = record.and_then(|m| m.describing(&stat)).and_then(|m| m.sse) else {
+            return Ok((stat.size, None));
         };
         let blob = hex::decode(&sse.data_key).map_err(|_| {
             EngineError::Internal(format!(
@@ -480,23 +433,59 @@ impl Sources {
                     b.s3_bucket, b.s3_key, sse.key_id
                 ),
             })?;
-        Ok(Some(Unsealed {
-            size: sse.size,
-            key,
-        }))
+        Ok((
+            stat.size,
+            Some(Unsealed {
+                size: sse.size,
+                key,
+            }),
+        ))
+    }
+
+    /// The stat of the object `b`, or the request error naming what is missing.
+    async fn stat(&self, b: &UserBucket) -> Result<objectmeta::Stat, EngineError> {
+        if let Some(dir) = self.local_dir(&b.s3_bucket) {
+            if !dir.is_dir() {
+                return Err(no_bucket(&b.s3_bucket));
+            }
+            let path = inside(&dir, &b.s3_key).ok_or_else(|| no_key(b))?;
+            return match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => Ok(objectmeta::Stat::local(&m)),
+                _ => Err(no_key(b)),
+            };
+        }
+        let store = self.store(&b.s3_bucket)?;
+        let path = obj_path(&b.s3_key)?;
+        match store.head(&path).await {
+            Ok(m) => Ok(objectmeta::Stat {
+                size: m.size,
+                modified: m.last_modified.into(),
+                tag: m.e_tag.unwrap_or_default(),
+            }),
+            Err(object_store::Error::NotFound { .. }) => Err(no_key(b)),
+            Err(e) => Err(EngineError::Request {
+                code: "InvalidParameter",
+                message: format!(
+                    "the object s3://{}/{} could not be read: {e}; check the bucket, the key and that the service role may read it",
+                    b.s3_bucket, b.s3_key
+                ),
+            }),
+        }
     }
 
     /// Opens the object `b` (`size` bytes stored) for positioned reads, unsealed with
     /// `sealed` when it is encrypted at rest. Call from a blocking thread: reads of a
-    /// remote object wait on `handle`.
+    /// remote object wait on `handle`, and fetch ahead when `read_ahead` (the object is to
+    /// be read through, not only looked at).
     pub fn open(
         &self,
         b: &UserBucket,
         size: u64,
         sealed: Option<&Unsealed>,
         handle: &tokio::runtime::Handle,
+        read_ahead: bool,
     ) -> Result<Source, Failure> {
-        let stored = self.open_stored(b, size, handle)?;
+        let stored = self.open_stored(b, size, handle, read_ahead)?;
         Ok(match sealed {
             Some(u) => Arc::new(SealedSource {
                 inner: stored,
@@ -513,6 +502,7 @@ impl Sources {
         b: &UserBucket,
         size: u64,
         handle: &tokio::runtime::Handle,
+        read_ahead: bool,
     ) -> Result<Source, Failure> {
         if let Some(dir) = self.local_dir(&b.s3_bucket) {
             let path =
@@ -534,6 +524,7 @@ impl Sources {
             path,
             size,
             handle.clone(),
+            if read_ahead { OBJ_AHEAD } else { 0 },
         )))
     }
 
@@ -663,6 +654,7 @@ impl Sources {
                 size,
                 handle.clone(),
                 Some(first),
+                OBJ_AHEAD,
             )),
             size,
         })
@@ -1266,10 +1258,16 @@ async fn upload(
 /// the decoder works on what it has), so an import from a remote store is bound by its
 /// bandwidth rather than by one request's latency at a time. Blocks are fetched
 /// independently — two decoding threads at different places of the object wait only for
-/// their own blocks — and never twice at once. At most [`OBJ_CACHE`] blocks are kept.
+/// their own blocks — and never twice at once. At most [`OBJ_CACHE`] blocks are kept, the
+/// blocks behind the last read dropped first (the least recently read of them), else the
+/// least recently read; the first and the last block are fetched as soon as the source is
+/// made.
 struct ObjectSource {
     fetch: Fetch,
     size: u64,
+    /// Blocks fetched ahead of the one read: [`OBJ_AHEAD`], or none for a look at the
+    /// format (a request-time check).
+    ahead: u64,
     handle: tokio::runtime::Handle,
     state: Arc<(Mutex<Blocks>, std::sync::Condvar)>,
 }
@@ -1281,10 +1279,13 @@ type Fetch = Arc<
         + Sync,
 >;
 
-/// The blocks of an [`ObjectSource`]: fetched (oldest first), on their way, failed.
+/// The blocks of an [`ObjectSource`]: fetched, on their way, failed.
 #[derive(Default)]
 struct Blocks {
+    /// Least recently read first.
     cache: VecDeque<(u64, Bytes)>,
+    /// The block read last.
+    last_read: u64,
     inflight: std::collections::HashSet<u64>,
     failed: Vec<(u64, io::Error)>,
 }
@@ -1303,6 +1304,7 @@ impl ObjectSource {
         path: ObjPath,
         size: u64,
         handle: tokio::runtime::Handle,
+        ahead: u64,
     ) -> ObjectSource {
         let fetch: Fetch = Arc::new(move |range| {
             let (store, path) = (store.clone(), path.clone());
@@ -1313,26 +1315,43 @@ impl ObjectSource {
                     .map_err(io::Error::other)
             })
         });
-        ObjectSource::with_fetch(fetch, size, handle, None)
+        ObjectSource::with_fetch(fetch, size, handle, None, ahead)
     }
 
-    /// A source of `size` bytes read with `fetch`, block 0 already at hand when `first`.
+    /// A source of `size` bytes read with `fetch`, block 0 already at hand when `first`,
+    /// `ahead` blocks fetched ahead of each read.
     fn with_fetch(
         fetch: Fetch,
         size: u64,
         handle: tokio::runtime::Handle,
         first: Option<Bytes>,
+        ahead: u64,
     ) -> ObjectSource {
         let mut blocks = Blocks::default();
+        let had_first = first.is_some();
         if let Some(b) = first {
             blocks.cache.push_back((0, b));
         }
-        ObjectSource {
+        let src = ObjectSource {
             fetch,
             size,
+            ahead,
             handle,
             state: Arc::new((Mutex::new(blocks), std::sync::Condvar::new())),
+        };
+        // Opening an image reads its start and, for most formats, its end (VHD and VMDK
+        // footers, the tables qcow2 appends, an OVA's last member): both are asked for at
+        // once rather than one round trip after the other.
+        if let Ok(mut b) = src.state.0.lock() {
+            let last = size.div_ceil(OBJ_BLOCK).saturating_sub(1);
+            if !had_first {
+                src.start(&mut b, 0);
+            }
+            if last > 0 {
+                src.start(&mut b, last);
+            }
         }
+        src
     }
 
     /// Starts fetching block `index` (the state's lock held: `b`).
@@ -1356,7 +1375,11 @@ impl ObjectSource {
                 match got {
                     Ok(bytes) => {
                         if b.cache.len() >= OBJ_CACHE {
-                            b.cache.pop_front();
+                            // Blocks behind the readers go first: a decoder reads on, while
+                            // what lies ahead (the end, fetched at the start) is still to
+                            // come.
+                            let behind = b.cache.iter().position(|(i, _)| *i < b.last_read);
+                            b.cache.remove(behind.unwrap_or(0));
                         }
                         b.cache.push_back((index, bytes));
                     }
@@ -1371,9 +1394,10 @@ impl ObjectSource {
         let (lock, cv) = &*self.state;
         let poisoned = || io::Error::other("object reader poisoned");
         let mut b = lock.lock().map_err(|_| poisoned())?;
+        b.last_read = index;
         // What follows is wanted next: on its way while this block is decoded.
         let blocks = self.size.div_ceil(OBJ_BLOCK);
-        for next in index + 1..(index + 1 + OBJ_AHEAD).min(blocks) {
+        for next in index + 1..(index + 1 + self.ahead).min(blocks) {
             if b.inflight.len() >= OBJ_INFLIGHT {
                 break;
             }
@@ -1382,8 +1406,13 @@ impl ObjectSource {
             }
         }
         loop {
-            if let Some((_, bytes)) = b.cache.iter().find(|(i, _)| *i == index) {
-                return Ok(bytes.clone());
+            if let Some(at) = b.cache.iter().position(|(i, _)| *i == index) {
+                // Kept longest: the least recently read (a format's tables, read again and
+                // again, stay while the data around them passes through).
+                let hit = b.cache.remove(at).ok_or_else(poisoned)?;
+                let bytes = hit.1.clone();
+                b.cache.push_back(hit);
+                return Ok(bytes);
             }
             if let Some(at) = b.failed.iter().position(|(i, _)| *i == index) {
                 return Err(b.failed.swap_remove(at).1);
@@ -1555,6 +1584,67 @@ mod tests {
             assert!(s.contains(kept), "{kept} not in {s}");
         }
         assert_eq!(strip_url_queries("no url? here#"), "no url? here#");
+    }
+
+    /// An object of 9 blocks and a bit, each byte its block's number, served by a fetch
+    /// that counts the ranges it is asked for.
+    fn counted_object(
+        ahead: u64,
+    ) -> (
+        ObjectSource,
+        Arc<Mutex<Vec<std::ops::Range<u64>>>>,
+        tokio::runtime::Runtime,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let fetch: Fetch = Arc::new(move |r: std::ops::Range<u64>| {
+            log.lock().unwrap().push(r.clone());
+            let fill = u8::try_from(r.start / OBJ_BLOCK).unwrap();
+            let len = usize::try_from(r.end - r.start).unwrap();
+            futures::FutureExt::boxed(async move { Ok(Bytes::from(vec![fill; len])) })
+        });
+        let size = 9 * OBJ_BLOCK + 4096;
+        let src = ObjectSource::with_fetch(fetch, size, rt.handle().clone(), None, ahead);
+        (src, asked, rt)
+    }
+
+    #[test]
+    fn an_object_read_through_is_fetched_once_block_by_block() {
+        let (src, asked, _rt) = counted_object(OBJ_AHEAD);
+        let size = src.size();
+        // As a format opens: its start and its end, then every byte in order.
+        let mut buf = vec![0u8; 1 << 20];
+        src.read_at(&mut buf[..512], 0).unwrap();
+        src.read_at(&mut buf[..512], size - 512).unwrap();
+        assert_eq!(buf[0], 9);
+        let mut off = 0;
+        while off < size {
+            let n = src.read_at(&mut buf, off).unwrap();
+            assert!(n > 0);
+            assert!(buf[..n].iter().all(|&b| u64::from(b) == off / OBJ_BLOCK));
+            off += n as u64;
+        }
+        let mut starts: Vec<u64> = asked.lock().unwrap().iter().map(|r| r.start).collect();
+        starts.sort_unstable();
+        let want: Vec<u64> = (0..10).map(|i| i * OBJ_BLOCK).collect();
+        // Each block once: the end, fetched first, is kept while the blocks behind the
+        // reader make room.
+        assert_eq!(starts, want);
+    }
+
+    #[test]
+    fn a_glance_fetches_nothing_ahead() {
+        let (src, asked, _rt) = counted_object(0);
+        let mut buf = vec![0u8; 4096];
+        src.read_at(&mut buf, 0).unwrap();
+        src.read_at(&mut buf, src.size() - 4096).unwrap();
+        let mut got = asked.lock().unwrap().clone();
+        got.sort_by_key(|r| r.start);
+        assert_eq!(got, [0..OBJ_BLOCK, 9 * OBJ_BLOCK..9 * OBJ_BLOCK + 4096]);
     }
 
     #[tokio::test]

@@ -78,6 +78,13 @@ impl Sse {
 }
 
 impl Meta {
+    /// This record if it describes the bytes `stat` says are stored (else they were replaced
+    /// by another write since).
+    #[must_use]
+    pub fn describing(self, stat: &Stat) -> Option<Meta> {
+        (self.stored == stat.tag).then_some(self)
+    }
+
     /// The record of an object written whole in one `PUT` of `data` (ETag: the MD5 of the
     /// bytes, as S3 computes it), with user metadata `metadata`; [`Meta::stored`] is set
     /// once the bytes are stored.
@@ -200,10 +207,16 @@ impl Records {
     /// The record of `bucket`/`key` if there is one and it describes the bytes `stat` says
     /// are stored.
     pub async fn get(&self, bucket: &str, key: &str, stat: &Stat) -> Option<Meta> {
+        self.fetch(bucket, key).await?.describing(stat)
+    }
+
+    /// The record of `bucket`/`key` if there is one, whatever bytes are stored now: check it
+    /// with [`Meta::describing`] against a stat taken meanwhile (a remote store can be asked
+    /// both at once).
+    pub async fn fetch(&self, bucket: &str, key: &str) -> Option<Meta> {
         let (s, p) = self.at(bucket, key).ok()?;
         let b = s.get(&p).await.ok()?.bytes().await.ok()?;
-        let m = serde_json::from_slice::<Meta>(&b).ok()?;
-        (m.stored == stat.tag).then_some(m)
+        serde_json::from_slice::<Meta>(&b).ok()
     }
 
     /// Writes the record of `bucket`/`key`.
