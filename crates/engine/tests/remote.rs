@@ -101,9 +101,9 @@ async fn import_from_and_export_to_an_s3_server() {
 /// A bench figure, not a check of time: the same import-snapshot from a local bucket, from
 /// the test S3 server, and from the same server behind a proxy adding 20 ms to every
 /// request; all must complete with the same snapshot, and the times and their ratios are
-/// printed (`--nocapture`). The test server (s3s-fs) serves a GET in 4 KiB reads through
-/// tokio's blocking pool, in this same process: its own throughput, not latency, is what
-/// separates it from the local bucket; the 20 ms against 0 ms ratio is the cost of latency.
+/// printed (`--nocapture`). The test server runs in this same process, on the same two
+/// cores as the import: its own throughput, not latency, is most of what separates it from
+/// the local bucket; the 20 ms against 0 ms ratio is the cost of latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_distant_s3_server_prints_its_time() {
     let s3dir = tempfile::tempdir().unwrap();
