@@ -1122,6 +1122,13 @@ pub enum ExportSink {
 }
 
 impl ExportSink {
+    /// Whether [`ExportSink::file`] is itself what is published (flushed to disk, then
+    /// renamed into place), rather than a temporary file read back by the commit.
+    #[must_use]
+    pub fn is_published_file(&self) -> bool {
+        matches!(self, ExportSink::Local { .. })
+    }
+
     /// The file the writer fills.
     #[must_use]
     pub fn file(&self) -> &std::fs::File {
