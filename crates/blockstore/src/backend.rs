@@ -87,7 +87,12 @@ impl Backend {
                 std::fs::create_dir_all(root).map_err(|e| {
                     StoreError::Invalid(format!("cannot create {}: {e}", root.display()))
                 })?;
-                Ok(Arc::new(LocalFileSystem::new_with_prefix(root)?))
+                // Durable when a write returns, as an S3 acknowledgement is: each object and
+                // the folders it was added to are flushed (a manifest is written only after
+                // its chunks, so a published snapshot survives a power loss whole).
+                Ok(Arc::new(
+                    LocalFileSystem::new_with_prefix(root)?.with_fsync(true),
+                ))
             }
             Backend::S3(c) => {
                 if let Some(ep) = &c.endpoint
