@@ -194,8 +194,11 @@ impl Records {
                 let dir = root.join(".vmie-meta");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| RecordError(format!("{}: {e}", dir.display())))?;
+                // Flushed on every write: a sealed object's record holds its wrapped data key,
+                // and the object's bytes are flushed before they are published.
                 let s = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| RecordError(e.to_string()))?;
+                    .map_err(|e| RecordError(e.to_string()))?
+                    .with_fsync(true);
                 Ok((Arc::new(s), path(format!("{bucket}/{key}.json"))?))
             }
             Records::Remote { store } => {

@@ -58,7 +58,9 @@ impl Bucket {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| TrailError::Bucket(format!("{}: {e}", dir.display())))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+        // Flushed on every write: a delivered log file or digest is on disk, as S3 would have
+        // it, before the trail moves on (a lost one would break the digest chain).
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?.with_fsync(true);
         Ok(Bucket::Local {
             root: root.to_path_buf(),
             name: name.to_string(),
