@@ -163,8 +163,10 @@ fn write_reporting(
             r
         });
         let mut stopped = None;
-        let tick = Duration::from_millis(if published { 50 } else { 200 });
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ends.recv_timeout(tick) {
+        // Progress is recorded at most once a second whatever the tick (Ctx::report).
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            ends.recv_timeout(Duration::from_millis(50))
+        {
             if stopped.is_some() {
                 continue;
             }

@@ -1289,7 +1289,7 @@ type Fetch = Arc<
 /// The blocks of an [`ObjectSource`]: fetched, on their way, failed.
 #[derive(Default)]
 struct Blocks {
-    /// Least recently read first.
+    /// Least recently read (or fetched, if not read since) first.
     cache: VecDeque<(u64, Bytes)>,
     /// The block read last.
     last_read: u64,
@@ -1351,7 +1351,7 @@ impl ObjectSource {
         // once rather than one round trip after the other.
         if let Ok(mut b) = src.state.0.lock() {
             let last = size.div_ceil(OBJ_BLOCK).saturating_sub(1);
-            if !had_first {
+            if !had_first && size > 0 {
                 src.start(&mut b, 0);
             }
             if last > 0 {
@@ -1413,10 +1413,10 @@ impl ObjectSource {
             }
         }
         loop {
-            if let Some(at) = b.cache.iter().position(|(i, _)| *i == index) {
+            let at = b.cache.iter().position(|(i, _)| *i == index);
+            if let Some(hit) = at.and_then(|at| b.cache.remove(at)) {
                 // Kept longest: the least recently read (a format's tables, read again and
                 // again, stay while the data around them passes through).
-                let hit = b.cache.remove(at).ok_or_else(poisoned)?;
                 let bytes = hit.1.clone();
                 b.cache.push_back(hit);
                 return Ok(bytes);

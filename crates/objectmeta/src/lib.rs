@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 /// The prefix of names the service keeps for itself in buckets.
 pub const RESERVED: &str = ".vmie-";
 
+/// The largest record read (a record holds a few headers and at most S3's 2 KB of user
+/// metadata; anything larger is not one of ours).
+const MAX_RECORD: u64 = 1 << 20;
+
 /// What S3 keeps beside an object's bytes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Meta {
@@ -218,7 +222,13 @@ impl Records {
     /// both at once).
     pub async fn fetch(&self, bucket: &str, key: &str) -> Option<Meta> {
         let (s, p) = self.at(bucket, key).ok()?;
-        let b = s.get(&p).await.ok()?.bytes().await.ok()?;
+        let got = s.get(&p).await.ok()?;
+        // Records are small; in a bucket of another S3 service anyone who may write the
+        // bucket could put anything at a record's key.
+        if got.meta.size > MAX_RECORD {
+            return None;
+        }
+        let b = got.bytes().await.ok()?;
         serde_json::from_slice::<Meta>(&b).ok()
     }
 
@@ -260,7 +270,7 @@ mod tests {
         m.stored.clone_from(&stat.tag);
         records.put("b", "k", &m).await.unwrap();
         assert!(d.path().join(".vmie-meta/b/k.json").is_file());
-        assert_eq!(records.get("b", "k", &stat).await, Some(m));
+        assert_eq!(records.get("b", "k", &stat).await, Some(m.clone()));
         // The key written again some other way: the record no longer applies.
         std::fs::remove_file(&file).unwrap();
         std::fs::write(&file, b"other!").unwrap();
@@ -269,5 +279,13 @@ mod tests {
         assert!(Meta::from_stat(&again).etag.starts_with('"'));
         records.delete("b", "k").await;
         assert!(!d.path().join(".vmie-meta/b/k.json").exists());
+        // Something huge at a record's key is not read as a record.
+        let mut big = serde_json::to_vec(&m).unwrap();
+        big.resize(usize::try_from(MAX_RECORD).unwrap() + 1, b' ');
+        std::fs::write(d.path().join(".vmie-meta/b/k.json"), &big).unwrap();
+        assert_eq!(records.fetch("b", "k").await, None);
+        big.truncate(1000);
+        std::fs::write(d.path().join(".vmie-meta/b/k.json"), &big).unwrap();
+        assert_eq!(records.fetch("b", "k").await, Some(m));
     }
 }
