@@ -2,13 +2,12 @@
 //! whatever the image size, and every core reads (and so inflates) its own ranges in parallel.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::disk::{Disk, ExtentKind};
 use crate::error::{DiskError, Result};
+use crate::write::Output;
 
 /// Options of [`convert_to_raw`].
 #[derive(Debug, Clone)]
@@ -184,7 +183,7 @@ impl Readers<'_> {
     /// Returns the bytes written.
     fn write_loop(
         &self,
-        out: &File,
+        out: &dyn Output,
         from_readers: std::sync::mpsc::Receiver<Filled>,
         to_pool: &std::sync::mpsc::Sender<Vec<u8>>,
     ) -> u64 {
@@ -193,7 +192,7 @@ impl Readers<'_> {
             if !self.stop.load(Ordering::Relaxed) {
                 for &(a, b) in &f.runs {
                     let at = f.off + a as u64;
-                    if let Err(e) = out.write_all_at(&f.buf[a..b], at) {
+                    if let Err(e) = out.put_at(&f.buf[a..b], at) {
                         self.fail(DiskError::io(
                             format!("writing the output at offset {at}"),
                             e,
@@ -217,12 +216,12 @@ impl Readers<'_> {
 /// removes it.
 pub fn convert_to_raw(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     opts: &ConvertOptions,
     progress: &AtomicU64,
 ) -> Result<ConvertStats> {
     let size = disk.virtual_size();
-    out.set_len(size)
+    out.set_size(size)
         .map_err(|e| DiskError::io("setting the output size", e))?;
     let chunk = opts.chunk_size.max(opts.zero_block).max(512);
     // Readers (one per thread: decompression runs there) hand filled buffers to this thread,

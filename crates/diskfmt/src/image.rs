@@ -1,7 +1,6 @@
 //! The crate's entry points, one step above the registry: open an image (detect it, run its
 //! format's safety inspection, return a reader), inspect it for `vmie info`, write one.
 
-use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
 use serde::Serialize;
@@ -55,7 +54,7 @@ pub fn open_with(src: Source, format: Option<Format>, limits: &Limits) -> Result
 /// `progress` grows to the virtual size.
 pub fn write_image(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn crate::write::Output,
     format: Format,
     opts: &WriteOptions,
     progress: &AtomicU64,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use diskfmt::write::WriteOptions;
+use diskfmt::write::{Output, TempOutputs, WriteOptions};
 use diskfmt::write_image;
 use diskfmt::{Disk, DiskError, Extent, ImageInfo};
 use kms::Caller;
@@ -13,6 +13,7 @@ use kms::Caller;
 use crate::ctx::{Ctx, Outcome};
 use crate::error::Failure;
 use crate::request::{ExportImageRequest, output_format};
+use crate::sealed_temp::SealedTemp;
 use crate::{ExportDetail, TaskDetail};
 
 /// A disk whose reads fail once `stop` is set, so a writer stops at its next read.
@@ -94,16 +95,20 @@ pub(crate) fn export_image(ctx: &Ctx) -> Result<Outcome, Failure> {
     )?;
 
     ctx.report("converting", 5)?;
+    // An OVA's VMDK, made before the archive, is encrypted on its way too.
+    let scratch = inner.cfg.scratch_dir.clone();
+    let temp =
+        TempOutputs::new(move || Ok(Box::new(SealedTemp::create(&scratch)?) as Box<dyn Output>));
     let opts = WriteOptions {
         name: key.rsplit('/').next().map(str::to_string),
-        temp_dir: Some(inner.cfg.scratch_dir.clone()),
+        temp: Some(temp),
         threads: inner.cfg.threads.max(1),
         ..WriteOptions::default()
     };
     let written = write_reporting(
         ctx,
         &disk,
-        (sink.file(), sink.is_published_file()),
+        (sink.output(), sink.published_file()),
         (canon, fmt),
         &opts,
     )?;
@@ -145,7 +150,7 @@ fn exported_image(ctx: &Ctx, image_id: &str) -> Result<catalog::Image, Failure> 
 fn write_reporting(
     ctx: &Ctx,
     disk: &dyn Disk,
-    (out, published): (&std::fs::File, bool),
+    (out, published): (&dyn Output, Option<&std::fs::File>),
     (canon, fmt): (&str, diskfmt::Format),
     opts: &WriteOptions,
 ) -> Result<diskfmt::write::WriteStats, Failure> {
@@ -170,13 +175,13 @@ fn write_reporting(
             if stopped.is_some() {
                 continue;
             }
-            if published {
+            if let Some(file) = published {
                 // The file is flushed to disk before it is published: what is written so far
                 // goes on its way now (POSIX_FADV_DONTNEED starts the writeback of dirty
                 // pages without waiting, and drops those already written: vmie does not read
                 // them again), so the final flush waits for the last part only, not for the
                 // whole file. Advice only: a failure changes nothing.
-                let _ = rustix::fs::fadvise(out, 0, None, rustix::fs::Advice::DontNeed);
+                let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
             }
             let p = progress.load(Ordering::Relaxed).min(size);
             if let Err(f) = ctx.report("converting", 5 + i64::try_from(p * 85 / size).unwrap_or(0))

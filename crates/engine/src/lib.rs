@@ -35,6 +35,7 @@ mod import;
 pub mod request;
 pub mod resources;
 pub mod scratch;
+pub mod sealed_temp;
 mod secrets;
 pub mod source;
 mod worker;

@@ -29,10 +29,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::Url;
 
 use blockstore::{Backend, S3Config};
+use diskfmt::write::Output;
 use diskfmt::{ReadAt, Source};
 
 use crate::error::{EngineError, Failure};
 use crate::request::{DiskContainer, UserBucket, check_bucket, check_key, shown};
+use crate::sealed_temp::SealedTemp;
 
 /// Where the buckets named in requests live.
 #[derive(Debug, Clone)]
@@ -689,12 +691,7 @@ impl Sources {
             .store(bucket)
             .map_err(|e| Failure::Client(e.to_string()))?;
         let path = obj_path(key).map_err(|e| Failure::Client(e.to_string()))?;
-        let file = tempfile::tempfile_in(temp_dir).map_err(|e| {
-            Failure::Server(format!(
-                "cannot create a temporary file in {}: {e}",
-                temp_dir.display()
-            ))
-        })?;
+        let file = SealedTemp::create(temp_dir).map_err(|e| Failure::Server(e.to_string()))?;
         Ok(ExportSink::Remote { file, store, path })
     }
 
@@ -748,7 +745,8 @@ impl Sources {
 
     /// `sink` sealed at rest when the deployment marks `bucket` so (else `sink` as it is):
     /// a data key is drawn for the object under the bucket's KMS key (or `alias/aws/s3`)
-    /// for the account's service, and the writer fills a temporary file in `temp_dir`.
+    /// for the account's service, and the writer fills an encrypted temporary output in
+    /// `temp_dir` ([`SealedTemp`]).
     pub async fn seal_export(
         &self,
         sink: ExportSink,
@@ -777,12 +775,7 @@ impl Sources {
             .await
             .map_err(|e| fail(&e))?;
         let arn = kms.key_info(&dk.key_id).await.map_err(|e| fail(&e))?.0.arn;
-        let file = tempfile::tempfile_in(temp_dir).map_err(|e| {
-            Failure::Server(format!(
-                "cannot create a temporary file in {}: {e}",
-                temp_dir.display()
-            ))
-        })?;
+        let file = SealedTemp::create(temp_dir).map_err(|e| Failure::Server(e.to_string()))?;
         Ok(ExportSink::Sealed {
             file,
             dest: Box::new(sink),
@@ -1092,22 +1085,23 @@ pub enum ExportSink {
         /// The final path.
         target: PathBuf,
     },
-    /// Into an S3 bucket: an unnamed temporary file (gone with the process whatever
-    /// happens), uploaded in parts at the end.
+    /// Into an S3 bucket: an encrypted, unnamed temporary output (gone with the process
+    /// whatever happens; [`SealedTemp`]), uploaded in parts at the end.
     Remote {
-        /// The file.
-        file: std::fs::File,
+        /// The output the writer fills.
+        file: SealedTemp,
         /// The bucket.
         store: Arc<dyn ObjectStore>,
         /// The key.
         path: ObjPath,
     },
-    /// Into a bucket the deployment keeps encrypted at rest: the writer fills an unnamed
-    /// temporary file among the intermediate volumes; at the end it is sealed block by block
-    /// into `dest` ([`objectmeta::seal`]) and the object's record names its wrapped key.
+    /// Into a bucket the deployment keeps encrypted at rest: the writer fills an encrypted,
+    /// unnamed temporary output among the intermediate volumes ([`SealedTemp`]); at the end
+    /// it is sealed block by block under the object's data key into `dest`
+    /// ([`objectmeta::seal`]) and the object's record names its wrapped key.
     Sealed {
-        /// The file the writer fills.
-        file: std::fs::File,
+        /// The output the writer fills.
+        file: SealedTemp,
         /// Where the sealed object goes.
         dest: Box<ExportSink>,
         /// The object's records.
@@ -1122,47 +1116,47 @@ pub enum ExportSink {
 }
 
 impl ExportSink {
-    /// Whether [`ExportSink::file`] is itself what is published (flushed to disk, then
-    /// renamed into place), rather than a temporary file read back by the commit.
+    /// What the writer fills.
     #[must_use]
-    pub fn is_published_file(&self) -> bool {
-        matches!(self, ExportSink::Local { .. })
-    }
-
-    /// The file the writer fills.
-    #[must_use]
-    pub fn file(&self) -> &std::fs::File {
+    pub fn output(&self) -> &dyn Output {
         match self {
             ExportSink::Local { tmp, .. } => tmp.as_file(),
             ExportSink::Remote { file, .. } | ExportSink::Sealed { file, .. } => file,
         }
     }
 
-    /// Seals `plain` into this sink's file.
-    async fn fill_sealed(&self, plain: std::fs::File, key: &[u8; 32]) -> Result<u64, Failure> {
-        use std::io::Write as _;
-        use std::os::unix::fs::FileExt as _;
+    /// The file published itself, if [`ExportSink::output`] is one (a local bucket's).
+    #[must_use]
+    pub fn published_file(&self) -> Option<&std::fs::File> {
+        match self {
+            ExportSink::Local { tmp, .. } => Some(tmp.as_file()),
+            _ => None,
+        }
+    }
+
+    /// Seals `plain` into this sink's output, in order.
+    async fn fill_sealed(&self, plain: SealedTemp, key: &[u8; 32]) -> Result<u64, Failure> {
         let fail = |e: &dyn std::fmt::Display| Failure::Server(format!("sealing the export: {e}"));
-        let out = self.file().try_clone().map_err(|e| fail(&e))?;
+        let out = self.output().share().map_err(|e| fail(&e))?;
         let mut sealer = objectmeta::seal::Sealer::new(key, 0);
         tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            let size = plain.metadata()?.len();
-            let mut out = io::BufWriter::with_capacity(1 << 20, &out);
+            let size = plain.size()?;
             let mut buf = vec![0u8; 1 << 20];
             let mut sealed = Vec::with_capacity((1 << 20) + 4096);
-            let mut off = 0u64;
+            let (mut off, mut at) = (0u64, 0u64);
             while off < size {
                 let n = usize::try_from((size - off).min(buf.len() as u64)).unwrap_or(0);
-                plain.read_exact_at(&mut buf[..n], off)?;
-                sealed.clear();
+                plain.get_at(&mut buf[..n], off)?;
                 sealer.push(&buf[..n], &mut sealed);
-                out.write_all(&sealed)?;
+                if sealed.len() >= 1 << 20 {
+                    out.put_at(&sealed, at)?;
+                    at += sealed.len() as u64;
+                    sealed.clear();
+                }
                 off += n as u64;
             }
-            sealed.clear();
             sealer.finish(&mut sealed);
-            out.write_all(&sealed)?;
-            out.flush()?;
+            out.put_at(&sealed, at)?;
             Ok(size)
         })
         .await
@@ -1228,16 +1222,14 @@ impl ExportSink {
 }
 
 async fn upload(
-    file: std::fs::File,
+    file: SealedTemp,
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
 ) -> Result<(), Failure> {
-    use std::os::unix::fs::FileExt;
     const PART: usize = 16 << 20;
     let fail =
         |e: &dyn std::fmt::Display| Failure::Server(format!("upload of the export failed: {e}"));
-    let size = file.metadata().map_err(|e| fail(&e))?.len();
-    let file = Arc::new(file);
+    let size = file.size().map_err(|e| fail(&e))?;
     let upload = store.put_multipart(&path).await.map_err(|e| fail(&e))?;
     let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
     let mut off = 0u64;
@@ -1246,7 +1238,7 @@ async fn upload(
         let f = file.clone();
         let buf = tokio::task::spawn_blocking(move || {
             let mut b = vec![0u8; n];
-            f.read_exact_at(&mut b, off).map(|()| b)
+            f.get_at(&mut b, off).map(|()| b)
         })
         .await
         .map_err(|e| fail(&e))?
@@ -1702,7 +1694,7 @@ mod tests {
 
         // Inside the bucket, exports and deletes work, folders made on the way.
         let sink = s.export_sink("out", "vms/2026/a.vmdk", &tmp).unwrap();
-        std::io::Write::write_all(&mut sink.file(), b"disk").unwrap();
+        sink.output().put_at(b"disk", 0).unwrap();
         sink.commit().await.unwrap();
         assert_eq!(
             std::fs::read(root.join("out/vms/2026/a.vmdk")).unwrap(),

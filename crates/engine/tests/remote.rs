@@ -17,8 +17,8 @@ use testkit::ToolExt;
 
 use catalog::status;
 use engine::{
-    Buckets, DiskContainer, ExportImageRequest, ExportLocation, ImportImageRequest,
-    ImportSnapshotRequest, StageHook, TaskDetail, UrlPolicy,
+    Buckets, DiskContainer, ImportImageRequest, ImportSnapshotRequest, StageHook, TaskDetail,
+    UrlPolicy,
 };
 use harness::*;
 
@@ -47,42 +47,12 @@ async fn import_from_and_export_to_an_s3_server() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), "InvalidParameter", "{missing}");
-    let t = e
-        .import_image(
-            sub(),
-            ImportImageRequest {
-                disk_containers: vec![DiskContainer {
-                    url: Some("s3://src/disks/d.vmdk".into()),
-                    format: Some("vmdk".into()),
-                    ..DiskContainer::default()
-                }],
-                ..ImportImageRequest::default()
-            },
-        )
-        .await
-        .unwrap();
-    let done = run_until_ended(e, std::slice::from_ref(&t.id)).await;
-    assert_eq!(
-        done[0].status,
-        status::COMPLETED,
-        "{}",
-        done[0].status_message
-    );
-    let image = e.catalog().image_of_task(&t.id).await.unwrap().unwrap();
+    let mut req = image_from("s3://src/disks/d.vmdk");
+    req.disk_containers[0].format = Some("vmdk".into());
+    let image = imported_image(e, req).await;
 
     let x = e
-        .export_image(
-            sub(),
-            ExportImageRequest {
-                image_id: image.id,
-                disk_image_format: "VMDK".into(),
-                s3_export_location: ExportLocation {
-                    s3_bucket: "out".into(),
-                    s3_prefix: Some("vms/".into()),
-                },
-                ..ExportImageRequest::default()
-            },
-        )
+        .export_image(sub(), export_to(&image.id, "VMDK", "out", "vms/"))
         .await
         .unwrap();
     let done = run_until_ended(e, std::slice::from_ref(&x.id)).await;
@@ -185,6 +155,93 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
     );
     server.abort();
     near_server.abort();
+}
+
+/// An export into an S3 bucket is made before it is uploaded; on its way it is never on disk
+/// in plaintext. The test server holds the upload's first request (the whole image is
+/// written by then); meanwhile every temporary file the process holds open in the
+/// intermediate volumes' folder (unnamed: visible only as its open handle) is read, and
+/// none holds the disk's marker, which a RAW export carries verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_s3_is_never_in_plaintext_on_disk() {
+    const MARKER: &str = "S3-EXPORT-PLAINTEXT-MARKER-41c7";
+    let s3dir = tempfile::tempdir().unwrap();
+    let gate = s3::Gate::on_writes(".raw");
+    let (url, server) = s3::start_s3_gated(s3dir.path(), "src", Some(gate.clone())).await;
+    std::fs::create_dir_all(s3dir.path().join("out")).unwrap();
+    let buckets = Buckets::S3(s3::s3_config(url, ""));
+    let env = env_over(None, &UrlPolicy::default(), Some(buckets), |_, _| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let raw = debian_disk(work.path(), MARKER, 16);
+    let vmdk = qemu_convert(&raw, "vmdk", "subformat=streamOptimized", "d.vmdk");
+    std::fs::copy(&vmdk, s3dir.path().join("src/d.vmdk")).unwrap();
+    let e = &env.engine;
+    let image = imported_image(e, image_from("s3://src/d.vmdk")).await;
+    let x = e
+        .export_image(sub(), export_to(&image.id, "RAW", "out", "vms/"))
+        .await
+        .unwrap();
+    let engine = e.clone();
+    let id = x.id.clone();
+    let running = tokio::spawn(async move { run_until_ended(&engine, &[id]).await });
+    while gate.waiting() == 0 {
+        assert!(!running.is_finished(), "the export ended without uploading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The upload waits at the gate: the image is whole in its temporary output.
+    let scratch = env.scratch();
+    let mut temps = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let fd = fd.unwrap().path();
+        let Ok(target) = std::fs::read_link(&fd) else {
+            continue;
+        };
+        if target.starts_with(&scratch) {
+            let Ok(bytes) = std::fs::read(&fd) else {
+                continue;
+            };
+            temps.push((target, bytes));
+        }
+    }
+    gate.open();
+    let biggest = temps.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
+    assert!(
+        biggest >= 8 << 20,
+        "no temporary output holding the export was found in {}: {:?}",
+        scratch.display(),
+        temps.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
+    );
+    for (path, bytes) in &temps {
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "the export is in plaintext in {}",
+            path.display()
+        );
+    }
+    let done = running.await.unwrap();
+    assert_eq!(
+        done[0].status,
+        status::COMPLETED,
+        "{}",
+        done[0].status_message
+    );
+    let out = s3dir.path().join(format!("out/vms/{}.raw", x.id));
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", s(&raw), s(&out)],
+    );
+    assert!(env.volumes().is_empty());
+    server.abort();
+}
+
+fn image_from(url: &str) -> ImportImageRequest {
+    ImportImageRequest {
+        disk_containers: vec![DiskContainer {
+            url: Some(url.into()),
+            ..DiskContainer::default()
+        }],
+        ..ImportImageRequest::default()
+    }
 }
 
 struct Server(Child);

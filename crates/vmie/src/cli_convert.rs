@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use diskfmt::write::WriteOptions;
+use diskfmt::write::{TempOutputs, WriteOptions};
 use diskfmt::write_image;
 use diskfmt::{FileSource, Format, Limits};
 
@@ -84,12 +84,12 @@ pub fn run(args: &Args<'_>) -> Result<(), CliError> {
         .output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    opts.temp_dir = Some(
+    opts.temp = Some(TempOutputs::files_in(
         args.output
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    );
+    ));
     write_output(
         &*disk,
         args.output,

@@ -48,13 +48,16 @@ pub async fn start_s3(root: &Path, bucket: &str) -> (String, tokio::task::JoinHa
     start_s3_gated(root, bucket, None).await
 }
 
-/// A gate on the test S3 server: ranged GETs of one object that start within `range` wait
-/// until the gate is opened. A test holds a reader at a known point of an object this
-/// way (a worker mid-import), rather than racing it.
+/// A gate on the test S3 server: ranged GETs of one object that start within `range` (or,
+/// made by [`Gate::on_writes`], the writes of an object: PUT and POST, a multipart upload's
+/// start among them) wait until the gate is opened. A test holds a reader at a known point
+/// of an object this way (a worker mid-import), or an export about to be uploaded, rather
+/// than racing it.
 #[derive(Clone)]
 pub struct Gate {
     key: String,
-    range: std::ops::Range<u64>,
+    /// `None`: writes.
+    range: Option<std::ops::Range<u64>>,
     open: Arc<tokio::sync::watch::Sender<bool>>,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -65,7 +68,17 @@ impl Gate {
     pub fn new(key: &str, range: std::ops::Range<u64>) -> Self {
         Gate {
             key: key.into(),
-            range,
+            range: Some(range),
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// A closed gate on the writes of objects whose path ends with `key`.
+    pub fn on_writes(key: &str) -> Self {
+        Gate {
+            key: key.into(),
+            range: None,
             open: Arc::new(tokio::sync::watch::channel(false).0),
             waiting: Arc::default(),
         }
@@ -89,9 +102,12 @@ impl Gate {
             .and_then(|r| r.strip_prefix("bytes="))
             .and_then(|r| r.split('-').next())
             .and_then(|n| n.parse::<u64>().ok());
-        req.method() == hyper::Method::GET
-            && req.uri().path().ends_with(&self.key)
-            && start.is_some_and(|s| self.range.contains(&s))
+        let m = req.method();
+        req.uri().path().ends_with(&self.key)
+            && match &self.range {
+                Some(range) => m == hyper::Method::GET && start.is_some_and(|s| range.contains(&s)),
+                None => m == hyper::Method::PUT || m == hyper::Method::POST,
+            }
     }
 
     async fn pass<B>(&self, req: &hyper::Request<B>) {

@@ -400,7 +400,9 @@ fn test_ova_written_by_vmie_is_ordered_verified_and_round_trips() {
     let f = std::fs::File::create(&ova).unwrap();
     let opts = crate::write::WriteOptions {
         name: Some("my vm.ova".into()),
-        temp_dir: Some(dir.path().to_path_buf()),
+        temp: Some(crate::write::TempOutputs::files_in(
+            dir.path().to_path_buf(),
+        )),
         cpus: Some(2),
         memory_mib: Some(4096),
         ..Default::default()

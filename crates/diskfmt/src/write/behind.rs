@@ -13,12 +13,12 @@
 //! in flight the writer waits for one to come back. The first error of any I/O thread is
 //! returned by the next call to [`WriteBehind::write_all`] or [`WriteBehind::finish`], so a failing file stops the writer promptly.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+
+use super::Output;
 
 /// Bytes per positional write.
 pub(crate) const BLOCK: usize = 2 << 20;
@@ -43,7 +43,7 @@ pub(crate) struct WriteBehind {
 
 impl WriteBehind {
     /// Writes to `file` from offset `at` on.
-    pub(crate) fn new(file: &File, at: u64) -> io::Result<Self> {
+    pub(crate) fn new(file: &dyn Output, at: u64) -> io::Result<Self> {
         let (jobs, queue) = sync_channel::<Job>(BLOCKS);
         let (give_back, returned) = sync_channel::<Vec<u8>>(BLOCKS);
         let queue = Arc::new(Mutex::new(queue));
@@ -51,7 +51,7 @@ impl WriteBehind {
         let mut threads = Vec::with_capacity(THREADS);
         for _ in 0..THREADS {
             let (file, queue, give_back, error) = (
-                file.try_clone()?,
+                file.share()?,
                 queue.clone(),
                 give_back.clone(),
                 error.clone(),
@@ -64,7 +64,7 @@ impl WriteBehind {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .is_some();
-                    if !failed && let Err(e) = file.write_all_at(&block, at) {
+                    if !failed && let Err(e) = file.put_at(&block, at) {
                         error
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -160,6 +160,7 @@ impl Drop for WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn writes_land_where_a_sequential_writer_puts_them() {
@@ -181,7 +182,7 @@ mod tests {
         w.finish().unwrap();
         let mut got = vec![0u8; want.len()];
         let f = File::open(dir.path().join("out")).unwrap();
-        f.read_exact_at(&mut got, 0).unwrap();
+        f.get_at(&mut got, 0).unwrap();
         assert_eq!(f.metadata().unwrap().len(), want.len() as u64);
         assert!(got == want, "file differs from the sequential writes");
     }

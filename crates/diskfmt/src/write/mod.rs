@@ -6,6 +6,7 @@
 //! writers share one ordered, parallel pipeline, [`ordered_grains`].
 
 mod behind;
+mod output;
 pub mod ova;
 mod pipeline;
 pub mod qcow2;
@@ -17,13 +18,14 @@ pub mod vmdk;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
 use crate::format::Format;
 
+pub(crate) use output::{Appender, OutputReader};
+pub use output::{Output, TempOutputs};
 pub(crate) use pipeline::ordered_grains;
 
 /// Options of a writer (`-o key=value,…` on the command line).
@@ -40,15 +42,25 @@ pub struct WriteOptions {
     /// File name of the output (a VMDK names its own extent in its descriptor; an OVA names
     /// its virtual machine and members after it).
     pub name: Option<String>,
-    /// Folder for temporary files (OVA: the VMDK made before the archive); default: the
-    /// system's temporary folder.
-    pub temp_dir: Option<std::path::PathBuf>,
+    /// How temporary outputs are made (OVA: the VMDK made before the archive); default:
+    /// unnamed files in the system's temporary folder.
+    pub temp: Option<TempOutputs>,
     /// OVA: virtual CPUs to declare (default 1).
     pub cpus: Option<u32>,
     /// OVA: memory in MiB to declare (default 1024).
     pub memory_mib: Option<u64>,
     /// OVA: VMware guest OS type to declare (default `otherGuest64`).
     pub os_type: Option<String>,
+}
+
+impl WriteOptions {
+    /// How this writer makes temporary outputs.
+    #[must_use]
+    pub fn temp_outputs(&self) -> TempOutputs {
+        self.temp
+            .clone()
+            .unwrap_or_else(|| TempOutputs::files_in(std::env::temp_dir()))
+    }
 }
 
 impl Default for WriteOptions {
@@ -58,7 +70,7 @@ impl Default for WriteOptions {
             compression: None,
             adapter_type: None,
             name: None,
-            temp_dir: None,
+            temp: None,
             cpus: None,
             memory_mib: None,
             os_type: None,
@@ -84,11 +96,11 @@ pub trait Writer: Sync {
     /// Refuses a compression this writer cannot produce (`none` never reaches it).
     fn check_compression(&self, compression: &str) -> Result<()>;
 
-    /// Writes `disk` to `out` (a new, empty file). `progress` grows to the virtual size.
+    /// Writes `disk` to `out` (new and empty). `progress` grows to the virtual size.
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats>;

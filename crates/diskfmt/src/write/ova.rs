@@ -2,18 +2,18 @@
 //! manifest, as ustar members in that order (the OVF standard puts the descriptor first, and
 //! importers such as VMware's stream the archive expecting it).
 //!
-//! The descriptor states the VMDK's size, so the VMDK is made first, in an unnamed temporary
-//! file (deleted by the system even if we crash), then copied into the archive while being
-//! hashed for the manifest.
+//! The descriptor states the VMDK's size, so the VMDK is made first, in a temporary output
+//! (`WriteOptions::temp`: by default an unnamed file, deleted by the system even if we
+//! crash; in the service an encrypted one), then copied into the archive while being hashed
+//! for the manifest.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::sync::atomic::AtomicU64;
 
 use sha2::Digest;
 
 use super::vmdk::VmdkWriter;
-use super::{WriteOptions, WriteStats, Writer, no_compression};
+use super::{Appender, Output, OutputReader, WriteOptions, WriteStats, Writer, no_compression};
 use crate::disk::{Disk, allocated_bytes};
 use crate::error::{DiskError, Result};
 use crate::format::Format;
@@ -45,7 +45,7 @@ impl Writer for OvaWriter {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {
@@ -81,7 +81,7 @@ impl Writer for OvaWriter {
                 populated: allocated_bytes(disk)?,
             }],
         );
-        let file_size = archive(out, &names, &descriptor, vmdk, vmdk_size)?;
+        let file_size = archive(out, &names, &descriptor, &*vmdk, vmdk_size)?;
         Ok(WriteStats {
             virtual_size: disk.virtual_size(),
             file_size,
@@ -128,37 +128,38 @@ impl Names {
     }
 }
 
-/// Writes the stream-optimized VMDK into an unnamed temporary file in `opts.temp_dir`;
-/// returns it with its size.
+/// Writes the stream-optimized VMDK into a temporary output of `opts`; returns it with its
+/// size.
 fn temp_vmdk(
     disk: &dyn Disk,
     opts: &WriteOptions,
     names: &Names,
     adapter: &str,
     progress: &AtomicU64,
-) -> Result<(File, u64)> {
-    let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let mut tmp = tempfile::tempfile_in(&dir)
-        .map_err(|e| DiskError::io(format!("creating a temporary file in {}", dir.display()), e))?;
+) -> Result<(Box<dyn Output>, u64)> {
+    let tmp = opts
+        .temp_outputs()
+        .make()
+        .map_err(|e| DiskError::io("making the OVA's temporary VMDK", e))?;
     let vopts = WriteOptions {
         name: Some(names.vmdk.clone()),
         adapter_type: Some(adapter.to_string()),
         ..opts.clone()
     };
-    VmdkWriter.write(disk, &tmp, &vopts, progress)?;
-    let size = tmp.seek(SeekFrom::End(0)).map_err(io)?;
-    Ok((tmp, size))
+    let written = VmdkWriter.write(disk, &*tmp, &vopts, progress)?;
+    Ok((tmp, written.file_size))
 }
 
 /// Appends the three members to `out`; returns the archive's size.
 fn archive(
-    out: &File,
+    out: &dyn Output,
     names: &Names,
     descriptor: &str,
-    mut vmdk: File,
+    vmdk: &dyn Output,
     vmdk_size: u64,
 ) -> Result<u64> {
-    let mut b = ::tar::Builder::new(out);
+    let appender = Appender { out, at: 0 };
+    let mut b = ::tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, appender));
     let header = |size: u64| {
         let mut h = ::tar::Header::new_ustar();
         h.set_size(size);
@@ -174,7 +175,11 @@ fn archive(
     let mut h = header(descriptor.len() as u64);
     b.append_data(&mut h, &names.ovf, descriptor.as_bytes())
         .map_err(io)?;
-    vmdk.seek(SeekFrom::Start(0)).map_err(io)?;
+    let vmdk = OutputReader {
+        src: vmdk,
+        at: 0,
+        len: vmdk_size,
+    };
     let mut hashing = HashingReader {
         inner: std::io::BufReader::with_capacity(1 << 20, vmdk),
         hash: sha2::Sha256::new(),
@@ -194,7 +199,8 @@ fn archive(
         .map_err(io)?;
     let mut out = b.into_inner().map_err(io)?;
     out.flush().map_err(io)?;
-    out.stream_position().map_err(io)
+    let appender = out.into_inner().map_err(|e| io(e.into_error()))?;
+    Ok(appender.at)
 }
 
 /// Hashes what passes through it (the VMDK, on its way into the archive).

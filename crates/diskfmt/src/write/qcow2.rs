@@ -17,12 +17,10 @@
 //! table plus one 16-bit refcount per cluster of output (32 KiB per GiB written).
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
 use super::behind::WriteBehind;
-use super::{WriteOptions, WriteStats, Writer, ordered_grains};
+use super::{Output, WriteOptions, WriteStats, Writer, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
 use crate::format::Format;
@@ -282,7 +280,7 @@ impl Writer for Qcow2Writer {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {
@@ -293,7 +291,7 @@ impl Writer for Qcow2Writer {
 /// Writes `disk` as a qcow2 v3 image.
 pub fn write(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
@@ -346,9 +344,9 @@ pub fn write(
     o.w.finish().map_err(io)?;
     // The header and the L1 table last: a file cut short before here is not a valid image.
     let h = header(size, l1_size, table_at, table, kind)?;
-    out.write_all_at(&l1, CLUSTER).map_err(io)?;
-    out.write_all_at(&h, 0).map_err(io)?;
-    out.set_len(end).map_err(io)?;
+    out.put_at(&l1, CLUSTER).map_err(io)?;
+    out.put_at(&h, 0).map_err(io)?;
+    out.set_size(end).map_err(io)?;
     Ok(WriteStats {
         virtual_size: size,
         file_size: end,

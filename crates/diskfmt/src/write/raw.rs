@@ -1,9 +1,8 @@
 //! Raw writer: the virtual disk byte for byte, sparse (see [`crate::convert`]).
 
-use std::fs::File;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, Writer, no_compression};
+use super::{Output, WriteOptions, WriteStats, Writer, no_compression};
 use crate::convert::{ConvertOptions, convert_to_raw};
 use crate::disk::Disk;
 use crate::error::Result;
@@ -29,7 +28,7 @@ impl Writer for RawWriter {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {

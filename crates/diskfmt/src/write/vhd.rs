@@ -8,11 +8,9 @@
 //! The creator application is `vmie`, so qemu-img (and our reader) size the disk by the
 //! footer's current size, not the CHS geometry: the virtual size survives a round trip.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
+use super::{Output, WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
 use crate::convert::{ConvertOptions, convert_to_raw};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
@@ -111,7 +109,7 @@ impl Writer for VhdWriter {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {
@@ -122,7 +120,7 @@ impl Writer for VhdWriter {
 /// Writes `disk` as a VHD.
 pub fn write(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
@@ -140,8 +138,8 @@ pub fn write(
                 ..ConvertOptions::default()
             };
             convert_to_raw(disk, out, &c, progress)?;
-            out.set_len(size).map_err(io)?;
-            out.write_all_at(&footer(size, TYPE_FIXED, u64::MAX), size)
+            out.set_size(size).map_err(io)?;
+            out.put_at(&footer(size, TYPE_FIXED, u64::MAX), size)
                 .map_err(io)?;
             Ok(WriteStats {
                 virtual_size: size,
@@ -158,7 +156,7 @@ pub fn write(
 
 fn write_dynamic(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     size: u64,
     opts: &WriteOptions,
     progress: &AtomicU64,
@@ -179,8 +177,8 @@ fn write_dynamic(
     let sum = checksum(&dh, 36);
     dh[36..40].copy_from_slice(&sum.to_be_bytes());
 
-    out.write_all_at(&foot, 0).map_err(io)?;
-    out.write_all_at(&dh, SECTOR).map_err(io)?;
+    out.put_at(&foot, 0).map_err(io)?;
+    out.put_at(&dh, SECTOR).map_err(io)?;
     let mut pos = bat_offset + bat_bytes;
     let bitmap = [0xffu8; 512];
     let mut sink = |bi: u64, data: &[u8]| -> Result<()> {
@@ -190,10 +188,10 @@ fn write_dynamic(
         if let Some(slot) = bat.get_mut(i..i + 4) {
             slot.copy_from_slice(&sector.to_be_bytes());
         }
-        out.write_all_at(&bitmap, pos).map_err(io)?;
+        out.put_at(&bitmap, pos).map_err(io)?;
         // Zero 4 KiB runs inside a block stay holes in the file.
         for (a, b) in crate::convert::nonzero_runs(data, 4096) {
-            out.write_all_at(&data[a..b], pos + SECTOR + a as u64)
+            out.put_at(&data[a..b], pos + SECTOR + a as u64)
                 .map_err(io)?;
         }
         pos += SECTOR + data.len() as u64;
@@ -207,8 +205,8 @@ fn write_dynamic(
         &|_: &[u8]| Ok(None),
         &mut sink,
     )?;
-    out.write_all_at(&foot, pos).map_err(io)?;
-    out.write_all_at(&bat, bat_offset).map_err(io)?;
+    out.put_at(&foot, pos).map_err(io)?;
+    out.put_at(&bat, bat_offset).map_err(io)?;
     let end = pos + SECTOR;
     Ok(WriteStats {
         virtual_size: size,

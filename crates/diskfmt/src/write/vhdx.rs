@@ -14,11 +14,9 @@
 //! 32 TiB, 64 MiB above). Blocks that hold data are FULLY_PRESENT; zero runs inside them stay
 //! holes in the file; blocks without data are NOT_PRESENT and take no space.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicU64;
 
-use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains, random_id};
+use super::{Output, WriteOptions, WriteStats, Writer, no_compression, ordered_grains, random_id};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
 use crate::format::Format;
@@ -182,7 +180,7 @@ impl Writer for VhdxWriter {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {
@@ -193,7 +191,7 @@ impl Writer for VhdxWriter {
 /// Writes `disk` as a dynamic VHDX.
 pub fn write(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
@@ -225,15 +223,15 @@ pub fn write(
     for (i, u) in "vmie".encode_utf16().enumerate() {
         id[8 + 2 * i..10 + 2 * i].copy_from_slice(&u.to_le_bytes());
     }
-    out.write_all_at(&id, 0).map_err(io)?;
+    out.put_at(&id, 0).map_err(io)?;
     for (seq, at) in HEADER_OFFSETS.iter().enumerate() {
-        out.write_all_at(&header(seq as u64), *at).map_err(io)?;
+        out.put_at(&header(seq as u64), *at).map_err(io)?;
     }
     let rt = region_table(u32_of(bat_length, "BAT length")?);
     for at in REGION_TABLE_OFFSETS {
-        out.write_all_at(&rt, at).map_err(io)?;
+        out.put_at(&rt, at).map_err(io)?;
     }
-    out.write_all_at(
+    out.put_at(
         &metadata(size, u32_of(block, "block size")?),
         METADATA_OFFSET,
     )
@@ -259,7 +257,7 @@ pub fn write(
         };
         let at = base + (gi % grains_per_block) * GRAIN;
         for (a, b) in crate::convert::nonzero_runs(data, 4096) {
-            out.write_all_at(&data[a..b], at + a as u64).map_err(io)?;
+            out.put_at(&data[a..b], at + a as u64).map_err(io)?;
         }
         Ok(())
     };
@@ -271,8 +269,8 @@ pub fn write(
         &|_: &[u8]| Ok(None),
         &mut sink,
     )?;
-    out.write_all_at(&bat, BAT_OFFSET).map_err(io)?;
-    out.set_len(next_block_at).map_err(io)?;
+    out.put_at(&bat, BAT_OFFSET).map_err(io)?;
+    out.set_size(next_block_at).map_err(io)?;
     Ok(WriteStats {
         virtual_size: size,
         file_size: next_block_at,

@@ -14,12 +14,10 @@
 //! stays bounded whatever the disk size. Zero grains are not written (unallocated).
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::sync::atomic::AtomicU64;
 
 use super::behind::WriteBehind;
-use super::{WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
+use super::{Output, WriteOptions, WriteStats, Writer, no_compression, ordered_grains};
 use crate::disk::Disk;
 use crate::error::{DiskError, Result};
 use crate::format::Format;
@@ -201,7 +199,7 @@ impl Writer for VmdkWriter {
     fn write(
         &self,
         disk: &dyn Disk,
-        out: &File,
+        out: &dyn Output,
         opts: &WriteOptions,
         progress: &AtomicU64,
     ) -> Result<WriteStats> {
@@ -212,7 +210,7 @@ impl Writer for VmdkWriter {
 /// Writes `disk` as a stream-optimized VMDK.
 pub fn write(
     disk: &dyn Disk,
-    out: &File,
+    out: &dyn Output,
     opts: &WriteOptions,
     progress: &AtomicU64,
 ) -> Result<WriteStats> {
@@ -249,13 +247,9 @@ pub fn write(
     let mut gd: Vec<u32> =
         vec![0; usize::try_from(gts).map_err(|_| DiskError::invalid(F, "too many grain tables"))?];
 
-    // From where the file stands (an OVA writes the VMDK into a file of its own); the
-    // grains are written by I/O threads of their own while the next ones are compressed.
-    let start = (&mut &*out)
-        .stream_position()
-        .map_err(|e| DiskError::io("writing the VMDK", e))?;
+    // The grains are written by I/O threads of their own while the next ones are compressed.
     let mut o = Out {
-        w: WriteBehind::new(out, start).map_err(|e| DiskError::io("writing the VMDK", e))?,
+        w: WriteBehind::new(out, 0).map_err(|e| DiskError::io("writing the VMDK", e))?,
         sector: 0,
     };
     o.put(&header(capacity, GD_AT_END))?;
@@ -299,10 +293,6 @@ pub fn write(
     o.put(&header(capacity, gd_sector))?;
     o.put(&marker(0, MARKER_EOS))?;
     o.w.finish()
-        .map_err(|e| DiskError::io("writing the VMDK", e))?;
-    // Leave the file's position after the image, as a sequential writer would.
-    (&mut &*out)
-        .seek(SeekFrom::Start(start + o.sector * SECTOR))
         .map_err(|e| DiskError::io("writing the VMDK", e))?;
     Ok(WriteStats {
         virtual_size: capacity * SECTOR,

@@ -196,6 +196,42 @@ pub async fn run_until_ended(engine: &Engine, ids: &[String]) -> Vec<Task> {
     out
 }
 
+/// Runs ImportImage `req` to its end, which must be `completed`; returns the image.
+pub async fn imported_image(engine: &Engine, req: engine::ImportImageRequest) -> catalog::Image {
+    let t = engine.import_image(sub(), req).await.unwrap();
+    let done = run_until_ended(engine, std::slice::from_ref(&t.id)).await;
+    assert_eq!(
+        done[0].status,
+        catalog::status::COMPLETED,
+        "{}",
+        done[0].status_message
+    );
+    engine
+        .catalog()
+        .image_of_task(&t.id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// ExportImage of `image` as `format` to `bucket` under `prefix`.
+pub fn export_to(
+    image: &str,
+    format: &str,
+    bucket: &str,
+    prefix: &str,
+) -> engine::ExportImageRequest {
+    engine::ExportImageRequest {
+        image_id: image.into(),
+        disk_image_format: format.into(),
+        s3_export_location: engine::ExportLocation {
+            s3_bucket: bucket.into(),
+            s3_prefix: Some(prefix.into()),
+        },
+        ..engine::ExportImageRequest::default()
+    }
+}
+
 /// An ext4 root filesystem with Debian 12, a kernel, `/bin/sh`, and a file full of `marker`.
 pub fn linux_root(dir: &Path, marker: &str, mib: u64) -> PathBuf {
     let tree = dir.join("tree");
