@@ -68,7 +68,7 @@ async fn import_from_and_export_to_an_s3_server() {
     server.abort();
 }
 
-/// A bench figure, not a check of time: the same import-snapshot from a local bucket, from
+/// A bench figure, not a check of time: the same import-snapshot (best of 3) from a local bucket, from
 /// the test S3 server, and from the same server behind a proxy adding 20 ms to every
 /// request; all must complete with the same snapshot, and the times and their ratios are
 /// printed (`--nocapture`). The test server runs in this same process, on the same two
@@ -80,13 +80,15 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
     let (url, server) = s3::start_s3_slow(s3dir.path(), "src", Duration::from_millis(20)).await;
     let (near_url, near_server) = s3::start_s3_slow(s3dir.path(), "src", Duration::ZERO).await;
     let work = tempfile::tempdir().unwrap();
-    // 96 MiB of data that neither compresses nor deduplicates, in a 128 MiB qcow2.
+    // 288 MiB of data that neither compresses nor deduplicates, in a 320 MiB qcow2: large
+    // enough that the few round trips in series before the first block arrives (the request's
+    // look at the object, the task's, the first and last blocks) are not most of the time.
     let raw = work.path().join("d.raw");
     std::fs::File::create(&raw)
         .unwrap()
-        .set_len(128 << 20)
+        .set_len(320 << 20)
         .unwrap();
-    fill_random(&raw, 16..112, 0x5eed);
+    fill_random(&raw, 16..304, 0x5eed);
     let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
     // Uploaded through the S3 API, as a user would: the server then keeps the object's ETag
     // rather than hashing the whole object again on every ranged read.
@@ -101,9 +103,16 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
     .await
     .unwrap();
 
-    let mut times = Vec::new();
+    // Three rounds, the three in turn in each, each import into a new store (a second import
+    // of the same data would find its chunks stored); the best of each is printed.
+    let mut times = [Duration::MAX; 3];
     let mut contents = Vec::new();
-    for remote in [None, Some(&near_url), Some(&url)] {
+    for (n, remote) in [None, Some(&near_url), Some(&url)]
+        .into_iter()
+        .enumerate()
+        .cycle()
+        .take(9)
+    {
         let buckets = remote.map(|u| engine::Buckets::S3(s3::s3_config(u.clone(), "")));
         let env = env_over(None, &UrlPolicy::default(), buckets, |_, _| {}).await;
         if remote.is_none() {
@@ -122,16 +131,18 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
             .await
             .unwrap();
         let done = run_until_ended(e, std::slice::from_ref(&t.id)).await;
-        times.push(t0.elapsed());
+        times[n] = times[n].min(t0.elapsed());
         assert_eq!(
             done[0].status,
             status::COMPLETED,
             "{}",
             done[0].status_message
         );
-        let detail = TaskDetail::of(&done[0]);
-        let snap = detail.disks[0].snapshot_id.clone().unwrap();
-        contents.push(snapshot_bytes(e, &snap).await);
+        if contents.len() < 3 {
+            let detail = TaskDetail::of(&done[0]);
+            let snap = detail.disks[0].snapshot_id.clone().unwrap();
+            contents.push(snapshot_bytes(e, &snap).await);
+        }
     }
     assert!(
         contents[0] == contents[1] && contents[1] == contents[2],
@@ -143,7 +154,7 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
     );
     let t: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
     println!(
-        "import-snapshot of 96 MiB in a qcow2: local bucket {:.2} s; test S3 server {:.2} s \
+        "import-snapshot of 288 MiB in a qcow2, best of 3: local bucket {:.2} s; test S3 server {:.2} s \
          (ratio {:.2}); the same with 20 ms per request {:.2} s (ratio {:.2} to the local \
          bucket, {:.2} to the server without added latency)",
         t[0],
