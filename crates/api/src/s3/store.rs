@@ -411,6 +411,11 @@ impl To {
                         f.sync_all()?;
                     }
                     tmp.persist(&target).map_err(|e| e.error)?;
+                    // The rename itself is durable only once its folder is flushed: an
+                    // acknowledged write survives a power cut, as S3 promises.
+                    if let Some(dir) = target.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
                     Ok(())
                 })
                 .await

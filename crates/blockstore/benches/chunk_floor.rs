@@ -1,0 +1,105 @@
+//! The least CPU an import of a disk costs the snapshot store, whatever the pipeline around it:
+//! every non-zero 1 MiB chunk of a raw disk named (BLAKE3 keyed hash), compressed (zstd at
+//! the store's level) and sealed (AES-256-GCM), as `chunk::encode_with` does in every
+//! import — in memory, no decoding, no file written, no catalog.
+//!
+//! `cargo bench -p blockstore --bench chunk_floor -- RAW [THREADS]` prints the time of each
+//! step on one core over the whole disk and the wall time of all three on THREADS threads
+//! (default: every core), as one line of JSON too (`scripts/bench-import` prints it beside
+//! qemu-img's time for the same disk). `VMIE_SNAPSHOT_ZSTD_LEVEL` sets the level (default 1,
+//! the store's default).
+//!
+//! The disk is read into memory first (untimed), so the figures are CPU only.
+
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use blockstore::Origin;
+use blockstore::chunk::{Squeezers, encode_with};
+use blockstore::naming::Namer;
+
+const CHUNK: usize = 1 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench -p blockstore --bench chunk_floor -- RAW [THREADS]");
+        std::process::exit(2);
+    };
+    let threads = args
+        .get(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let level: i32 = std::env::var("VMIE_SNAPSHOT_ZSTD_LEVEL")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(blockstore::StoreOptions::default().zstd_level);
+    let disk = std::fs::read(path).unwrap_or_else(|e| {
+        eprintln!("chunk_floor: cannot read {path}: {e}");
+        std::process::exit(2);
+    });
+    let chunks: Vec<&[u8]> = disk
+        .chunks(CHUNK)
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .collect();
+    let data: usize = chunks.iter().map(|c| c.len()).sum();
+    let namer = Namer::new(2, &[7u8; 32]).unwrap();
+    let key = kms::aead::AeadKey::new(&[9u8; 32]);
+    let origin = |index| Origin {
+        snapshot: "snap-0123456789abcdef0".into(),
+        index,
+    };
+
+    // Each step alone, on one core.
+    let t = Instant::now();
+    let names: Vec<String> = chunks.iter().map(|c| namer.name(c)).collect();
+    let hash = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut zc = zstd::bulk::Compressor::new(level).unwrap();
+    let packed: usize = chunks.iter().map(|c| zc.compress(c).unwrap().len()).sum();
+    let zstd_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (i, c) in chunks.iter().enumerate() {
+        std::hint::black_box(key.seal(&i.to_be_bytes(), c));
+    }
+    let seal = t.elapsed().as_secs_f64();
+
+    // All three, as an import does them, on every thread.
+    let squeezers = Squeezers::new(level);
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(c) = chunks.get(i) else { break };
+                    let name = namer.name(c);
+                    let obj = encode_with(&squeezers, &key, &origin(i as u64), &name, c);
+                    std::hint::black_box(obj);
+                }
+            });
+        }
+    });
+    let wall = t.elapsed().as_secs_f64();
+    drop(names);
+    let mib = |b: usize| b as f64 / f64::from(1 << 20);
+    println!(
+        "chunk_floor: {} non-zero chunks, {:.0} MiB (zstd level {level}: {:.0} MiB); one core: \
+         name {hash:.2} s, compress {zstd_s:.2} s, seal {seal:.2} s; all three on {threads} \
+         threads: {wall:.2} s",
+        chunks.len(),
+        mib(data),
+        mib(packed),
+    );
+    println!(
+        "{{\"chunks\": {}, \"data_bytes\": {data}, \"zstd_level\": {level}, \"name_s\": {hash:.4}, \
+         \"compress_s\": {zstd_s:.4}, \"seal_s\": {seal:.4}, \"threads\": {threads}, \"wall_s\": {wall:.4}}}",
+        chunks.len()
+    );
+}
