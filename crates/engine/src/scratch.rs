@@ -290,13 +290,16 @@ impl Scratch {
         Ok(())
     }
 
-    /// Seals the last block and flushes the file; the volume is then read-only.
+    /// Seals the last block; the volume is then read-only. Nothing is flushed to disk: only
+    /// this process reads the volume (through the page cache), and after a crash it is
+    /// unreadable anyway (its key died with the process) and swept at the next start, so
+    /// waiting for the disk would buy nothing.
     pub fn finish(&mut self) -> Result<(), ScratchError> {
         if let Some((i, b)) = self.open.take() {
             self.seal(i, b)?;
         }
         self.next = self.size;
-        self.file.sync_data().map_err(io_err(&self.path))
+        Ok(())
     }
 
     /// The first run of written blocks that ends after block `index`.
