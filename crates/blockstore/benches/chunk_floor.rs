@@ -4,8 +4,9 @@
 //! import — in memory, no decoding, no file written, no catalog.
 //!
 //! `cargo bench -p blockstore --bench chunk_floor -- RAW [THREADS]` prints the time of each
-//! step on one core over the whole disk and the wall time of all three on THREADS threads
-//! (default: every core), as one line of JSON too (`scripts/bench-import` prints it beside
+//! step on one core over the whole disk, the wall time of all three on THREADS threads
+//! (default: every core) and that of reading the chunks back as an export does (open and
+//! decompress each), as one line of JSON too (`scripts/bench-import` prints it beside
 //! qemu-img's time for the same disk). `VMIE_SNAPSHOT_ZSTD_LEVEL` sets the level (default 1,
 //! the store's default).
 //!
@@ -13,11 +14,12 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, missing_docs)]
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use blockstore::Origin;
-use blockstore::chunk::{Squeezers, encode_with};
+use blockstore::chunk::{Squeezers, decode_into, encode_with};
 use blockstore::naming::Namer;
 
 const CHUNK: usize = 1 << 20;
@@ -71,6 +73,7 @@ fn main() {
 
     // All three, as an import does them, on every thread.
     let squeezers = Squeezers::new(level);
+    let objects: Vec<Mutex<Vec<u8>>> = chunks.iter().map(|_| Mutex::default()).collect();
     let next = AtomicUsize::new(0);
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -87,19 +90,45 @@ fn main() {
         }
     });
     let wall = t.elapsed().as_secs_f64();
-    drop(names);
+    // The objects to read back, made again untimed (kept, they would have the timing above
+    // pay for fresh memory, which a store writing them out does not).
+    for (i, c) in chunks.iter().enumerate() {
+        *objects[i].lock().unwrap() =
+            encode_with(&squeezers, &key, &origin(i as u64), &names[i], c);
+    }
+
+    // And back, as an export reads them: each opened (decrypted, authenticated) and
+    // decompressed into a buffer of its own, on every thread.
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut dst = vec![0u8; CHUNK];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(c) = chunks.get(i) else { break };
+                    let mut obj = objects[i].lock().unwrap().clone();
+                    let dst = &mut dst[..c.len()];
+                    decode_into(&key, &origin(i as u64), &names[i], &mut obj, dst).unwrap();
+                    assert!(dst == *c, "chunk {i} did not come back");
+                }
+            });
+        }
+    });
+    let read_wall = t.elapsed().as_secs_f64();
     let mib = |b: usize| b as f64 / f64::from(1 << 20);
     println!(
         "chunk_floor: {} non-zero chunks, {:.0} MiB (zstd level {level}: {:.0} MiB); one core: \
          name {hash:.2} s, compress {zstd_s:.2} s, seal {seal:.2} s; all three on {threads} \
-         threads: {wall:.2} s",
+         threads: {wall:.2} s; read back (open, decompress) on {threads} threads: {read_wall:.2} s",
         chunks.len(),
         mib(data),
         mib(packed),
     );
     println!(
         "{{\"chunks\": {}, \"data_bytes\": {data}, \"zstd_level\": {level}, \"name_s\": {hash:.4}, \
-         \"compress_s\": {zstd_s:.4}, \"seal_s\": {seal:.4}, \"threads\": {threads}, \"wall_s\": {wall:.4}}}",
+         \"compress_s\": {zstd_s:.4}, \"seal_s\": {seal:.4}, \"threads\": {threads}, \"wall_s\": {wall:.4}, \"read_wall_s\": {read_wall:.4}}}",
         chunks.len()
     );
 }
