@@ -24,12 +24,47 @@ use blockstore::naming::Namer;
 
 const CHUNK: usize = 1 << 20;
 
-fn main() {
+/// Runs `f(i)` for every `i` below `n`, spread over `threads` threads; returns the seconds.
+fn on_threads(threads: usize, n: usize, f: impl Fn(usize) + Sync) -> f64 {
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    f(i);
+                }
+            });
+        }
+    });
+    t.elapsed().as_secs_f64()
+}
+
+/// Seconds of `f` on this thread, and what it returned.
+fn timed<R>(f: impl FnOnce() -> R) -> (f64, R) {
+    let t = Instant::now();
+    let r = f();
+    (t.elapsed().as_secs_f64(), r)
+}
+
+fn origin(index: usize) -> Origin {
+    Origin {
+        snapshot: "snap-0123456789abcdef0".into(),
+        index: index as u64,
+    }
+}
+
+/// The command line: the disk's path, the threads, the zstd level.
+fn settings() -> (String, usize, i32) {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let Some(path) = args.first() else {
+    let Some(path) = args.first().cloned() else {
         eprintln!("usage: cargo bench -p blockstore --bench chunk_floor -- RAW [THREADS]");
         std::process::exit(2);
     };
@@ -41,7 +76,12 @@ fn main() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(blockstore::StoreOptions::default().zstd_level);
-    let disk = std::fs::read(path).unwrap_or_else(|e| {
+    (path, threads, level)
+}
+
+fn main() {
+    let (path, threads, level) = settings();
+    let disk = std::fs::read(&path).unwrap_or_else(|e| {
         eprintln!("chunk_floor: cannot read {path}: {e}");
         std::process::exit(2);
     });
@@ -52,71 +92,49 @@ fn main() {
     let data: usize = chunks.iter().map(|c| c.len()).sum();
     let namer = Namer::new(2, &[7u8; 32]).unwrap();
     let key = kms::aead::AeadKey::new(&[9u8; 32]);
-    let origin = |index| Origin {
-        snapshot: "snap-0123456789abcdef0".into(),
-        index,
-    };
 
     // Each step alone, on one core.
-    let t = Instant::now();
-    let names: Vec<String> = chunks.iter().map(|c| namer.name(c)).collect();
-    let hash = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (hash, names) = timed(|| chunks.iter().map(|c| namer.name(c)).collect::<Vec<_>>());
     let mut zc = zstd::bulk::Compressor::new(level).unwrap();
-    let packed: usize = chunks.iter().map(|c| zc.compress(c).unwrap().len()).sum();
-    let zstd_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for (i, c) in chunks.iter().enumerate() {
-        std::hint::black_box(key.seal(&i.to_be_bytes(), c));
-    }
-    let seal = t.elapsed().as_secs_f64();
+    let (zstd_s, packed) = timed(|| {
+        chunks
+            .iter()
+            .map(|c| zc.compress(c).unwrap().len())
+            .sum::<usize>()
+    });
+    let (seal, ()) = timed(|| {
+        for (i, c) in chunks.iter().enumerate() {
+            std::hint::black_box(key.seal(&i.to_be_bytes(), c));
+        }
+    });
 
     // All three, as an import does them, on every thread.
     let squeezers = Squeezers::new(level);
-    let objects: Vec<Mutex<Vec<u8>>> = chunks.iter().map(|_| Mutex::default()).collect();
-    let next = AtomicUsize::new(0);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = chunks.get(i) else { break };
-                    let name = namer.name(c);
-                    let obj = encode_with(&squeezers, &key, &origin(i as u64), &name, c);
-                    std::hint::black_box(obj);
-                }
-            });
-        }
+    let wall = on_threads(threads, chunks.len(), |i| {
+        let name = namer.name(chunks[i]);
+        std::hint::black_box(encode_with(&squeezers, &key, &origin(i), &name, chunks[i]));
     });
-    let wall = t.elapsed().as_secs_f64();
     // The objects to read back, made again untimed (kept, they would have the timing above
     // pay for fresh memory, which a store writing them out does not).
-    for (i, c) in chunks.iter().enumerate() {
-        *objects[i].lock().unwrap() =
-            encode_with(&squeezers, &key, &origin(i as u64), &names[i], c);
-    }
+    let objects: Vec<Mutex<Vec<u8>>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Mutex::new(encode_with(&squeezers, &key, &origin(i), &names[i], c)))
+        .collect();
 
     // And back, as an export reads them: each opened (decrypted, authenticated) and
     // decompressed into a buffer of its own, on every thread.
-    let next = AtomicUsize::new(0);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut dst = vec![0u8; CHUNK];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = chunks.get(i) else { break };
-                    let mut obj = objects[i].lock().unwrap().clone();
-                    let dst = &mut dst[..c.len()];
-                    decode_into(&key, &origin(i as u64), &names[i], &mut obj, dst).unwrap();
-                    assert!(dst == *c, "chunk {i} did not come back");
-                }
-            });
+    let read_wall = on_threads(threads, chunks.len(), |i| {
+        thread_local! {
+            static DST: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
         }
+        let mut obj = objects[i].lock().unwrap().clone();
+        DST.with_borrow_mut(|dst| {
+            let dst = &mut dst[..chunks[i].len()];
+            decode_into(&key, &origin(i), &names[i], &mut obj, dst).unwrap();
+            assert!(*dst == *chunks[i], "chunk {i} did not come back");
+        });
     });
-    let read_wall = t.elapsed().as_secs_f64();
     let mib = |b: usize| b as f64 / f64::from(1 << 20);
     println!(
         "chunk_floor: {} non-zero chunks, {:.0} MiB (zstd level {level}: {:.0} MiB); one core: \
