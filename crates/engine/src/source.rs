@@ -1264,6 +1264,8 @@ async fn upload(
 struct ObjectSource {
     fetch: Fetch,
     size: u64,
+    /// Bytes per block: [`OBJ_BLOCK`], or [`GLANCE_BLOCK`] for a look at the format.
+    block: u64,
     /// Blocks fetched ahead of the one read: [`OBJ_AHEAD`], or none for a look at the
     /// format (a request-time check).
     ahead: u64,
@@ -1290,6 +1292,10 @@ struct Blocks {
 }
 
 const OBJ_BLOCK: u64 = 8 << 20;
+/// Bytes per block of a look at the format (a request-time check), which reads the first
+/// 64 KiB and the last 512 bytes (of the plaintext, for a sealed object): a few round trips
+/// of 256 KiB rather than 16 MiB before the request is answered.
+const GLANCE_BLOCK: u64 = 256 << 10;
 /// Blocks kept: the read-ahead windows of two decoding threads and what they work on.
 const OBJ_CACHE: usize = 8;
 /// Blocks fetched ahead of the one read.
@@ -1317,8 +1323,9 @@ impl ObjectSource {
         ObjectSource::with_fetch(fetch, size, handle, None, ahead)
     }
 
-    /// A source of `size` bytes read with `fetch`, block 0 already at hand when `first`,
-    /// `ahead` blocks fetched ahead of each read.
+    /// A source of `size` bytes read with `fetch`, block 0 ([`OBJ_BLOCK`] bytes) already at
+    /// hand when `first`, `ahead` blocks fetched ahead of each read; with neither, a look at
+    /// the format, read in blocks of [`GLANCE_BLOCK`].
     fn with_fetch(
         fetch: Fetch,
         size: u64,
@@ -1328,23 +1335,34 @@ impl ObjectSource {
     ) -> ObjectSource {
         let mut blocks = Blocks::default();
         let had_first = first.is_some();
+        let block = if had_first || ahead > 0 {
+            OBJ_BLOCK
+        } else {
+            GLANCE_BLOCK
+        };
         if let Some(b) = first {
             blocks.cache.push_back((0, b));
         }
         let src = ObjectSource {
             fetch,
             size,
+            block,
             ahead,
             handle,
             state: Arc::new((Mutex::new(blocks), std::sync::Condvar::new())),
         };
         // Opening an image reads its start and, for most formats, its end (VHD and VMDK
         // footers, the tables qcow2 appends, an OVA's last member): both are asked for at
-        // once rather than one round trip after the other.
+        // once rather than one round trip after the other. A look at the format also asks
+        // for the block before the last, which a short last block may not cover (a sealed
+        // object's last sealed block and its end).
         if let Ok(mut b) = src.state.0.lock() {
-            let last = size.div_ceil(OBJ_BLOCK).saturating_sub(1);
+            let last = size.div_ceil(block).saturating_sub(1);
             if !had_first && size > 0 {
                 src.start(&mut b, 0);
+            }
+            if block == GLANCE_BLOCK && last > 1 {
+                src.start(&mut b, last - 1);
             }
             if last > 0 {
                 src.start(&mut b, last);
@@ -1356,8 +1374,8 @@ impl ObjectSource {
     /// Starts fetching block `index` (the state's lock held: `b`).
     fn start(&self, b: &mut Blocks, index: u64) {
         b.inflight.insert(index);
-        let start = index * OBJ_BLOCK;
-        let end = (start + OBJ_BLOCK).min(self.size);
+        let start = index * self.block;
+        let end = (start + self.block).min(self.size);
         let (fetch, state) = (self.fetch.clone(), self.state.clone());
         self.handle.spawn(async move {
             let got = match fetch(start..end).await {
@@ -1395,7 +1413,7 @@ impl ObjectSource {
         let mut b = lock.lock().map_err(|_| poisoned())?;
         b.last_read = index;
         // What follows is wanted next: on its way while this block is decoded.
-        let blocks = self.size.div_ceil(OBJ_BLOCK);
+        let blocks = self.size.div_ceil(self.block);
         for next in index + 1..(index + 1 + self.ahead).min(blocks) {
             if b.inflight.len() >= OBJ_INFLIGHT {
                 break;
@@ -1429,7 +1447,7 @@ impl ReadAt for ObjectSource {
         if offset >= self.size {
             return Ok(0);
         }
-        read_by_blocks(buf, offset, self.size, OBJ_BLOCK, |i| self.block(i))
+        read_by_blocks(buf, offset, self.size, self.block, |i| self.block(i))
     }
 
     fn size(&self) -> u64 {
@@ -1636,14 +1654,66 @@ mod tests {
     }
 
     #[test]
-    fn a_glance_fetches_nothing_ahead() {
+    fn a_glance_fetches_small_blocks_of_both_ends_and_nothing_ahead() {
         let (src, asked, _rt) = counted_object(0);
-        let mut buf = vec![0u8; 4096];
+        let size = src.size();
+        // As detection reads: the first 64 KiB, the last 512 bytes.
+        let mut buf = vec![0u8; 64 << 10];
         src.read_at(&mut buf, 0).unwrap();
-        src.read_at(&mut buf, src.size() - 4096).unwrap();
+        src.read_at(&mut buf[..512], size - 512).unwrap();
+        // A sealed object's plaintext end may start in the block before the last.
+        let last = (size - 1) / GLANCE_BLOCK;
+        src.read_at(&mut buf[..512], (last - 1) * GLANCE_BLOCK)
+            .unwrap();
         let mut got = asked.lock().unwrap().clone();
         got.sort_by_key(|r| r.start);
-        assert_eq!(got, [0..OBJ_BLOCK, 9 * OBJ_BLOCK..9 * OBJ_BLOCK + 4096]);
+        let glance = |i: u64| i * GLANCE_BLOCK..((i + 1) * GLANCE_BLOCK).min(size);
+        // The first block, the last and the one before it, asked at once; 516 KiB in all,
+        // where blocks of a decoding source would have been 8 MiB and 4 KiB.
+        assert_eq!(got, [glance(0), glance(last - 1), glance(last)]);
+    }
+
+    #[test]
+    fn a_glance_at_a_sealed_object_reads_its_plaintext_ends() {
+        let key = [5u8; 32];
+        let plain: Vec<u8> = (0..(3 << 20) + 1000u32)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let mut sealed = Vec::new();
+        let mut sealer = objectmeta::seal::Sealer::new(&key, 0);
+        sealer.push(&plain, &mut sealed);
+        sealer.finish(&mut sealed);
+        let stored = Bytes::from(sealed);
+        let asked = Arc::new(Mutex::new(0u64));
+        let (data, log) = (stored.clone(), asked.clone());
+        let fetch: Fetch = Arc::new(move |r: std::ops::Range<u64>| {
+            *log.lock().unwrap() += r.end - r.start;
+            let b = data.slice(usize::try_from(r.start).unwrap()..usize::try_from(r.end).unwrap());
+            futures::FutureExt::boxed(async move { Ok(b) })
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let inner =
+            ObjectSource::with_fetch(fetch, stored.len() as u64, rt.handle().clone(), None, 0);
+        let src = SealedSource {
+            inner: Arc::new(inner),
+            opener: objectmeta::seal::Opener::new(&key, 0),
+            plain: plain.len() as u64,
+            cache: Mutex::new(VecDeque::new()),
+        };
+        let mut head = vec![0u8; 64 << 10];
+        let mut tail = vec![0u8; 512];
+        src.read_at(&mut head, 0).unwrap();
+        src.read_at(&mut tail, plain.len() as u64 - 512).unwrap();
+        assert!(head == plain[..64 << 10] && tail == plain[plain.len() - 512..]);
+        // Four 256 KiB blocks at most, of a 3 MiB object.
+        assert!(
+            *asked.lock().unwrap() <= 4 * GLANCE_BLOCK,
+            "{}",
+            asked.lock().unwrap()
+        );
     }
 
     #[tokio::test]
