@@ -223,7 +223,11 @@ pub fn convert_to_raw(
     let size = disk.virtual_size();
     out.set_size(size)
         .map_err(|e| DiskError::io("setting the output size", e))?;
-    let chunk = opts.chunk_size.max(opts.zero_block).max(512);
+    // Zero ranges are skipped in blocks of the output's own (an encrypted output seals
+    // 64 KiB blocks: skipping 4 KiB pages inside one would have it read and seal the block
+    // again for every run).
+    let zero_block = opts.zero_block.max(512).max(out.granularity());
+    let chunk = opts.chunk_size.max(zero_block).next_multiple_of(zero_block);
     // Readers (one per thread: decompression runs there) hand filled buffers to this thread,
     // the one writer: parallel writes to one file only contend on its inode lock.
     let threads = opts.threads.max(1);
@@ -242,7 +246,7 @@ pub fn convert_to_raw(
         }),
         from_pool: Mutex::new(from_pool),
         chunk,
-        zero_block: opts.zero_block.max(512),
+        zero_block,
         progress,
         data: AtomicU64::new(0),
         stop: AtomicBool::new(false),

@@ -28,6 +28,13 @@ pub trait Output: Send + Sync {
 
     /// Another handle on the same output, for a thread of its own.
     fn share(&self) -> io::Result<Arc<dyn Output>>;
+
+    /// Bytes per block the output stores (a power of two; 1 for a file): a write covering
+    /// part of a block costs reading the rest, so writers that skip zero ranges skip only
+    /// whole blocks of this size.
+    fn granularity(&self) -> usize {
+        1
+    }
 }
 
 impl Output for File {
