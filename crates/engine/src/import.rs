@@ -91,7 +91,7 @@ fn fetch(
     let shown = loc.shown();
     match loc {
         Location::Bucket(b) => {
-            let (stored, sealed) = ctx.wait(
+            let (stat, sealed) = ctx.wait(
                 async {
                     let fail = |e: EngineError| Failure::Client(e.to_string());
                     inner
@@ -102,7 +102,7 @@ fn fetch(
                 },
                 None,
             )?;
-            let size = sealed.as_ref().map_or(stored, |u| u.size);
+            let size = sealed.as_ref().map_or(stat.size, |u| u.size);
             if size > inner.cfg.max_image_bytes {
                 return Err(Failure::Client(format!(
                     "disk {n} ({shown}) is {size} bytes, more than the limit of {} bytes",
@@ -113,7 +113,7 @@ fn fetch(
             Ok((
                 inner
                     .sources
-                    .open(&b, stored, sealed.as_ref(), &ctx.handle, true)?,
+                    .open(&b, &stat, sealed.as_ref(), &ctx.handle, true)?,
                 shown,
             ))
         }

@@ -535,12 +535,12 @@ impl Engine {
             dc.disk_image_size = u64::try_from(snap.volume_size).ok();
         }
         if let source::Location::Bucket(b) = &loc {
-            let (stored, sealed) = self
+            let (stat, sealed) = self
                 .inner
                 .sources
                 .lookup(b, self.inner.store.kms(), account)
                 .await?;
-            let size = sealed.as_ref().map_or(stored, |u| u.size);
+            let size = sealed.as_ref().map_or(stat.size, |u| u.size);
             dc.disk_image_size = Some(size);
             let max = self.inner.cfg.max_image_bytes;
             if size > max {
@@ -563,7 +563,7 @@ impl Engine {
             let b2 = b.clone();
             let detected = tokio::task::spawn_blocking(move || {
                 let src = sources
-                    .open(&b2, stored, sealed.as_ref(), &handle, false)
+                    .open(&b2, &stat, sealed.as_ref(), &handle, false)
                     .map_err(|f| f.message())?;
                 diskfmt::detect(&*src).map_err(|e| e.to_string())
             })

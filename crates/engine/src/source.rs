@@ -398,9 +398,10 @@ impl Sources {
         }
     }
 
-    /// What an import needs to know of the object `b` before reading it: its size as
-    /// stored and, when it is encrypted at rest (its record says so), its data key unwrapped
-    /// by `kms` for the account's service, with its plaintext size. The object's stat and its
+    /// What an import needs to know of the object `b` before reading it: its stat (size as
+    /// stored, and the ETag every later read of a remote object is made conditional on) and,
+    /// when it is encrypted at rest (its record says so), its data key unwrapped by `kms`
+    /// for the account's service, with its plaintext size. The object's stat and its
     /// record are asked at once (each is a round trip to a remote store). A missing bucket or
     /// object is the request error naming it.
     pub async fn lookup(
@@ -408,12 +409,12 @@ impl Sources {
         b: &UserBucket,
         kms: &kms::Kms,
         account: &str,
-    ) -> Result<(u64, Option<Unsealed>), EngineError> {
+    ) -> Result<(objectmeta::Stat, Option<Unsealed>), EngineError> {
         let records = self.records(&b.s3_bucket)?;
         let (stat, record) = futures::join!(self.stat(b), records.fetch(&b.s3_bucket, &b.s3_key));
         let stat = stat?;
         let Some(sse) = record.and_then(|m| m.describing(&stat)).and_then(|m| m.sse) else {
-            return Ok((stat.size, None));
+            return Ok((stat, None));
         };
         let blob = hex::decode(&sse.data_key).map_err(|_| {
             EngineError::Internal(format!(
@@ -436,7 +437,7 @@ impl Sources {
                 ),
             })?;
         Ok((
-            stat.size,
+            stat,
             Some(Unsealed {
                 size: sse.size,
                 key,
@@ -475,19 +476,21 @@ impl Sources {
         }
     }
 
-    /// Opens the object `b` (`size` bytes stored) for positioned reads, unsealed with
+    /// Opens the object `b` (as `stat` found it) for positioned reads, unsealed with
     /// `sealed` when it is encrypted at rest. Call from a blocking thread: reads of a
     /// remote object wait on `handle`, and fetch ahead when `read_ahead` (the object is to
-    /// be read through, not only looked at).
+    /// be read through, not only looked at). Every read of a remote object is asked
+    /// `If-Match` its ETag in `stat`: an object replaced meanwhile fails the read ("changed
+    /// while it was read") instead of mixing two versions.
     pub fn open(
         &self,
         b: &UserBucket,
-        size: u64,
+        stat: &objectmeta::Stat,
         sealed: Option<&Unsealed>,
         handle: &tokio::runtime::Handle,
         read_ahead: bool,
     ) -> Result<Source, Failure> {
-        let stored = self.open_stored(b, size, handle, read_ahead)?;
+        let stored = self.open_stored(b, stat, handle, read_ahead)?;
         Ok(match sealed {
             Some(u) => Arc::new(SealedSource {
                 inner: stored,
@@ -502,7 +505,7 @@ impl Sources {
     fn open_stored(
         &self,
         b: &UserBucket,
-        size: u64,
+        stat: &objectmeta::Stat,
         handle: &tokio::runtime::Handle,
         read_ahead: bool,
     ) -> Result<Source, Failure> {
@@ -521,10 +524,10 @@ impl Sources {
             .store(&b.s3_bucket)
             .map_err(|e| Failure::Client(e.to_string()))?;
         let path = obj_path(&b.s3_key).map_err(|e| Failure::Client(e.to_string()))?;
+        let tag = Some(stat.tag.clone()).filter(|t| !t.is_empty());
         Ok(Arc::new(ObjectSource::new(
-            store,
-            path,
-            size,
+            (store, path, tag),
+            stat.size,
             handle.clone(),
             if read_ahead { OBJ_AHEAD } else { 0 },
         )))
@@ -1304,20 +1307,35 @@ const OBJ_AHEAD: u64 = 3;
 const OBJ_INFLIGHT: usize = 6;
 
 impl ObjectSource {
+    /// The object at `path` of `store`, each range asked `If-Match` `tag` when there is one.
     fn new(
-        store: Arc<dyn ObjectStore>,
-        path: ObjPath,
+        (store, path, tag): (Arc<dyn ObjectStore>, ObjPath, Option<String>),
         size: u64,
         handle: tokio::runtime::Handle,
         ahead: u64,
     ) -> ObjectSource {
-        let fetch: Fetch = Arc::new(move |range| {
+        let fetch: Fetch = Arc::new(move |range: std::ops::Range<u64>| {
             let (store, path) = (store.clone(), path.clone());
+            let opts = object_store::GetOptions {
+                range: Some(range.into()),
+                if_match: tag.clone(),
+                ..object_store::GetOptions::default()
+            };
             futures::FutureExt::boxed(async move {
+                let changed = |e: object_store::Error| match e {
+                    object_store::Error::Precondition { .. } => io::Error::other(
+                        "the object changed while it was read (it no longer has the ETag it \
+                         had when the task began); import it again",
+                    ),
+                    e => io::Error::other(e),
+                };
                 store
-                    .get_range(&path, range)
+                    .get_opts(&path, opts)
                     .await
-                    .map_err(io::Error::other)
+                    .map_err(changed)?
+                    .bytes()
+                    .await
+                    .map_err(changed)
             })
         });
         ObjectSource::with_fetch(fetch, size, handle, None, ahead)

@@ -245,6 +245,80 @@ async fn an_export_to_s3_is_never_in_plaintext_on_disk() {
     server.abort();
 }
 
+/// An object replaced while an import reads it fails the task rather than mixing two
+/// versions: every range is asked `If-Match` the ETag the task began with. The test S3 server
+/// holds the read of the object's third 8 MiB block; meanwhile the object is overwritten
+/// through the S3 API (same size, other bytes); then the read goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_during_an_import_fails_the_task() {
+    let s3dir = tempfile::tempdir().unwrap();
+    let gate = s3::Gate::new("/src/d.qcow2", (16 << 20)..(24 << 20));
+    let (url, server) = s3::start_s3_gated(s3dir.path(), "src", Some(gate.clone())).await;
+    let work = tempfile::tempdir().unwrap();
+    let raw = work.path().join("d.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    fill_random(&raw, 0..40, 0x0dd);
+    let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
+    let objects = blockstore::Backend::S3(s3::s3_config(url.clone(), "src"))
+        .open()
+        .unwrap();
+    let key = object_store::path::Path::from("d.qcow2");
+    let put = |bytes: Vec<u8>| {
+        let (objects, key) = (objects.clone(), key.clone());
+        async move {
+            object_store::ObjectStoreExt::put(objects.as_ref(), &key, bytes.into())
+                .await
+                .unwrap();
+        }
+    };
+    let first = std::fs::read(&img).unwrap();
+    put(first.clone()).await;
+    let buckets = engine::Buckets::S3(s3::s3_config(url, ""));
+    let env = env_over(None, &UrlPolicy::default(), Some(buckets), |_, _| {}).await;
+    let e = &env.engine;
+    let t = e
+        .import_snapshot(
+            sub(),
+            ImportSnapshotRequest {
+                disk_container: from_bucket("d.qcow2"),
+                ..ImportSnapshotRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let engine = e.clone();
+    let id = t.id.clone();
+    let running = tokio::spawn(async move { run_until_ended(&engine, &[id]).await });
+    while gate.waiting() == 0 {
+        assert!(
+            !running.is_finished(),
+            "the import ended before it read the held block"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The same size, other bytes: only the ETag tells the versions apart.
+    let second: Vec<u8> = first.iter().map(|b| b ^ 0x5a).collect();
+    put(second).await;
+    gate.open();
+    let done = running.await.unwrap();
+    assert_eq!(
+        done[0].status,
+        status::DELETED,
+        "{}",
+        done[0].status_message
+    );
+    assert!(
+        done[0].status_message.contains("changed while it was read"),
+        "{}",
+        done[0].status_message
+    );
+    assert!(env.volumes().is_empty());
+    server.abort();
+}
+
 fn image_from(url: &str) -> ImportImageRequest {
     ImportImageRequest {
         disk_containers: vec![DiskContainer {

@@ -201,7 +201,13 @@ async fn start_s3_with(
                         let object = (req.method() == hyper::Method::GET
                             && req.uri().query().is_none())
                         .then(|| req.uri().path().to_string());
+                        let if_match = (req.method() == hyper::Method::GET)
+                            .then(|| req.headers().get(hyper::header::IF_MATCH).cloned())
+                            .flatten();
                         let resp = hyper::service::Service::call(&service, req).await?;
+                        if let Some(refused) = if_match.and_then(|m| unmatched(&m, &resp)) {
+                            return Ok(refused);
+                        }
                         Ok::<_, s3s::HttpError>(match object {
                             Some(path) => read_whole(&root, &path, resp).await,
                             None => resp,
@@ -219,11 +225,48 @@ async fn start_s3_with(
     (format!("http://{addr}"), handle)
 }
 
+/// S3's answer to a `GET` whose `If-Match` names another ETag than the object's: `412
+/// PreconditionFailed`. s3s-fs decides `If-Match` on writes but ignores it on reads, where S3
+/// (and every S3 service vmie reads from) honours it; this server does too.
+fn unmatched(
+    if_match: &hyper::header::HeaderValue,
+    resp: &s3s::HttpResponse,
+) -> Option<s3s::HttpResponse> {
+    if !resp.status().is_success() {
+        return None;
+    }
+    let bare = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    let etag = resp
+        .headers()
+        .get(hyper::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(bare)?;
+    let wanted = if_match.to_str().ok()?;
+    if wanted
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == etag)
+    {
+        return None;
+    }
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code>\
+                <Message>At least one of the pre-conditions you specified did not hold</Message></Error>";
+    hyper::Response::builder()
+        .status(hyper::StatusCode::PRECONDITION_FAILED)
+        .header(hyper::header::CONTENT_TYPE, "application/xml")
+        .body(s3s::Body::from(body.to_string()))
+        .ok()
+}
+
 /// The answer to a `GET` of an object with its body read in one positioned read. s3s-fs
 /// streams a body in 4 KiB reads, each a trip through tokio's blocking pool, which makes this
 /// server an order of magnitude slower than the folder it serves (and than S3 itself); s3s
-/// has already decided everything else (authentication, conditions, the range and its
-/// headers), so only how the same bytes are read changes. Anything unusual — another
+/// has already decided everything else (authentication, the range and its headers; an
+/// `If-Match` is decided by [`unmatched`]), so only how the same bytes are read changes. Anything unusual — another
 /// status, an escaped key, a body over 64 MiB, a failed read — keeps s3s-fs's own body.
 async fn read_whole(root: &Path, path: &str, resp: s3s::HttpResponse) -> s3s::HttpResponse {
     use std::os::unix::fs::FileExt;
