@@ -80,28 +80,11 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
     let (url, server) = s3::start_s3_slow(s3dir.path(), "src", Duration::from_millis(20)).await;
     let (near_url, near_server) = s3::start_s3_slow(s3dir.path(), "src", Duration::ZERO).await;
     let work = tempfile::tempdir().unwrap();
-    // 288 MiB of data that neither compresses nor deduplicates, in a 320 MiB qcow2: large
-    // enough that the few round trips in series before the first block arrives (the request's
-    // look at the object, the task's, the first and last blocks) are not most of the time.
-    let raw = work.path().join("d.raw");
-    std::fs::File::create(&raw)
-        .unwrap()
-        .set_len(320 << 20)
-        .unwrap();
-    fill_random(&raw, 16..304, 0x5eed);
-    let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
-    // Uploaded through the S3 API, as a user would: the server then keeps the object's ETag
-    // rather than hashing the whole object again on every ranged read.
-    let objects = blockstore::Backend::S3(s3::s3_config(url.clone(), "src"))
-        .open()
-        .unwrap();
-    object_store::ObjectStoreExt::put(
-        objects.as_ref(),
-        &object_store::path::Path::from("d.qcow2"),
-        std::fs::read(&img).unwrap().into(),
-    )
-    .await
-    .unwrap();
+    // 288 MiB of data in a 320 MiB qcow2: large enough that the few round trips in series
+    // before the first block arrives (the request's look at the object, the task's, the first
+    // and last blocks) are not most of the time.
+    let (raw, img) = random_qcow2(work.path(), 320, 16..304, 0x5eed);
+    put_object(&url, "d.qcow2", std::fs::read(&img).unwrap()).await;
 
     // Three rounds, the three in turn in each, each import into a new store (a second import
     // of the same data would find its chunks stored); the best of each is printed.
@@ -121,13 +104,7 @@ async fn import_from_a_distant_s3_server_prints_its_time() {
         let e = &env.engine;
         let t0 = std::time::Instant::now();
         let t = e
-            .import_snapshot(
-                sub(),
-                ImportSnapshotRequest {
-                    disk_container: from_bucket("d.qcow2"),
-                    ..ImportSnapshotRequest::default()
-                },
-            )
+            .import_snapshot(sub(), snapshot_from_bucket("d.qcow2"))
             .await
             .unwrap();
         let done = run_until_ended(e, std::slice::from_ref(&t.id)).await;
@@ -255,38 +232,14 @@ async fn an_object_replaced_during_an_import_fails_the_task() {
     let gate = s3::Gate::new("/src/d.qcow2", (16 << 20)..(24 << 20));
     let (url, server) = s3::start_s3_gated(s3dir.path(), "src", Some(gate.clone())).await;
     let work = tempfile::tempdir().unwrap();
-    let raw = work.path().join("d.raw");
-    std::fs::File::create(&raw)
-        .unwrap()
-        .set_len(48 << 20)
-        .unwrap();
-    fill_random(&raw, 0..40, 0x0dd);
-    let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
-    let objects = blockstore::Backend::S3(s3::s3_config(url.clone(), "src"))
-        .open()
-        .unwrap();
-    let key = object_store::path::Path::from("d.qcow2");
-    let put = |bytes: Vec<u8>| {
-        let (objects, key) = (objects.clone(), key.clone());
-        async move {
-            object_store::ObjectStoreExt::put(objects.as_ref(), &key, bytes.into())
-                .await
-                .unwrap();
-        }
-    };
+    let (_, img) = random_qcow2(work.path(), 48, 0..40, 0x0dd);
     let first = std::fs::read(&img).unwrap();
-    put(first.clone()).await;
-    let buckets = engine::Buckets::S3(s3::s3_config(url, ""));
+    put_object(&url, "d.qcow2", first.clone()).await;
+    let buckets = engine::Buckets::S3(s3::s3_config(url.clone(), ""));
     let env = env_over(None, &UrlPolicy::default(), Some(buckets), |_, _| {}).await;
     let e = &env.engine;
     let t = e
-        .import_snapshot(
-            sub(),
-            ImportSnapshotRequest {
-                disk_container: from_bucket("d.qcow2"),
-                ..ImportSnapshotRequest::default()
-            },
-        )
+        .import_snapshot(sub(), snapshot_from_bucket("d.qcow2"))
         .await
         .unwrap();
     let engine = e.clone();
@@ -301,7 +254,7 @@ async fn an_object_replaced_during_an_import_fails_the_task() {
     }
     // The same size, other bytes: only the ETag tells the versions apart.
     let second: Vec<u8> = first.iter().map(|b| b ^ 0x5a).collect();
-    put(second).await;
+    put_object(&url, "d.qcow2", second).await;
     gate.open();
     let done = running.await.unwrap();
     assert_eq!(
@@ -317,6 +270,40 @@ async fn an_object_replaced_during_an_import_fails_the_task() {
     );
     assert!(env.volumes().is_empty());
     server.abort();
+}
+
+/// A raw disk of `mib` MiB with random data (it neither compresses nor deduplicates) in the
+/// MiBs `data`, and the same as a qcow2.
+fn random_qcow2(
+    dir: &std::path::Path,
+    mib: u64,
+    data: std::ops::Range<u64>,
+    seed: u64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let raw = dir.join("d.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    fill_random(&raw, data, seed);
+    let img = qemu_convert(&raw, "qcow2", "", "d.qcow2");
+    (raw, img)
+}
+
+/// Puts `bytes` at `key` of the bucket `src` of the test S3 server at `url`, through the S3
+/// API as a user would (the server then keeps the object's ETag rather than hashing the
+/// whole object again on every ranged read).
+async fn put_object(url: &str, key: &str, bytes: Vec<u8>) {
+    let objects = blockstore::Backend::S3(s3::s3_config(url.to_string(), "src"))
+        .open()
+        .unwrap();
+    object_store::ObjectStoreExt::put(
+        objects.as_ref(),
+        &object_store::path::Path::from(key),
+        bytes.into(),
+    )
+    .await
+    .unwrap();
 }
 
 fn image_from(url: &str) -> ImportImageRequest {
@@ -453,6 +440,13 @@ srv.serve_forever()
         std::thread::sleep(Duration::from_millis(50));
     }
     (Server(child), port, std::fs::read(ca_cert).unwrap())
+}
+
+fn snapshot_from_bucket(key: &str) -> ImportSnapshotRequest {
+    ImportSnapshotRequest {
+        disk_container: from_bucket(key),
+        ..ImportSnapshotRequest::default()
+    }
 }
 
 fn snapshot_from_url(u: String) -> ImportSnapshotRequest {
