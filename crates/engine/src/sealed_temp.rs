@@ -95,12 +95,7 @@ impl std::fmt::Debug for SealedTemp {
 impl SealedTemp {
     /// A new, empty output in `dir` (the intermediate volumes' folder).
     pub fn create(dir: &Path) -> io::Result<SealedTemp> {
-        let file = tempfile::tempfile_in(dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating a temporary file in {}: {e}", dir.display()),
-            )
-        })?;
+        let file = diskfmt::write::temp_file_in(dir)?;
         // Drawn here, held only by this value; the raw bytes are zeroized right away.
         let k = kms::aead::random_key();
         let key = LessSafeKey::new(
@@ -212,18 +207,18 @@ impl Output for SealedTemp {
         while !data.is_empty() {
             let index = offset / BLOCK;
             let within = usize::try_from(offset % BLOCK).unwrap_or(0);
-            if within == 0 && data.len() >= BLOCK_LEN {
+            let n = if within == 0 && data.len() >= BLOCK_LEN {
                 // Whole blocks, up to 2 MiB at a time.
                 let n = (data.len() / BLOCK_LEN).min(32) * BLOCK_LEN;
                 self.put_whole(index, &data[..n])?;
-                data = &data[n..];
-                offset += n as u64;
+                n
             } else {
                 let n = data.len().min(BLOCK_LEN - within);
                 self.patch_block(index, within, &data[..n])?;
-                data = &data[n..];
-                offset += n as u64;
-            }
+                n
+            };
+            data = &data[n..];
+            offset += n as u64;
         }
         let mut st = self.state();
         st.len = st.len.max(end);
@@ -243,12 +238,13 @@ impl Output for SealedTemp {
                 ),
             ));
         }
+        let Some(last) = end.filter(|e| *e > offset).map(|e| (e - 1) / BLOCK) else {
+            return Ok(());
+        };
         let mut slots = Vec::new();
-        let mut plain = vec![0u8; BLOCK_LEN];
         let (mut done, mut at) = (0usize, offset);
         while done < buf.len() {
             let first = at / BLOCK;
-            let last = (offset + buf.len() as u64 - 1) / BLOCK;
             // Stored blocks in a row are read with one call.
             let mut count = 0;
             while first + count <= last && count < READ_RUN && st.is_stored(first + count) {
@@ -258,18 +254,18 @@ impl Output for SealedTemp {
                 slots.resize(usize::try_from(count * SLOT).unwrap_or(0), 0);
                 self.inner.file.read_exact_at(&mut slots, first * SLOT)?;
             }
+            // A block never stored (count 0) reads as zeros.
             for i in 0..count.max(1) {
-                let index = first + i;
-                if count == 0 {
-                    plain.fill(0);
-                } else {
-                    let s = usize::try_from(i * SLOT).unwrap_or(0);
-                    let p = self.open_slot(index, &mut slots[s..s + SLOT_LEN])?;
-                    plain.copy_from_slice(p);
-                }
                 let within = usize::try_from(at % BLOCK).unwrap_or(0);
                 let n = (buf.len() - done).min(BLOCK_LEN - within);
-                buf[done..done + n].copy_from_slice(&plain[within..within + n]);
+                let dst = &mut buf[done..done + n];
+                if count == 0 {
+                    dst.fill(0);
+                } else {
+                    let s = usize::try_from(i * SLOT).unwrap_or(0);
+                    let p = self.open_slot(first + i, &mut slots[s..s + SLOT_LEN])?;
+                    dst.copy_from_slice(&p[within..within + n]);
+                }
                 done += n;
                 at += n as u64;
                 if done == buf.len() {

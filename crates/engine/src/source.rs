@@ -1143,23 +1143,25 @@ impl ExportSink {
         let out = self.output().share().map_err(|e| fail(&e))?;
         let mut sealer = objectmeta::seal::Sealer::new(key, 0);
         tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            use std::io::Write as _;
             let size = plain.size()?;
+            let appender = diskfmt::write::Appender { out: &*out, at: 0 };
+            let mut out = io::BufWriter::with_capacity(1 << 20, appender);
             let mut buf = vec![0u8; 1 << 20];
             let mut sealed = Vec::with_capacity((1 << 20) + 4096);
-            let (mut off, mut at) = (0u64, 0u64);
+            let mut off = 0u64;
             while off < size {
                 let n = usize::try_from((size - off).min(buf.len() as u64)).unwrap_or(0);
                 plain.get_at(&mut buf[..n], off)?;
+                sealed.clear();
                 sealer.push(&buf[..n], &mut sealed);
-                if sealed.len() >= 1 << 20 {
-                    out.put_at(&sealed, at)?;
-                    at += sealed.len() as u64;
-                    sealed.clear();
-                }
+                out.write_all(&sealed)?;
                 off += n as u64;
             }
+            sealed.clear();
             sealer.finish(&mut sealed);
-            out.put_at(&sealed, at)?;
+            out.write_all(&sealed)?;
+            out.flush()?;
             Ok(size)
         })
         .await

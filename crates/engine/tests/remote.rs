@@ -169,13 +169,7 @@ async fn an_export_to_s3_is_never_in_plaintext_on_disk() {
         .export_image(sub(), export_to(&image.id, "RAW", "out", "vms/"))
         .await
         .unwrap();
-    let engine = e.clone();
-    let id = x.id.clone();
-    let running = tokio::spawn(async move { run_until_ended(&engine, &[id]).await });
-    while gate.waiting() == 0 {
-        assert!(!running.is_finished(), "the export ended without uploading");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = run_until_held(e, &x.id, &gate, "the export ended without uploading").await;
     // The upload waits at the gate: the image is whole in its temporary output.
     let scratch = env.scratch();
     let mut temps = Vec::new();
@@ -242,16 +236,13 @@ async fn an_object_replaced_during_an_import_fails_the_task() {
         .import_snapshot(sub(), snapshot_from_bucket("d.qcow2"))
         .await
         .unwrap();
-    let engine = e.clone();
-    let id = t.id.clone();
-    let running = tokio::spawn(async move { run_until_ended(&engine, &[id]).await });
-    while gate.waiting() == 0 {
-        assert!(
-            !running.is_finished(),
-            "the import ended before it read the held block"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = run_until_held(
+        e,
+        &t.id,
+        &gate,
+        "the import ended before it read the held block",
+    )
+    .await;
     // The same size, other bytes: only the ETag tells the versions apart.
     let second: Vec<u8> = first.iter().map(|b| b ^ 0x5a).collect();
     put_object(&url, "d.qcow2", second).await;
@@ -270,6 +261,23 @@ async fn an_object_replaced_during_an_import_fails_the_task() {
     );
     assert!(env.volumes().is_empty());
     server.abort();
+}
+
+/// Runs the workers until task `id` ends, in the background; returns once `gate` holds one
+/// of its requests (failing with `ended` if the task ends first).
+async fn run_until_held(
+    e: &engine::Engine,
+    id: &str,
+    gate: &s3::Gate,
+    ended: &str,
+) -> tokio::task::JoinHandle<Vec<catalog::Task>> {
+    let (engine, id) = (e.clone(), id.to_string());
+    let running = tokio::spawn(async move { run_until_ended(&engine, &[id]).await });
+    while gate.waiting() == 0 {
+        assert!(!running.is_finished(), "{ended}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
 }
 
 /// A raw disk of `mib` MiB with random data (it neither compresses nor deduplicates) in the

@@ -24,8 +24,8 @@ use crate::disk::Disk;
 use crate::error::{DiskError, Result};
 use crate::format::Format;
 
-pub(crate) use output::{Appender, OutputReader};
-pub use output::{Output, TempOutputs};
+pub(crate) use output::OutputReader;
+pub use output::{Appender, Output, TempOutputs, temp_file_in};
 pub(crate) use pipeline::ordered_grains;
 
 /// Options of a writer (`-o key=value,…` on the command line).

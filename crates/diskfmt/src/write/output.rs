@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Positional output of a writer. Writes at different offsets may come from several threads
@@ -74,15 +74,7 @@ impl TempOutputs {
     /// crash).
     #[must_use]
     pub fn files_in(dir: PathBuf) -> Self {
-        TempOutputs::new(move || {
-            let f = tempfile::tempfile_in(&dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a temporary file in {}: {e}", dir.display()),
-                )
-            })?;
-            Ok(Box::new(f) as Box<dyn Output>)
-        })
+        TempOutputs::new(move || Ok(Box::new(temp_file_in(&dir)?) as Box<dyn Output>))
     }
 
     /// A new, empty temporary output.
@@ -91,16 +83,30 @@ impl TempOutputs {
     }
 }
 
+/// An unnamed temporary file in `dir` (`O_TMPFILE`: no path opens it, and the system removes
+/// it when it is closed, even after a crash); the error names the folder.
+pub fn temp_file_in(dir: &Path) -> io::Result<File> {
+    tempfile::tempfile_in(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("creating a temporary file in {}: {e}", dir.display()),
+        )
+    })
+}
+
 impl std::fmt::Debug for TempOutputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TempOutputs")
     }
 }
 
-/// Appends to an [`Output`] from `at` on, as a [`io::Write`] (an OVA's tar members).
-pub(crate) struct Appender<'a> {
-    pub(crate) out: &'a dyn Output,
-    pub(crate) at: u64,
+/// Appends to an [`Output`] from `at` on, as a [`io::Write`] (an OVA's tar members, a sealed
+/// export's stream); `at` is where the next byte goes.
+pub struct Appender<'a> {
+    /// The output.
+    pub out: &'a dyn Output,
+    /// Where the next byte goes.
+    pub at: u64,
 }
 
 impl io::Write for Appender<'_> {
